@@ -1,0 +1,154 @@
+# msdpipe build. `make` builds every binary into bin/; `make test` runs the whole suite
+# (release build, sanitizer build, bounded fuzz run); `make bench` runs every benchmark.
+#
+#   CUDA=auto|0|1   build kernels/*.cu with nvcc when found (auto), never (0), or insist (1)
+#   VARIANT=release|san   san = ASan+UBSan with clang, objects in build/san, binaries in build/san/bin
+#   CUDA_HOME, CUDNN_HOME, NCCL_HOME, DEPS_PREFIX   where non-standard installs live
+
+VARIANT ?= release
+CUDA ?= auto
+CUDA_HOME ?= /usr/local/cuda
+CUDNN_HOME ?= $(CUDA_HOME)
+NCCL_HOME ?= $(CUDA_HOME)
+DEPS_PREFIX ?=
+ARCH ?= -march=native
+
+BUILD := build/$(VARIANT)
+ifeq ($(VARIANT),release)
+  BINDIR := bin
+  CC := gcc
+  OPT := -O3 $(ARCH) -fno-math-errno
+  SANFLAGS :=
+else ifeq ($(VARIANT),san)
+  BINDIR := $(BUILD)/bin
+  CC := clang
+  OPT := -O1 -g -fno-omit-frame-pointer
+  SANFLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined
+else
+  $(error VARIANT must be release or san, not '$(VARIANT)')
+endif
+
+DEPINC := $(if $(DEPS_PREFIX),-I$(DEPS_PREFIX)/usr/include -I$(DEPS_PREFIX)/usr/include/x86_64-linux-gnu,)
+DEPLIB := $(if $(DEPS_PREFIX),-L$(DEPS_PREFIX)/usr/lib/x86_64-linux-gnu -Wl$(comma)-rpath$(comma)$(DEPS_PREFIX)/usr/lib/x86_64-linux-gnu,)
+comma := ,
+BLAS_INC := -I/usr/include/x86_64-linux-gnu/openblas-pthread
+CFLAGS := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter -g $(OPT) $(SANFLAGS) \
+          -Icommon $(BLAS_INC) $(DEPINC) -MMD -MP -pthread
+LDFLAGS := $(SANFLAGS) -pthread $(DEPLIB)
+LDLIBS := -lzmq -lmsgpackc -lpng -lz -lopenblas -lm
+
+# ---- CUDA detection -------------------------------------------------------------------
+NVCC := $(shell command -v nvcc 2>/dev/null || ( [ -x $(CUDA_HOME)/bin/nvcc ] && echo $(CUDA_HOME)/bin/nvcc ))
+ifeq ($(CUDA),1)
+  ifeq ($(NVCC),)
+    $(error CUDA=1 but nvcc was not found on PATH or in CUDA_HOME=$(CUDA_HOME))
+  endif
+  USE_CUDA := 1
+else ifeq ($(CUDA),auto)
+  USE_CUDA := $(if $(NVCC),1,0)
+else ifeq ($(CUDA),0)
+  USE_CUDA := 0
+else
+  $(error CUDA must be auto, 0 or 1, not '$(CUDA)')
+endif
+ifeq ($(VARIANT),san)
+  USE_CUDA := 0
+endif
+CUDA_SRC := $(wildcard kernels/*.cu)
+ifeq ($(USE_CUDA),1)
+  CFLAGS += -DMSD_HAVE_CUDA=1 -I$(CUDA_HOME)/include
+  NVCCFLAGS := -O3 -std=c++17 -Icommon -I$(CUDA_HOME)/include -I$(CUDNN_HOME)/include -I$(NCCL_HOME)/include \
+               -DMSD_HAVE_CUDA=1 -Xcompiler -Wall,-Werror -Werror all-warnings \
+               -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90 -MMD -MP
+  LDLIBS += -L$(CUDA_HOME)/lib64 -L$(CUDNN_HOME)/lib -L$(CUDNN_HOME)/lib64 -L$(NCCL_HOME)/lib \
+            -Wl,-rpath,$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDNN_HOME)/lib -Wl,-rpath,$(NCCL_HOME)/lib \
+            -lcudnn -lcublas -lcudart -lnccl -lstdc++
+  CUDA_OBJ := $(patsubst kernels/%.cu,$(BUILD)/kernels/%.o,$(CUDA_SRC))
+else
+  CUDA_OBJ :=
+endif
+
+# ---- sources --------------------------------------------------------------------------
+COMMON_SRC := $(wildcard common/*.c)
+COMMON_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(COMMON_SRC))
+LIB := $(BUILD)/libmsd.a
+
+PROCS := $(notdir $(patsubst %/,%,$(dir $(wildcard procs/*/*.c))))
+PROCS := $(sort $(PROCS))
+PROC_BINS := $(patsubst %,$(BINDIR)/msd-%,$(PROCS))
+TOOLS := $(sort $(notdir $(patsubst %/,%,$(dir $(wildcard tools/*/*.c)))))
+TOOL_BINS := $(patsubst %,$(BINDIR)/%,$(TOOLS))
+
+TEST_SRC := $(wildcard tests/test_*.c)
+TEST_BINS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
+BENCH_SRC := $(wildcard bench/bench_*.c)
+BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
+FUZZ_SRC := $(wildcard tests/fuzz_*.c)
+
+.PHONY: all deps test test-release test-san fuzz bench demo clean test-gpu tests-build
+all: $(PROC_BINS) $(TOOL_BINS) $(TEST_BINS) $(BENCH_BINS)
+
+deps:
+	@tools/install-deps
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/kernels/%.o: kernels/%.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -c $< -o $@
+
+$(LIB): $(COMMON_OBJ) $(CUDA_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+# One link rule per process (procs/NAME/*.c -> bin/msd-NAME) and per tool (tools/NAME/*.c -> bin/NAME).
+define link_rule
+$(1): $$(patsubst %.c,$(BUILD)/%.o,$$(wildcard $(2)/*.c)) $(LIB)
+	@mkdir -p $$(dir $$@)
+	$$(CC) $$(LDFLAGS) -o $$@ $$^ $$(LDLIBS)
+endef
+$(foreach p,$(PROCS),$(eval $(call link_rule,$(BINDIR)/msd-$(p),procs/$(p))))
+$(foreach t,$(TOOLS),$(eval $(call link_rule,$(BINDIR)/$(t),tools/$(t))))
+
+$(BUILD)/tests/test_%: $(BUILD)/tests/test_%.o $(LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/bench/bench_%: $(BUILD)/bench/bench_%.o $(LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# libFuzzer targets (clang); built by `make fuzz`, run briefly by the test suite.
+FUZZ_BINS := $(patsubst tests/%.c,build/fuzz/%,$(FUZZ_SRC))
+build/fuzz/fuzz_%: tests/fuzz_%.c $(COMMON_SRC)
+	@mkdir -p $(dir $@)
+	clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Icommon $(BLAS_INC) $(DEPINC) \
+	    -DMSD_FUZZING=1 -o $@ $^ $(DEPLIB) -pthread $(LDLIBS)
+fuzz: $(FUZZ_BINS)
+
+tests-build: all
+
+# The README's test command. One line at the end: "N passed, N failed".
+test: deps
+	@tools/test-all
+
+test-release: all
+	@tests/run $(BINDIR) $(BUILD)/tests release
+
+test-san: all
+	@tests/run $(BINDIR) $(BUILD)/tests san
+
+test-gpu: all
+	@tests/run-gpu $(BINDIR) $(BUILD)/tests
+
+bench: all
+	@tools/install-deps --bench
+	@tools/bench-all $(BINDIR) $(BUILD)/bench
+
+demo: deps all
+	@tools/demo
+
+clean:
+	rm -rf build bin
+
+-include $(shell find build -name '*.d' 2>/dev/null)

@@ -1,0 +1,79 @@
+/* proc.h: the skeleton every msdpipe process (procs/ *) is built on.
+ *
+ * Command line every process accepts (plus its own options, passed to the caller):
+ *   --name NAME           the process's name in the pipeline (log prefix, routing id)
+ *   --control ENDPOINT    the launcher's control socket (ROUTER); when absent the process runs
+ *                         standalone (no READY, no heartbeats), e.g. in a test or by hand
+ *   --bind NAME=ENDPOINT  an endpoint this process serves (ROUTER), repeated
+ *   --connect NAME=ENDPOINT  a peer this process talks to (DEALER), repeated
+ *   --gpu N               run networks on GPU N (a build without CUDA or a missing GPU fails)
+ *   --curve-server-key F / --curve-client-key F   CurveZMQ keys for tcp:// links (see PROTOCOL.md)
+ *   --help                usage of the skeleton options and of the process's own
+ *
+ * Control protocol with the launcher (DEALER socket whose routing id is NAME):
+ *   process -> launcher  READY once all its endpoints are bound/connected
+ *   launcher -> process  HEARTBEAT every PROC_HEARTBEAT_MS; process answers HEARTBEAT
+ *   launcher -> process  STOP: the process finishes and exits 0
+ *   launcher -> process  LINE (stdin forwarding), answered with LINE carrying the reply text
+ *   process -> launcher  DONE when its job is finished (then exits 0)
+ * A process that hears nothing from the launcher for PROC_LIVENESS_MS exits (status 3): this
+ * is how `kill -9` of the launcher leaves no orphan, on any host. On Linux it also asks for
+ * SIGTERM when its parent dies (prctl PR_SET_PDEATHSIG) for a faster exit locally.
+ * SIGINT/SIGTERM set a flag; proc_should_stop() turns true and the main loop exits cleanly.
+ */
+#ifndef MSD_PROC_H
+#define MSD_PROC_H
+
+#include "wire.h"
+
+#define PROC_HEARTBEAT_MS 500
+#define PROC_LIVENESS_MS 3000
+#define PROC_MAX_ENDPOINTS 32
+
+typedef struct ProcEndpoint {
+    char name[64];
+    char endpoint[512];
+    void *sock;            /* ROUTER for --bind, DEALER for --connect; created by proc_start */
+} ProcEndpoint;
+
+typedef struct Proc {
+    const char *role;      /* "data", "router", ... */
+    char name[64];
+    void *zctx;
+    void *control;         /* DEALER to the launcher, or NULL standalone */
+    int nbind, nconnect;
+    ProcEndpoint binds[PROC_MAX_ENDPOINTS];
+    ProcEndpoint connects[PROC_MAX_ENDPOINTS];
+    int gpu;               /* -1 for CPU */
+    double last_heard;     /* msd_now() of the last message from the launcher */
+    double last_sent_hb;
+    /* the process's own arguments, in order, after the skeleton ones were taken out */
+    int argc;
+    char **argv;
+} Proc;
+
+/* Parse the skeleton options out of argv, set the log name, install signal handlers, create
+ * the ZeroMQ context and sockets, bind/connect. `usage` is the process's own options text for
+ * --help. Exits 0 after --help, exits 2 with a message on a bad argument, 1 when an endpoint
+ * cannot be bound. */
+void proc_start(Proc *p, const char *role, const char *usage, int argc, char **argv);
+/* Send READY to the launcher (no-op standalone). */
+void proc_ready(Proc *p);
+/* The socket of a --bind/--connect name, or NULL. */
+void *proc_bound(Proc *p, const char *name);
+void *proc_connected(Proc *p, const char *name);
+/* True once SIGINT/SIGTERM arrived, STOP was received, or the launcher went silent. */
+int proc_should_stop(Proc *p);
+/* Poll the control socket and the given sockets for up to timeout_ms; handles heartbeats and
+ * STOP itself. Returns a bitmask of which of socks[] are readable (bit i for socks[i]);
+ * if a LINE arrived, *line is set to the received message (caller replies with proc_reply_line
+ * and closes it) and bit 31 is set. */
+int proc_poll(Proc *p, void **socks, int nsocks, int timeout_ms, WireMsg *line);
+int proc_reply_line(Proc *p, const WireMsg *req, const char *text, int32_t status);
+/* Send DONE (no-op standalone). */
+void proc_done(Proc *p);
+/* Close sockets (linger bounded so queued messages go out) and the context. Returns the exit
+ * status the process should use: 0 after a clean stop, 3 if the launcher went silent. */
+int proc_finish(Proc *p);
+
+#endif

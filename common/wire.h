@@ -1,0 +1,134 @@
+/* wire.h: the msdpipe wire protocol over ZeroMQ (spec: docs/PROTOCOL.md).
+ *
+ * A message is a ZeroMQ multipart message:
+ *   [routing-id frames ... , empty delimiter]   only on ROUTER sockets (handled here)
+ *   header frame     msgpack map: version, op, id, status, error text, tensor descriptors
+ *   tensor frames    one raw frame per descriptor, little-endian, row-major
+ * Tensors are never msgpack-encoded element by element; wire_send can hand large tensor
+ * buffers to ZeroMQ without copying (zmq_msg_init_data) when the caller keeps them alive
+ * until ZeroMQ releases them (WIRE_SEND_ZEROCOPY + a free callback), else it copies.
+ *
+ * The decoder trusts nothing: every length is checked against the frame that carries it, and
+ * it never allocates more than what arrived. A malformed message gives WIRE_EMALFORMED with a
+ * message; the caller logs it and answers the peer with status WIRE_STATUS_BAD_MESSAGE.
+ *
+ * Not here: the meaning of each op's tensors (see docs/PROTOCOL.md and the process that
+ * serves the op), sockets' lifetime (see proc.h), encryption settings (see proc.h). */
+#ifndef MSD_WIRE_H
+#define MSD_WIRE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <zmq.h>
+
+#define WIRE_VERSION 1
+#define WIRE_MAX_TENSORS 16
+#define WIRE_MAX_DIMS 8
+#define WIRE_MAX_NAME 64          /* including the terminating NUL */
+#define WIRE_MAX_ERROR 256        /* error text, including NUL */
+#define WIRE_MAX_ROUTING 4        /* routing-id frames kept from a ROUTER socket */
+#define WIRE_MAX_HEADER 16384     /* a header frame larger than this is malformed */
+#define WIRE_MAX_TENSOR_BYTES ((int64_t)1 << 34) /* 16 GiB: larger claimed sizes are absurd */
+
+typedef enum WireDType {
+    WIRE_F32 = 0, WIRE_F16 = 1, WIRE_BF16 = 2, WIRE_I32 = 3, WIRE_I64 = 4, WIRE_U8 = 5,
+    WIRE_DTYPE_COUNT
+} WireDType;
+
+/* Ops. Control ops (launcher <-> process) come first; pipeline ops after. docs/PROTOCOL.md
+ * lists each with its tensors. An unknown op number is a malformed message. */
+typedef enum WireOp {
+    WIRE_OP_READY = 1,      /* process -> launcher: started, endpoints bound; tensors: none */
+    WIRE_OP_HEARTBEAT = 2,  /* either way; the receiver notes the peer is alive */
+    WIRE_OP_STOP = 3,       /* launcher -> process: finish and exit 0 */
+    WIRE_OP_LINE = 4,       /* launcher -> process: one stdin line (tensor "text", u8); reply op LINE */
+    WIRE_OP_ERROR = 5,      /* reply carrying only a status and error text */
+    WIRE_OP_ECHO = 6,       /* request: tensors; reply: the same tensors (walking skeleton) */
+    WIRE_OP_DONE = 7,       /* process -> launcher: finished its job, about to exit 0 */
+    WIRE_OP_COUNT
+} WireOp;
+
+typedef enum WireStatus {
+    WIRE_STATUS_OK = 0,
+    WIRE_STATUS_BAD_MESSAGE = 1,   /* malformed header or frames */
+    WIRE_STATUS_BAD_VERSION = 2,   /* protocol version not supported */
+    WIRE_STATUS_UNKNOWN_OP = 3,    /* op not served by this process */
+    WIRE_STATUS_BAD_REQUEST = 4,   /* well-formed, but the tensors do not fit the op */
+    WIRE_STATUS_BUSY = 5,          /* try again later */
+    WIRE_STATUS_INTERNAL = 6,      /* the server failed while handling it */
+    WIRE_STATUS_COUNT
+} WireStatus;
+
+typedef enum WireResult {
+    WIRE_OK = 0,
+    WIRE_EMALFORMED = -1,  /* message arrived but is invalid; err says why; it was consumed */
+    WIRE_EAGAIN = -2,      /* nothing arrived within the timeout / would block */
+    WIRE_ESOCKET = -3,     /* socket error (context terminated, peer unroutable...); err says why */
+} WireResult;
+
+typedef struct WireTensor {
+    char name[WIRE_MAX_NAME];
+    WireDType dtype;
+    int ndim;
+    int64_t shape[WIRE_MAX_DIMS];
+    void *data;            /* points into a received frame, or the sender's buffer */
+    size_t nbytes;         /* = numel * dtype size, checked on receive */
+} WireTensor;
+
+typedef struct WireMsg {
+    uint32_t version;
+    uint32_t op;           /* WireOp */
+    uint64_t id;           /* request id; a reply carries the request's id */
+    int32_t status;        /* WireStatus */
+    char error[WIRE_MAX_ERROR];
+    int ntensors;
+    WireTensor tensors[WIRE_MAX_TENSORS];
+    /* routing envelope (ROUTER sockets): received identity frames, resent by wire_reply */
+    int nrouting;
+    size_t routing_len[WIRE_MAX_ROUTING];
+    unsigned char routing[WIRE_MAX_ROUTING][256];
+    /* received frames kept alive while tensors point into them (private) */
+    int nframes_;
+    zmq_msg_t frames_[WIRE_MAX_TENSORS];
+} WireMsg;
+
+const char *wire_op_name(uint32_t op);        /* "ready", ..., "?" for unknown */
+const char *wire_status_name(int32_t status); /* "ok", "bad-message", ... */
+const char *wire_dtype_name(WireDType d);     /* "f32", ... */
+size_t wire_dtype_size(WireDType d);          /* 0 for an invalid dtype */
+
+/* Start a message: zero everything, set version, op, id. */
+void wire_msg_init(WireMsg *m, uint32_t op, uint64_t id);
+/* Append a tensor descriptor pointing at caller memory (not copied until send).
+ * Returns -1 (bug) when full or the name is too long. */
+int wire_msg_add(WireMsg *m, const char *name, WireDType dtype, int ndim, const int64_t *shape, const void *data);
+/* Find a tensor by name; NULL if absent. */
+const WireTensor *wire_msg_find(const WireMsg *m, const char *name);
+/* Release received frames. Safe on an initialised or zeroed message; idempotent. */
+void wire_msg_close(WireMsg *m);
+
+#define WIRE_SEND_ZEROCOPY 1  /* tensor buffers >= 64 KiB go without copy; caller keeps them
+                                 alive until zmq is done (only safe with a free callback or
+                                 a buffer that outlives the socket) */
+
+/* Send m on sock (DEALER, ROUTER with m->routing set, PAIR...). Retries EINTR.
+ * Blocks up to timeout_ms (-1 forever) when the HWM is reached. */
+int wire_send(void *sock, const WireMsg *m, int flags, int timeout_ms, char *err, size_t errlen);
+/* Reply to a received request: copies the routing envelope and id of req into rep. */
+void wire_reply_init(WireMsg *rep, const WireMsg *req, uint32_t op, int32_t status);
+/* Receive one message within timeout_ms (-1 forever, 0 poll). On a ROUTER socket the routing
+ * frames are kept in m->routing. Retries EINTR. Returns WireResult. On WIRE_EMALFORMED the
+ * message is consumed, err explains, and m->routing/m->id are filled when they could be read
+ * so the caller can answer with wire_send_error. */
+int wire_recv(void *sock, WireMsg *m, int timeout_ms, char *err, size_t errlen);
+/* Answer req with op ERROR, the status and a message. */
+int wire_send_error(void *sock, const WireMsg *req, int32_t status, const char *text);
+
+/* Pure decoding of a header frame plus its tensor frames (what wire_recv does after reading
+ * the frames); used by the fuzz target. data/len per frame. */
+int wire_decode(WireMsg *m, const void *header, size_t header_len, int nframes, void *const *frames,
+                const size_t *frame_lens, char *err, size_t errlen);
+/* Encode only the header of m into buf (cap bytes); returns its length, or -1 if too big. */
+int wire_encode_header(const WireMsg *m, void *buf, size_t cap);
+
+#endif
