@@ -7,7 +7,12 @@
  *   --bind NAME=ENDPOINT  an endpoint this process serves (ROUTER), repeated
  *   --connect NAME=ENDPOINT  a peer this process talks to (DEALER), repeated
  *   --gpu N               run networks on GPU N (a build without CUDA or a missing GPU fails)
- *   --curve-server-key F / --curve-client-key F   CurveZMQ keys for tcp:// links (see PROTOCOL.md)
+ *   --curve-keys FILE     CurveZMQ keys for tcp:// links: a text file (mode 0600) of lines
+ *                         "server-public Z85", "server-secret Z85", "client-public Z85",
+ *                         "client-secret Z85" made by the launcher per run. Every tcp:// bind
+ *                         is a CURVE server that admits only the client-public key (ZAP);
+ *                         every tcp:// connect is a CURVE client. ipc:// and inproc:// are
+ *                         left plain (the run directory is private, mode 0700).
  *   --help                usage of the skeleton options and of the process's own
  *
  * Control protocol with the launcher (DEALER socket whose routing id is NAME):
