@@ -20,9 +20,9 @@ static const char *check_cur_name_ = "";
     do {                                                                          \
         if (!(cond)) {                                                            \
             check_cur_failed_++;                                                  \
-            fprintf(stdout, "  %s:%d: %s: check failed: %s: ", __FILE__, __LINE__, \
+            fprintf(stdout, "  %s:%d: %s: check failed: %s:", __FILE__, __LINE__, \
                     check_cur_name_, #cond);                                      \
-            fprintf(stdout, "" __VA_ARGS__);                                      \
+            fprintf(stdout, " " __VA_ARGS__);                                     \
             fputc('\n', stdout);                                                  \
         }                                                                         \
     } while (0)
