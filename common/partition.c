@@ -137,7 +137,7 @@ double partition_kmeans(int *assign, const double *emb, int n, int d, int K, int
     double best = INFINITY;
     for (int r = 0; r < RESTARTS; r++) {
         double w = kmeans_once(cand, emb, n, d, K, balanced, seed, r, max_iters);
-        if (w < best - 1e-12 * (1 + best)) {
+        if (r == 0 || w < best - 1e-12 * (1 + best)) {
             best = w;
             memcpy(assign, cand, sizeof(int) * (size_t)n);
         }

@@ -13,6 +13,8 @@
  *                         is a CURVE server that admits only the client-public key (ZAP);
  *                         every tcp:// connect is a CURVE client. ipc:// and inproc:// are
  *                         left plain (the run directory is private, mode 0700).
+ *   --liveness-ms MS      how long the launcher may stay silent before the process exits
+ *                         (default PROC_LIVENESS_MS; tests use short values)
  *   --help                usage of the skeleton options and of the process's own
  *
  * Control protocol with the launcher (DEALER socket whose routing id is NAME):
@@ -34,6 +36,13 @@
 #define PROC_HEARTBEAT_MS 500
 #define PROC_LIVENESS_MS 3000
 #define PROC_MAX_ENDPOINTS 32
+#define PROC_HWM 1000          /* SNDHWM/RCVHWM of every socket, in messages */
+#define PROC_LINGER_MS 1000    /* at close: how long queued messages may still go out */
+/* proc_poll's bit for "a LINE arrived" (bit 31), without shifting into the sign bit */
+#define PROC_POLL_LINE (-2147483647 - 1)
+
+struct ProcCurve;
+struct Backend;
 
 typedef struct ProcEndpoint {
     char name[64];
@@ -52,6 +61,11 @@ typedef struct Proc {
     int gpu;               /* -1 for CPU */
     double last_heard;     /* msd_now() of the last message from the launcher */
     double last_sent_hb;
+    int heartbeat_ms;      /* PROC_HEARTBEAT_MS */
+    int liveness_ms;       /* PROC_LIVENESS_MS or --liveness-ms */
+    int stop_requested;    /* STOP received from the launcher */
+    int launcher_silent;   /* the launcher went silent: exit status 3 */
+    struct ProcCurve *curve; /* CurveZMQ keys and ZAP thread, or NULL (private) */
     /* the process's own arguments, in order, after the skeleton ones were taken out */
     int argc;
     char **argv;
@@ -69,12 +83,17 @@ void *proc_bound(Proc *p, const char *name);
 void *proc_connected(Proc *p, const char *name);
 /* True once SIGINT/SIGTERM arrived, STOP was received, or the launcher went silent. */
 int proc_should_stop(Proc *p);
-/* Poll the control socket and the given sockets for up to timeout_ms; handles heartbeats and
- * STOP itself. Returns a bitmask of which of socks[] are readable (bit i for socks[i]);
- * if a LINE arrived, *line is set to the received message (caller replies with proc_reply_line
- * and closes it) and bit 31 is set. */
+/* Poll the control socket and the given sockets (at most 31) for up to timeout_ms; handles
+ * heartbeats and STOP itself. Returns a bitmask of which of socks[] are readable (bit i for
+ * socks[i]); if a LINE arrived, *line is set to the received message (caller replies with
+ * proc_reply_line and closes it) and bit 31 (PROC_POLL_LINE) is set. With line NULL, a LINE
+ * is answered with status UNKNOWN_OP. Returns 0 early once proc_should_stop() is true.
+ * Call it at least every second or so: the launcher's heartbeats are answered only here. */
 int proc_poll(Proc *p, void **socks, int nsocks, int timeout_ms, WireMsg *line);
 int proc_reply_line(Proc *p, const WireMsg *req, const char *text, int32_t status);
+/* The backend for --gpu N (backend_get on DEVICE_CUDA). NULL with a message in err in a build
+ * without CUDA (proc_start already refuses --gpu there) or when p->gpu < 0. */
+const struct Backend *proc_gpu(Proc *p, char *err, size_t errlen);
 /* Send DONE (no-op standalone). */
 void proc_done(Proc *p);
 /* Close sockets (linger bounded so queued messages go out) and the context. Returns the exit

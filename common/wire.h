@@ -1,7 +1,7 @@
 /* wire.h: the msdpipe wire protocol over ZeroMQ (spec: docs/PROTOCOL.md).
  *
  * A message is a ZeroMQ multipart message:
- *   [routing-id frames ... , empty delimiter]   only on ROUTER sockets (handled here)
+ *   [routing-id frame]   only on ROUTER sockets (added by ZeroMQ; no empty delimiter is used)
  *   header frame     msgpack map: version, op, id, status, error text, tensor descriptors
  *   tensor frames    one raw frame per descriptor, little-endian, row-major
  * Tensors are never msgpack-encoded element by element; wire_send can hand large tensor
@@ -45,6 +45,8 @@ typedef enum WireOp {
     WIRE_OP_ERROR = 5,      /* reply carrying only a status and error text */
     WIRE_OP_ECHO = 6,       /* request: tensors; reply: the same tensors (walking skeleton) */
     WIRE_OP_DONE = 7,       /* process -> launcher: finished its job, about to exit 0 */
+    WIRE_OP_BATCH = 8,      /* -> data: request a batch; reply: "x" f32 (N, ...) and "label" i32 (N) */
+    WIRE_OP_DENOISE = 9,    /* -> teacher/critic: "x" f32 (N, ...), "sigma" f32 (N); reply: "d" like x */
     WIRE_OP_COUNT
 } WireOp;
 
@@ -81,13 +83,17 @@ typedef struct WireMsg {
     uint64_t id;           /* request id; a reply carries the request's id */
     int32_t status;        /* WireStatus */
     char error[WIRE_MAX_ERROR];
+    /* set by wire_recv/wire_decode on WIRE_EMALFORMED: the status to answer with
+     * (WIRE_STATUS_BAD_VERSION for a wrong version, else WIRE_STATUS_BAD_MESSAGE) */
+    int32_t reject_status;
     int ntensors;
     WireTensor tensors[WIRE_MAX_TENSORS];
     /* routing envelope (ROUTER sockets): received identity frames, resent by wire_reply */
     int nrouting;
     size_t routing_len[WIRE_MAX_ROUTING];
     unsigned char routing[WIRE_MAX_ROUTING][256];
-    /* received frames kept alive while tensors point into them (private) */
+    /* received frames kept alive while tensors point into them (private). A received WireMsg
+     * must not be copied by value: small frames live inside frames_ and tensors point there. */
     int nframes_;
     zmq_msg_t frames_[WIRE_MAX_TENSORS];
 } WireMsg;
@@ -112,12 +118,17 @@ void wire_msg_close(WireMsg *m);
                                  a buffer that outlives the socket) */
 
 /* Send m on sock (DEALER, ROUTER with m->routing set, PAIR...). Retries EINTR.
- * Blocks up to timeout_ms (-1 forever) when the HWM is reached. */
+ * Blocks up to timeout_ms (-1 forever) when the HWM is reached (or, on a DEALER, while no
+ * peer is connected); WIRE_EAGAIN then, and nothing was sent. Envelope convention: no empty
+ * delimiter frame is ever sent or expected; m->routing frames (nrouting, at most one for a
+ * direct ROUTER peer) go first. Returns WireResult; err says why on failure. */
 int wire_send(void *sock, const WireMsg *m, int flags, int timeout_ms, char *err, size_t errlen);
 /* Reply to a received request: copies the routing envelope and id of req into rep. */
 void wire_reply_init(WireMsg *rep, const WireMsg *req, uint32_t op, int32_t status);
-/* Receive one message within timeout_ms (-1 forever, 0 poll). On a ROUTER socket the routing
- * frames are kept in m->routing. Retries EINTR. Returns WireResult. On WIRE_EMALFORMED the
+/* Receive one message within timeout_ms (-1 forever, 0 poll). m need not be initialised; a
+ * received m must be released with wire_msg_close. On a ROUTER socket the first frame (the
+ * peer's routing id, added by ZeroMQ) is kept in m->routing (nrouting = 1); on other sockets
+ * nrouting = 0. Tensor data is 8-byte aligned (a misaligned frame is copied). Retries EINTR. Returns WireResult. On WIRE_EMALFORMED the
  * message is consumed, err explains, and m->routing/m->id are filled when they could be read
  * so the caller can answer with wire_send_error. */
 int wire_recv(void *sock, WireMsg *m, int timeout_ms, char *err, size_t errlen);
