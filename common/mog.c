@@ -382,3 +382,17 @@ void mog_sample(const Mog *m, float *out, int32_t *comp_out, const int32_t *cls,
         if (comp_out) comp_out[i] = k;
     }
 }
+
+double mog_mahal2(const Mog *m, const float *x, int k) {
+    MSD_CHECK(k >= 0 && k < m->ncomp);
+    int d = m->dim;
+    const MogComponent *mc = &m->comp[k];
+    double y[MOG_MAX_DIM], q = 0;
+    for (int i = 0; i < d; i++) {
+        double s = (double)x[i] - mc->mean[i];
+        for (int j = 0; j < i; j++) s -= mc->chol[i * d + j] * y[j];
+        y[i] = s / mc->chol[i * d + i];
+        q += y[i] * y[i];
+    }
+    return q;
+}

@@ -61,5 +61,7 @@ void mog_sample(const Mog *m, float *out, int32_t *comp_out, const int32_t *cls,
                 uint64_t stream, uint64_t offset);
 /* The component of class cls most responsible for a clean point x (sigma = 0). */
 int mog_assign(const Mog *m, const float *x, int cls);
+/* Squared Mahalanobis distance of x from component k: (x - mu)^T Sigma^-1 (x - mu). */
+double mog_mahal2(const Mog *m, const float *x, int k);
 
 #endif
