@@ -2,6 +2,8 @@
  *
  *   msd-mog-eval --mix FILE [--samples FILE|-] [--seed S] [--directions L]
  *   msd-mog-eval --mix FILE --draw N [--seed S]    print N true samples (classes in turn)
+ *   --plot FILE.png   also draw a scatter plot: true samples in light grey, generated samples
+ *                     coloured by class (512x512)
  *
  * Input: CSV lines "class,x,y" (class = name or id; '#' lines and a "class,x,y" header are
  * skipped), as `msd-student --sample` and the serving pipeline print them. For each class, as
@@ -22,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "image.h"
 #include "log.h"
 #include "mog.h"
 #include "sampledist.h"
@@ -31,7 +34,8 @@ static void usage(FILE *f) {
                "  reads CSV lines class,x,y and prints one JSON object with the energy distance,\n"
                "  sliced W2, mode coverage and on-support share, overall and per class\n"
                "       msd-mog-eval --mix FILE --draw N [--seed S]\n"
-               "  prints N true samples of the mixture as CSV (classes in turn): the perfect generator\n");
+               "  prints N true samples of the mixture as CSV (classes in turn): the perfect generator\n"
+               "  --plot FILE.png  scatter plot of the samples over the true mixture (grey)\n");
 }
 
 typedef struct Stats { double energy, sw2, coverage, on_support; int n, covered, ncomp; } Stats;
@@ -71,6 +75,40 @@ static Stats eval_set(const Mog *m, const float *gen, const int32_t *cls, int n,
     return s;
 }
 
+/* Scatter plot: the true samples (grey) under the generated ones (coloured by class). */
+static int plot(const char *path, const Mog *m, const float *gen, const int32_t *cls, int n, uint64_t seed) {
+    float *truth = msd_malloc(sizeof(float) * 2 * (size_t)n);
+    mog_sample(m, truth, NULL, cls, n, seed, 2000, 0);
+    float lo = 1e30f, hi = -1e30f;
+    for (int i = 0; i < 2 * n; i++) {
+        float t = truth[i];
+        lo = t < lo ? t : lo;
+        hi = t > hi ? t : hi;
+    }
+    float pad = 0.1f * (hi - lo) + 0.5f;
+    lo -= pad;
+    hi += pad;
+    const int W = 512;
+    Canvas c = canvas_new(W, W, 255, 255, 255);
+    for (int pass = 0; pass < 2; pass++) {
+        const float *p = pass ? gen : truth;
+        for (int i = 0; i < n; i++) {
+            float x = p[2 * i], y = p[2 * i + 1];
+            if (!(x >= lo && x <= hi && y >= lo && y <= hi)) continue;
+            int px = (int)((x - lo) / (hi - lo) * (W - 1)), py = (int)((hi - y) / (hi - lo) * (W - 1));
+            uint8_t rgb[3] = {205, 205, 205};
+            if (pass) palette_color(cls[i], rgb);
+            canvas_dot(&c, px, py, 1, rgb[0], rgb[1], rgb[2]);
+        }
+    }
+    char err[512];
+    int rc = png_write(path, c.rgb, W, W, 3, err, sizeof err);
+    if (rc) fprintf(stderr, "msd-mog-eval: %s\n", err);
+    canvas_free(&c);
+    free(truth);
+    return rc;
+}
+
 static void print_stats(const Stats *s) {
     printf("\"n\": %d, \"energy\": %.6f, \"sliced_w2\": %.6f, \"mode_coverage\": %.4f, \"modes_covered\": %d, "
            "\"modes\": %d, \"on_support\": %.4f",
@@ -79,7 +117,7 @@ static void print_stats(const Stats *s) {
 
 int main(int argc, char **argv) {
     log_set_name("msd-mog-eval");
-    const char *mix = NULL, *samples = "-";
+    const char *mix = NULL, *samples = "-", *plot_path = NULL;
     uint64_t seed = 1;
     int L = 128;
     long draw = 0;
@@ -91,6 +129,7 @@ int main(int argc, char **argv) {
         char *end;
         if (!strcmp(a, "--mix")) mix = v;
         else if (!strcmp(a, "--samples")) samples = v;
+        else if (!strcmp(a, "--plot")) plot_path = v;
         else if (!strcmp(a, "--seed")) {
             errno = 0;
             seed = strtoull(v, &end, 10);
@@ -172,6 +211,7 @@ int main(int argc, char **argv) {
     }
     if (f != stdin) fclose(f);
     if (!rc && n < 2) { fprintf(stderr, "msd-mog-eval: %s: need at least 2 samples, got %d\n", fname, n); rc = 1; }
+    if (!rc && plot_path && plot(plot_path, &m, xy, cls, n, seed)) rc = 1;
     if (!rc) {
         Stats all = eval_set(&m, xy, cls, n, seed, L, -1);
         printf("{");
