@@ -1,0 +1,152 @@
+/* checkpoint.c: a training run's state as one safetensors file; see checkpoint.h. */
+#include "checkpoint.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+#define CKPT_FORMAT "msdpipe-checkpoint-1"
+
+static int has_prefix(const char *s, const char *prefix) { return strncmp(s, prefix, strlen(prefix)) == 0; }
+
+int checkpoint_save(const char *path, const ParamSet *ps, const Optim *opt, const StMeta *meta, int nmeta,
+                    char *err, size_t errlen) {
+    MSD_CHECK(ps->data && nmeta >= 0);
+    MSD_CHECK(!opt || opt->ps == ps);
+    for (int i = 0; i < nmeta; i++)
+        if (has_prefix(meta[i].key, "msd."))
+            return msd_errf(err, errlen, "%s: metadata key '%s' is reserved (msd.*)", path, meta[i].key);
+    for (int i = 0; i < ps->n; i++)
+        if (has_prefix(ps->p[i].name, "ema.") || has_prefix(ps->p[i].name, "opt."))
+            return msd_errf(err, errlen, "%s: parameter name '%s' clashes with the checkpoint's state prefixes",
+                            path, ps->p[i].name);
+    const char *prefixes[4] = {"", "ema.", "opt.m.", "opt.v."};
+    const float *slabs[4] = {ps->data, opt ? opt->ema : NULL, opt ? opt->m : NULL, opt ? opt->v : NULL};
+    int nslab = 0;
+    float *host[4] = {0};
+    for (int s = 0; s < 4; s++) {
+        if (!slabs[s]) continue;
+        host[s] = msd_malloc((size_t)(ps->total ? ps->total : 1) * sizeof(float));
+        if (ps->total) ps->be->download(ps->ctx, host[s], slabs[s], ps->total);
+        nslab++;
+    }
+    int nt = nslab * ps->n;
+    StWriteTensor *w = msd_calloc((size_t)(nt ? nt : 1), sizeof *w);
+    char **names = msd_calloc((size_t)(nt ? nt : 1), sizeof *names);
+    int k = 0;
+    for (int s = 0; s < 4; s++) {
+        if (!host[s]) continue;
+        for (int i = 0; i < ps->n; i++, k++) {
+            size_t l = strlen(prefixes[s]) + strlen(ps->p[i].name) + 1;
+            names[k] = msd_malloc(l);
+            snprintf(names[k], l, "%s%s", prefixes[s], ps->p[i].name);
+            w[k] = (StWriteTensor){names[k], ST_F32, ps->p[i].ndim, ps->p[i].shape, host[s] + ps->p[i].offset};
+        }
+    }
+    StMeta *all = msd_calloc((size_t)nmeta + 3, sizeof *all);
+    char step[32], nimg[40];
+    snprintf(step, sizeof step, "%" PRId64, opt ? opt->step : 0);
+    snprintf(nimg, sizeof nimg, "%.17g", opt ? opt->nimg : 0.0);
+    int nm = 0;
+    all[nm++] = (StMeta){"msd.format", CKPT_FORMAT};
+    if (opt) {
+        all[nm++] = (StMeta){"msd.step", step};
+        all[nm++] = (StMeta){"msd.nimg", nimg};
+    }
+    for (int i = 0; i < nmeta; i++) all[nm++] = meta[i];
+    int rc = st_write(path, w, nt, all, nm, err, errlen);
+    for (int i = 0; i < nt; i++) free(names[i]);
+    free(names);
+    free(w);
+    free(all);
+    for (int s = 0; s < 4; s++) free(host[s]);
+    return rc;
+}
+
+void checkpoint_meta_free(CheckpointMeta *m) {
+    if (!m) return;
+    for (int i = 0; i < m->n; i++) { free(m->kv[i].key); free(m->kv[i].value); }
+    free(m->kv);
+    memset(m, 0, sizeof *m);
+}
+
+const char *checkpoint_meta_get(const CheckpointMeta *m, const char *key) {
+    for (int i = 0; i < m->n; i++)
+        if (strcmp(m->kv[i].key, key) == 0) return m->kv[i].value;
+    return NULL;
+}
+
+/* Strict decimal parse of a non-negative integer / finite double from metadata. */
+static int parse_i64(const char *s, int64_t *out) {
+    if (!s || !*s || *s == '-' || *s == '+' || *s == ' ') return -1;
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || *end) return -1;
+    *out = v;
+    return 0;
+}
+static int parse_f64(const char *s, double *out) {
+    if (!s || !*s || *s == ' ') return -1;
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || *end || !(v >= 0) || v > 1e300) return -1;
+    *out = v;
+    return 0;
+}
+
+int checkpoint_load(const char *path, ParamSet *ps, Optim *opt, CheckpointMeta *meta_out, char *err,
+                    size_t errlen) {
+    MSD_CHECK(ps->data);
+    MSD_CHECK(!opt || opt->ps == ps);
+    if (meta_out) memset(meta_out, 0, sizeof *meta_out);
+    StFile f;
+    if (st_read(&f, path, err, errlen)) return -1;
+    unsigned char *used = msd_calloc((size_t)(f.n ? f.n : 1), 1);
+    char e[512];
+    int rc = 0;
+    int64_t step = 0;
+    double nimg = 0;
+    if (opt) {
+        const char *fmt = st_meta_get(&f, "msd.format");
+        if (!fmt || strcmp(fmt, CKPT_FORMAT) != 0)
+            rc = msd_errf(e, sizeof e, "not a training checkpoint (metadata msd.format is %s%s%s, want \"%s\")",
+                          fmt ? "\"" : "", fmt ? fmt : "missing", fmt ? "\"" : "", CKPT_FORMAT);
+        else if (parse_i64(st_meta_get(&f, "msd.step"), &step))
+            rc = msd_errf(e, sizeof e, "metadata msd.step is missing or not a non-negative integer");
+        else if (parse_f64(st_meta_get(&f, "msd.nimg"), &nimg))
+            rc = msd_errf(e, sizeof e, "metadata msd.nimg is missing or not a non-negative number");
+    }
+    if (!rc) rc = st_load_slab(&f, ps, ps->data, "", used, e, sizeof e);
+    if (!rc && opt) rc = st_load_slab(&f, ps, opt->m, "opt.m.", used, e, sizeof e);
+    if (!rc && opt) rc = st_load_slab(&f, ps, opt->v, "opt.v.", used, e, sizeof e);
+    if (!rc && opt && opt->ema) rc = st_load_slab(&f, ps, opt->ema, "ema.", used, e, sizeof e);
+    if (!rc) {
+        for (int i = 0; i < f.n; i++) {
+            if (has_prefix(f.t[i].name, "ema.") && (!opt || !opt->ema)) used[i] = 1;
+            if (has_prefix(f.t[i].name, "opt.") && !opt) used[i] = 1;
+        }
+        rc = st_check_unused(&f, used, e, sizeof e);
+    }
+    if (!rc && opt) {
+        opt->step = step;
+        opt->nimg = nimg;
+    }
+    if (!rc && meta_out && f.nmeta) {
+        meta_out->kv = msd_calloc((size_t)f.nmeta, sizeof *meta_out->kv);
+        for (int i = 0; i < f.nmeta; i++) {
+            meta_out->kv[i].key = msd_strdup(f.meta[i].key);
+            meta_out->kv[i].value = msd_strdup(f.meta[i].value);
+        }
+        meta_out->n = f.nmeta;
+    }
+    if (rc) msd_errf(err, errlen, "%s: %s", path, e);
+    free(used);
+    st_free(&f);
+    return rc;
+}
