@@ -1,0 +1,150 @@
+/* ops_cpu.h: the CPU implementations of the backend ops (ops_*.c), as named in the
+ * `backend_cpu` table (backend_cpu.c). Semantics, shapes and argument order are those of the
+ * matching slot in backend.h: forward writes, backward adds into non-NULL gradients.
+ * Callers outside the CPU backend go through the table, not these names. */
+#ifndef MSD_OPS_CPU_H
+#define MSD_OPS_CPU_H
+
+#include <stdint.h>
+
+#include "backend.h"
+
+/* ops_linear.c */
+void cpu_linear_forward(BackendCtx *ctx, float *out, const float *in, const float *w, const float *b, int64_t N,
+                        int64_t I, int64_t O);
+void cpu_linear_backward(BackendCtx *ctx, float *din, float *dw, float *db, const float *dout, const float *in,
+                         const float *w, int64_t N, int64_t I, int64_t O);
+/* ops_conv.c */
+void cpu_conv2d_forward(BackendCtx *ctx, float *out, const float *in, const float *w, const float *b,
+                        const ConvShape *s);
+void cpu_conv2d_backward(BackendCtx *ctx, float *din, float *dw, float *db, const float *dout, const float *in,
+                         const float *w, const ConvShape *s);
+/* ops_norm.c */
+void cpu_groupnorm_forward(BackendCtx *ctx, float *out, float *mean, float *rstd, const float *in,
+                           const float *gamma, const float *beta, int64_t N, int64_t C, int64_t HW, int64_t G,
+                           float eps);
+void cpu_groupnorm_backward(BackendCtx *ctx, float *din, float *dgamma, float *dbeta, const float *dout,
+                            const float *in, const float *mean, const float *rstd, const float *gamma, int64_t N,
+                            int64_t C, int64_t HW, int64_t G);
+/* ops_elementwise.c */
+void cpu_silu_forward(BackendCtx *ctx, float *out, const float *in, int64_t n);
+void cpu_silu_backward(BackendCtx *ctx, float *din, const float *dout, const float *in, int64_t n);
+void cpu_softplus_forward(BackendCtx *ctx, float *out, const float *in, int64_t n);
+void cpu_softplus_backward(BackendCtx *ctx, float *din, const float *dout, const float *in, int64_t n);
+void cpu_add(BackendCtx *ctx, float *out, const float *a, const float *b, int64_t n);
+void cpu_mul(BackendCtx *ctx, float *out, const float *a, const float *b, int64_t n);
+void cpu_mul_backward(BackendCtx *ctx, float *da, float *db, const float *dout, const float *a, const float *b,
+                      int64_t n);
+void cpu_scale(BackendCtx *ctx, float *out, const float *a, float s, int64_t n);
+void cpu_axpy(BackendCtx *ctx, float *y, float alpha, const float *x, int64_t n);
+void cpu_scale_rows(BackendCtx *ctx, float *out, const float *x, const float *a, const float *y, const float *b,
+                    int64_t N, int64_t D);
+void cpu_modulate_forward(BackendCtx *ctx, float *out, const float *x, const float *ss, int64_t N, int64_t C,
+                          int64_t HW);
+void cpu_modulate_backward(BackendCtx *ctx, float *dx, float *dss, const float *dout, const float *x,
+                           const float *ss, int64_t N, int64_t C, int64_t HW);
+void cpu_add_channel_forward(BackendCtx *ctx, float *out, const float *x, const float *bias, int64_t N, int64_t C,
+                             int64_t HW);
+void cpu_add_channel_backward(BackendCtx *ctx, float *dx, float *dbias, const float *dout, int64_t N, int64_t C,
+                              int64_t HW);
+void cpu_sinusoidal_forward(BackendCtx *ctx, float *out, const float *t, int64_t N, int64_t D);
+void cpu_sinusoidal_backward(BackendCtx *ctx, float *dt, const float *dout, const float *t, int64_t N, int64_t D);
+void cpu_onehot(BackendCtx *ctx, float *out, const int32_t *labels, int64_t N, int64_t V);
+void cpu_upsample2x_forward(BackendCtx *ctx, float *out, const float *in, int64_t N, int64_t C, int64_t H,
+                            int64_t W);
+void cpu_upsample2x_backward(BackendCtx *ctx, float *din, const float *dout, int64_t N, int64_t C, int64_t H,
+                             int64_t W);
+void cpu_concat_forward(BackendCtx *ctx, float *out, const float *a, const float *b, int64_t N, int64_t Ca,
+                        int64_t Cb, int64_t HW);
+void cpu_concat_backward(BackendCtx *ctx, float *da, float *db, const float *dout, int64_t N, int64_t Ca,
+                         int64_t Cb, int64_t HW);
+/* ops_attention.c */
+void cpu_attention_forward(BackendCtx *ctx, float *out, float *att, const float *qkv, int64_t N, int64_t C,
+                           int64_t L, int64_t heads);
+void cpu_attention_backward(BackendCtx *ctx, float *dqkv, const float *dout, const float *qkv, const float *att,
+                            int64_t N, int64_t C, int64_t L, int64_t heads);
+/* ops_loss.c */
+float cpu_wmse_forward(BackendCtx *ctx, const float *pred, const float *target, const float *w, int64_t N,
+                       int64_t D);
+void cpu_wmse_backward(BackendCtx *ctx, float *dpred, float dloss, const float *pred, const float *target,
+                       const float *w, int64_t N, int64_t D);
+double cpu_sumsq(BackendCtx *ctx, const float *x, int64_t n);
+
+/* exp(x) for float, branch-free so that loops calling it vectorise (libm's expf does not
+ * without -ffast-math). Cody-Waite range reduction and a degree-6 polynomial: relative error
+ * about 2 ulp on [-87, 88]; inputs are clamped to that range (exp(-87) ~ 1.6e-38, no denormals,
+ * no inf). NaN gives NaN. */
+static inline float ops_expf(float x) {
+    x = x < -87.0f ? -87.0f : x;
+    x = x > 88.0f ? 88.0f : x;
+    float t = x * 1.44269504088896341f + 12582912.0f; /* round(x / ln 2) via the 1.5*2^23 trick */
+    float n = t - 12582912.0f;
+    float r = x - n * 0.693359375f;                   /* ln 2 split in two for exactness */
+    r = r - n * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    /* 2^n from the bits of t (its low mantissa bits hold n): no float-to-int conversion, so a
+     * NaN input stays NaN through p without undefined behaviour */
+    union { float f; uint32_t u; } tb = {t}, sc;
+    sc.u = (tb.u - 0x4B400000u + 127u) << 23;
+    return p * sc.f;
+}
+
+/* Reductions written with OPS_LANES independent float accumulators so that they vectorise
+ * without -ffast-math (a single running sum is a serial dependency chain); lanes are added in
+ * double at the end. */
+#define OPS_LANES 16
+static inline double ops_lanes_total(const float *acc) {
+    double t = 0.0;
+    for (int k = 0; k < OPS_LANES; k++) t += acc[k];
+    return t;
+}
+/* sum of x[0..n) */
+static inline double ops_sum(const float *x, int64_t n) {
+    float acc[OPS_LANES] = {0};
+    int64_t i = 0;
+    for (; i + OPS_LANES <= n; i += OPS_LANES)
+        for (int k = 0; k < OPS_LANES; k++) acc[k] += x[i + k];
+    for (; i < n; i++) acc[0] += x[i];
+    return ops_lanes_total(acc);
+}
+/* sum of (x - m)^2 */
+static inline double ops_sumsq_centered(const float *x, float m, int64_t n) {
+    float acc[OPS_LANES] = {0};
+    int64_t i = 0;
+    for (; i + OPS_LANES <= n; i += OPS_LANES)
+        for (int k = 0; k < OPS_LANES; k++) {
+            float d = x[i + k] - m;
+            acc[k] += d * d;
+        }
+    for (; i < n; i++) acc[0] += (x[i] - m) * (x[i] - m);
+    return ops_lanes_total(acc);
+}
+/* *s1 = sum of g, *s2 = sum of g * (x - m) */
+static inline void ops_sum_dot_centered(const float *g, const float *x, float m, int64_t n, double *s1,
+                                        double *s2) {
+    float a1[OPS_LANES] = {0}, a2[OPS_LANES] = {0};
+    int64_t i = 0;
+    for (; i + OPS_LANES <= n; i += OPS_LANES)
+        for (int k = 0; k < OPS_LANES; k++) {
+            a1[k] += g[i + k];
+            a2[k] += g[i + k] * (x[i + k] - m);
+        }
+    for (; i < n; i++) {
+        a1[0] += g[i];
+        a2[0] += g[i] * (x[i] - m);
+    }
+    *s1 = ops_lanes_total(a1);
+    *s2 = ops_lanes_total(a2);
+}
+
+/* Elementwise work below this many elements runs on the calling thread only: waking the pool
+ * costs more than it saves. */
+#define OPS_PAR_MIN 32768
+
+#endif

@@ -1,0 +1,947 @@
+/* test_ops.c: every op of the CPU backend (backend_cpu).
+ *  - Forward against naive reference loops in double (direct convolution, explicit softmax...).
+ *  - Backward against central finite differences of L = sum(out * R) (R random), L summed in
+ *    double, on small odd/non-square shapes: stride 1/2/4, pad 0/1, 1x1/3x3/4x4, several heads.
+ *  - Backward ADDS: every gradient buffer starts at a random value that is subtracted after the
+ *    call, and for the main ops a second call must double the gradient.
+ *  - Larger shapes (that go through the thread pool and its per-chunk partials) against the
+ *    naive loops, forward and backward.
+ *  - PyTorch 1.13's outputs and gradients for conv (3x3, 4x4 s2, 1x1, 3x3 s2), linear,
+ *    groupnorm, attention, silu, softplus, upsample and EDM's sinusoidal embedding, from
+ *    tests/fixtures/ops_ref.safetensors (regenerate: /usr/bin/python3 tests/torch_ops_ref.py).
+ * Tolerances are stated at each check; failures print the worst element (CHECK_CLOSE). */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "backend.h"
+#include "check.h"
+#include "safetensors.h"
+
+static const Backend *be;
+static BackendCtx *ctx;
+
+/* ---- helpers ---- */
+static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
+static float frand(float lo, float hi) {
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return lo + (hi - lo) * (float)((rng_state >> 40) * (1.0 / 16777216.0));
+}
+static float *rnd(int64_t n, float lo, float hi) {
+    float *p = malloc((size_t)(n ? n : 1) * sizeof(float));
+    for (int64_t i = 0; i < n; i++) p[i] = frand(lo, hi);
+    return p;
+}
+static float *zeros(int64_t n) { return calloc((size_t)(n ? n : 1), sizeof(float)); }
+static float *fdup(const float *x, int64_t n) {
+    float *p = malloc((size_t)(n ? n : 1) * sizeof(float));
+    memcpy(p, x, (size_t)n * sizeof(float));
+    return p;
+}
+static void sub(float *a, const float *b, int64_t n) {
+    for (int64_t i = 0; i < n; i++) a[i] -= b[i];
+}
+
+/* A forward pass under test: fwd(st) writes out (nout floats); the probe loss is sum(out*R). */
+typedef struct {
+    void (*fwd)(void *st);
+    void *st;
+    float *out;
+    const float *R;
+    int64_t nout;
+} Probe;
+
+static double probe_loss(const Probe *p) {
+    p->fwd(p->st);
+    double s = 0.0;
+    for (int64_t i = 0; i < p->nout; i++) s += (double)p->out[i] * (double)p->R[i];
+    return s;
+}
+
+/* Central differences of the probe loss with respect to x (n floats), step h, for every
+ * step-th element; the others are copied from `other` (the analytic gradient), so a big
+ * tensor costs n/step forward pairs. */
+static void numgrad_every(const Probe *p, float *x, int64_t n, float h, float *g, int64_t step, const float *other) {
+    for (int64_t i = 0; i < n; i++) {
+        if (i % step) {
+            g[i] = other[i];
+            continue;
+        }
+        float keep = x[i];
+        x[i] = keep + h;
+        double lp = probe_loss(p);
+        x[i] = keep - h;
+        double lm = probe_loss(p);
+        x[i] = keep;
+        g[i] = (float)((lp - lm) / (2.0 * (double)h));
+    }
+    p->fwd(p->st);
+}
+static void numgrad(const Probe *p, float *x, int64_t n, float h, float *g) { numgrad_every(p, x, n, h, g, 1, NULL); }
+
+/* ================================ convolution ================================ */
+
+static void conv_ref(double *out, const float *in, const float *w, const float *b, const ConvShape *s) {
+    int64_t Ho = conv_out_h(s), Wo = conv_out_w(s);
+    for (int64_t n = 0; n < s->N; n++)
+        for (int64_t o = 0; o < s->O; o++)
+            for (int64_t oh = 0; oh < Ho; oh++)
+                for (int64_t ow = 0; ow < Wo; ow++) {
+                    double acc = b ? b[o] : 0.0;
+                    for (int64_t c = 0; c < s->C; c++)
+                        for (int64_t kh = 0; kh < s->K; kh++)
+                            for (int64_t kw = 0; kw < s->K; kw++) {
+                                int64_t ih = oh * s->stride - s->pad + kh, iw = ow * s->stride - s->pad + kw;
+                                if (ih < 0 || ih >= s->H || iw < 0 || iw >= s->W) continue;
+                                acc += (double)in[((n * s->C + c) * s->H + ih) * s->W + iw] *
+                                       w[((o * s->C + c) * s->K + kh) * s->K + kw];
+                            }
+                    out[((n * s->O + o) * Ho + oh) * Wo + ow] = acc;
+                }
+}
+
+/* naive backward: din, dw, db (written, double) */
+static void conv_ref_bwd(double *din, double *dw, double *db, const float *dout, const float *in, const float *w,
+                         const ConvShape *s) {
+    int64_t Ho = conv_out_h(s), Wo = conv_out_w(s);
+    memset(din, 0, sizeof(double) * (size_t)(s->N * s->C * s->H * s->W));
+    memset(dw, 0, sizeof(double) * (size_t)(s->O * s->C * s->K * s->K));
+    memset(db, 0, sizeof(double) * (size_t)s->O);
+    for (int64_t n = 0; n < s->N; n++)
+        for (int64_t o = 0; o < s->O; o++)
+            for (int64_t oh = 0; oh < Ho; oh++)
+                for (int64_t ow = 0; ow < Wo; ow++) {
+                    double g = dout[((n * s->O + o) * Ho + oh) * Wo + ow];
+                    db[o] += g;
+                    for (int64_t c = 0; c < s->C; c++)
+                        for (int64_t kh = 0; kh < s->K; kh++)
+                            for (int64_t kw = 0; kw < s->K; kw++) {
+                                int64_t ih = oh * s->stride - s->pad + kh, iw = ow * s->stride - s->pad + kw;
+                                if (ih < 0 || ih >= s->H || iw < 0 || iw >= s->W) continue;
+                                int64_t ii = ((n * s->C + c) * s->H + ih) * s->W + iw;
+                                int64_t wi = ((o * s->C + c) * s->K + kh) * s->K + kw;
+                                din[ii] += g * w[wi];
+                                dw[wi] += g * in[ii];
+                            }
+                }
+}
+
+typedef struct {
+    float *out, *in, *w, *b;
+    ConvShape s;
+} ConvSt;
+static void conv_fwd(void *p) {
+    ConvSt *c = p;
+    be->conv2d_forward(ctx, c->out, c->in, c->w, c->b, &c->s);
+}
+
+static void check_conv(ConvShape s, int with_bias) {
+    char what[160];
+    snprintf(what, sizeof what, "conv N%lld C%lld %lldx%lld O%lld K%lld s%lld p%lld%s", (long long)s.N,
+             (long long)s.C, (long long)s.H, (long long)s.W, (long long)s.O, (long long)s.K, (long long)s.stride,
+             (long long)s.pad, with_bias ? "" : " nobias");
+    int64_t Ho = conv_out_h(&s), Wo = conv_out_w(&s);
+    int64_t nin = s.N * s.C * s.H * s.W, nw = s.O * s.C * s.K * s.K, nout = s.N * s.O * Ho * Wo;
+    ConvSt c = {.out = zeros(nout), .in = rnd(nin, -1, 1), .w = rnd(nw, -0.5f, 0.5f),
+                .b = with_bias ? rnd(s.O, -1, 1) : NULL, .s = s};
+    float *R = rnd(nout, -1, 1);
+    double *ref = malloc(sizeof(double) * (size_t)nout);
+    conv_ref(ref, c.in, c.w, c.b, &s);
+    conv_fwd(&c);
+    float *reff = zeros(nout);
+    for (int64_t i = 0; i < nout; i++) reff[i] = (float)ref[i];
+    char w2[200];
+    snprintf(w2, sizeof w2, "%s forward", what);
+    CHECK_CLOSE(c.out, reff, nout, 1e-5, 1e-4, w2); /* fp32 GEMM vs double loops */
+
+    /* backward: prior values in the gradients must survive (backward adds) */
+    float *pin = rnd(nin, -1, 1), *pw = rnd(nw, -1, 1), *pb = rnd(s.O, -1, 1);
+    float *din = fdup(pin, nin), *dw = fdup(pw, nw), *db = fdup(pb, s.O);
+    be->conv2d_backward(ctx, din, dw, with_bias ? db : NULL, R, c.in, c.w, &s);
+    sub(din, pin, nin);
+    sub(dw, pw, nw);
+    sub(db, pb, s.O);
+    Probe pr = {conv_fwd, &c, c.out, R, nout};
+    float *g = zeros(nin > nw ? nin : nw);
+    const float h = 1e-2f; /* the op is linear in in and in w: differences are exact up to rounding */
+    numgrad(&pr, c.in, nin, h, g);
+    snprintf(w2, sizeof w2, "%s din", what);
+    CHECK_CLOSE(din, g, nin, 2e-3, 1e-3, w2);
+    numgrad(&pr, c.w, nw, h, g);
+    snprintf(w2, sizeof w2, "%s dw", what);
+    CHECK_CLOSE(dw, g, nw, 2e-3, 1e-3, w2);
+    if (with_bias) {
+        numgrad(&pr, c.b, s.O, h, g);
+        snprintf(w2, sizeof w2, "%s db", what);
+        CHECK_CLOSE(db, g, s.O, 2e-3, 1e-3, w2);
+    }
+    free(c.out); free(c.in); free(c.w); free(c.b); free(R); free(ref); free(reff);
+    free(pin); free(pw); free(pb); free(din); free(dw); free(db); free(g);
+}
+
+static void test_conv_grad_small(void) {
+    ConvShape shapes[] = {
+        {2, 3, 5, 7, 4, 3, 1, 1}, /* 3x3 same, non-square */
+        {3, 2, 7, 6, 3, 3, 2, 1}, /* 3x3 stride 2, odd sizes */
+        {2, 3, 6, 5, 2, 3, 1, 0}, /* 3x3 valid */
+        {3, 4, 5, 3, 5, 1, 1, 0}, /* 1x1: the direct GEMM path */
+        {2, 3, 7, 7, 2, 1, 2, 0}, /* 1x1 stride 2: im2col path */
+        {2, 2, 9, 8, 3, 4, 2, 1}, /* 4x4 stride 2 pad 1 (GAN head) */
+        {1, 3, 8, 8, 2, 4, 4, 0}, /* 4x4 stride 4 */
+        {3, 2, 4, 4, 2, 3, 1, 2}, /* pad larger than needed */
+    };
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) check_conv(shapes[i], 1);
+    check_conv(shapes[0], 0);
+    check_conv(shapes[3], 0);
+}
+
+/* fmnist-like shapes through the pool (partials of dw/db per chunk) against the naive loops */
+static void check_conv_big(ConvShape s) {
+    char what[160];
+    snprintf(what, sizeof what, "conv-big N%lld C%lld %lldx%lld O%lld K%lld s%lld p%lld", (long long)s.N,
+             (long long)s.C, (long long)s.H, (long long)s.W, (long long)s.O, (long long)s.K, (long long)s.stride,
+             (long long)s.pad);
+    int64_t Ho = conv_out_h(&s), Wo = conv_out_w(&s);
+    int64_t nin = s.N * s.C * s.H * s.W, nw = s.O * s.C * s.K * s.K, nout = s.N * s.O * Ho * Wo;
+    float *in = rnd(nin, -1, 1), *w = rnd(nw, -0.2f, 0.2f), *b = rnd(s.O, -1, 1), *out = zeros(nout);
+    float *dout = rnd(nout, -1, 1);
+    double *ref = malloc(sizeof(double) * (size_t)nout), *rdin = malloc(sizeof(double) * (size_t)nin);
+    double *rdw = malloc(sizeof(double) * (size_t)nw), *rdb = malloc(sizeof(double) * (size_t)s.O);
+    conv_ref(ref, in, w, b, &s);
+    conv_ref_bwd(rdin, rdw, rdb, dout, in, w, &s);
+    be->conv2d_forward(ctx, out, in, w, b, &s);
+    float *t = zeros(nout > nin ? (nout > nw ? nout : nw) : (nin > nw ? nin : nw));
+    char w2[200];
+    for (int64_t i = 0; i < nout; i++) t[i] = (float)ref[i];
+    snprintf(w2, sizeof w2, "%s forward", what);
+    CHECK_CLOSE(out, t, nout, 1e-4, 1e-4, w2);
+    float *din = zeros(nin), *dw = zeros(nw), *db = zeros(s.O);
+    be->conv2d_backward(ctx, din, dw, db, dout, in, w, &s);
+    /* twice: every gradient doubles */
+    be->conv2d_backward(ctx, din, dw, db, dout, in, w, &s);
+    for (int64_t i = 0; i < nin; i++) t[i] = (float)(2 * rdin[i]);
+    snprintf(w2, sizeof w2, "%s din (called twice)", what);
+    CHECK_CLOSE(din, t, nin, 1e-4, 1e-4, w2);
+    for (int64_t i = 0; i < nw; i++) t[i] = (float)(2 * rdw[i]);
+    snprintf(w2, sizeof w2, "%s dw (called twice)", what);
+    CHECK_CLOSE(dw, t, nw, 1e-3, 1e-4, w2); /* sums over N*Ho*Wo terms */
+    for (int64_t i = 0; i < s.O; i++) t[i] = (float)(2 * rdb[i]);
+    snprintf(w2, sizeof w2, "%s db (called twice)", what);
+    CHECK_CLOSE(db, t, s.O, 1e-3, 1e-4, w2);
+    free(in); free(w); free(b); free(out); free(dout); free(ref); free(rdin); free(rdw); free(rdb);
+    free(t); free(din); free(dw); free(db);
+}
+
+static void test_conv_big(void) {
+    check_conv_big((ConvShape){5, 16, 14, 14, 24, 3, 1, 1});
+    check_conv_big((ConvShape){4, 16, 14, 14, 8, 1, 1, 0});
+    check_conv_big((ConvShape){3, 8, 15, 13, 16, 3, 2, 1});
+}
+
+/* ================================== linear ================================== */
+
+typedef struct {
+    float *out, *in, *w, *b;
+    int64_t N, I, O;
+} LinSt;
+static void lin_fwd(void *p) {
+    LinSt *l = p;
+    be->linear_forward(ctx, l->out, l->in, l->w, l->b, l->N, l->I, l->O);
+}
+
+static void check_linear(int64_t N, int64_t I, int64_t O, int with_bias, int fd) {
+    char what[96];
+    snprintf(what, sizeof what, "linear N%lld I%lld O%lld%s", (long long)N, (long long)I, (long long)O,
+             with_bias ? "" : " nobias");
+    LinSt l = {zeros(N * O), rnd(N * I, -1, 1), rnd(O * I, -0.5f, 0.5f), with_bias ? rnd(O, -1, 1) : NULL, N, I, O};
+    int64_t nt = N * I > O * I ? N * I : O * I;
+    if (N * O > nt) nt = N * O;
+    float *R = rnd(N * O, -1, 1), *t = zeros(nt);
+    lin_fwd(&l);
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t o = 0; o < O; o++) {
+            double acc = with_bias ? l.b[o] : 0.0;
+            for (int64_t i = 0; i < I; i++) acc += (double)l.in[n * I + i] * l.w[o * I + i];
+            t[n * O + o] = (float)acc;
+        }
+    char w2[160];
+    snprintf(w2, sizeof w2, "%s forward", what);
+    CHECK_CLOSE(l.out, t, N * O, 1e-5, 1e-4, w2);
+    float *pin = rnd(N * I, -1, 1), *pw = rnd(O * I, -1, 1), *pb = rnd(O, -1, 1);
+    float *din = fdup(pin, N * I), *dw = fdup(pw, O * I), *db = fdup(pb, O);
+    be->linear_backward(ctx, din, dw, with_bias ? db : NULL, R, l.in, l.w, N, I, O);
+    sub(din, pin, N * I);
+    sub(dw, pw, O * I);
+    sub(db, pb, O);
+    if (fd) {
+        Probe pr = {lin_fwd, &l, l.out, R, N * O};
+        numgrad(&pr, l.in, N * I, 1e-2f, t);
+        snprintf(w2, sizeof w2, "%s din", what);
+        CHECK_CLOSE(din, t, N * I, 2e-3, 1e-3, w2);
+        numgrad(&pr, l.w, O * I, 1e-2f, t);
+        snprintf(w2, sizeof w2, "%s dw", what);
+        CHECK_CLOSE(dw, t, O * I, 2e-3, 1e-3, w2);
+        if (with_bias) {
+            numgrad(&pr, l.b, O, 1e-2f, t);
+            snprintf(w2, sizeof w2, "%s db", what);
+            CHECK_CLOSE(db, t, O, 2e-3, 1e-3, w2);
+        }
+    } else { /* big: against the closed forms */
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t i = 0; i < I; i++) {
+                double a = 0;
+                for (int64_t o = 0; o < O; o++) a += (double)R[n * O + o] * l.w[o * I + i];
+                t[n * I + i] = (float)a;
+            }
+        snprintf(w2, sizeof w2, "%s din", what);
+        CHECK_CLOSE(din, t, N * I, 1e-4, 1e-4, w2);
+        for (int64_t o = 0; o < O; o++)
+            for (int64_t i = 0; i < I; i++) {
+                double a = 0;
+                for (int64_t n = 0; n < N; n++) a += (double)R[n * O + o] * l.in[n * I + i];
+                t[o * I + i] = (float)a;
+            }
+        snprintf(w2, sizeof w2, "%s dw", what);
+        CHECK_CLOSE(dw, t, O * I, 1e-4, 1e-4, w2);
+    }
+    free(l.out); free(l.in); free(l.w); free(l.b); free(R); free(t);
+    free(pin); free(pw); free(pb); free(din); free(dw); free(db);
+}
+
+static void test_linear(void) {
+    check_linear(3, 5, 4, 1, 1);
+    check_linear(1, 7, 3, 0, 1);
+    check_linear(5, 2, 9, 1, 1);
+    check_linear(64, 128, 96, 1, 0); /* split over the pool */
+}
+
+/* ================================= groupnorm ================================= */
+
+typedef struct {
+    float *out, *mean, *rstd, *in, *gamma, *beta;
+    int64_t N, C, HW, G;
+    float eps;
+} GnSt;
+static void gn_fwd(void *p) {
+    GnSt *g = p;
+    be->groupnorm_forward(ctx, g->out, g->mean, g->rstd, g->in, g->gamma, g->beta, g->N, g->C, g->HW, g->G, g->eps);
+}
+
+static void check_groupnorm(int64_t N, int64_t C, int64_t HW, int64_t G, int fd) {
+    char what[96], w2[160];
+    snprintf(what, sizeof what, "groupnorm N%lld C%lld HW%lld G%lld", (long long)N, (long long)C, (long long)HW,
+             (long long)G);
+    int64_t n = N * C * HW;
+    GnSt g = {zeros(n), zeros(N * G), zeros(N * G), rnd(n, -2, 3), rnd(C, 0.5f, 1.5f), rnd(C, -1, 1),
+              N, C, HW, G, 1e-5f};
+    gn_fwd(&g);
+    /* naive reference */
+    float *t = zeros(n), *tm = zeros(N * G), *tr = zeros(N * G);
+    int64_t Cg = C / G, M = Cg * HW;
+    for (int64_t b = 0; b < N * G; b++) {
+        const float *x = g.in + b * M;
+        double s = 0, s2 = 0;
+        for (int64_t i = 0; i < M; i++) s += x[i];
+        double mu = s / M;
+        for (int64_t i = 0; i < M; i++) s2 += (x[i] - mu) * (x[i] - mu);
+        double r = 1.0 / sqrt(s2 / M + 1e-5);
+        tm[b] = (float)mu;
+        tr[b] = (float)r;
+        for (int64_t i = 0; i < M; i++) {
+            int64_t c = (b % G) * Cg + i / HW;
+            t[b * M + i] = (float)((x[i] - mu) * r * g.gamma[c] + g.beta[c]);
+        }
+    }
+    snprintf(w2, sizeof w2, "%s forward", what);
+    CHECK_CLOSE(g.out, t, n, 1e-5, 1e-4, w2);
+    snprintf(w2, sizeof w2, "%s mean", what);
+    CHECK_CLOSE(g.mean, tm, N * G, 1e-6, 1e-5, w2);
+    snprintf(w2, sizeof w2, "%s rstd", what);
+    CHECK_CLOSE(g.rstd, tr, N * G, 1e-6, 1e-5, w2);
+    if (fd) {
+        float *R = rnd(n, -1, 1), *gr = zeros(n);
+        float *pin = rnd(n, -1, 1), *pg = rnd(C, -1, 1), *pbt = rnd(C, -1, 1);
+        float *din = fdup(pin, n), *dg = fdup(pg, C), *dbt = fdup(pbt, C);
+        be->groupnorm_backward(ctx, din, dg, dbt, R, g.in, g.mean, g.rstd, g.gamma, N, C, HW, G);
+        sub(din, pin, n);
+        sub(dg, pg, C);
+        sub(dbt, pbt, C);
+        Probe pr = {gn_fwd, &g, g.out, R, n};
+        numgrad(&pr, g.in, n, 2e-3f, gr); /* nonlinear in x: smaller step */
+        snprintf(w2, sizeof w2, "%s din", what);
+        CHECK_CLOSE(din, gr, n, 5e-3, 1e-2, w2);
+        numgrad(&pr, g.gamma, C, 1e-2f, gr);
+        snprintf(w2, sizeof w2, "%s dgamma", what);
+        CHECK_CLOSE(dg, gr, C, 2e-3, 1e-3, w2);
+        numgrad(&pr, g.beta, C, 1e-2f, gr);
+        snprintf(w2, sizeof w2, "%s dbeta", what);
+        CHECK_CLOSE(dbt, gr, C, 2e-3, 1e-3, w2);
+        /* twice: doubles */
+        float *d2 = zeros(n);
+        be->groupnorm_backward(ctx, d2, NULL, NULL, R, g.in, g.mean, g.rstd, g.gamma, N, C, HW, G);
+        be->groupnorm_backward(ctx, d2, NULL, NULL, R, g.in, g.mean, g.rstd, g.gamma, N, C, HW, G);
+        for (int64_t i = 0; i < n; i++) d2[i] *= 0.5f;
+        snprintf(w2, sizeof w2, "%s din twice / 2", what);
+        CHECK_CLOSE(d2, din, n, 1e-6, 1e-5, w2);
+        free(R); free(gr); free(pin); free(pg); free(pbt); free(din); free(dg); free(dbt); free(d2);
+    }
+    free(g.out); free(g.mean); free(g.rstd); free(g.in); free(g.gamma); free(g.beta); free(t); free(tm); free(tr);
+}
+
+static void test_groupnorm(void) {
+    check_groupnorm(2, 6, 5, 3, 1);
+    check_groupnorm(3, 4, 7, 1, 1);
+    check_groupnorm(2, 4, 3, 4, 1);
+    check_groupnorm(4, 32, 196, 8, 0); /* pool path, forward only */
+}
+
+/* ================================ attention ================================ */
+
+static void attention_ref(float *out, float *att, const float *qkv, int64_t N, int64_t C, int64_t L,
+                          int64_t heads) {
+    int64_t d = C / heads;
+    double scale = 1.0 / sqrt((double)d);
+    double *row = malloc(sizeof(double) * (size_t)L);
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t h = 0; h < heads; h++) {
+            const float *q = qkv + (n * 3 * C + h * d) * L, *k = q + C * L, *v = k + C * L;
+            for (int64_t i = 0; i < L; i++) {
+                double mx = -INFINITY, s = 0;
+                for (int64_t j = 0; j < L; j++) {
+                    double a = 0;
+                    for (int64_t c = 0; c < d; c++) a += (double)q[c * L + i] * k[c * L + j];
+                    row[j] = a * scale;
+                    if (row[j] > mx) mx = row[j];
+                }
+                for (int64_t j = 0; j < L; j++) s += (row[j] = exp(row[j] - mx));
+                for (int64_t j = 0; j < L; j++) att[((n * heads + h) * L + i) * L + j] = (float)(row[j] / s);
+                for (int64_t c = 0; c < d; c++) {
+                    double a = 0;
+                    for (int64_t j = 0; j < L; j++) a += row[j] / s * v[c * L + j];
+                    out[(n * C + h * d + c) * L + i] = (float)a;
+                }
+            }
+        }
+    free(row);
+}
+
+typedef struct {
+    float *out, *att, *qkv;
+    int64_t N, C, L, heads;
+} AttSt;
+static void att_fwd(void *p) {
+    AttSt *a = p;
+    be->attention_forward(ctx, a->out, a->att, a->qkv, a->N, a->C, a->L, a->heads);
+}
+
+static void check_attention(int64_t N, int64_t C, int64_t L, int64_t heads, int fd) {
+    char what[96], w2[160];
+    snprintf(what, sizeof what, "attention N%lld C%lld L%lld heads%lld", (long long)N, (long long)C, (long long)L,
+             (long long)heads);
+    int64_t nq = N * 3 * C * L, no = N * C * L, na = N * heads * L * L;
+    AttSt a = {zeros(no), zeros(na), rnd(nq, -1.5f, 1.5f), N, C, L, heads};
+    float *ro = zeros(no), *ra = zeros(na);
+    att_fwd(&a);
+    attention_ref(ro, ra, a.qkv, N, C, L, heads);
+    snprintf(w2, sizeof w2, "%s forward", what);
+    CHECK_CLOSE(a.out, ro, no, 1e-5, 1e-4, w2);
+    snprintf(w2, sizeof w2, "%s probabilities", what);
+    CHECK_CLOSE(a.att, ra, na, 1e-6, 1e-4, w2);
+    float *R = rnd(no, -1, 1), *pq = rnd(nq, -1, 1), *dq = fdup(pq, nq), *g = zeros(nq);
+    be->attention_backward(ctx, dq, R, a.qkv, a.att, N, C, L, heads);
+    sub(dq, pq, nq);
+    if (fd) {
+        Probe pr = {att_fwd, &a, a.out, R, no};
+        numgrad(&pr, a.qkv, nq, 2e-3f, g);
+        snprintf(w2, sizeof w2, "%s dqkv", what);
+        CHECK_CLOSE(dq, g, nq, 3e-3, 1e-2, w2);
+    }
+    float *d2 = zeros(nq);
+    be->attention_backward(ctx, d2, R, a.qkv, a.att, N, C, L, heads);
+    be->attention_backward(ctx, d2, R, a.qkv, a.att, N, C, L, heads);
+    for (int64_t i = 0; i < nq; i++) d2[i] *= 0.5f;
+    snprintf(w2, sizeof w2, "%s dqkv twice / 2", what);
+    CHECK_CLOSE(d2, dq, nq, 1e-6, 1e-5, w2);
+    free(a.out); free(a.att); free(a.qkv); free(ro); free(ra); free(R); free(pq); free(dq); free(g); free(d2);
+}
+
+static void test_attention(void) {
+    check_attention(2, 6, 5, 1, 1);
+    check_attention(2, 6, 5, 2, 1);
+    check_attention(1, 6, 7, 3, 1);
+    check_attention(3, 8, 9, 4, 1);
+    check_attention(8, 64, 49, 1, 0); /* fmnist-s 7x7 bottleneck, pool path */
+}
+
+/* ======================= pointwise ops with a gradient ======================= */
+
+typedef struct {
+    float *out, *a, *b;
+    int64_t n;
+    int which; /* 0 silu, 1 softplus, 2 mul */
+} PwSt;
+static void pw_fwd(void *p) {
+    PwSt *s = p;
+    if (s->which == 0) be->silu_forward(ctx, s->out, s->a, s->n);
+    else if (s->which == 1) be->softplus_forward(ctx, s->out, s->a, s->n);
+    else be->mul(ctx, s->out, s->a, s->b, s->n);
+}
+
+static void test_silu_softplus_mul(void) {
+    int64_t n = 37;
+    for (int which = 0; which < 3; which++) {
+        const char *name = which == 0 ? "silu" : which == 1 ? "softplus" : "mul";
+        PwSt s = {zeros(n), rnd(n, -4, 4), rnd(n, -2, 2), n, which};
+        float *R = rnd(n, -1, 1), *t = zeros(n), *pa = rnd(n, -1, 1), *pb = rnd(n, -1, 1);
+        float *da = fdup(pa, n), *db = fdup(pb, n);
+        pw_fwd(&s);
+        for (int64_t i = 0; i < n; i++) {
+            double x = s.a[i];
+            t[i] = (float)(which == 0 ? x / (1 + exp(-x)) : which == 1 ? log1p(exp(x)) : x * s.b[i]);
+        }
+        char w2[96];
+        snprintf(w2, sizeof w2, "%s forward", name);
+        CHECK_CLOSE(s.out, t, n, 1e-6, 1e-5, w2);
+        if (which == 0) be->silu_backward(ctx, da, R, s.a, n);
+        else if (which == 1) be->softplus_backward(ctx, da, R, s.a, n);
+        else be->mul_backward(ctx, da, db, R, s.a, s.b, n);
+        sub(da, pa, n);
+        sub(db, pb, n);
+        Probe pr = {pw_fwd, &s, s.out, R, n};
+        numgrad(&pr, s.a, n, 1e-3f, t);
+        snprintf(w2, sizeof w2, "%s din", name);
+        CHECK_CLOSE(da, t, n, 1e-3, 1e-2, w2);
+        if (which == 2) {
+            numgrad(&pr, s.b, n, 1e-3f, t);
+            CHECK_CLOSE(db, t, n, 1e-3, 1e-2, "mul db");
+        }
+        free(s.out); free(s.a); free(s.b); free(R); free(t); free(pa); free(pb); free(da); free(db);
+    }
+    /* softplus stability at the ends, and its gradient there */
+    float x[6] = {-100.0f, -30.0f, 19.0f, 21.0f, 30.0f, 100.0f}, y[6], want[6], dx[6] = {0}, one[6], wd[6];
+    for (int i = 0; i < 6; i++) {
+        want[i] = x[i] > 20 ? x[i] : (float)log1p(exp((double)x[i]));
+        one[i] = 1.0f;
+        wd[i] = (float)(1.0 / (1.0 + exp(-(double)x[i])));
+    }
+    be->softplus_forward(ctx, y, x, 6);
+    CHECK_CLOSE(y, want, 6, 1e-30, 1e-6, "softplus extremes");
+    be->softplus_backward(ctx, dx, one, x, 6);
+    CHECK_CLOSE(dx, wd, 6, 1e-30, 1e-6, "softplus gradient extremes");
+    /* a long vector through the pool */
+    int64_t m = 100003;
+    float *a = rnd(m, -6, 6), *o = zeros(m), *r = zeros(m);
+    be->silu_forward(ctx, o, a, m);
+    for (int64_t i = 0; i < m; i++) r[i] = (float)(a[i] / (1 + exp(-(double)a[i])));
+    CHECK_CLOSE(o, r, m, 1e-6, 1e-5, "silu long");
+    free(a); free(o); free(r);
+}
+
+static void test_arith(void) {
+    int64_t n = 50001;
+    float *a = rnd(n, -1, 1), *b = rnd(n, -1, 1), *o = zeros(n), *t = zeros(n);
+    be->add(ctx, o, a, b, n);
+    for (int64_t i = 0; i < n; i++) t[i] = a[i] + b[i];
+    CHECK_CLOSE(o, t, n, 0, 0, "add");
+    be->mul(ctx, o, a, b, n);
+    for (int64_t i = 0; i < n; i++) t[i] = a[i] * b[i];
+    CHECK_CLOSE(o, t, n, 0, 0, "mul");
+    be->scale(ctx, o, a, 0.37f, n);
+    for (int64_t i = 0; i < n; i++) t[i] = 0.37f * a[i];
+    CHECK_CLOSE(o, t, n, 0, 0, "scale");
+    memcpy(o, b, (size_t)n * sizeof(float));
+    be->axpy(ctx, o, -1.5f, a, n);
+    for (int64_t i = 0; i < n; i++) t[i] = b[i] + -1.5f * a[i];
+    CHECK_CLOSE(o, t, n, 1e-7, 1e-6, "axpy");
+    be->fill(ctx, o, 2.5f, n);
+    for (int64_t i = 0; i < n; i++) t[i] = 2.5f;
+    CHECK_CLOSE(o, t, n, 0, 0, "fill");
+    be->copy(ctx, o, a, n);
+    CHECK_CLOSE(o, a, n, 0, 0, "copy");
+    /* scale_rows with and without y */
+    int64_t N = 3, D = 7;
+    float sa[3] = {0.5f, -2.0f, 1.0f}, sb[3] = {1.5f, 0.0f, -1.0f};
+    be->scale_rows(ctx, o, a, sa, b, sb, N, D);
+    for (int64_t r = 0; r < N; r++)
+        for (int64_t j = 0; j < D; j++) t[r * D + j] = sa[r] * a[r * D + j] + sb[r] * b[r * D + j];
+    CHECK_CLOSE(o, t, N * D, 1e-7, 1e-6, "scale_rows");
+    be->scale_rows(ctx, o, a, sa, NULL, NULL, N, D);
+    for (int64_t r = 0; r < N; r++)
+        for (int64_t j = 0; j < D; j++) t[r * D + j] = sa[r] * a[r * D + j];
+    CHECK_CLOSE(o, t, N * D, 1e-7, 1e-6, "scale_rows y NULL");
+    /* sumsq in double */
+    double s = 0;
+    for (int64_t i = 0; i < n; i++) s += (double)a[i] * a[i];
+    double got = be->sumsq(ctx, a, n);
+    CHECK(fabs(got - s) <= 1e-5 * s, "sumsq %.9g want %.9g", got, s);
+    /* onehot */
+    int32_t lab[4] = {2, 0, 4, 2};
+    float oh[20];
+    be->onehot(ctx, oh, lab, 4, 5);
+    int bad = 0;
+    for (int i = 0; i < 4; i++)
+        for (int v = 0; v < 5; v++) bad += oh[i * 5 + v] != (v == lab[i] ? 1.0f : 0.0f);
+    CHECK(bad == 0, "onehot: %d wrong entries", bad);
+    /* alloc is zeroed */
+    float *z = be->alloc(ctx, 1000);
+    int nz = 0;
+    for (int i = 0; i < 1000; i++) nz += z[i] != 0.0f;
+    CHECK(nz == 0, "alloc: %d nonzero", nz);
+    be->free(ctx, z);
+    free(a); free(b); free(o); free(t);
+}
+
+/* ====================== conditioning and spatial ops ====================== */
+
+typedef struct {
+    float *out, *x, *y;
+    int64_t N, C, H, W;
+    int which; /* 0 modulate, 1 add_channel, 2 upsample, 3 concat, 4 sinusoidal */
+} SpSt;
+static void sp_fwd(void *p) {
+    SpSt *s = p;
+    switch (s->which) {
+    case 0: be->modulate_forward(ctx, s->out, s->x, s->y, s->N, s->C, s->H * s->W); break;
+    case 1: be->add_channel_forward(ctx, s->out, s->x, s->y, s->N, s->C, s->H * s->W); break;
+    case 2: be->upsample2x_forward(ctx, s->out, s->x, s->N, s->C, s->H, s->W); break;
+    case 3: be->concat_forward(ctx, s->out, s->x, s->y, s->N, s->C, s->H, s->W); break; /* Ca=C, Cb=H, HW=W */
+    default: be->sinusoidal_forward(ctx, s->out, s->x, s->N, s->C); break;
+    }
+}
+
+static void check_sp(int which, int64_t N, int64_t C, int64_t H, int64_t W) {
+    static const char *names[] = {"modulate", "add_channel", "upsample2x", "concat", "sinusoidal"};
+    int64_t nx, ny, no;
+    switch (which) {
+    case 0: nx = N * C * H * W; ny = N * 2 * C; no = nx; break;
+    case 1: nx = N * C * H * W; ny = N * C; no = nx; break;
+    case 2: nx = N * C * H * W; ny = 0; no = 4 * nx; break;
+    case 3: nx = N * C * W; ny = N * H * W; no = nx + ny; break;
+    default: nx = N; ny = 0; no = N * C; break;
+    }
+    SpSt s = {zeros(no), rnd(nx, -2, 2), rnd(ny, -1, 1), N, C, H, W, which};
+    float *t = zeros(no);
+    sp_fwd(&s);
+    /* forward reference */
+    for (int64_t i = 0; i < no; i++) {
+        double v = 0;
+        if (which == 0 || which == 1) {
+            int64_t HW = H * W, q = i / HW, n = q / C, c = q % C;
+            v = which == 0 ? s.x[i] * (1.0 + s.y[n * 2 * C + c]) + s.y[n * 2 * C + C + c] : s.x[i] + (double)s.y[q];
+        } else if (which == 2) {
+            int64_t w2 = i % (2 * W), h2 = (i / (2 * W)) % (2 * H), q = i / (4 * H * W);
+            v = s.x[(q * H + h2 / 2) * W + w2 / 2];
+        } else if (which == 3) {
+            int64_t per = (C + H) * W, n = i / per, r = i % per;
+            v = r < C * W ? s.x[n * C * W + r] : s.y[n * H * W + r - C * W];
+        } else {
+            int64_t n = i / C, k = i % C, half = C / 2, kk = k % half;
+            double f = pow(1.0 / 10000.0, (double)kk / (double)half), arg = s.x[n] * f;
+            v = k < half ? cos(arg) : sin(arg);
+        }
+        t[i] = (float)v;
+    }
+    char w2[96];
+    snprintf(w2, sizeof w2, "%s forward", names[which]);
+    CHECK_CLOSE(s.out, t, no, 1e-6, 1e-5, w2);
+    float *R = rnd(no, -1, 1), *px = rnd(nx, -1, 1), *py = rnd(ny, -1, 1);
+    float *dx = fdup(px, nx), *dy = fdup(py, ny), *g = zeros(nx > ny ? nx : ny);
+    switch (which) {
+    case 0: be->modulate_backward(ctx, dx, dy, R, s.x, s.y, N, C, H * W); break;
+    case 1: be->add_channel_backward(ctx, dx, dy, R, N, C, H * W); break;
+    case 2: be->upsample2x_backward(ctx, dx, R, N, C, H, W); break;
+    case 3: be->concat_backward(ctx, dx, dy, R, N, C, H, W); break;
+    default: be->sinusoidal_backward(ctx, dx, R, s.x, N, C); break;
+    }
+    sub(dx, px, nx);
+    sub(dy, py, ny);
+    Probe pr = {sp_fwd, &s, s.out, R, no};
+    float h = which == 4 ? 1e-3f : 1e-2f;
+    int64_t step = no > 4096 ? 97 : 1; /* big shapes: a sample of the elements */
+    numgrad_every(&pr, s.x, nx, h, g, step, dx);
+    snprintf(w2, sizeof w2, "%s dx", names[which]);
+    CHECK_CLOSE(dx, g, nx, 2e-3, 2e-3, w2);
+    if (ny) {
+        numgrad(&pr, s.y, ny, h, g);
+        snprintf(w2, sizeof w2, "%s dy", names[which]);
+        CHECK_CLOSE(dy, g, ny, 2e-3, 2e-3, w2);
+    }
+    free(s.out); free(s.x); free(s.y); free(t); free(R); free(px); free(py); free(dx); free(dy); free(g);
+}
+
+static void test_conditioning_spatial(void) {
+    check_sp(0, 2, 3, 4, 5);
+    check_sp(0, 4, 32, 16, 16); /* pool path; finite differences on every element are cheap here */
+    check_sp(1, 2, 3, 5, 3);
+    check_sp(2, 2, 3, 3, 5);
+    check_sp(3, 2, 3, 2, 7); /* concat: Ca 3, Cb 2, HW 7 */
+    check_sp(4, 5, 16, 0, 0); /* sinusoidal D 16 */
+}
+
+/* ================================== wmse ================================== */
+
+typedef struct {
+    float *pred, *target, *w;
+    int64_t N, D;
+    float loss;
+} WSt;
+static void wmse_fwd(void *p) {
+    WSt *s = p;
+    s->loss = be->wmse_forward(ctx, s->pred, s->target, s->w, s->N, s->D);
+}
+
+static void test_wmse(void) {
+    for (int weighted = 0; weighted < 2; weighted++) {
+        int64_t N = 3, D = 11;
+        WSt s = {rnd(N * D, -1, 1), rnd(N * D, -1, 1), weighted ? rnd(N, 0.1f, 3) : NULL, N, D, 0};
+        wmse_fwd(&s);
+        double want = 0;
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t j = 0; j < D; j++) {
+                double e = s.pred[n * D + j] - s.target[n * D + j];
+                want += (weighted ? s.w[n] : 1.0) * e * e;
+            }
+        want /= (double)(N * D);
+        CHECK(fabs(s.loss - want) <= 1e-6 * want, "wmse%s: %.9g want %.9g", weighted ? " weighted" : "",
+              (double)s.loss, want);
+        float one = 1.0f, R = 0.7f;
+        Probe pr = {wmse_fwd, &s, &s.loss, &one, 1};
+        float *g = zeros(N * D), *p0 = rnd(N * D, -1, 1), *dp = fdup(p0, N * D);
+        be->wmse_backward(ctx, dp, R, s.pred, s.target, s.w, N, D);
+        sub(dp, p0, N * D);
+        numgrad(&pr, s.pred, N * D, 1e-2f, g);
+        for (int64_t i = 0; i < N * D; i++) g[i] *= R;
+        CHECK_CLOSE(dp, g, N * D, 1e-4, 1e-3, weighted ? "wmse dpred weighted" : "wmse dpred");
+        free(s.pred); free(s.target); free(s.w); free(g); free(p0); free(dp);
+    }
+}
+
+/* ========================= table and context plumbing ========================= */
+
+static void test_table(void) {
+    char err[512];
+    CHECK(backend_missing(be, err, sizeof err) == 0, "cpu backend misses ops: %s", err);
+    const char *ok[] = {"conv2d_forward", "attention_backward", "rng_normal", NULL};
+    CHECK(backend_require(be, ok, err, sizeof err) == 0, "require: %s", err);
+    const char *bad[] = {"conv2d_forward", "no_such_op", NULL};
+    CHECK(backend_require(be, bad, err, sizeof err) == -1 && strstr(err, "no_such_op"), "require bad: %s", err);
+    Backend partial = backend_cpu;
+    partial.attention_forward = NULL;
+    const char *att[] = {"attention_forward", NULL};
+    CHECK(backend_require(&partial, att, err, sizeof err) == -1 && strstr(err, "attention_forward"),
+          "require missing: %s", err);
+    CHECK(backend_missing(&partial, err, sizeof err) == 1 && strstr(err, "attention_forward"), "missing: %s", err);
+    Device cpu = {DEVICE_CPU, 0}, gpu = {DEVICE_CUDA, 0};
+    CHECK(backend_get(cpu, err, sizeof err) == &backend_cpu, "backend_get cpu");
+#ifndef MSD_HAVE_CUDA
+    CHECK(backend_get(gpu, err, sizeof err) == NULL && strstr(err, "no CUDA"), "backend_get cuda: %s", err);
+#else
+    (void)gpu;
+#endif
+    float *s1 = backend_ctx_scratch(ctx, 100);
+    float *s2 = backend_ctx_scratch(ctx, 50);
+    CHECK(s1 && s1 == s2, "scratch must not shrink or move for a smaller request");
+}
+
+/* Same results with 1 thread and with the pool (partials reduce to the same sums up to rounding). */
+static void test_threads_agree(void) {
+    BackendCtx *one = backend_ctx_new(be, 1);
+    ConvShape s = {6, 8, 9, 9, 12, 3, 1, 1};
+    int64_t nin = 6 * 8 * 81, nw = 12 * 8 * 9, nout = 6 * 12 * 81;
+    float *in = rnd(nin, -1, 1), *w = rnd(nw, -1, 1), *dout = rnd(nout, -1, 1);
+    float *dw1 = zeros(nw), *dw2 = zeros(nw), *o1 = zeros(nout), *o2 = zeros(nout);
+    be->conv2d_forward(one, o1, in, w, NULL, &s);
+    be->conv2d_forward(ctx, o2, in, w, NULL, &s);
+    CHECK_CLOSE(o2, o1, nout, 0, 0, "conv forward 1 thread vs pool (bitwise)");
+    be->conv2d_backward(one, NULL, dw1, NULL, dout, in, w, &s);
+    be->conv2d_backward(ctx, NULL, dw2, NULL, dout, in, w, &s);
+    CHECK_CLOSE(dw2, dw1, nw, 1e-4, 1e-5, "conv dw 1 thread vs pool");
+    backend_ctx_destroy(&one);
+    CHECK(one == NULL, "ctx_destroy sets NULL");
+    free(in); free(w); free(dout); free(dw1); free(dw2); free(o1); free(o2);
+}
+
+
+/* ============================ PyTorch fixtures ============================ */
+
+static char fixture_path[1200] = "tests/fixtures/ops_ref.safetensors";
+static StFile fx;
+
+/* tests/run starts us from the repository root; else look beside the binary
+ * (build/VARIANT/tests/test_ops -> ../../../tests/fixtures), or MSD_FIXTURES. */
+static void find_fixture(const char *argv0) {
+    const char *env = getenv("MSD_FIXTURES");
+    if (env) {
+        snprintf(fixture_path, sizeof fixture_path, "%s/ops_ref.safetensors", env);
+        return;
+    }
+    if (access(fixture_path, R_OK) == 0) return;
+    char buf[1024];
+    snprintf(buf, sizeof buf, "%s", argv0);
+    char *slash = strrchr(buf, '/');
+    if (slash) *slash = 0;
+    else snprintf(buf, sizeof buf, ".");
+    snprintf(fixture_path, sizeof fixture_path, "%s/../../../tests/fixtures/ops_ref.safetensors", buf);
+}
+
+/* fixture tensor "case.name" as float32 (malloc'd); records a failure and returns NULL if missing */
+static float *fxt(const char *cas, const char *name, int64_t *numel) {
+    char key[128];
+    snprintf(key, sizeof key, "%s.%s", cas, name);
+    const StTensor *t = st_find(&fx, key);
+    CHECK(t != NULL, "fixture tensor %s missing", key);
+    if (!t) return NULL;
+    float *out = malloc((size_t)(t->numel ? t->numel : 1) * sizeof(float));
+    st_tensor_to_f32(t, out);
+    if (numel) *numel = t->numel;
+    return out;
+}
+
+static void test_torch_conv(void) {
+    const char *cases[] = {"conv3x3", "conv4x4s2", "conv1x1", "conv3x3s2"};
+    for (int c = 0; c < 4; c++) {
+        int64_t nx, nw, nb, no;
+        float *sh = fxt(cases[c], "shape", NULL), *x = fxt(cases[c], "x", &nx), *w = fxt(cases[c], "w", &nw);
+        float *b = fxt(cases[c], "b", &nb), *want = fxt(cases[c], "out", &no), *dout = fxt(cases[c], "dout", NULL);
+        float *wdx = fxt(cases[c], "dx", NULL), *wdw = fxt(cases[c], "dw", NULL), *wdb = fxt(cases[c], "db", NULL);
+        if (sh && x && w && b && want && dout && wdx && wdw && wdb) {
+            ConvShape s = {(int64_t)sh[0], (int64_t)sh[1], (int64_t)sh[2], (int64_t)sh[3],
+                           (int64_t)sh[4], (int64_t)sh[5], (int64_t)sh[6], (int64_t)sh[7]};
+            float *out = zeros(no), *dx = zeros(nx), *dw = zeros(nw), *db = zeros(nb);
+            be->conv2d_forward(ctx, out, x, w, b, &s);
+            be->conv2d_backward(ctx, dx, dw, db, dout, x, w, &s);
+            char what[64];
+            snprintf(what, sizeof what, "torch %s out", cases[c]);
+            CHECK_CLOSE(out, want, no, 1e-5, 1e-4, what);
+            snprintf(what, sizeof what, "torch %s dx", cases[c]);
+            CHECK_CLOSE(dx, wdx, nx, 1e-5, 1e-4, what);
+            snprintf(what, sizeof what, "torch %s dw", cases[c]);
+            CHECK_CLOSE(dw, wdw, nw, 1e-5, 1e-4, what);
+            snprintf(what, sizeof what, "torch %s db", cases[c]);
+            CHECK_CLOSE(db, wdb, nb, 1e-5, 1e-4, what);
+            free(out); free(dx); free(dw); free(db);
+        }
+        free(sh); free(x); free(w); free(b); free(want); free(dout); free(wdx); free(wdw); free(wdb);
+    }
+}
+
+static void test_torch_linear_groupnorm_attention(void) {
+    int64_t nx, nw, no;
+    /* linear: x (3, 5), w (4, 5) */
+    float *x = fxt("linear", "x", &nx), *w = fxt("linear", "w", &nw), *b = fxt("linear", "b", NULL);
+    float *want = fxt("linear", "out", &no), *dout = fxt("linear", "dout", NULL), *wdx = fxt("linear", "dx", NULL);
+    float *wdw = fxt("linear", "dw", NULL), *wdb = fxt("linear", "db", NULL);
+    if (x && w && b && want && dout && wdx && wdw && wdb && nx == 15 && nw == 20) {
+        float *out = zeros(no), *dx = zeros(nx), *dw = zeros(nw), *db = zeros(4);
+        be->linear_forward(ctx, out, x, w, b, 3, 5, 4);
+        be->linear_backward(ctx, dx, dw, db, dout, x, w, 3, 5, 4);
+        CHECK_CLOSE(out, want, no, 1e-5, 1e-4, "torch linear out");
+        CHECK_CLOSE(dx, wdx, nx, 1e-5, 1e-4, "torch linear dx");
+        CHECK_CLOSE(dw, wdw, nw, 1e-5, 1e-4, "torch linear dw");
+        CHECK_CLOSE(db, wdb, 4, 1e-5, 1e-4, "torch linear db");
+        free(out); free(dx); free(dw); free(db);
+    }
+    free(x); free(w); free(b); free(want); free(dout); free(wdx); free(wdw); free(wdb);
+
+    /* groupnorm: x (2, 6, 4, 5), 3 groups, eps 1e-5 */
+    x = fxt("groupnorm", "x", &nx);
+    float *g = fxt("groupnorm", "g", NULL), *bt = fxt("groupnorm", "b", NULL);
+    want = fxt("groupnorm", "out", NULL);
+    dout = fxt("groupnorm", "dout", NULL);
+    wdx = fxt("groupnorm", "dx", NULL);
+    float *wdg = fxt("groupnorm", "dg", NULL);
+    wdb = fxt("groupnorm", "db", NULL);
+    if (x && g && bt && want && dout && wdx && wdg && wdb && nx == 240) {
+        float *out = zeros(nx), *mean = zeros(6), *rstd = zeros(6), *dx = zeros(nx), *dg = zeros(6), *db = zeros(6);
+        be->groupnorm_forward(ctx, out, mean, rstd, x, g, bt, 2, 6, 20, 3, 1e-5f);
+        be->groupnorm_backward(ctx, dx, dg, db, dout, x, mean, rstd, g, 2, 6, 20, 3);
+        CHECK_CLOSE(out, want, nx, 1e-5, 1e-4, "torch groupnorm out");
+        CHECK_CLOSE(dx, wdx, nx, 1e-5, 1e-4, "torch groupnorm dx");
+        CHECK_CLOSE(dg, wdg, 6, 1e-4, 1e-4, "torch groupnorm dgamma");
+        CHECK_CLOSE(db, wdb, 6, 1e-4, 1e-4, "torch groupnorm dbeta");
+        free(out); free(mean); free(rstd); free(dx); free(dg); free(db);
+    }
+    free(x); free(g); free(bt); free(want); free(dout); free(wdx); free(wdg); free(wdb);
+
+    /* attention: qkv (2, 24, 5), C 8, heads 2 */
+    float *qkv = fxt("attention", "qkv", &nx);
+    want = fxt("attention", "out", &no);
+    dout = fxt("attention", "dout", NULL);
+    float *wdq = fxt("attention", "dqkv", NULL);
+    if (qkv && want && dout && wdq && nx == 240 && no == 80) {
+        float *out = zeros(no), *att = zeros(2 * 2 * 25), *dq = zeros(nx);
+        be->attention_forward(ctx, out, att, qkv, 2, 8, 5, 2);
+        be->attention_backward(ctx, dq, dout, qkv, att, 2, 8, 5, 2);
+        CHECK_CLOSE(out, want, no, 1e-5, 1e-4, "torch attention out");
+        CHECK_CLOSE(dq, wdq, nx, 1e-5, 1e-4, "torch attention dqkv");
+        free(out); free(att); free(dq);
+    }
+    free(qkv); free(want); free(dout); free(wdq);
+}
+
+static void test_torch_pointwise(void) {
+    const char *cases[] = {"silu", "softplus", "upsample", "sinusoidal"};
+    for (int c = 0; c < 4; c++) {
+        const char *in_name = c == 3 ? "t" : "x", *d_name = c == 3 ? "dt" : "dx";
+        int64_t nx, no;
+        float *x = fxt(cases[c], in_name, &nx), *want = fxt(cases[c], "out", &no);
+        float *dout = fxt(cases[c], "dout", NULL), *wdx = fxt(cases[c], d_name, NULL);
+        if (x && want && dout && wdx) {
+            float *out = zeros(no), *dx = zeros(nx);
+            switch (c) {
+            case 0: be->silu_forward(ctx, out, x, nx); be->silu_backward(ctx, dx, dout, x, nx); break;
+            case 1: be->softplus_forward(ctx, out, x, nx); be->softplus_backward(ctx, dx, dout, x, nx); break;
+            case 2: /* (2, 3, 3, 5) */
+                be->upsample2x_forward(ctx, out, x, 2, 3, 3, 5);
+                be->upsample2x_backward(ctx, dx, dout, 2, 3, 3, 5);
+                break;
+            default: /* t (5), D 16 */
+                be->sinusoidal_forward(ctx, out, x, nx, 16);
+                be->sinusoidal_backward(ctx, dx, dout, x, nx, 16);
+                break;
+            }
+            char what[64];
+            snprintf(what, sizeof what, "torch %s out", cases[c]);
+            CHECK_CLOSE(out, want, no, 1e-6, 1e-5, what);
+            snprintf(what, sizeof what, "torch %s %s", cases[c], d_name);
+            CHECK_CLOSE(dx, wdx, nx, 1e-5, 1e-4, what);
+            free(out); free(dx);
+        }
+        free(x); free(want); free(dout); free(wdx);
+    }
+}
+
+int main(int argc, char **argv) {
+    be = &backend_cpu;
+    ctx = backend_ctx_new(be, 2);
+    TEST_RUN(test_table);
+    TEST_RUN(test_conv_grad_small);
+    TEST_RUN(test_conv_big);
+    TEST_RUN(test_linear);
+    TEST_RUN(test_groupnorm);
+    TEST_RUN(test_attention);
+    TEST_RUN(test_silu_softplus_mul);
+    TEST_RUN(test_arith);
+    TEST_RUN(test_conditioning_spatial);
+    TEST_RUN(test_wmse);
+    TEST_RUN(test_threads_agree);
+    (void)argc;
+    find_fixture(argv[0]);
+    char err[512];
+    if (st_read(&fx, fixture_path, err, sizeof err) != 0) {
+        printf("  cannot read the PyTorch fixture: %s\n", err);
+        check_failed_++;
+    } else {
+        TEST_RUN(test_torch_conv);
+        TEST_RUN(test_torch_linear_groupnorm_attention);
+        TEST_RUN(test_torch_pointwise);
+        st_free(&fx);
+    }
+    backend_ctx_destroy(&ctx);
+    return TEST_END();
+}
