@@ -1,0 +1,165 @@
+/* lines.c: `msdpipe up`'s standard input forwarding. Each stdin line goes to the pipeline's
+ * stdin process as a LINE request (tensor "text", u8) with ids 1, 2, 3...; replies may come
+ * back in any order and are printed to stdout in input order, one output line per input
+ * line. At most LINES_WINDOW lines are in flight; stdin is not read while the window is full.
+ * A line the process answers with an error (or one too long to send) prints as an empty line
+ * on stdout and a warning on stderr, so output line N still belongs to input line N.
+ *
+ * Not here: when to stop at EOF (supervise.c waits up to reply_timeout for the replies). */
+#include "msdpipe.h"
+
+#include "log.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+void lines_init(Lines *q, const char *target) {
+    memset(q, 0, sizeof *q);
+    snprintf(q->target, sizeof q->target, "%s", target);
+    q->target_len = (int)strlen(q->target);
+    q->open = 1;
+    q->next_id = q->next_print = 1;
+    q->inbuf = msd_malloc(LINES_MAX_BYTES);
+}
+
+void lines_free(Lines *q) {
+    for (int i = 0; i < LINES_WINDOW; i++) free(q->slots[i].text);
+    free(q->inbuf);
+    memset(q, 0, sizeof *q);
+}
+
+int lines_outstanding(const Lines *q) { return (int)(q->next_id - q->next_print); }
+
+static int window_full(const Lines *q) { return q->next_id - q->next_print >= LINES_WINDOW; }
+
+int lines_want_input(const Lines *q) {
+    return !q->eof && !window_full(q) && q->inlen < LINES_MAX_BYTES && !memchr(q->inbuf, '\n', q->inlen);
+}
+
+/* Print every answered line at the head of the window. */
+static int flush_in_order(Lines *q) {
+    int wrote = 0;
+    while (q->next_print < q->next_id) {
+        LineSlot *s = &q->slots[q->next_print % LINES_WINDOW];
+        if (!s->have) break;
+        if (s->len) fwrite(s->text, 1, s->len, stdout);
+        if (!s->len || s->text[s->len - 1] != '\n') fputc('\n', stdout);
+        free(s->text);
+        memset(s, 0, sizeof *s);
+        q->next_print++;
+        wrote = 1;
+    }
+    if (wrote && (fflush(stdout) != 0 || ferror(stdout))) {
+        log_error("cannot write to stdout: %s", strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+static void fail_line(Lines *q, uint64_t id, const char *fmt, const char *a, const char *b) {
+    LineSlot *s = &q->slots[id % LINES_WINDOW];
+    char msg[512];
+    snprintf(msg, sizeof msg, fmt, a, b);
+    log_warn("line %llu: %s", (unsigned long long)id, msg);
+    s->have = 1;
+    s->failed = 1;
+    q->errors++;
+}
+
+static void send_line(Lines *q, void *ctl, const char *text, size_t len) {
+    uint64_t id = q->next_id++;
+    WireMsg m;
+    wire_msg_init(&m, WIRE_OP_LINE, id);
+    m.nrouting = 1;
+    m.routing_len[0] = (size_t)q->target_len;
+    memcpy(m.routing[0], q->target, (size_t)q->target_len);
+    int64_t shape[1] = {(int64_t)len};
+    wire_msg_add(&m, "text", WIRE_U8, 1, shape, text);
+    char err[256];
+    if (wire_send(ctl, &m, 0, 0, err, sizeof err) != WIRE_OK) fail_line(q, id, "could not send it to %s: %s", q->target, err);
+}
+
+int lines_pump(Lines *q, void *ctl) {
+    size_t start = 0;
+    while (!window_full(q)) {
+        char *nl = memchr(q->inbuf + start, '\n', q->inlen - start);
+        size_t end = nl ? (size_t)(nl - q->inbuf) : q->inlen;
+        if (!nl && !(q->eof && end > start)) break;   /* an unfinished line waits for more */
+        if (q->discarding) {
+            q->discarding = 0;
+        } else {
+            size_t len = end - start;
+            if (len > 0 && q->inbuf[start + len - 1] == '\r') len--;
+            send_line(q, ctl, q->inbuf + start, len);
+        }
+        start = nl ? end + 1 : end;
+    }
+    if (start > 0) {
+        memmove(q->inbuf, q->inbuf + start, q->inlen - start);
+        q->inlen -= start;
+    }
+    if (q->inlen == LINES_MAX_BYTES && !memchr(q->inbuf, '\n', q->inlen) && !window_full(q)) {
+        /* a line longer than the buffer: answer it locally, drop the rest of it */
+        uint64_t id = q->next_id++;
+        char max[32];
+        snprintf(max, sizeof max, "%d", LINES_MAX_BYTES - 1);
+        fail_line(q, id, "line too long (max %s bytes)%s; not sent", max, "");
+        q->discarding = 1;
+        q->inlen = 0;
+    }
+    if (q->eof && q->inlen == 0) q->open = 0;
+    return flush_in_order(q);
+}
+
+int lines_read(Lines *q, void *ctl) {
+    ssize_t r = read(0, q->inbuf + q->inlen, LINES_MAX_BYTES - q->inlen);
+    if (r < 0 && (errno == EINTR || errno == EAGAIN)) return 0;
+    if (r < 0) log_warn("reading stdin: %s; treating it as the end of input", strerror(errno));
+    if (r <= 0) {
+        q->eof = 1;
+        q->eof_at = msd_now();
+    } else {
+        q->inlen += (size_t)r;
+    }
+    if (q->discarding) {
+        char *nl = memchr(q->inbuf, '\n', q->inlen);
+        if (!nl) {
+            q->inlen = 0;
+        } else {
+            size_t rest = q->inlen - (size_t)(nl + 1 - q->inbuf);
+            memmove(q->inbuf, nl + 1, rest);
+            q->inlen = rest;
+            q->discarding = 0;
+        }
+    }
+    return lines_pump(q, ctl);
+}
+
+int lines_reply(Lines *q, const WireMsg *m) {
+    if (m->id < q->next_print || m->id >= q->next_id) {
+        log_warn("%s answered line %llu, which is not waiting for an answer", q->target, (unsigned long long)m->id);
+        return 0;
+    }
+    LineSlot *s = &q->slots[m->id % LINES_WINDOW];
+    if (s->have) return 0;
+    if (m->op == WIRE_OP_ERROR || m->status != WIRE_STATUS_OK) {
+        char id[32];
+        snprintf(id, sizeof id, "%s", wire_status_name(m->status));
+        fail_line(q, m->id, "answered with status %s: %s", id, m->error[0] ? m->error : "(no message)");
+        return flush_in_order(q);
+    }
+    const WireTensor *t = wire_msg_find(m, "text");
+    if (!t || t->dtype != WIRE_U8) {
+        t = NULL;
+        for (int i = 0; i < m->ntensors; i++)
+            if (m->tensors[i].dtype == WIRE_U8) { t = &m->tensors[i]; break; }
+    }
+    s->have = 1;
+    s->len = t ? t->nbytes : 0;
+    s->text = msd_malloc(s->len + 1);
+    if (s->len) memcpy(s->text, t->data, s->len);
+    s->text[s->len] = 0;
+    return flush_in_order(q);
+}

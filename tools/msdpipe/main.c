@@ -1,0 +1,183 @@
+/* main.c: bin/msdpipe, the launcher: command line, finding the pipeline file and the folder of
+ * the msd-* binaries. The commands themselves live in supervise.c (up), plan.c (check) and
+ * rundir.c (ps, down). */
+#include "msdpipe.h"
+
+#include "log.h"
+
+#include <errno.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static const char *usage_text =
+    "usage: msdpipe COMMAND ...\n"
+    "\n"
+    "  msdpipe up FILE.pipe [--set NAME=VALUE ...] [--run-dir DIR]\n"
+    "      start the pipeline, supervise it, forward stdin lines to its stdin process and\n"
+    "      print the replies in input order; ends when the job ends, at the end of stdin,\n"
+    "      on SIGINT/SIGTERM (or `msdpipe down`), or when a process fails\n"
+    "  msdpipe check FILE.pipe [--set NAME=VALUE ...]\n"
+    "      parse and validate the file, print the resolved processes; exit 0 when valid\n"
+    "  msdpipe ps [--run-dir DIR]\n"
+    "      list running pipelines and their processes\n"
+    "  msdpipe down [PIPELINE] [--run-dir DIR]\n"
+    "      stop a running pipeline gracefully (PIPELINE: its name, NAME-PID or launcher pid;\n"
+    "      may be left out when only one runs)\n"
+    "  msdpipe --help\n"
+    "\n"
+    "A bare FILE (no '/') is looked up in the current folder, then in $MSDPIPE_PATH\n"
+    "(colon-separated folders), then in the pipelines/ folder next to the binaries' folder;\n"
+    "'.pipe' may be left out. Processes run as BINDIR/msd-ROLE where BINDIR is msdpipe's own\n"
+    "folder; remote ones through ${MSDPIPE_SSH:-ssh} HOST COMMAND.\n"
+    "Run directories live in --run-dir, else $XDG_RUNTIME_DIR/msdpipe, else /tmp/msdpipe-UID.\n"
+    "Exit status of up: 0 job finished, 1 a process failed, 2 bad usage or pipeline file,\n"
+    "128+N stopped by signal N. The file format: docs/PIPELINES.md.\n";
+
+static int usage_error(const char *fmt, const char *arg) {
+    fprintf(stderr, "msdpipe: ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, "\n(msdpipe --help for usage)\n");
+    return MSDPIPE_EXIT_USAGE;
+}
+
+static int is_file(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* Try DIR/NAME and DIR/NAME.pipe. */
+static int try_dir(const char *dir, const char *name, char *out, size_t cap) {
+    int n = snprintf(out, cap, "%s%s%s", dir, dir[0] ? "/" : "", name);
+    if (n > 0 && (size_t)n < cap && is_file(out)) return 1;
+    n = snprintf(out, cap, "%s%s%s.pipe", dir, dir[0] ? "/" : "", name);
+    return n > 0 && (size_t)n < cap && is_file(out);
+}
+
+int find_pipeline_file(Options *o, char *err, size_t errlen) {
+    const char *f = o->file;
+    if (strchr(f, '/')) {
+        if (try_dir("", f, o->path, sizeof o->path)) return 0;
+        return msd_errf(err, errlen, "%s: no such file", f);
+    }
+    if (try_dir("", f, o->path, sizeof o->path)) return 0;
+    const char *env = getenv("MSDPIPE_PATH");
+    if (env && *env) {
+        char *copy = msd_strdup(env), *save = NULL;
+        for (char *d = strtok_r(copy, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
+            if (try_dir(d, f, o->path, sizeof o->path)) { free(copy); return 0; }
+        }
+        free(copy);
+    }
+    /* installed tree (BINDIR/../pipelines, BINDIR/../share/msdpipe/pipelines) and the build
+     * tree of a variant (build/VARIANT/bin -> the source pipelines/) */
+    static const char *rel[] = {"../pipelines", "../share/msdpipe/pipelines", "../../../pipelines"};
+    char dir[PATH_MAX + 64];
+    for (size_t i = 0; i < sizeof rel / sizeof rel[0]; i++) {
+        snprintf(dir, sizeof dir, "%s/%s", o->bindir, rel[i]);
+        if (try_dir(dir, f, o->path, sizeof o->path)) {
+            char real[PATH_MAX];
+            if (realpath(o->path, real)) snprintf(o->path, sizeof o->path, "%s", real);
+            return 0;
+        }
+    }
+    return msd_errf(err, errlen, "%s: not found in the current folder, $MSDPIPE_PATH or %s/../pipelines", f, o->bindir);
+}
+
+int load_pipeline(Options *o, Pipeline *pl) {
+    char err[8192];
+    if (find_pipeline_file(o, err, sizeof err) < 0) {
+        fprintf(stderr, "msdpipe: %s\n", err);
+        return MSDPIPE_EXIT_USAGE;
+    }
+    if (pipeline_load(pl, o->path, o->nsets, o->sets, err, sizeof err) < 0) {
+        fputs(err, stderr);
+        return MSDPIPE_EXIT_USAGE;
+    }
+    if (plan_check_binaries(pl, o->bindir, err, sizeof err) < 0) {
+        fputs(err, stderr);
+        pipeline_free(pl);
+        return MSDPIPE_EXIT_USAGE;
+    }
+    return 0;
+}
+
+static void find_bindir(Options *o, const char *argv0) {
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+        exe[n] = 0;
+    } else if (!realpath(argv0, exe)) {
+        snprintf(exe, sizeof exe, "%s", argv0);
+    }
+    snprintf(o->bindir, sizeof o->bindir, "%s", dirname(exe));
+}
+
+static int cmd_check(Options *o) {
+    Pipeline pl;
+    int rc = load_pipeline(o, &pl);
+    if (rc) return rc;
+    char err[1024];
+    if (pipeline_plan(&pl, NULL, NULL, NULL, err, sizeof err) < 0) {
+        fprintf(stderr, "msdpipe: %s\n", err);
+        pipeline_free(&pl);
+        return MSDPIPE_EXIT_USAGE;
+    }
+    plan_print(&pl, o->bindir, stdout);
+    pipeline_free(&pl);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    log_set_name("msdpipe");
+    Options o = {0};
+    find_bindir(&o, argv[0]);
+    if (argc < 2) return usage_error("%s", "missing command");
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+        fputs(usage_text, stdout);
+        return 0;
+    }
+    int is_up = strcmp(cmd, "up") == 0, is_check = strcmp(cmd, "check") == 0;
+    int is_ps = strcmp(cmd, "ps") == 0, is_down = strcmp(cmd, "down") == 0;
+    if (!is_up && !is_check && !is_ps && !is_down) return usage_error("unknown command '%s'", cmd);
+    o.sets = msd_calloc((size_t)argc, sizeof *o.sets);
+    int rc = MSDPIPE_EXIT_USAGE;
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            fputs(usage_text, stdout);
+            rc = 0;
+            goto out;
+        } else if ((is_up || is_check) && (strcmp(a, "--set") == 0 || strncmp(a, "--set=", 6) == 0)) {
+            const char *v = a[5] == '=' ? a + 6 : (i + 1 < argc ? argv[++i] : NULL);
+            if (!v) { rc = usage_error("%s needs NAME=VALUE", "--set"); goto out; }
+            o.sets[o.nsets++] = (char *)v;
+        } else if ((is_up || is_ps || is_down) && (strcmp(a, "--run-dir") == 0 || strncmp(a, "--run-dir=", 10) == 0)) {
+            const char *v = a[9] == '=' ? a + 10 : (i + 1 < argc ? argv[++i] : NULL);
+            if (!v || !*v) { rc = usage_error("%s needs a folder", "--run-dir"); goto out; }
+            o.run_base = v;
+        } else if (a[0] == '-' && a[1]) {
+            rc = usage_error("unknown option '%s'", a);
+            goto out;
+        } else if ((is_up || is_check) && !o.file) {
+            o.file = a;
+        } else if (is_down && !o.target) {
+            o.target = a;
+        } else {
+            rc = usage_error("unexpected argument '%s'", a);
+            goto out;
+        }
+    }
+    if ((is_up || is_check) && !o.file) { rc = usage_error("%s needs a pipeline file", cmd); goto out; }
+    if (is_check) rc = cmd_check(&o);
+    else if (is_up) rc = cmd_up(&o);
+    else if (is_ps) rc = cmd_ps(&o);
+    else rc = cmd_down(&o);
+out:
+    free(o.sets);
+    return rc;
+}

@@ -1,0 +1,118 @@
+/* msdpipe.h: what the files of the launcher (bin/msdpipe) share.
+ *
+ *   main.c       command line, finding pipeline files and the binaries' folder
+ *   plan.c       `check`: the resolved process graph; every process's command line
+ *   rundir.c     run directories and their state files; `ps` and `down`
+ *   curve.c      per-run CurveZMQ key file and the launcher's ZAP handler
+ *   supervise.c  `up`: start, wait for READY, heartbeats, failures, stop
+ *   lines.c      `up`: stdin lines to the stdin process, replies to stdout in input order
+ *
+ * Exit statuses of `msdpipe up` (docs/PIPELINES.md): 0 the job finished (or stdin was
+ * answered to the end), 1 a process failed or the environment did, 2 bad command line or
+ * pipeline file, 128+N stopped by signal N (130 SIGINT, 143 SIGTERM, e.g. from `down`). */
+#ifndef MSDPIPE_H
+#define MSDPIPE_H
+
+#include <limits.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/types.h>
+
+#include "pipeline.h"
+#include "wire.h"
+
+#define MSDPIPE_EXIT_OK 0
+#define MSDPIPE_EXIT_FAILED 1
+#define MSDPIPE_EXIT_USAGE 2
+
+typedef struct Options {
+    const char *file;          /* as given on the command line */
+    char path[PATH_MAX];       /* the file found */
+    int nsets;
+    char **sets;               /* "name=value" */
+    const char *run_base;      /* --run-dir: the folder holding run directories, or NULL */
+    const char *target;        /* down: which pipeline */
+    char bindir[PATH_MAX];     /* folder of msdpipe itself, where msd-* live */
+} Options;
+
+/* main.c */
+int find_pipeline_file(Options *o, char *err, size_t errlen);
+int load_pipeline(Options *o, Pipeline *pl);   /* prints errors; 0 or MSDPIPE_EXIT_USAGE */
+
+/* plan.c */
+/* Check that every local process's binary exists; errors as FILE:LINE. */
+int plan_check_binaries(const Pipeline *pl, const char *bindir, char *err, size_t errlen);
+/* The command line of process i (NULL-terminated, strings owned by the caller: free with
+ * plan_free_argv). control is the launcher's endpoint as that process must reach it; keys
+ * the --curve-keys file or NULL. */
+char **plan_argv(const Pipeline *pl, int i, const char *bindir, const char *control, const char *keys);
+void plan_free_argv(char **argv);
+/* Quote s for a POSIX shell into out; returns out. */
+char *plan_shell_quote(const char *s, char *out, size_t cap);
+/* Does process i need the CURVE key file (a tcp link or a remote control endpoint)? */
+int plan_needs_keys(const Pipeline *pl, int i);
+/* Print the resolved graph (msdpipe check). */
+void plan_print(const Pipeline *pl, const char *bindir, FILE *out);
+
+/* rundir.c */
+/* The folder holding run directories (--run-dir, $XDG_RUNTIME_DIR/msdpipe or
+ * /tmp/msdpipe-UID), created 0700 if missing; NULL with err on failure. */
+int rundir_base(const char *given, char *out, size_t cap, char *err, size_t errlen);
+int rundir_create(const char *base, const char *name, char *out, size_t cap, char *err, size_t errlen);
+void rundir_remove(const char *dir);
+/* Replace DIR/state with text (written to state.tmp, then renamed). */
+int rundir_write_state(const char *dir, const char *text);
+int cmd_ps(Options *o);
+int cmd_down(Options *o);
+
+/* curve.c */
+typedef struct CurveKeys {
+    char server_public[41], server_secret[41], client_public[41], client_secret[41];
+} CurveKeys;
+int curve_make_keys(CurveKeys *k, const char *path, char *err, size_t errlen);
+/* ZAP handler for the launcher's own tcp control endpoint: bind a REP socket on
+ * inproc://zeromq.zap.01 in ctx; curve_zap_handle answers one pending request. */
+void *curve_zap_start(void *ctx, char *err, size_t errlen);
+void curve_zap_handle(void *zap, const CurveKeys *k);
+
+/* lines.c: stdin forwarding. Lines go out as LINE requests with ids 1, 2, ...; replies are
+ * printed in input order (out-of-order ones wait in a window of LINES_WINDOW). */
+#define LINES_WINDOW 256
+#define LINES_MAX_BYTES 65536
+typedef struct LineSlot {
+    int have, failed;
+    size_t len;
+    char *text;                /* the reply, owned */
+} LineSlot;
+typedef struct Lines {
+    int eof;                   /* read() returned 0 */
+    int open;                  /* input left: not at EOF, or lines still in inbuf */
+    int target_len;
+    char target[PIPE_MAX_NAME];/* routing id of the process that answers */
+    uint64_t next_id;          /* id of the next line read */
+    uint64_t next_print;       /* id of the next line to print */
+    int discarding;            /* inside an over-long line */
+    int errors;                /* lines answered with an error */
+    double eof_at;
+    size_t inlen;
+    char *inbuf;               /* LINES_MAX_BYTES */
+    LineSlot slots[LINES_WINDOW];
+} Lines;
+void lines_init(Lines *q, const char *target);
+void lines_free(Lines *q);
+/* True while stdin should be polled (not at EOF, window not full, no whole line waiting). */
+int lines_want_input(const Lines *q);
+/* Read what stdin has (one read), then lines_pump. */
+int lines_read(Lines *q, void *ctl);
+/* Send the complete lines waiting in inbuf while the window has room. -1 when stdout cannot
+ * be written (the caller stops). */
+int lines_pump(Lines *q, void *ctl);
+/* A LINE or ERROR message from the target: store, print what is now in order. -1 as above. */
+int lines_reply(Lines *q, const WireMsg *m);
+/* Lines sent and not answered yet. */
+int lines_outstanding(const Lines *q);
+
+/* supervise.c */
+int cmd_up(Options *o);
+
+#endif

@@ -1,0 +1,272 @@
+/* rundir.c: run directories and `msdpipe ps` / `msdpipe down`.
+ *
+ * Each running pipeline owns BASE/NAME-PID/ (mode 0700; PID is the launcher's): its ipc
+ * sockets, the CURVE key file when it spans hosts, and `state`, a text file the launcher
+ * rewrites (atomically) whenever a process changes state:
+ *     msdpipe-state 1
+ *     pipeline NAME
+ *     file PATH
+ *     launcher PID
+ *     started UNIX-SECONDS
+ *     stop_timeout SECONDS
+ *     state starting|up|stopping
+ *     proc NAME PID STATE HOST        one per process; STATE starting|ready|done|exited|killed
+ * BASE is --run-dir, else $XDG_RUNTIME_DIR/msdpipe, else /tmp/msdpipe-UID. `ps` and `down`
+ * read these files; a directory whose launcher is gone (kill -9) is reported and removed. */
+#include "msdpipe.h"
+
+#include "log.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+int rundir_base(const char *given, char *out, size_t cap, char *err, size_t errlen) {
+    int n;
+    const char *xdg = getenv("XDG_RUNTIME_DIR");
+    if (given) n = snprintf(out, cap, "%s", given);
+    else if (xdg && xdg[0] == '/') n = snprintf(out, cap, "%s/msdpipe", xdg);
+    else n = snprintf(out, cap, "/tmp/msdpipe-%u", (unsigned)getuid());
+    if (n < 0 || (size_t)n >= cap) return msd_errf(err, errlen, "run directory base too long");
+    if (mkdir(out, 0700) != 0 && errno != EEXIST) return msd_errf(err, errlen, "cannot create %s: %s", out, strerror(errno));
+    struct stat st;
+    if (lstat(out, &st) != 0) return msd_errf(err, errlen, "%s: %s", out, strerror(errno));
+    if (!S_ISDIR(st.st_mode)) return msd_errf(err, errlen, "%s is not a folder", out);
+    /* the shared /tmp default must be ours and closed to others, or someone could plant sockets */
+    if (!given && (st.st_uid != getuid() || (st.st_mode & 077)))
+        return msd_errf(err, errlen, "%s belongs to another user or is open to others (mode %o); remove it or use --run-dir", out, (unsigned)(st.st_mode & 0777));
+    return 0;
+}
+
+/* Remove dir and what is inside (at most `depth` levels of folders). */
+static void remove_tree(int parent, const char *name, int depth) {
+    int fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd >= 0) {
+        DIR *d = fdopendir(fd);
+        if (d) {
+            struct dirent *e;
+            while ((e = readdir(d))) {
+                if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+                if (unlinkat(fd, e->d_name, 0) != 0 && errno == EISDIR && depth > 0) remove_tree(fd, e->d_name, depth - 1);
+            }
+            closedir(d);
+        } else {
+            close(fd);
+        }
+    }
+    unlinkat(parent, name, AT_REMOVEDIR);
+}
+
+void rundir_remove(const char *dir) { remove_tree(AT_FDCWD, dir, 3); }
+
+int rundir_create(const char *base, const char *name, char *out, size_t cap, char *err, size_t errlen) {
+    int n = snprintf(out, cap, "%s/%s-%d", base, name, (int)getpid());
+    if (n < 0 || (size_t)n >= cap) return msd_errf(err, errlen, "run directory path too long");
+    if (mkdir(out, 0700) != 0) {
+        if (errno != EEXIST) return msd_errf(err, errlen, "cannot create %s: %s", out, strerror(errno));
+        rundir_remove(out); /* left by an earlier launcher that had our pid: stale */
+        if (mkdir(out, 0700) != 0) return msd_errf(err, errlen, "cannot create %s: %s", out, strerror(errno));
+    }
+    if (chmod(out, 0700) != 0) return msd_errf(err, errlen, "chmod %s: %s", out, strerror(errno));
+    return 0;
+}
+
+int rundir_write_state(const char *dir, const char *text) {
+    char tmp[PATH_MAX], path[PATH_MAX];
+    snprintf(tmp, sizeof tmp, "%s/state.tmp", dir);
+    snprintf(path, sizeof path, "%s/state", dir);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) return -1;
+    size_t len = strlen(text), off = 0;
+    while (off < len) {
+        ssize_t w = write(fd, text + off, len - off);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) { close(fd); return -1; }
+        off += (size_t)w;
+    }
+    close(fd);
+    return rename(tmp, path);
+}
+
+/* ---- reading state files ------------------------------------------------------------- */
+
+typedef struct StateProc {
+    char name[PIPE_MAX_NAME], state[16], host[PIPE_MAX_NAME];
+    int pid;
+} StateProc;
+
+typedef struct State {
+    char dir[PATH_MAX], id[256], name[PIPE_MAX_NAME], file[PATH_MAX], state[16];
+    int launcher;
+    long started;
+    double stop_timeout;
+    int nprocs;
+    StateProc procs[PIPE_MAX_PROCS];
+} State;
+
+/* Bounded copy (the state file is ours, but read it as if it were not). */
+static void copy_field(char *dst, size_t cap, const char *src) {
+    size_t n = strnlen(src, cap - 1);
+    memcpy(dst, src, n);
+    dst[n] = 0;
+}
+
+static int read_state(const char *dir, const char *id, State *s) {
+    memset(s, 0, sizeof *s);
+    snprintf(s->dir, sizeof s->dir, "%s", dir);
+    snprintf(s->id, sizeof s->id, "%s", id);
+    char path[PATH_MAX + 16];
+    snprintf(path, sizeof path, "%s/state", dir);
+    FILE *f = fopen(path, "re");
+    if (!f) return -1;
+    char line[PATH_MAX + 64];
+    int ok = 0;
+    while (fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\n")] = 0;
+        if (strcmp(line, "msdpipe-state 1") == 0) ok = 1;
+        else if (strncmp(line, "pipeline ", 9) == 0) copy_field(s->name, sizeof s->name, line + 9);
+        else if (strncmp(line, "file ", 5) == 0) copy_field(s->file, sizeof s->file, line + 5);
+        else if (strncmp(line, "state ", 6) == 0) copy_field(s->state, sizeof s->state, line + 6);
+        else if (strncmp(line, "launcher ", 9) == 0) s->launcher = atoi(line + 9);
+        else if (strncmp(line, "started ", 8) == 0) s->started = atol(line + 8);
+        else if (strncmp(line, "stop_timeout ", 13) == 0) s->stop_timeout = atof(line + 13);
+        else if (strncmp(line, "proc ", 5) == 0 && s->nprocs < PIPE_MAX_PROCS) {
+            StateProc *p = &s->procs[s->nprocs];
+            if (sscanf(line + 5, "%47s %d %15s %47s", p->name, &p->pid, p->state, p->host) == 4) s->nprocs++;
+        }
+    }
+    fclose(f);
+    return ok && s->launcher > 0 ? 0 : -1;
+}
+
+/* Alive and not a zombie. */
+static int pid_alive(int pid) {
+    if (pid <= 0) return 0;
+    if (kill(pid, 0) != 0 && errno != EPERM) return 0;
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    FILE *f = fopen(path, "re");
+    if (!f) return 1;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *rp = strrchr(buf, ')');
+    return !(rp && rp[1] == ' ' && (rp[2] == 'Z' || rp[2] == 'X'));
+}
+
+/* Every run directory under the base with a live launcher, into *out (caller frees);
+ * stale ones (launcher gone) are reported on stderr and removed. */
+static int list_running(const char *base, State **out) {
+    *out = NULL;
+    DIR *d = opendir(base);
+    if (!d) return 0;
+    int n = 0, cap = 0;
+    State *v = NULL;
+    State *tmp = msd_malloc(sizeof *tmp);
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;
+        char dir[PATH_MAX];
+        if (snprintf(dir, sizeof dir, "%s/%s", base, e->d_name) >= (int)sizeof dir) continue;
+        if (read_state(dir, e->d_name, tmp) < 0) continue;
+        if (!pid_alive(tmp->launcher)) {
+            fprintf(stderr, "[msdpipe] %s: launcher %d is gone; removed its stale run directory\n", e->d_name, tmp->launcher);
+            rundir_remove(dir);
+            continue;
+        }
+        if (n == cap) {
+            cap = cap ? cap * 2 : 4;
+            State *nv = realloc(v, (size_t)cap * sizeof *nv);
+            if (!nv) msd_die("out of memory listing pipelines");
+            v = nv;
+        }
+        v[n++] = *tmp;
+    }
+    free(tmp);
+    closedir(d);
+    *out = v;
+    return n;
+}
+
+int cmd_ps(Options *o) {
+    char base[PATH_MAX], err[512];
+    if (rundir_base(o->run_base, base, sizeof base, err, sizeof err) < 0) {
+        fprintf(stderr, "msdpipe: %s\n", err);
+        return MSDPIPE_EXIT_FAILED;
+    }
+    State *v;
+    int n = list_running(base, &v);
+    if (n == 0) printf("no running pipelines (in %s)\n", base);
+    time_t now = time(NULL);
+    for (int i = 0; i < n; i++) {
+        State *s = &v[i];
+        printf("%s  pipeline %s  launcher %d  %s  %d process%s  up %lds  %s  (%s)\n", s->id, s->name, s->launcher,
+               s->state, s->nprocs, s->nprocs == 1 ? "" : "es", (long)(now - s->started), s->dir, s->file);
+        for (int k = 0; k < s->nprocs; k++) {
+            StateProc *p = &s->procs[k];
+            const char *st = p->state;
+            if ((strcmp(st, "ready") == 0 || strcmp(st, "starting") == 0) && !pid_alive(p->pid)) st = "gone";
+            printf("  %-20s pid %-8d %-9s %s\n", p->name, p->pid, st, p->host);
+        }
+    }
+    free(v);
+    return 0;
+}
+
+int cmd_down(Options *o) {
+    char base[PATH_MAX], err[512];
+    if (rundir_base(o->run_base, base, sizeof base, err, sizeof err) < 0) {
+        fprintf(stderr, "msdpipe: %s\n", err);
+        return MSDPIPE_EXIT_FAILED;
+    }
+    State *v;
+    int n = list_running(base, &v), pick = -1, matches = 0;
+    for (int i = 0; i < n; i++) {
+        char pid[32];
+        snprintf(pid, sizeof pid, "%d", v[i].launcher);
+        if (!o->target || strcmp(o->target, v[i].id) == 0 || strcmp(o->target, v[i].name) == 0 || strcmp(o->target, pid) == 0) {
+            pick = i;
+            matches++;
+        }
+    }
+    int rc = 0;
+    if (matches == 0) {
+        fprintf(stderr, "msdpipe: no running pipeline%s%s (in %s)\n", o->target ? " matches " : "", o->target ? o->target : "", base);
+        rc = MSDPIPE_EXIT_FAILED;
+    } else if (matches > 1) {
+        fprintf(stderr, "msdpipe: %d pipelines match; name one of:", matches);
+        for (int i = 0; i < n; i++) fprintf(stderr, " %s", v[i].id);
+        fprintf(stderr, "\n");
+        rc = MSDPIPE_EXIT_USAGE;
+    } else {
+        State *s = &v[pick];
+        fprintf(stderr, "[msdpipe] stopping %s (launcher %d)\n", s->id, s->launcher);
+        if (kill(s->launcher, SIGTERM) != 0) {
+            fprintf(stderr, "msdpipe: kill %d: %s\n", s->launcher, strerror(errno));
+            rc = MSDPIPE_EXIT_FAILED;
+        } else {
+            /* the launcher stops its processes within stop_timeout, then kills what is left */
+            double limit = (s->stop_timeout > 0 ? s->stop_timeout : 5) + 10;
+            double end = msd_now() + limit;
+            while (pid_alive(s->launcher) && msd_now() < end) {
+                struct timespec ts = {0, 50 * 1000000};
+                nanosleep(&ts, NULL);
+            }
+            if (pid_alive(s->launcher)) {
+                fprintf(stderr, "msdpipe: %s: launcher %d still running after %.0f s\n", s->id, s->launcher, limit);
+                rc = MSDPIPE_EXIT_FAILED;
+            } else {
+                fprintf(stderr, "[msdpipe] stopped %s\n", s->id);
+            }
+        }
+    }
+    free(v);
+    return rc;
+}
