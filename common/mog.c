@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "image.h"
 #include "log.h"
 #include "rng.h"
 
@@ -396,3 +397,80 @@ double mog_mahal2(const Mog *m, const float *x, int k) {
     }
     return q;
 }
+
+void mog_coverage(const Mog *m, const float *x, const int32_t *cls, int64_t n, int only, MogCoverage *out) {
+    MogCoverage s = {0};
+    s.n = n;
+    int64_t *hits = msd_calloc((size_t)m->ncomp, sizeof(int64_t));
+    int64_t *per_class = msd_calloc((size_t)m->nclasses, sizeof(int64_t));
+    for (int64_t i = 0; i < n; i++) {
+        MSD_CHECK(cls[i] >= 0 && cls[i] < m->nclasses);
+        per_class[cls[i]]++;
+        int k = mog_assign(m, x + (size_t)i * (size_t)m->dim, cls[i]);
+        if (mog_mahal2(m, x + (size_t)i * (size_t)m->dim, k) <= 9.0) {
+            hits[k]++;
+            s.on++;
+        }
+    }
+    s.on_support = n ? (double)s.on / (double)n : 0;
+    for (int c = 0; c < m->nclasses; c++) {
+        if ((only >= 0 && c != only) || per_class[c] == 0) continue;
+        for (int k = m->class_first[c]; k < m->class_first[c] + m->class_count[c]; k++) {
+            s.ncomp++;
+            if ((double)hits[k] >= 0.5 * m->comp[k].weight * (double)per_class[c]) s.covered++;
+        }
+    }
+    s.coverage = s.ncomp ? (double)s.covered / s.ncomp : 0;
+    free(hits);
+    free(per_class);
+    *out = s;
+}
+
+double mog_data_std(const Mog *m) {
+    int d = m->dim;
+    double mean[MOG_MAX_DIM] = {0}, second = 0;
+    for (int k = 0; k < m->ncomp; k++) {
+        const MogComponent *mc = &m->comp[k];
+        double w = mc->weight / m->nclasses;
+        for (int i = 0; i < d; i++) {
+            mean[i] += w * mc->mean[i];
+            second += w * (mc->cov[i * d + i] + mc->mean[i] * mc->mean[i]);
+        }
+    }
+    double m2 = 0;
+    for (int i = 0; i < d; i++) m2 += mean[i] * mean[i];
+    return sqrt((second - m2) / d);
+}
+
+int mog_scatter_png(const char *path, const Mog *m, const float *gen, const int32_t *cls, int64_t n, uint64_t seed, char *err,
+                    size_t errlen) {
+    float *truth = msd_malloc(sizeof(float) * 2 * (size_t)n);
+    mog_sample(m, truth, NULL, cls, n, seed, 2000, 0);
+    float lo = 1e30f, hi = -1e30f;
+    for (int64_t i = 0; i < 2 * n; i++) {
+        float t = truth[i];
+        lo = t < lo ? t : lo;
+        hi = t > hi ? t : hi;
+    }
+    float pad = 0.1f * (hi - lo) + 0.5f;
+    lo -= pad;
+    hi += pad;
+    const int W = 512;
+    Canvas c = canvas_new(W, W, 255, 255, 255);
+    for (int pass = 0; pass < 2; pass++) {
+        const float *p = pass ? gen : truth;
+        for (int64_t i = 0; i < n; i++) {
+            float x = p[2 * i], y = p[2 * i + 1];
+            if (!(x >= lo && x <= hi && y >= lo && y <= hi)) continue;
+            int px = (int)((x - lo) / (hi - lo) * (W - 1)), py = (int)((hi - y) / (hi - lo) * (W - 1));
+            uint8_t rgb[3] = {205, 205, 205};
+            if (pass) palette_color(cls[i], rgb);
+            canvas_dot(&c, px, py, 1, rgb[0], rgb[1], rgb[2]);
+        }
+    }
+    int rc = png_write(path, c.rgb, W, W, 3, err, errlen);
+    canvas_free(&c);
+    free(truth);
+    return rc;
+}
+

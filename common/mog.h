@@ -48,6 +48,9 @@ int mog_load(Mog *m, const char *path, char *err, size_t errlen);
 void mog_free(Mog *m);
 /* Class index of a name or of a decimal id in range; -1 if neither. */
 int mog_class_lookup(const Mog *m, const char *s);
+/* Standard deviation per coordinate of the whole data set (classes equally likely): the
+ * sigma_data the EDM preconditioning of the toy networks uses. */
+double mog_data_std(const Mog *m);
 /* Mean location of a class (its embedding for clustering): sum_k w_k mu_k. out[dim]. */
 void mog_class_mean(const Mog *m, int cls, double *out);
 
@@ -61,7 +64,24 @@ void mog_sample(const Mog *m, float *out, int32_t *comp_out, const int32_t *cls,
                 uint64_t stream, uint64_t offset);
 /* The component of class cls most responsible for a clean point x (sigma = 0). */
 int mog_assign(const Mog *m, const float *x, int cls);
+/* A 512x512 scatter plot (PNG) of 2-D samples gen (n, 2) coloured by class, over as many
+ * true samples of the same classes in light grey. 0, or -1 with a message. */
+int mog_scatter_png(const char *path, const Mog *m, const float *gen, const int32_t *cls, int64_t n, uint64_t seed, char *err,
+                    size_t errlen);
 /* Squared Mahalanobis distance of x from component k: (x - mu)^T Sigma^-1 (x - mu). */
 double mog_mahal2(const Mog *m, const float *x, int k);
+
+/* Mode coverage of generated points x (n, dim) with classes cls (n). A point counts for a
+ * component when that component is its most responsible one within its class (mog_assign)
+ * and within Mahalanobis distance 3 of it (it is then "on support"); a component is covered
+ * when it receives at least half of its fair share (weight * points of its class). Only the
+ * components of classes that have points are judged; only >= 0 restricts them to that class. */
+typedef struct MogCoverage {
+    int64_t n, on;           /* points; points on support */
+    int ncomp, covered;      /* components judged; covered */
+    double coverage;         /* covered / ncomp (0 when none) */
+    double on_support;       /* on / n (0 when n == 0) */
+} MogCoverage;
+void mog_coverage(const Mog *m, const float *x, const int32_t *cls, int64_t n, int only, MogCoverage *out);
 
 #endif

@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -953,6 +954,26 @@ int pipeline_parse(Pipeline *pl, const char *path, const char *text, size_t len,
         const char *over = NULL;
         set_value(P, builtin[i][0], &over);
         PipeVar *v = add_var(P, builtin[i][0], over ? over : builtin[i][1], 0);
+        v->from_set = over != NULL;
+    }
+    {
+        /* pipeline_dir: the absolute folder of the file, so a pipeline can name files that
+         * live beside it (e.g. $pipeline_dir/mog8.mix) from whatever folder it is started in */
+        char dir[PATH_MAX], real[PATH_MAX];
+        snprintf(dir, sizeof dir, "%s", path);
+        char *slash = strrchr(dir, '/');
+        if (slash) *slash = 0;
+        else snprintf(dir, sizeof dir, ".");
+        if (!realpath(dir[0] ? dir : "/", real)) snprintf(real, sizeof real, "%s", dir);
+        char value[PIPE_MAX_VALUE];
+        if (strlen(real) >= sizeof value) {
+            perr_at(P, -1, "the pipeline file's folder path is longer than %d bytes", PIPE_MAX_VALUE - 1);
+            real[sizeof value - 1] = 0;
+        }
+        memcpy(value, real, strlen(real) + 1);
+        const char *over = NULL;
+        set_value(P, "pipeline_dir", &over);
+        PipeVar *v = add_var(P, "pipeline_dir", over ? over : value, 0);
         v->from_set = over != NULL;
     }
     /* localhost is always host 0 */

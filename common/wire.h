@@ -46,7 +46,13 @@ typedef enum WireOp {
     WIRE_OP_ECHO = 6,       /* request: tensors; reply: the same tensors (walking skeleton) */
     WIRE_OP_DONE = 7,       /* process -> launcher: finished its job, about to exit 0 */
     WIRE_OP_BATCH = 8,      /* -> data: request a batch; reply: "x" f32 (N, ...) and "label" i32 (N) */
-    WIRE_OP_DENOISE = 9,    /* -> teacher/critic: "x" f32 (N, ...), "sigma" f32 (N); reply: "d" like x */
+    WIRE_OP_DENOISE = 9,    /* -> teacher/critic: "x" f32 (N, ...), "sigma" f32 (N), optional "label"
+                               i32 (N); reply: "d" like x */
+    WIRE_OP_FAKE_TRAIN = 10,/* student -> critic: "x" f32 (N, ...) detached generator samples, "label"
+                               i32 (N); the critic takes one fake-score update; reply: "loss" f32 (1) */
+    WIRE_OP_GENERATE = 11,  /* router -> serving student: "label" i32 (N), "seed" i64 (1); reply: "x"
+                               f32 (N, ...) one-step samples */
+    WIRE_OP_SAVE = 12,      /* student -> critic: "step" i64 (1); checkpoint now; reply: no tensors */
     WIRE_OP_COUNT
 } WireOp;
 

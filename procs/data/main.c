@@ -1,22 +1,30 @@
 /* procs/data/main.c: msd-data, the process that serves batches of training data.
  *
- * Today (walking skeleton) it has one mode, `--mode synthetic` (the default): BATCH answers
- * "x" f32 of --shape (default 4,1,8,8) filled by a fixed formula of the request id and the
- * element index, and "label" i32 (N) = (id + n) mod 10, so a client can recompute both. Not
- * yet here: datasets (Fashion-MNIST, PNG folders, the 2-D mixture), shuffling with the
- * counter-based RNG, partition-restricted batches. */
+ * Modes:
+ *   --mode synthetic (default)  BATCH answers "x" f32 of --shape (default 4,1,8,8) filled by a
+ *                               fixed formula of the request id and the element index, and
+ *                               "label" i32 (N) = (id + n) mod 10, so a client can recompute both
+ *   --mode mog                  the 2-D mixture toy: conditions from a student's partition,
+ *                               generator noise and true samples (mog.c)
+ * Not yet here: Fashion-MNIST and PNG folders. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "args.h"
+#include "data.h"
 #include "log.h"
 #include "proc.h"
+#include "serve.h"
 
 #define DATA_MAX_NUMEL ((int64_t)1 << 28)
 
 static const char *usage =
     "  --mode synthetic     BATCH answers a batch made by a formula of the request id (default)\n"
+    "  --mode mog --mix FILE [--partition FILE] [--seed S]\n"
+    "                       BATCH {\"student\" i32, \"count\" i32, \"step\" i64[, \"truth\" u8]} ->\n"
+    "                       \"z\" f32 (count, dim), \"label\" i32 (count)[, \"x\" f32 (count, dim)]\n"
     "  --shape N,C,H,W      batch shape, 1 to 8 dims (default 4,1,8,8)\n"
     "serves (--bind serve=ENDPOINT): BATCH -> \"x\" f32 (N, ...), \"label\" i32 (N)\n";
 
@@ -42,42 +50,85 @@ static int parse_shape(const char *s, int *ndim, int64_t *shape) {
     return n > 0 ? 0 : -1;
 }
 
-static void serve_batch(void *sock, const WireMsg *req, int ndim, const int64_t *shape, float *x, int32_t *label) {
+typedef struct Synthetic {
+    int ndim;
+    int64_t shape[WIRE_MAX_DIMS];
+    float *x;
+    int32_t *label;
+} Synthetic;
+
+static void synthetic_batch(void *self, void *sock, const WireMsg *req) {
+    Synthetic *s = self;
     int64_t numel = 1;
-    for (int i = 0; i < ndim; i++) numel *= shape[i];
-    for (int64_t i = 0; i < numel; i++) x[i] = data_synthetic_value(req->id, i);
-    for (int64_t n = 0; n < shape[0]; n++) label[n] = (int32_t)((req->id + (uint64_t)n) % 10);
+    for (int i = 0; i < s->ndim; i++) numel *= s->shape[i];
+    for (int64_t i = 0; i < numel; i++) s->x[i] = data_synthetic_value(req->id, i);
+    for (int64_t n = 0; n < s->shape[0]; n++) s->label[n] = (int32_t)((req->id + (uint64_t)n) % 10);
     WireMsg rep;
     wire_reply_init(&rep, req, WIRE_OP_BATCH, WIRE_STATUS_OK);
-    wire_msg_add(&rep, "x", WIRE_F32, ndim, shape, x);
-    wire_msg_add(&rep, "label", WIRE_I32, 1, shape, label);
-    char err[256];
-    if (wire_send(sock, &rep, 0, 1000, err, sizeof err) != WIRE_OK) log_warn("reply to request %llu: %s", (unsigned long long)req->id, err);
+    wire_msg_add(&rep, "x", WIRE_F32, s->ndim, s->shape, s->x);
+    wire_msg_add(&rep, "label", WIRE_I32, 1, s->shape, s->label);
+    serve_reply(sock, &rep);
+}
+
+static void synthetic_destroy(void *self) {
+    Synthetic *s = self;
+    free(s->x);
+    free(s->label);
+    free(s);
+}
+
+static int synthetic_open(Proc *p, DataSource *src) {
+    Synthetic *s = msd_calloc(1, sizeof *s);
+    s->ndim = 4;
+    int64_t def[4] = {4, 1, 8, 8};
+    memcpy(s->shape, def, sizeof def);
+    for (int i = 1; i < p->argc; i++) {
+        const char *a = p->argv[i];
+        if (args_is(a, "--mode")) i++;
+        else if (args_is(a, "--shape")) {
+            const char *v;
+            if (args_str(p, &i, &v)) { free(s); return 2; }
+            if (parse_shape(v, &s->ndim, s->shape) < 0) {
+                fprintf(stderr, "[%s] ERROR --shape %s: expected 1 to %d positive integers like 4,1,28,28 (at most 2^28 elements)\n",
+                        p->name, v, WIRE_MAX_DIMS);
+                free(s);
+                return 2;
+            }
+        } else { free(s); return args_unknown(p, a); }
+    }
+    int64_t numel = 1;
+    for (int i = 0; i < s->ndim; i++) numel *= s->shape[i];
+    s->x = msd_malloc((size_t)numel * sizeof *s->x);
+    s->label = msd_malloc((size_t)s->shape[0] * sizeof *s->label);
+    src->self = s;
+    src->batch = synthetic_batch;
+    src->destroy = synthetic_destroy;
+    return 0;
 }
 
 int main(int argc, char **argv) {
     Proc p;
     proc_start(&p, "data", usage, argc, argv);
-    int ndim = 4;
-    int64_t shape[WIRE_MAX_DIMS] = {4, 1, 8, 8};
-    for (int i = 1; i < p.argc; i++) {
-        if (!strcmp(p.argv[i], "--mode") && i + 1 < p.argc) {
-            const char *mode = p.argv[++i];
-            if (strcmp(mode, "synthetic") != 0) { fprintf(stderr, "[%s] ERROR --mode %s: only \"synthetic\" exists yet\n", p.name, mode); return 2; }
-        } else if (!strcmp(p.argv[i], "--shape") && i + 1 < p.argc) {
-            if (parse_shape(p.argv[++i], &ndim, shape) < 0) {
-                fprintf(stderr, "[%s] ERROR --shape %s: expected 1 to %d positive integers like 4,1,28,28 (at most 2^28 elements)\n",
-                        p.name, p.argv[i], WIRE_MAX_DIMS);
-                return 2;
-            }
-        } else { fprintf(stderr, "[%s] ERROR unknown option %s (try --help)\n", p.name, p.argv[i]); return 2; }
+    const char *mode = "synthetic";
+    for (int i = 1; i + 1 < p.argc; i++)
+        if (args_is(p.argv[i], "--mode")) mode = p.argv[i + 1];
+    DataSource src;
+    int rc;
+    if (!strcmp(mode, "synthetic")) rc = synthetic_open(&p, &src);
+    else if (!strcmp(mode, "mog")) rc = data_mog_open(&p, &src);
+    else {
+        fprintf(stderr, "[%s] ERROR --mode %s: expected synthetic or mog\n", p.name, mode);
+        rc = 2;
     }
+    if (rc) return rc;
     void *serve = proc_bound(&p, "serve");
-    if (!serve) { fprintf(stderr, "[%s] ERROR needs --bind serve=ENDPOINT\n", p.name); return 2; }
-    int64_t numel = 1;
-    for (int i = 0; i < ndim; i++) numel *= shape[i];
-    float *x = msd_malloc((size_t)numel * sizeof *x);
-    int32_t *label = msd_malloc((size_t)shape[0] * sizeof *label);
+    if (!serve) {
+        fprintf(stderr, "[%s] ERROR needs --bind serve=ENDPOINT\n", p.name);
+        src.destroy(src.self);
+        return 2;
+    }
+    Busy busy;
+    busy_init(&busy);
     proc_ready(&p);
     while (!proc_should_stop(&p)) {
         WireMsg line;
@@ -88,27 +139,16 @@ int main(int argc, char **argv) {
         }
         if (!(r & 1)) continue;
         WireMsg req;
-        char err[256];
-        int rc = wire_recv(serve, &req, 0, err, sizeof err);
-        if (rc == WIRE_EAGAIN) continue;
-        if (rc == WIRE_ESOCKET) { log_warn("serve socket: %s", err); continue; }
-        if (rc == WIRE_EMALFORMED) {
-            log_warn("malformed message (answered %s): %s", wire_status_name(req.reject_status), err);
-            wire_send_error(serve, &req, req.reject_status, err);
-            continue;
+        /* one request per poll: the control socket is served between requests */
+        if (serve_recv(serve, &req)) {
+            busy_begin(&busy);
+            if (req.op == WIRE_OP_BATCH) src.batch(src.self, serve, &req);
+            else serve_unknown(serve, &req, "batch");
+            busy_end(&busy);
+            wire_msg_close(&req);
         }
-        if (req.op == WIRE_OP_BATCH) serve_batch(serve, &req, ndim, shape, x, label);
-        else if (req.op == WIRE_OP_HEARTBEAT) {
-            WireMsg rep;
-            wire_reply_init(&rep, &req, WIRE_OP_HEARTBEAT, WIRE_STATUS_OK);
-            wire_send(serve, &rep, 0, 1000, err, sizeof err);
-        } else {
-            snprintf(err, sizeof err, "msd-data serves batch, not %s", wire_op_name(req.op));
-            wire_send_error(serve, &req, WIRE_STATUS_UNKNOWN_OP, err);
-        }
-        wire_msg_close(&req);
     }
-    free(x);
-    free(label);
+    busy_report(&busy, "data");
+    src.destroy(src.self);
     return proc_finish(&p);
 }

@@ -1,6 +1,15 @@
 /* procs/router/main.c: msd-router: routes each request to the student that owns it.
  *
- * Today (walking skeleton) it has one mode, `--mode echo` (the default): it connects to every
+ * Modes:
+ *   --mode partition   split the classes of a mixture into K groups (balanced k-means++, plain
+ *                      k-means++, random, contiguous, or a manual file) on their embeddings
+ *                      (for the toy: each class's mean location), write the partition file,
+ *                      and exit (a job step: DONE, status 0)
+ *   --mode mog         serve the toy: each input line "CLASS [N]" (name or id, N samples,
+ *                      default 1) goes to the student that owns CLASS in --partition as
+ *                      GENERATE; the answer is N CSV lines "class,x,y"; --png FILE draws every
+ *                      sample served as a scatter plot when the pipeline stops
+ *   --mode echo (default), the walking skeleton: it connects to every
  * --connect peer whose name starts with "student" (K of them, ordered by the number after the
  * last '.'), takes the launcher's LINE messages, sends each line's text as ECHO (u8 tensor
  * "text") to student k = (leading integer of the line, else an FNV-1a hash of it) mod K, and
@@ -12,7 +21,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "args.h"
+#include "fsutil.h"
 #include "log.h"
+#include "mog.h"
+#include "partition.h"
 #include "proc.h"
 
 #define ROUTER_MAX_PENDING 1024
@@ -20,6 +33,10 @@
 
 static const char *usage =
     "  --mode echo         route each input line to a student and answer with its echo (default)\n"
+    "  --mode partition --mix FILE --k K --out FILE [--strategy balanced|kmeans|random|contiguous|manual]\n"
+    "                      [--from FILE (manual)] [--seed S]: write the partition file and exit\n"
+    "  --mode mog --mix FILE --partition FILE [--png FILE] [--max-samples N]\n"
+    "                      lines \"CLASS [N]\" -> N CSV lines \"class,x,y\" from the owning student\n"
     "  --timeout-ms MS     how long a student may take to answer (default 10000)\n"
     "connects: student.0 ... student.K-1 (every --connect name starting with \"student\")\n";
 
@@ -29,6 +46,7 @@ typedef struct Pending {
     uint64_t line_id;     /* the launcher's LINE id */
     int student;
     double deadline;
+    int cls;              /* mog: the class asked for */
 } Pending;
 
 typedef struct Router {
@@ -39,6 +57,15 @@ typedef struct Router {
     Pending pending[ROUTER_MAX_PENDING];
     uint64_t next_id;
     int timeout_ms;
+    /* mog mode */
+    int mog_mode;
+    Mog mog;
+    int *assign;          /* class -> student */
+    int max_samples;
+    const char *png;
+    float *served;        /* every sample served (for --png), (nserved, 2) */
+    int32_t *served_cls;
+    int64_t nserved, served_cap;
 } Router;
 
 static long name_number(const char *s) {
@@ -68,6 +95,56 @@ static void router_answer(Router *r, uint64_t line_id, const char *text, int32_t
     proc_reply_line(r->p, &req, text, status);
 }
 
+/* mog: "CLASS [N]" -> GENERATE to the owner of CLASS; 0, or -1 after answering the line. */
+static int router_mog_request(Router *r, const WireMsg *line, const WireTensor *t, int slot) {
+    char text[ROUTER_MAX_TEXT + 1], msg[ROUTER_MAX_TEXT + 256];
+    memcpy(text, t->data, t->nbytes);
+    text[t->nbytes] = 0;
+    char *save = NULL, *name = strtok_r(text, " \t\r", &save), *count = strtok_r(NULL, " \t\r", &save);
+    if (!name || strtok_r(NULL, " \t\r", &save)) {
+        router_answer(r, line->id, "expected a line \"CLASS [N]\" (a class name or id, then a sample count)",
+                      WIRE_STATUS_BAD_REQUEST);
+        return -1;
+    }
+    int c = mog_class_lookup(&r->mog, name);
+    if (c < 0) {
+        int n = snprintf(msg, sizeof msg, "unknown class '%.200s'; the classes are", name);
+        for (int i = 0; i < r->mog.nclasses && n < (int)sizeof msg - 80; i++)
+            n += snprintf(msg + n, sizeof msg - (size_t)n, " %s", r->mog.class_names[i]);
+        snprintf(msg + n, sizeof msg - (size_t)n, " (or ids 0..%d)", r->mog.nclasses - 1);
+        router_answer(r, line->id, msg, WIRE_STATUS_BAD_REQUEST);
+        return -1;
+    }
+    long cnt = 1;
+    if (count) {
+        char *end;
+        cnt = strtol(count, &end, 10);
+        if (*end || cnt < 1 || cnt > r->max_samples) {
+            snprintf(msg, sizeof msg, "sample count '%.100s' must be an integer in 1..%d", count, r->max_samples);
+            router_answer(r, line->id, msg, WIRE_STATUS_BAD_REQUEST);
+            return -1;
+        }
+    }
+    int k = r->assign[c];
+    int32_t *labels = msd_malloc(sizeof(int32_t) * (size_t)cnt);
+    for (long i = 0; i < cnt; i++) labels[i] = c;
+    int64_t n = cnt, one = 1, seed = (int64_t)line->id;
+    WireMsg m;
+    wire_msg_init(&m, WIRE_OP_GENERATE, ++r->next_id);
+    wire_msg_add(&m, "label", WIRE_I32, 1, &n, labels);
+    wire_msg_add(&m, "seed", WIRE_I64, 1, &one, &seed);
+    char err[256];
+    int rc = wire_send(r->socks[k], &m, 0, 0, err, sizeof err);
+    free(labels);
+    if (rc != WIRE_OK) {
+        snprintf(msg, sizeof msg, "%s is not reachable: %s", r->names[k], err);
+        router_answer(r, line->id, msg, WIRE_STATUS_BUSY);
+        return -1;
+    }
+    r->pending[slot] = (Pending){1, r->next_id, line->id, k, msd_now() + r->timeout_ms / 1000.0, c};
+    return 0;
+}
+
 static void router_take_line(Router *r, WireMsg *line) {
     const WireTensor *t = wire_msg_find(line, "text");
     if (!t || t->dtype != WIRE_U8 || t->ndim != 1 || t->nbytes > ROUTER_MAX_TEXT) {
@@ -77,6 +154,10 @@ static void router_take_line(Router *r, WireMsg *line) {
     int slot = -1;
     for (int i = 0; i < ROUTER_MAX_PENDING && slot < 0; i++) if (!r->pending[i].used) slot = i;
     if (slot < 0) { router_answer(r, line->id, "too many lines in flight", WIRE_STATUS_BUSY); return; }
+    if (r->mog_mode) {
+        router_mog_request(r, line, t, slot);
+        return;
+    }
     int k = router_pick(r, t->data, t->nbytes);
     WireMsg m;
     wire_msg_init(&m, WIRE_OP_ECHO, ++r->next_id);
@@ -88,7 +169,117 @@ static void router_take_line(Router *r, WireMsg *line) {
         router_answer(r, line->id, msg, WIRE_STATUS_BUSY);
         return;
     }
-    r->pending[slot] = (Pending){1, r->next_id, line->id, k, msd_now() + r->timeout_ms / 1000.0};
+    r->pending[slot] = (Pending){1, r->next_id, line->id, k, msd_now() + r->timeout_ms / 1000.0, -1};
+}
+
+/* mog: GENERATE's "x" (N, 2) -> N CSV lines "class,x,y" (and kept for --png). */
+static void router_mog_reply(Router *r, int k, const WireMsg *m, const Pending *pd) {
+    const WireTensor *x = wire_msg_find(m, "x");
+    char msg[512];
+    if (m->status != WIRE_STATUS_OK || !x || x->dtype != WIRE_F32 || x->ndim != 2 || x->shape[1] != r->mog.dim ||
+        x->shape[0] < 1 || x->shape[0] > r->max_samples) {
+        snprintf(msg, sizeof msg, "%s failed: %s %s", r->names[k], wire_status_name(m->status),
+                 m->error[0] ? m->error : "(reply without a (N, dim) tensor \"x\")");
+        router_answer(r, pd->line_id, msg, WIRE_STATUS_INTERNAL);
+        return;
+    }
+    int64_t n = x->shape[0], D = r->mog.dim;
+    const float *xs = x->data;
+    size_t cap = (size_t)n * (MOG_MAX_NAME + 16 * (size_t)D) + 1, len = 0;
+    char *out = msd_malloc(cap);
+    for (int64_t i = 0; i < n; i++) {
+        len += (size_t)snprintf(out + len, cap - len, "%s%s", i ? "\n" : "", r->mog.class_names[pd->cls]);
+        for (int64_t j = 0; j < D; j++) len += (size_t)snprintf(out + len, cap - len, ",%.6f", xs[i * D + j]);
+    }
+    router_answer(r, pd->line_id, out, WIRE_STATUS_OK);
+    free(out);
+    if (r->png && D == 2 && r->nserved + n <= 1000000) {
+        if (r->nserved + n > r->served_cap) {
+            r->served_cap = 2 * (r->nserved + n);
+            r->served = realloc(r->served, sizeof(float) * 2 * (size_t)r->served_cap);
+            r->served_cls = realloc(r->served_cls, sizeof(int32_t) * (size_t)r->served_cap);
+            if (!r->served || !r->served_cls) msd_die("out of memory keeping samples for --png");
+        }
+        memcpy(r->served + 2 * r->nserved, xs, sizeof(float) * 2 * (size_t)n);
+        for (int64_t i = 0; i < n; i++) r->served_cls[r->nserved + i] = pd->cls;
+        r->nserved += n;
+    }
+}
+
+static int lookup_class(void *ctx, const char *tok) { return mog_class_lookup(ctx, tok); }
+
+/* --mode partition: embed (class means), cluster, write the file. Returns the exit status. */
+static int router_partition(Proc *p) {
+    const char *mix = NULL, *out = NULL, *strategy = "balanced", *from = NULL;
+    int K = 0;
+    uint64_t seed = 1;
+    for (int i = 1; i < p->argc; i++) {
+        const char *a = p->argv[i];
+        if (args_is(a, "--mode")) i++;
+        else if (args_is(a, "--mix")) { if (args_str(p, &i, &mix)) return 2; }
+        else if (args_is(a, "--out")) { if (args_str(p, &i, &out)) return 2; }
+        else if (args_is(a, "--strategy")) { if (args_str(p, &i, &strategy)) return 2; }
+        else if (args_is(a, "--from")) { if (args_str(p, &i, &from)) return 2; }
+        else if (args_is(a, "--k")) { if (args_int(p, &i, &K, 1, 100000)) return 2; }
+        else if (args_is(a, "--seed")) { if (args_u64(p, &i, &seed)) return 2; }
+        else return args_unknown(p, a);
+    }
+    if (!mix || !out) { fprintf(stderr, "[%s] ERROR --mode partition needs --mix FILE and --out FILE\n", p->name); return 2; }
+    Mog m;
+    char err[1024];
+    if (mog_load(&m, mix, err, sizeof err)) { fprintf(stderr, "[%s] ERROR %s\n", p->name, err); return 2; }
+    int n = m.nclasses, rc = 0;
+    int *assign = msd_calloc((size_t)n, sizeof(int));
+    double *emb = msd_calloc((size_t)n * (size_t)m.dim, sizeof(double));
+    for (int c = 0; c < n; c++) mog_class_mean(&m, c, emb + (size_t)c * (size_t)m.dim);
+    if (!strcmp(strategy, "manual")) {
+        if (!from) { fprintf(stderr, "[%s] ERROR --strategy manual needs --from FILE\n", p->name); rc = 2; }
+        else if (partition_read(from, assign, n, &K, lookup_class, &m, err, sizeof err)) {
+            fprintf(stderr, "[%s] ERROR %s\n", p->name, err);
+            rc = 2;
+        }
+    } else if (K < 1 || K > n) {
+        fprintf(stderr, "[%s] ERROR --k must be in 1..%d (the number of classes)\n", p->name, n);
+        rc = 2;
+    } else if (!strcmp(strategy, "balanced") || !strcmp(strategy, "kmeans")) {
+        partition_kmeans(assign, emb, n, m.dim, K, !strcmp(strategy, "balanced"), seed, 100);
+    } else if (!strcmp(strategy, "random")) {
+        partition_random(assign, n, K, seed);
+    } else if (!strcmp(strategy, "contiguous")) {
+        partition_contiguous(assign, n, K);
+    } else {
+        fprintf(stderr, "[%s] ERROR --strategy %s: expected balanced, kmeans, random, contiguous or manual\n", p->name, strategy);
+        rc = 2;
+    }
+    if (rc == 0) {
+        const char **names = msd_malloc(sizeof(char *) * (size_t)n);
+        for (int c = 0; c < n; c++) names[c] = m.class_names[c];
+        if (fs_mkdir_parent(out, err, sizeof err) || partition_write(out, assign, n, K, names, err, sizeof err)) {
+            fprintf(stderr, "[%s] ERROR %s\n", p->name, err);
+            rc = 1;
+        }
+        free(names);
+    }
+    if (rc == 0) {
+        int *sizes = msd_calloc((size_t)K, sizeof(int));
+        partition_sizes(sizes, assign, n, K);
+        for (int k = 0; k < K; k++) {
+            char line[1024];
+            int len = snprintf(line, sizeof line, "student %d owns %d classes:", k, sizes[k]);
+            for (int c = 0; c < n && len < (int)sizeof line - MOG_MAX_NAME - 2; c++)
+                if (assign[c] == k) len += snprintf(line + len, sizeof line - (size_t)len, " %s", m.class_names[c]);
+            log_info("%s", line);
+        }
+        log_info("%s partition of %d classes into %d groups written to %s", strategy, n, K, out);
+        free(sizes);
+        proc_ready(p);
+        proc_done(p);
+    }
+    free(assign);
+    free(emb);
+    mog_free(&m);
+    int st = proc_finish(p);
+    return rc ? rc : st;
 }
 
 static void router_take_reply(Router *r, int k) {
@@ -102,6 +293,12 @@ static void router_take_reply(Router *r, int k) {
         if (r->pending[i].used && r->pending[i].id == m.id && r->pending[i].student == k) pd = &r->pending[i];
     if (!pd) {
         log_warn("%s: reply to unknown request %llu dropped", r->names[k], (unsigned long long)m.id);
+        wire_msg_close(&m);
+        return;
+    }
+    if (r->mog_mode) {
+        router_mog_reply(r, k, &m, pd);
+        pd->used = 0;
         wire_msg_close(&m);
         return;
     }
@@ -139,15 +336,39 @@ int main(int argc, char **argv) {
     static Router r;
     r.p = &p;
     r.timeout_ms = 10000;
+    const char *mode = "echo", *mix = NULL, *part = NULL;
+    for (int i = 1; i + 1 < p.argc; i++)
+        if (args_is(p.argv[i], "--mode")) mode = p.argv[i + 1];
+    if (!strcmp(mode, "partition")) return router_partition(&p);
+    if (strcmp(mode, "echo") != 0 && strcmp(mode, "mog") != 0) {
+        fprintf(stderr, "[%s] ERROR --mode %s: expected echo, partition or mog\n", p.name, mode);
+        return 2;
+    }
+    r.mog_mode = !strcmp(mode, "mog");
+    r.max_samples = 10000;
     for (int i = 1; i < p.argc; i++) {
-        char *end;
-        if (!strcmp(p.argv[i], "--mode") && i + 1 < p.argc) {
-            if (strcmp(p.argv[++i], "echo") != 0) { fprintf(stderr, "[%s] ERROR --mode %s: only \"echo\" exists yet\n", p.name, p.argv[i]); return 2; }
-        } else if (!strcmp(p.argv[i], "--timeout-ms") && i + 1 < p.argc) {
-            long v = strtol(p.argv[++i], &end, 10);
-            if (*end || end == p.argv[i] || v < 1 || v > 86400000) { fprintf(stderr, "[%s] ERROR --timeout-ms %s: expected milliseconds >= 1\n", p.name, p.argv[i]); return 2; }
-            r.timeout_ms = (int)v;
-        } else { fprintf(stderr, "[%s] ERROR unknown option %s (try --help)\n", p.name, p.argv[i]); return 2; }
+        const char *a = p.argv[i];
+        if (args_is(a, "--mode")) i++;
+        else if (args_is(a, "--timeout-ms")) { if (args_int(&p, &i, &r.timeout_ms, 1, 86400000)) return 2; }
+        else if (r.mog_mode && args_is(a, "--mix")) { if (args_str(&p, &i, &mix)) return 2; }
+        else if (r.mog_mode && args_is(a, "--partition")) { if (args_str(&p, &i, &part)) return 2; }
+        else if (r.mog_mode && args_is(a, "--png")) {
+            if (args_str(&p, &i, &r.png)) return 2;
+            if (!strcmp(r.png, "none")) r.png = NULL;
+        }
+        else if (r.mog_mode && args_is(a, "--max-samples")) { if (args_int(&p, &i, &r.max_samples, 1, 1000000)) return 2; }
+        else return args_unknown(&p, a);
+    }
+    int parts = 0;
+    if (r.mog_mode) {
+        char err[1024];
+        if (!mix || !part) { fprintf(stderr, "[%s] ERROR --mode mog needs --mix FILE and --partition FILE\n", p.name); return 2; }
+        if (mog_load(&r.mog, mix, err, sizeof err)) { fprintf(stderr, "[%s] ERROR %s\n", p.name, err); return 2; }
+        r.assign = msd_calloc((size_t)r.mog.nclasses, sizeof(int));
+        if (partition_read(part, r.assign, r.mog.nclasses, &parts, lookup_class, &r.mog, err, sizeof err)) {
+            fprintf(stderr, "[%s] ERROR %s\n", p.name, err);
+            return 2;
+        }
     }
     for (int i = 0; i < p.nconnect; i++) {
         if (strncmp(p.connects[i].name, "student", 7) != 0) continue;
@@ -157,6 +378,10 @@ int main(int argc, char **argv) {
         r.k++;
     }
     if (r.k == 0) { fprintf(stderr, "[%s] ERROR needs --connect student.0=ENDPOINT (one per student)\n", p.name); return 2; }
+    if (r.mog_mode && parts != r.k) {
+        fprintf(stderr, "[%s] ERROR the partition has %d students but %d are connected\n", p.name, parts, r.k);
+        return 2;
+    }
     for (int i = 1; i < r.k; i++) /* order by the number after the last '.' (student.2 < student.10) */
         for (int j = i; j > 0 && name_number(r.names[j]) < name_number(r.names[j - 1]); j--) {
             void *s = r.socks[j]; r.socks[j] = r.socks[j - 1]; r.socks[j - 1] = s;
@@ -172,6 +397,19 @@ int main(int argc, char **argv) {
         }
         for (int k = 0; k < r.k; k++) if (got & (1 << k)) router_take_reply(&r, k);
         router_expire(&r);
+    }
+    if (r.mog_mode) {
+        char err[1024];
+        if (r.png && r.nserved > 0) {
+            if (mog_scatter_png(r.png, &r.mog, r.served, r.served_cls, r.nserved, 1, err, sizeof err))
+                log_error("%s", err);
+            else
+                log_info("wrote %s: %lld samples", r.png, (long long)r.nserved);
+        }
+        free(r.served);
+        free(r.served_cls);
+        free(r.assign);
+        mog_free(&r.mog);
     }
     return proc_finish(&p);
 }

@@ -1,7 +1,10 @@
 /* procs/student/main.c: msd-student, one per partition: trains its one-step generator, or
  * serves it.
  *
- * Today (walking skeleton) it has two modes:
+ * Modes (the mixture toy's are in mog.c):
+ *   --mode mog-train        DMD2 distillation of a one-step generator on the 2-D mixture
+ *   --mode mog-serve        answers GENERATE from a trained checkpoint
+ * and the walking skeleton's two:
  *   --mode train (default)  for --steps N: BATCH from data, then DENOISE of the batch to the
  *                           teacher and the critic, both in flight at once, and checks each
  *                           reply against d = x / (1 + sigma^2); then DONE and exit 0. A peer
@@ -13,11 +16,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "args.h"
 #include "log.h"
 #include "proc.h"
+#include "student.h"
 
 static const char *usage =
-    "  --mode train|serve   train (default): run --steps steps against data, teacher, critic\n"
+    "  --mode train|serve|mog-train|mog-serve\n"
+    "                       train (default): run --steps steps against data, teacher, critic\n"
+    "  mog-train / mog-serve (the 2-D mixture toy; procs/student/mog.c):\n"
+    "    --mix FILE --ckpt-dir DIR [--index K] [--net SPEC] [--batch B] [--steps N] [--ttur T]\n"
+    "    [--critic-warmup W] [--lr LR] [--ema D] [--seed S] [--ckpt-every N] [--log-every N]\n"
+    "    [--metrics FILE.jsonl] [--timeout-ms MS]; serve: --ckpt FILE or --ckpt-dir DIR, [--cap N]\n"
     "  --serve              same as --mode serve: bind serve=ENDPOINT and answer ECHO\n"
     "  --steps N            training steps (default 10)\n"
     "  --timeout-ms MS      how long a peer may take to answer (default 10000)\n"
@@ -210,6 +220,10 @@ int main(int argc, char **argv) {
     Proc p;
     proc_start(&p, "student", usage, argc, argv);
     const char *mode = "train";
+    for (int i = 1; i + 1 < p.argc; i++)
+        if (args_is(p.argv[i], "--mode")) mode = p.argv[i + 1];
+    if (!strcmp(mode, "mog-train")) return student_mog_train(&p);
+    if (!strcmp(mode, "mog-serve")) return student_mog_serve(&p);
     int steps = 10, timeout_ms = 10000;
     for (int i = 1; i < p.argc; i++) {
         const char *a = p.argv[i];
@@ -233,7 +247,7 @@ int main(int argc, char **argv) {
         student_serve(&p, serve);
         return proc_finish(&p);
     }
-    if (strcmp(mode, "train") != 0) { fprintf(stderr, "[%s] ERROR --mode %s: expected train or serve\n", p.name, mode); return 2; }
+    if (strcmp(mode, "train") != 0) { fprintf(stderr, "[%s] ERROR --mode %s: expected train, serve, mog-train or mog-serve\n", p.name, mode); return 2; }
     Student s = {.p = &p, .timeout_ms = timeout_ms};
     s.data = proc_connected(&p, "data");
     s.teacher = proc_connected(&p, "teacher");

@@ -24,7 +24,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "image.h"
 #include "log.h"
 #include "mog.h"
 #include "sampledist.h"
@@ -48,65 +47,14 @@ static Stats eval_set(const Mog *m, const float *gen, const int32_t *cls, int n,
     mog_sample(m, truth, NULL, cls, n, seed, only < 0 ? 1000 : (uint64_t)only, 0);
     s.energy = energy_distance(gen, n, truth, n, m->dim);
     s.sw2 = sliced_w2(gen, truth, n, m->dim, L, seed);
-    int *hits = msd_calloc((size_t)m->ncomp, sizeof(int));
-    int *per_class = msd_calloc((size_t)m->nclasses, sizeof(int));
-    int on = 0;
-    for (int i = 0; i < n; i++) {
-        per_class[cls[i]]++;
-        int k = mog_assign(m, gen + (size_t)i * m->dim, cls[i]);
-        if (mog_mahal2(m, gen + (size_t)i * m->dim, k) <= 9.0) {
-            hits[k]++;
-            on++;
-        }
-    }
-    s.on_support = (double)on / n;
-    for (int c = 0; c < m->nclasses; c++) {
-        if (only >= 0 && c != only) continue;
-        if (per_class[c] == 0) continue;
-        for (int k = m->class_first[c]; k < m->class_first[c] + m->class_count[c]; k++) {
-            s.ncomp++;
-            if (hits[k] >= 0.5 * m->comp[k].weight * per_class[c]) s.covered++;
-        }
-    }
-    s.coverage = s.ncomp ? (double)s.covered / s.ncomp : 0;
+    MogCoverage cov;
+    mog_coverage(m, gen, cls, n, only, &cov);
+    s.on_support = cov.on_support;
+    s.coverage = cov.coverage;
+    s.covered = cov.covered;
+    s.ncomp = cov.ncomp;
     free(truth);
-    free(hits);
-    free(per_class);
     return s;
-}
-
-/* Scatter plot: the true samples (grey) under the generated ones (coloured by class). */
-static int plot(const char *path, const Mog *m, const float *gen, const int32_t *cls, int n, uint64_t seed) {
-    float *truth = msd_malloc(sizeof(float) * 2 * (size_t)n);
-    mog_sample(m, truth, NULL, cls, n, seed, 2000, 0);
-    float lo = 1e30f, hi = -1e30f;
-    for (int i = 0; i < 2 * n; i++) {
-        float t = truth[i];
-        lo = t < lo ? t : lo;
-        hi = t > hi ? t : hi;
-    }
-    float pad = 0.1f * (hi - lo) + 0.5f;
-    lo -= pad;
-    hi += pad;
-    const int W = 512;
-    Canvas c = canvas_new(W, W, 255, 255, 255);
-    for (int pass = 0; pass < 2; pass++) {
-        const float *p = pass ? gen : truth;
-        for (int i = 0; i < n; i++) {
-            float x = p[2 * i], y = p[2 * i + 1];
-            if (!(x >= lo && x <= hi && y >= lo && y <= hi)) continue;
-            int px = (int)((x - lo) / (hi - lo) * (W - 1)), py = (int)((hi - y) / (hi - lo) * (W - 1));
-            uint8_t rgb[3] = {205, 205, 205};
-            if (pass) palette_color(cls[i], rgb);
-            canvas_dot(&c, px, py, 1, rgb[0], rgb[1], rgb[2]);
-        }
-    }
-    char err[512];
-    int rc = png_write(path, c.rgb, W, W, 3, err, sizeof err);
-    if (rc) fprintf(stderr, "msd-mog-eval: %s\n", err);
-    canvas_free(&c);
-    free(truth);
-    return rc;
 }
 
 static void print_stats(const Stats *s) {
@@ -211,7 +159,10 @@ int main(int argc, char **argv) {
     }
     if (f != stdin) fclose(f);
     if (!rc && n < 2) { fprintf(stderr, "msd-mog-eval: %s: need at least 2 samples, got %d\n", fname, n); rc = 1; }
-    if (!rc && plot_path && plot(plot_path, &m, xy, cls, n, seed)) rc = 1;
+    if (!rc && plot_path && mog_scatter_png(plot_path, &m, xy, cls, n, seed, err, sizeof err)) {
+        fprintf(stderr, "msd-mog-eval: %s\n", err);
+        rc = 1;
+    }
     if (!rc) {
         Stats all = eval_set(&m, xy, cls, n, seed, L, -1);
         printf("{");

@@ -1,0 +1,88 @@
+/* serve.c: see serve.h. */
+#include "serve.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "log.h"
+
+int serve_recv(void *sock, WireMsg *req) {
+    char err[256];
+    int rc = wire_recv(sock, req, 0, err, sizeof err);
+    if (rc == WIRE_EAGAIN) return 0;
+    if (rc == WIRE_ESOCKET) {
+        log_warn("serve socket: %s", err);
+        return 0;
+    }
+    if (rc == WIRE_EMALFORMED) {
+        log_warn("malformed message (answered %s): %s", wire_status_name(req->reject_status), err);
+        wire_send_error(sock, req, req->reject_status, err);
+        return 0;
+    }
+    if (req->op == WIRE_OP_HEARTBEAT) {
+        WireMsg rep;
+        wire_reply_init(&rep, req, WIRE_OP_HEARTBEAT, WIRE_STATUS_OK);
+        serve_reply(sock, &rep);
+        wire_msg_close(req);
+        return 0;
+    }
+    return 1;
+}
+
+void serve_error(void *sock, const WireMsg *req, int32_t status, const char *fmt, ...) {
+    char msg[WIRE_MAX_ERROR];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    log_warn("request %llu (%s) refused: %s", (unsigned long long)req->id, wire_op_name(req->op), msg);
+    wire_send_error(sock, req, status, msg);
+}
+
+void serve_reply(void *sock, const WireMsg *rep) {
+    char err[256];
+    if (wire_send(sock, rep, 0, 1000, err, sizeof err) != WIRE_OK)
+        log_warn("reply to request %llu: %s", (unsigned long long)rep->id, err);
+}
+
+const WireTensor *serve_tensor(void *sock, const WireMsg *req, const char *name, WireDType dt, int ndim,
+                               int64_t dim0) {
+    const WireTensor *t = wire_msg_find(req, name);
+    if (!t) {
+        serve_error(sock, req, WIRE_STATUS_BAD_REQUEST, "%s needs a tensor \"%s\" (%s)", wire_op_name(req->op), name,
+                    wire_dtype_name(dt));
+        return NULL;
+    }
+    if (t->dtype != dt || (ndim >= 0 ? t->ndim != ndim : t->ndim < 1) || (dim0 >= 0 && t->shape[0] != dim0)) {
+        char want[64] = "";
+        if (dim0 >= 0) snprintf(want, sizeof want, " with %lld rows", (long long)dim0);
+        serve_error(sock, req, WIRE_STATUS_BAD_REQUEST, "%s: tensor \"%s\" is %s with %d dims (first %lld); expected %s with %d dims%s",
+                    wire_op_name(req->op), name, wire_dtype_name(t->dtype), t->ndim,
+                    (long long)(t->ndim ? t->shape[0] : 0), wire_dtype_name(dt), ndim, want);
+        return NULL;
+    }
+    return t;
+}
+
+void serve_unknown(void *sock, const WireMsg *req, const char *what_it_serves) {
+    serve_error(sock, req, WIRE_STATUS_UNKNOWN_OP, "msd-%s serves %s, not %s", log_get_name(), what_it_serves,
+                wire_op_name(req->op));
+}
+
+void busy_init(Busy *b) {
+    b->t0 = msd_now();
+    b->since = 0;
+    b->busy = 0;
+}
+void busy_begin(Busy *b) { b->since = msd_now(); }
+void busy_end(Busy *b) {
+    if (b->since > 0) b->busy += msd_now() - b->since;
+    b->since = 0;
+}
+double busy_report(const Busy *b, const char *what) {
+    double wall = msd_now() - b->t0, share = wall > 0 ? b->busy / wall : 0;
+    log_info("%s: compute %.2f s of %.2f s wall (%.1f%%), waiting %.1f%%", what, b->busy, wall, 100 * share,
+             100 * (1 - share));
+    return share;
+}

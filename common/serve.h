@@ -1,0 +1,39 @@
+/* serve.h: the server side of request/reply on a process's bound ROUTER sockets: receive a
+ * request (malformed messages are answered with an error status and logged; HEARTBEAT
+ * requests are answered), check its tensors, reply. Every check of an untrusted request
+ * answers the peer with BAD_REQUEST naming the tensor, so a handler can simply return.
+ *
+ * Also the compute/wait clock every process reports at exit. Not here: the client side
+ * (rpc.h). */
+#ifndef MSD_SERVE_H
+#define MSD_SERVE_H
+
+#include <stdint.h>
+
+#include "proc.h"
+#include "wire.h"
+
+/* 1: *req holds a request for the caller (who closes it); 0: nothing to do. */
+int serve_recv(void *sock, WireMsg *req);
+void serve_error(void *sock, const WireMsg *req, int32_t status, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* Send rep (a failure is logged, not fatal: the peer may have gone). */
+void serve_reply(void *sock, const WireMsg *rep);
+/* The request tensor `name` with dtype dt, ndim dims (ndim < 0: at least 1) and, when
+ * dim0 >= 0, shape[0] == dim0; otherwise answers BAD_REQUEST and returns NULL. */
+const WireTensor *serve_tensor(void *sock, const WireMsg *req, const char *name, WireDType dt, int ndim,
+                               int64_t dim0);
+/* Answer an op this process does not serve. */
+void serve_unknown(void *sock, const WireMsg *req, const char *what_it_serves);
+
+/* Compute-vs-wait accounting: busy_begin/busy_end around compute; busy_report logs
+ * "compute X s of Y s wall (Z%)" and returns the share. */
+typedef struct Busy {
+    double t0, since, busy;
+} Busy;
+void busy_init(Busy *b);
+void busy_begin(Busy *b);
+void busy_end(Busy *b);
+double busy_report(const Busy *b, const char *what);
+
+#endif

@@ -1,0 +1,19 @@
+/* data.h: the sources msd-data serves BATCH from (one per --mode); main.c runs the loop. */
+#ifndef MSD_PROCS_DATA_H
+#define MSD_PROCS_DATA_H
+
+#include "proc.h"
+#include "wire.h"
+
+typedef struct DataSource {
+    void *self;
+    /* Answer one BATCH request (the request is validated here: bad ones get BAD_REQUEST). */
+    void (*batch)(void *self, void *sock, const WireMsg *req);
+    void (*destroy)(void *self);
+} DataSource;
+
+/* --mode mog: parses its options from p->argv (those it does not know are an error);
+ * 0, or 2 after a message. */
+int data_mog_open(Proc *p, DataSource *src);
+
+#endif
