@@ -227,6 +227,9 @@ static int mog_train_loop(MogTrain *s) {
         if ((s->ckpt_every > 0 && done % s->ckpt_every == 0) || done == s->steps)
             if (mog_checkpoint(s)) return -1;
     }
+    /* nothing left to train (--steps 0, or resumed at the end): still leave a checkpoint, so
+     * an untrained generator can be served and judged */
+    if (start >= s->steps && mog_checkpoint(s)) return -1;
     return 0;
 }
 

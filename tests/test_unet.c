@@ -1,0 +1,301 @@
+/* test_unet.c: the UNet (common/unet.c) and the EDM wrapper (common/edm.c) against the PyTorch
+ * twin's fixtures (tests/torch_unet.py, tests/fixtures/unet_tiny_*.safetensors): forward output,
+ * bottleneck, input gradient and every parameter gradient; a short EDM training run that must
+ * repeat bit for bit and lower the loss; fmnist-s's parameter count; config-spec errors.
+ *
+ * Tolerance of the fixture comparison: the reference is float64 PyTorch on the same float32
+ * weights and inputs; each tensor passes when |ours - ref| <= 1e-4 * max|ref| + 1e-3 |ref|
+ * elementwise (float32 accumulation over a few hundred terms stays well inside). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "backend.h"
+#include "check.h"
+#include "edm.h"
+#include "log.h"
+#include "optim.h"
+#include "safetensors.h"
+#include "unet.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#define UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define UNDER_ASAN 1
+#endif
+#endif
+#ifndef UNDER_ASAN
+#define UNDER_ASAN 0
+#endif
+
+static char fixture_dir[1100] = "tests/fixtures";
+
+/* tests/run starts us from the repository root; fall back to the path of the binary
+ * (build/VARIANT/tests/test_unet -> ../../../tests/fixtures). */
+static void find_fixtures(const char *argv0) {
+    const char *env = getenv("MSD_FIXTURES");
+    if (env) { snprintf(fixture_dir, sizeof fixture_dir, "%s", env); return; }
+    if (access("tests/fixtures/unet_tiny_weights.safetensors", R_OK) == 0) return;
+    char buf[1024];
+    snprintf(buf, sizeof buf, "%s", argv0);
+    char *slash = strrchr(buf, '/');
+    if (slash) *slash = 0; else snprintf(buf, sizeof buf, ".");
+    snprintf(fixture_dir, sizeof fixture_dir, "%s/../../../tests/fixtures", buf);
+}
+
+static const char *fixture(const char *name) {
+    static char path[2048];
+    snprintf(path, sizeof path, "%s/%s", fixture_dir, name);
+    return path;
+}
+
+/* A tensor of f as float32 (malloc'd), NULL if missing or numel differs. */
+static float *st_get(const StFile *f, const char *name, int64_t numel) {
+    const StTensor *t = st_find(f, name);
+    if (!t || (numel >= 0 && t->numel != numel)) return NULL;
+    float *out = malloc((size_t)(t->numel ? t->numel : 1) * sizeof(float));
+    st_tensor_to_f32(t, out);
+    return out;
+}
+
+static double max_abs(const float *a, int64_t n) {
+    double m = 0;
+    for (int64_t i = 0; i < n; i++) m = fabs(a[i]) > m ? fabs(a[i]) : m;
+    return m;
+}
+
+static BackendCtx *ctx;
+
+static void test_fixture_forward_backward(void) {
+    const Backend *be = &backend_cpu;
+    char err[512];
+    UNetConfig cfg;
+    REQUIRE(unet_config_parse(&cfg, "tiny", err, sizeof err) == 0, "%s", err);
+    UNet *u = unet_new(&cfg, be, ctx);
+    ParamSet *ps = unet_params(u);
+    REQUIRE(st_load_params(fixture("unet_tiny_weights.safetensors"), ps, "", 0, err, sizeof err) == 0, "%s", err);
+    StFile in, dfile, ex;
+    REQUIRE(st_read(&in, fixture("unet_tiny_inputs.safetensors"), err, sizeof err) == 0, "%s", err);
+    REQUIRE(st_read(&dfile, fixture("unet_tiny_dout.safetensors"), err, sizeof err) == 0, "%s", err);
+    REQUIRE(st_read(&ex, fixture("unet_tiny_expect.safetensors"), err, sizeof err) == 0, "%s", err);
+    const StTensor *tx = st_find(&in, "x");
+    REQUIRE(tx && tx->ndim == 4, "x missing");
+    int64_t N = tx->shape[0], D = tx->numel / N;
+    float *x = st_get(&in, "x", -1), *sigma = st_get(&in, "sigma", N), *lab = st_get(&in, "labels", N);
+    float *dout = st_get(&dfile, "dout", N * D);
+    int64_t chw[3];
+    unet_bottleneck_shape(u, chw);
+    int64_t nb = N * chw[0] * chw[1] * chw[2];
+    float *dbott = st_get(&dfile, "dbottleneck", nb);
+    REQUIRE(x && sigma && lab && dout && dbott, "fixture inputs incomplete");
+    int32_t labels[16];
+    REQUIRE(N <= 16);
+    for (int64_t n = 0; n < N; n++) labels[n] = (int32_t)lab[n];
+
+    unet_alloc_batch(u, N);
+    Edm e;
+    edm_init(&e, unet_edm_net(u), N, be, ctx);
+    float *out = calloc((size_t)(N * D), sizeof(float)), *dx = calloc((size_t)(N * D), sizeof(float));
+    edm_forward(&e, out, x, sigma, labels, NULL, N, 0);
+    params_zero_grad(ps);
+    edm_backward(&e, dx, dout, dbott, N);
+
+    struct { const char *name; const float *ours; int64_t n; } outs[] = {
+        {"out", out, N * D}, {"bottleneck", unet_bottleneck(u), nb}, {"dx", dx, N * D}};
+    double worst_rel = 0;
+    for (int k = 0; k < 3; k++) {
+        float *ref = st_get(&ex, outs[k].name, outs[k].n);
+        CHECK(ref != NULL, "expect file lacks %s", outs[k].name);
+        if (!ref) continue;
+        double atol = 1e-4 * max_abs(ref, outs[k].n);
+        CHECK_CLOSE(outs[k].ours, ref, outs[k].n, atol, 1e-3, outs[k].name);
+        for (int64_t i = 0; i < outs[k].n; i++) {
+            double r = fabs(outs[k].ours[i] - ref[i]) / (max_abs(ref, outs[k].n) + 1e-30);
+            worst_rel = r > worst_rel ? r : worst_rel;
+        }
+        free(ref);
+    }
+    int checked = 0;
+    for (int i = 0; i < ps->n; i++) {
+        char name[PARAM_MAX_NAME + 8];
+        snprintf(name, sizeof name, "grad.%s", ps->p[i].name);
+        float *ref = st_get(&ex, name, ps->p[i].numel);
+        CHECK(ref != NULL, "expect file lacks %s", name);
+        if (!ref) continue;
+        double m = max_abs(ref, ps->p[i].numel);
+        CHECK_CLOSE(params_grad(ps, i), ref, ps->p[i].numel, 1e-4 * m + 1e-7, 1e-3, name);
+        for (int64_t j = 0; j < ps->p[i].numel; j++) {
+            double r = fabs(params_grad(ps, i)[j] - ref[j]) / (m + 1e-30);
+            worst_rel = r > worst_rel ? r : worst_rel;
+        }
+        checked++;
+        free(ref);
+    }
+    /* the forward-only allocation gives the same output and bottleneck, bit for bit */
+    {
+        float *out2 = calloc((size_t)(N * D), sizeof(float)), *b1 = malloc((size_t)nb * sizeof(float));
+        memcpy(b1, unet_bottleneck(u), (size_t)nb * sizeof(float));
+        unet_alloc_batch_inference(u, N);
+        edm_forward(&e, out2, x, sigma, labels, NULL, N, 0);
+        CHECK(memcmp(out, out2, (size_t)(N * D) * sizeof(float)) == 0, "inference allocation changed the output");
+        CHECK(memcmp(b1, unet_bottleneck(u), (size_t)nb * sizeof(float)) == 0, "inference allocation changed the bottleneck");
+        free(out2);
+        free(b1);
+    }
+    printf("  fixture: %d parameter gradients + out, bottleneck, dx; worst |diff|/max|ref| = %.3g\n", checked,
+           worst_rel);
+    CHECK(checked == ps->n);
+    edm_free(&e);
+    free(out); free(dx); free(x); free(sigma); free(lab); free(dout); free(dbott);
+    st_free(&in); st_free(&dfile); st_free(&ex);
+    unet_destroy(&u);
+}
+
+/* A fixed batch of class-dependent 8x8 patterns in [-1, 1]. */
+static void make_batch(float *x, int32_t *labels, int64_t N, int64_t C, int64_t R) {
+    for (int64_t n = 0; n < N; n++) {
+        labels[n] = (int32_t)(n % 3);
+        for (int64_t c = 0; c < C; c++)
+            for (int64_t i = 0; i < R; i++)
+                for (int64_t j = 0; j < R; j++) {
+                    double v = labels[n] == 0 ? (i < R / 2 ? 1 : -1) : labels[n] == 1 ? (j < R / 2 ? 1 : -1)
+                                                                                    : ((i + j) % 2 ? 1 : -1);
+                    x[((n * C + c) * R + i) * R + j] = (float)(0.8 * v);
+                }
+    }
+}
+
+/* Trains the tiny UNet `steps` EDM steps on a fixed batch; losses[s] per step; eval0/eval1:
+ * the loss at fixed sigmas and noise before and after. */
+static void train_run(int steps, float *losses, float *eval0, float *eval1) {
+    const Backend *be = &backend_cpu;
+    char err[256];
+    UNetConfig cfg;
+    MSD_CHECK(unet_config_parse(&cfg, "in=1,res=8,ch=8,mult=1-2,blocks=1,attn=4,classes=3,headch=8", err,
+                                sizeof err) == 0);
+    UNet *u = unet_new(&cfg, be, ctx);
+    unet_init(u, 7);
+    const int64_t N = 12, D = 64;
+    unet_alloc_batch(u, N);
+    Edm e;
+    edm_init(&e, unet_edm_net(u), N, be, ctx);
+    OptimConfig oc;
+    optim_config_default(&oc);
+    oc.lr = 2e-3f;
+    oc.weight_decay = 0;
+    Optim *opt = optim_new(unet_params(u), &oc);
+    float x[12 * 64], noise[12 * 64], sig[12];
+    int32_t labels[12];
+    make_batch(x, labels, N, 1, 8);
+    be->rng_normal(ctx, noise, N * D, 99, 5, 0);
+    for (int n = 0; n < N; n++) sig[n] = (float)(0.2 + 0.3 * n);  /* 0.2 .. 3.5 */
+    *eval0 = edm_loss_given(&e, x, noise, sig, labels, NULL, N, 0);
+    for (int s = 0; s < steps; s++) {
+        params_zero_grad(unet_params(u));
+        losses[s] = edm_loss_step(&e, x, labels, NULL, N, 1234, s, 1);
+        edm_loss_backward(&e, N);
+        optim_step(opt);
+    }
+    *eval1 = edm_loss_given(&e, x, noise, sig, labels, NULL, N, 0);
+    optim_destroy(&opt);
+    edm_free(&e);
+    unet_destroy(&u);
+}
+
+static void test_training_repeats_and_learns(void) {
+    int steps = UNDER_ASAN ? 100 : 200;
+    float *a = calloc((size_t)steps, sizeof(float)), *b = calloc((size_t)steps, sizeof(float));
+    float e0a, e1a, e0b, e1b;
+    double t0 = msd_now();
+    train_run(steps, a, &e0a, &e1a);
+    double t1 = msd_now();
+    train_run(steps, b, &e0b, &e1b);
+    int same = memcmp(a, b, (size_t)steps * sizeof(float)) == 0 && e1a == e1b;
+    printf("  %d EDM steps (%.2f s per run): loss first %.4f last %.4f; fixed-noise eval %.4f -> %.4f\n", steps,
+           t1 - t0, (double)a[0], (double)a[steps - 1], (double)e0a, (double)e1a);
+    CHECK(same, "two identical runs gave different losses");
+    for (int s = 0; s < steps; s++) CHECK(isfinite(a[s]), "loss %d not finite", s);
+    CHECK(e1a < 0.6f * e0a, "eval loss did not fall enough: %g -> %g", (double)e0a, (double)e1a);
+    free(a);
+    free(b);
+}
+
+static void test_fmnist_s(void) {
+    char err[256];
+    UNetConfig cfg;
+    REQUIRE(unet_config_parse(&cfg, "fmnist-s", err, sizeof err) == 0, "%s", err);
+    UNet *u = unet_new(&cfg, &backend_cpu, ctx);
+    ParamSet *ps = unet_params(u);
+    int64_t count = 0;
+    for (int i = 0; i < ps->n; i++) count += ps->p[i].numel;
+    printf("  fmnist-s: %d tensors, %lld parameters, %.3f GFLOP per image forward\n", ps->n, (long long)count,
+           unet_forward_flops(&cfg) * 1e-9);
+    CHECK(count == 1744161, "docs/UNET.md says 1,744,161 parameters, got %lld", (long long)count);
+    CHECK(params_find(ps, "enc.7x7_block1.qkv.weight") >= 0);
+    CHECK(params_find(ps, "dec.28x28_block2.conv1.weight") >= 0);
+    CHECK(params_find(ps, "map_label.weight") >= 0);
+    int64_t chw[3];
+    unet_bottleneck_shape(u, chw);
+    CHECK(chw[0] == 64 && chw[1] == 7 && chw[2] == 7);
+    char buf[512], err2[256];
+    UNetConfig back;
+    unet_config_str(&cfg, buf, sizeof buf);
+    CHECK(unet_config_parse(&back, buf, err2, sizeof err2) == 0 && memcmp(&back, &cfg, sizeof cfg) == 0,
+          "canonical spec '%s' does not round-trip", buf);
+    unet_destroy(&u);
+}
+
+static void test_dropout_runs(void) {
+    /* exercises the dropout path (forward with masks, backward through them) */
+    const Backend *be = &backend_cpu;
+    char err[256];
+    UNetConfig cfg;
+    REQUIRE(unet_config_parse(&cfg, "tiny,dropout=0.3", err, sizeof err) == 0, "%s", err);
+    UNet *u = unet_new(&cfg, be, ctx);
+    unet_init(u, 3);
+    unet_set_dropout_seed(u, 5);
+    unet_alloc_batch(u, 2);
+    Edm e;
+    edm_init(&e, unet_edm_net(u), 2, be, ctx);
+    float x[2 * 192];
+    int32_t labels[2] = {0, 2};
+    be->rng_normal(ctx, x, 2 * 192, 1, 1, 0);
+    float l1 = edm_loss_step(&e, x, labels, NULL, 2, 9, 0, 1);
+    edm_loss_backward(&e, 2);
+    double g = be->sumsq(ctx, unet_params(u)->grad, unet_params(u)->total);
+    CHECK(isfinite(l1) && isfinite(g) && g > 0, "loss %g grad sumsq %g", (double)l1, g);
+    edm_free(&e);
+    unet_destroy(&u);
+}
+
+static void test_config_errors(void) {
+    const char *bad[] = {"", "nope", "fmnist-s,foo=1", "fmnist-s,ch=0", "fmnist-s,res=30", "fmnist-s,attn=5",
+                         "fmnist-s,classes=3,cond=4", "fmnist-s,dropout=1", "fmnist-s,mult=", "fmnist-s,ch=33",
+                         "fmnist-s,ch=18", "fmnist-s,blocks=x", "res=28,fmnist-s"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        UNetConfig cfg;
+        char err[256] = "";
+        int rc = unet_config_parse(&cfg, bad[i], err, sizeof err);
+        CHECK(rc == -1 && err[0], "spec '%s' accepted", bad[i]);
+    }
+    UNetConfig cfg;
+    char err[256];
+    CHECK(unet_config_parse(&cfg, "fmnist-s,dropout=0.1,attn=none", err, sizeof err) == 0, "%s", err);
+    CHECK(cfg.n_attn == 0 && cfg.dropout > 0.09f);
+}
+
+int main(int argc, char **argv) {
+    (void)argc;
+    find_fixtures(argv[0]);
+    ctx = backend_ctx_new(&backend_cpu, 2);
+    TEST_RUN(test_fixture_forward_backward);
+    TEST_RUN(test_fmnist_s);
+    TEST_RUN(test_config_errors);
+    TEST_RUN(test_dropout_runs);
+    TEST_RUN(test_training_repeats_and_learns);
+    backend_ctx_destroy(&ctx);
+    return TEST_END();
+}

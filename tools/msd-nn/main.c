@@ -1,0 +1,474 @@
+/* msd-nn: run the denoiser networks (docs/UNET.md) outside the pipeline, on safetensors files,
+ * so a checkpoint can be checked against another framework (tests/torch_unet.py does that).
+ *
+ *   msd-nn init    --config SPEC --seed S --out W.safetensors
+ *   msd-nn forward --config SPEC --weights W.safetensors --inputs IN.safetensors
+ *                  --out OUT.safetensors [--grad-out DOUT.safetensors] [--prefix P] [--threads T]
+ *   msd-nn info    --config SPEC                   parameter names, shapes and count
+ *   msd-nn compare GOT.safetensors WANT.safetensors [--atol-frac A] [--rtol R]
+ *
+ * SPEC: a UNet CONFIG-SPEC ("fmnist-s", "tiny", "in=1,res=28,...") or an MLP one ("mlp,...").
+ * forward: IN holds exactly x (N, C, H, W) (or (N, in) for the MLP), sigma (N, all > 0) and,
+ * as the config needs, labels (N, integers) or cond (N, cond_dim). OUT gets out = D(x; sigma, c)
+ * (EDM-preconditioned) and bottleneck. With --grad-out, the file DOUT holds dout (shape of x)
+ * and optionally dbottleneck; OUT then also gets dx and grad.<param> for every parameter (the
+ * gradients of sum(out * dout) + sum(bottleneck * dbottleneck)). Weights load strictly: every
+ * parameter with its shape, nothing else (--prefix ema. loads an EMA copy and ignores the rest).
+ * compare: every tensor of WANT must be in GOT with its shape, within
+ * |got - want| <= atol_frac * max|want| + rtol |want| (defaults 1e-4, 1e-3); prints the worst.
+ * Exit status 0 on success, 1 on a failed run or comparison, 2 on a usage error. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "edm.h"
+#include "log.h"
+#include "mlp.h"
+#include "safetensors.h"
+#include "unet.h"
+
+static void usage(void) {
+    fprintf(stderr,
+            "usage: msd-nn init --config SPEC --seed S --out W.safetensors\n"
+            "       msd-nn forward --config SPEC --weights W.safetensors --inputs IN.safetensors --out OUT.safetensors\n"
+            "                      [--grad-out DOUT.safetensors] [--prefix P] [--threads T]\n"
+            "       msd-nn info --config SPEC\n"
+            "       msd-nn compare GOT.safetensors WANT.safetensors [--atol-frac A] [--rtol R]\n"
+            "SPEC: fmnist-s | tiny | key=value,... (docs/UNET.md) | mlp,key=value,...\n");
+}
+
+/* One of the two networks behind a common face. */
+typedef struct Model {
+    UNet *unet;
+    Mlp *mlp;
+    ParamSet *ps;
+    char spec[512];
+    int64_t xshape[4];  /* per-sample shape of x: (C, H, W) or (in) */
+    int xdims;
+    int64_t bshape[3];
+    int bdims;
+} Model;
+
+static int model_new(Model *m, const char *spec, BackendCtx *ctx, char *err, size_t errlen) {
+    memset(m, 0, sizeof *m);
+    if (strncmp(spec, "mlp", 3) == 0 && (spec[3] == 0 || spec[3] == ',')) {
+        MlpConfig c;
+        if (mlp_config_parse(&c, spec, err, errlen) != 0) return -1;
+        m->mlp = mlp_new(&c, &backend_cpu, ctx);
+        m->ps = mlp_params(m->mlp);
+        mlp_config_str(&c, m->spec, sizeof m->spec);
+        m->xdims = 1;
+        m->xshape[0] = c.in_dim;
+        m->bdims = 1;
+        m->bshape[0] = c.width;
+    } else {
+        UNetConfig c;
+        if (unet_config_parse(&c, spec, err, errlen) != 0) return -1;
+        m->unet = unet_new(&c, &backend_cpu, ctx);
+        m->ps = unet_params(m->unet);
+        unet_config_str(&c, m->spec, sizeof m->spec);
+        m->xdims = 3;
+        m->xshape[0] = c.in_ch;
+        m->xshape[1] = m->xshape[2] = c.res;
+        m->bdims = 3;
+        unet_bottleneck_shape(m->unet, m->bshape);
+    }
+    return 0;
+}
+
+static void model_destroy(Model *m) {
+    unet_destroy(&m->unet);
+    mlp_destroy(&m->mlp);
+}
+
+static EdmNet model_net(Model *m, int64_t N, int backward) {
+    if (m->unet) {
+        if (backward) unet_alloc_batch(m->unet, N);
+        else unet_alloc_batch_inference(m->unet, N);
+        return unet_edm_net(m->unet);
+    }
+    mlp_alloc_batch(m->mlp, N);
+    return mlp_edm_net(m->mlp);
+}
+
+/* ---- argument parsing ---- */
+
+typedef struct Args {
+    const char *config, *weights, *inputs, *out, *grad, *prefix, *seed, *threads, *atol, *rtol;
+    const char *pos[2];
+    int npos;
+} Args;
+
+static int parse_args(int argc, char **argv, Args *a) {
+    memset(a, 0, sizeof *a);
+    for (int i = 2; i < argc; i++) {
+        const char *k = argv[i];
+        const char **slot = NULL;
+        if (!strcmp(k, "--config")) slot = &a->config;
+        else if (!strcmp(k, "--weights")) slot = &a->weights;
+        else if (!strcmp(k, "--inputs")) slot = &a->inputs;
+        else if (!strcmp(k, "--out")) slot = &a->out;
+        else if (!strcmp(k, "--grad-out")) slot = &a->grad;
+        else if (!strcmp(k, "--prefix")) slot = &a->prefix;
+        else if (!strcmp(k, "--seed")) slot = &a->seed;
+        else if (!strcmp(k, "--threads")) slot = &a->threads;
+        else if (!strcmp(k, "--atol-frac")) slot = &a->atol;
+        else if (!strcmp(k, "--rtol")) slot = &a->rtol;
+        else if (k[0] == '-' && k[1] == '-') {
+            fprintf(stderr, "msd-nn: unknown option '%s'\n", k);
+            return -1;
+        } else {
+            if (a->npos >= 2) { fprintf(stderr, "msd-nn: unexpected argument '%s'\n", k); return -1; }
+            a->pos[a->npos++] = k;
+            continue;
+        }
+        if (i + 1 >= argc) { fprintf(stderr, "msd-nn: option %s needs a value\n", k); return -1; }
+        *slot = argv[++i];
+    }
+    return 0;
+}
+
+static int need(const char *v, const char *opt) {
+    if (v) return 0;
+    fprintf(stderr, "msd-nn: missing %s\n", opt);
+    return -1;
+}
+
+static int parse_u64(const char *s, unsigned long long *out) {
+    char *end;
+    if (!s || !*s || *s == '-') return -1;
+    *out = strtoull(s, &end, 10);
+    return *end ? -1 : 0;
+}
+
+static int parse_double(const char *s, double *out) {
+    char *end;
+    if (!s || !*s) return -1;
+    *out = strtod(s, &end);
+    return (*end || !isfinite(*out) || *out < 0) ? -1 : 0;
+}
+
+/* ---- reading inputs (untrusted) ---- */
+
+static int shape_is(const StTensor *t, int ndim, const int64_t *shape) {
+    if (t->ndim != ndim) return 0;
+    for (int i = 0; i < ndim; i++)
+        if (t->shape[i] != shape[i]) return 0;
+    return 1;
+}
+
+static const char *tshape(const StTensor *t, char *buf, size_t len) { return shape_str(t->ndim, t->shape, buf, len); }
+
+/* Every tensor of f must be one of names (NULL-terminated). */
+static int only_these(const StFile *f, const char *path, const char *const *names, char *err, size_t errlen) {
+    for (int i = 0; i < f->n; i++) {
+        int ok = 0;
+        for (int k = 0; names[k]; k++) ok |= !strcmp(f->t[i].name, names[k]);
+        if (!ok) return msd_errf(err, errlen, "%s: unexpected tensor '%s'", path, f->t[i].name);
+    }
+    return 0;
+}
+
+static float *tensor_f32(const StTensor *t) {
+    float *p = msd_malloc((size_t)(t->numel ? t->numel : 1) * sizeof(float));
+    st_tensor_to_f32(t, p);
+    return p;
+}
+
+typedef struct Inputs {
+    int64_t N;
+    float *x, *sigma, *cond;
+    int32_t *labels;
+} Inputs;
+
+static void inputs_free(Inputs *in) {
+    free(in->x);
+    free(in->sigma);
+    free(in->cond);
+    free(in->labels);
+    memset(in, 0, sizeof *in);
+}
+
+static int read_inputs(const char *path, const Model *m, const EdmNet *proto, Inputs *in, char *err, size_t errlen) {
+    StFile f;
+    char sbuf[96], wbuf[96];
+    memset(in, 0, sizeof *in);
+    if (st_read(&f, path, err, errlen) != 0) return -1;
+    int rc = -1;
+    const char *names[] = {"x", "sigma", proto->label_dim ? "labels" : proto->cond_dim ? "cond" : NULL, NULL};
+    if (only_these(&f, path, names, err, errlen) != 0) goto out;
+    const StTensor *tx = st_find(&f, "x"), *ts = st_find(&f, "sigma");
+    if (!tx || !ts) { msd_errf(err, errlen, "%s: needs tensors x and sigma", path); goto out; }
+    if (tx->ndim < 1 || tx->shape[0] < 1) { msd_errf(err, errlen, "%s: x must have a batch dimension >= 1", path); goto out; }
+    int64_t N = tx->shape[0], want[5] = {N, m->xshape[0], m->xshape[1], m->xshape[2], 0};
+    if (!shape_is(tx, 1 + m->xdims, want)) {
+        msd_errf(err, errlen, "%s: x has shape %s, the config wants %s", path, tshape(tx, sbuf, sizeof sbuf),
+                 shape_str(1 + m->xdims, want, wbuf, sizeof wbuf));
+        goto out;
+    }
+    if (!shape_is(ts, 1, &N)) {
+        msd_errf(err, errlen, "%s: sigma has shape %s, want (%lld)", path, tshape(ts, sbuf, sizeof sbuf), (long long)N);
+        goto out;
+    }
+    in->N = N;
+    in->x = tensor_f32(tx);
+    in->sigma = tensor_f32(ts);
+    for (int64_t n = 0; n < N; n++)
+        if (!(isfinite(in->sigma[n]) && in->sigma[n] > 0)) {
+            msd_errf(err, errlen, "%s: sigma[%lld] = %g, must be finite and > 0", path, (long long)n, (double)in->sigma[n]);
+            goto out;
+        }
+    if (proto->label_dim) {
+        const StTensor *tl = st_find(&f, "labels");
+        if (!tl) { msd_errf(err, errlen, "%s: the config has %d classes: needs tensor labels (N)", path, proto->label_dim); goto out; }
+        if (!shape_is(tl, 1, &N)) {
+            msd_errf(err, errlen, "%s: labels has shape %s, want (%lld)", path, tshape(tl, sbuf, sizeof sbuf), (long long)N);
+            goto out;
+        }
+        float *lf = tensor_f32(tl);
+        in->labels = msd_malloc((size_t)N * sizeof(int32_t));
+        for (int64_t n = 0; n < N; n++) {
+            if (!(lf[n] >= 0 && lf[n] < proto->label_dim && lf[n] == floorf(lf[n]))) {
+                msd_errf(err, errlen, "%s: labels[%lld] = %g is not a class in [0, %d)", path, (long long)n, (double)lf[n],
+                         proto->label_dim);
+                free(lf);
+                goto out;
+            }
+            in->labels[n] = (int32_t)lf[n];
+        }
+        free(lf);
+    } else if (proto->cond_dim) {
+        const StTensor *tc = st_find(&f, "cond");
+        int64_t cs[2] = {N, proto->cond_dim};
+        if (!tc || !shape_is(tc, 2, cs)) {
+            msd_errf(err, errlen, "%s: needs tensor cond of shape (%lld, %d)", path, (long long)N, proto->cond_dim);
+            goto out;
+        }
+        in->cond = tensor_f32(tc);
+        for (int64_t i = 0; i < tc->numel; i++)
+            if (!isfinite(in->cond[i])) { msd_errf(err, errlen, "%s: cond has a non-finite value", path); goto out; }
+    }
+    for (int64_t i = 0; i < tx->numel; i++)
+        if (!isfinite(in->x[i])) { msd_errf(err, errlen, "%s: x[%lld] is not finite", path, (long long)i); goto out; }
+    rc = 0;
+out:
+    if (rc != 0) inputs_free(in);
+    st_free(&f);
+    return rc;
+}
+
+/* dout (shape of x) and optionally dbottleneck. */
+static int read_grads(const char *path, const Model *m, int64_t N, float **dout, float **dbott, char *err,
+                      size_t errlen) {
+    StFile f;
+    char sbuf[96], wbuf[96];
+    *dout = *dbott = NULL;
+    if (st_read(&f, path, err, errlen) != 0) return -1;
+    int rc = -1;
+    const char *names[] = {"dout", "dbottleneck", NULL};
+    if (only_these(&f, path, names, err, errlen) != 0) goto out;
+    const StTensor *td = st_find(&f, "dout"), *tb = st_find(&f, "dbottleneck");
+    int64_t xs[4] = {N, m->xshape[0], m->xshape[1], m->xshape[2]};
+    int64_t bs[4] = {N, m->bshape[0], m->bshape[1], m->bshape[2]};
+    if (!td) { msd_errf(err, errlen, "%s: needs tensor dout", path); goto out; }
+    if (!shape_is(td, 1 + m->xdims, xs)) {
+        msd_errf(err, errlen, "%s: dout has shape %s, want %s", path, tshape(td, sbuf, sizeof sbuf),
+                 shape_str(1 + m->xdims, xs, wbuf, sizeof wbuf));
+        goto out;
+    }
+    if (tb && !shape_is(tb, 1 + m->bdims, bs)) {
+        msd_errf(err, errlen, "%s: dbottleneck has shape %s, want %s", path, tshape(tb, sbuf, sizeof sbuf),
+                 shape_str(1 + m->bdims, bs, wbuf, sizeof wbuf));
+        goto out;
+    }
+    *dout = tensor_f32(td);
+    if (tb) *dbott = tensor_f32(tb);
+    rc = 0;
+out:
+    st_free(&f);
+    return rc;
+}
+
+/* ---- commands ---- */
+
+static int cmd_init(const Args *a, BackendCtx *ctx) {
+    unsigned long long seed;
+    if (need(a->config, "--config") || need(a->out, "--out") || need(a->seed, "--seed")) return 2;
+    if (parse_u64(a->seed, &seed) != 0) { fprintf(stderr, "msd-nn: --seed '%s' is not a non-negative integer\n", a->seed); return 2; }
+    char err[512];
+    Model m;
+    if (model_new(&m, a->config, ctx, err, sizeof err) != 0) { fprintf(stderr, "msd-nn: %s\n", err); return 2; }
+    if (m.unet) unet_init(m.unet, seed);
+    else mlp_init(m.mlp, seed);
+    StMeta meta[1] = {{"config", m.spec}};
+    int rc = st_save_params(a->out, m.ps, "", meta, 1, err, sizeof err);
+    if (rc != 0) fprintf(stderr, "msd-nn: %s\n", err);
+    else {
+        int64_t count = 0;
+        for (int i = 0; i < m.ps->n; i++) count += m.ps->p[i].numel;
+        printf("%s: %d tensors, %lld parameters (%s)\n", a->out, m.ps->n, (long long)count, m.spec);
+    }
+    model_destroy(&m);
+    return rc ? 1 : 0;
+}
+
+static int cmd_info(const Args *a, BackendCtx *ctx) {
+    if (need(a->config, "--config")) return 2;
+    char err[512], sbuf[96];
+    Model m;
+    if (model_new(&m, a->config, ctx, err, sizeof err) != 0) { fprintf(stderr, "msd-nn: %s\n", err); return 2; }
+    int64_t count = 0;
+    for (int i = 0; i < m.ps->n; i++) {
+        printf("%s %s\n", m.ps->p[i].name, shape_str(m.ps->p[i].ndim, m.ps->p[i].shape, sbuf, sizeof sbuf));
+        count += m.ps->p[i].numel;
+    }
+    printf("# %s: %d tensors, %lld parameters", m.spec, m.ps->n, (long long)count);
+    if (m.unet) printf(", %.4f GFLOP per image forward", unet_forward_flops(unet_config(m.unet)) * 1e-9);
+    printf("\n");
+    model_destroy(&m);
+    return 0;
+}
+
+static int cmd_forward(const Args *a, BackendCtx *ctx) {
+    if (need(a->config, "--config") || need(a->weights, "--weights") || need(a->inputs, "--inputs") ||
+        need(a->out, "--out"))
+        return 2;
+    char err[512];
+    Model m;
+    if (model_new(&m, a->config, ctx, err, sizeof err) != 0) { fprintf(stderr, "msd-nn: %s\n", err); return 2; }
+    int rc = 1;
+    Inputs in = {0};
+    float *dout = NULL, *dbott = NULL, *out = NULL, *dx = NULL, *bott = NULL;
+    Edm e = {0};
+    const char *prefix = a->prefix ? a->prefix : "";
+    if (st_load_params(a->weights, m.ps, prefix, a->prefix ? ST_ALLOW_EXTRA : 0, err, sizeof err) != 0) goto fail;
+    EdmNet proto = m.unet ? unet_edm_net(m.unet) : mlp_edm_net(m.mlp);
+    if (read_inputs(a->inputs, &m, &proto, &in, err, sizeof err) != 0) goto fail;
+    if (a->grad && read_grads(a->grad, &m, in.N, &dout, &dbott, err, sizeof err) != 0) goto fail;
+    int64_t N = in.N;
+    EdmNet net = model_net(&m, N, dout != NULL);
+    edm_init(&e, net, N, &backend_cpu, ctx);
+    out = msd_calloc((size_t)(N * net.dim), sizeof(float));
+    edm_forward(&e, out, in.x, in.sigma, in.labels, in.cond, N, 0);
+    int64_t nb = N * net.bottleneck_dim;
+    bott = msd_malloc((size_t)nb * sizeof(float));
+    memcpy(bott, net.bottleneck(net.self), (size_t)nb * sizeof(float));
+    if (dout) {
+        dx = msd_calloc((size_t)(N * net.dim), sizeof(float));
+        params_zero_grad(m.ps);
+        edm_backward(&e, dx, dout, dbott, N);
+    }
+    /* output file: out, bottleneck, and with gradients dx and grad.<param> */
+    int nt = 2 + (dout ? 1 + m.ps->n : 0);
+    StWriteTensor *wt = msd_calloc((size_t)nt, sizeof *wt);
+    char (*names)[PARAM_MAX_NAME + 8] = msd_calloc((size_t)(m.ps->n ? m.ps->n : 1), sizeof *names);
+    int64_t xs[4] = {N, m.xshape[0], m.xshape[1], m.xshape[2]}, bs[4] = {N, m.bshape[0], m.bshape[1], m.bshape[2]};
+    wt[0] = (StWriteTensor){"out", ST_F32, 1 + m.xdims, xs, out};
+    wt[1] = (StWriteTensor){"bottleneck", ST_F32, 1 + m.bdims, bs, bott};
+    if (dout) {
+        wt[2] = (StWriteTensor){"dx", ST_F32, 1 + m.xdims, xs, dx};
+        for (int i = 0; i < m.ps->n; i++) {
+            snprintf(names[i], sizeof names[i], "grad.%s", m.ps->p[i].name);
+            wt[3 + i] = (StWriteTensor){names[i], ST_F32, m.ps->p[i].ndim, m.ps->p[i].shape, params_grad(m.ps, i)};
+        }
+    }
+    StMeta meta[1] = {{"config", m.spec}};
+    int wrc = st_write(a->out, wt, nt, meta, 1, err, sizeof err);
+    free(wt);
+    free(names);
+    if (wrc != 0) goto fail;
+    printf("%s: out (%lld samples)%s\n", a->out, (long long)N, dout ? ", dx and parameter gradients" : "");
+    rc = 0;
+    goto done;
+fail:
+    fprintf(stderr, "msd-nn: %s\n", err);
+done:
+    edm_free(&e);
+    inputs_free(&in);
+    free(dout); free(dbott); free(out); free(dx); free(bott);
+    model_destroy(&m);
+    return rc;
+}
+
+static int cmd_compare(const Args *a) {
+    if (a->npos != 2) { fprintf(stderr, "msd-nn: compare needs GOT and WANT files\n"); return 2; }
+    double atol_frac = 1e-4, rtol = 1e-3;
+    if ((a->atol && parse_double(a->atol, &atol_frac)) || (a->rtol && parse_double(a->rtol, &rtol))) {
+        fprintf(stderr, "msd-nn: bad --atol-frac or --rtol\n");
+        return 2;
+    }
+    char err[512], s1[96], s2[96];
+    StFile got, want;
+    if (st_read(&got, a->pos[0], err, sizeof err) != 0) { fprintf(stderr, "msd-nn: %s\n", err); return 1; }
+    if (st_read(&want, a->pos[1], err, sizeof err) != 0) {
+        fprintf(stderr, "msd-nn: %s\n", err);
+        st_free(&got);
+        return 1;
+    }
+    int bad = 0;
+    double worst = 0;
+    char worst_what[400] = "none";
+    for (int i = 0; i < want.n; i++) {
+        const StTensor *w = &want.t[i], *g = st_find(&got, w->name);
+        if (!g || !shape_is(g, w->ndim, w->shape)) {
+            printf("FAIL %s: %s in %s, %s wanted\n", w->name, g ? tshape(g, s1, sizeof s1) : "missing", a->pos[0],
+                   tshape(w, s2, sizeof s2));
+            bad++;
+            continue;
+        }
+        float *gv = tensor_f32(g), *wv = tensor_f32(w);
+        double m = 0;
+        for (int64_t k = 0; k < w->numel; k++) m = fabs(wv[k]) > m ? fabs(wv[k]) : m;
+        int64_t nbad = 0;
+        for (int64_t k = 0; k < w->numel; k++) {
+            double d = fabs((double)gv[k] - wv[k]), lim = atol_frac * m + rtol * fabs(wv[k]);
+            double rel = d / (m > 0 ? m : 1);
+            if (!(d <= lim)) nbad++;
+            if (rel > worst || isnan(d)) {
+                worst = isnan(d) ? INFINITY : rel;
+                snprintf(worst_what, sizeof worst_what, "%s[%lld]: got %.9g want %.9g", w->name, (long long)k,
+                         (double)gv[k], (double)wv[k]);
+            }
+        }
+        if (nbad) {
+            printf("FAIL %s: %lld of %lld elements outside |d| <= %g max|want| + %g |want|\n", w->name, (long long)nbad,
+                   (long long)w->numel, atol_frac, rtol);
+            bad++;
+        }
+        free(gv);
+        free(wv);
+    }
+    printf("compare: %d tensors, %d failed; worst |diff|/max|want| = %.3g at %s\n", want.n, bad, worst, worst_what);
+    st_free(&got);
+    st_free(&want);
+    return bad ? 1 : 0;
+}
+
+int main(int argc, char **argv) {
+    log_set_name("msd-nn");
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        usage();
+        return argc < 2 ? 2 : 0;
+    }
+    Args a;
+    if (parse_args(argc, argv, &a) != 0) { usage(); return 2; }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "compare")) return cmd_compare(&a);
+    unsigned long long threads = 0;
+    if (a.threads && (parse_u64(a.threads, &threads) != 0 || threads > 256)) {
+        fprintf(stderr, "msd-nn: --threads '%s' is not a thread count\n", a.threads);
+        return 2;
+    }
+    if (strcmp(cmd, "init") && strcmp(cmd, "forward") && strcmp(cmd, "info")) {
+        fprintf(stderr, "msd-nn: unknown command '%s'\n", cmd);
+        usage();
+        return 2;
+    }
+    if (a.npos) { fprintf(stderr, "msd-nn: unexpected argument '%s'\n", a.pos[0]); return 2; }
+    BackendCtx *ctx = backend_ctx_new(&backend_cpu, (int)threads);
+    int rc = !strcmp(cmd, "init") ? cmd_init(&a, ctx) : !strcmp(cmd, "info") ? cmd_info(&a, ctx) : cmd_forward(&a, ctx);
+    backend_ctx_destroy(&ctx);
+    return rc;
+}
