@@ -28,9 +28,9 @@ else
   $(error VARIANT must be release or san, not '$(VARIANT)')
 endif
 
+comma := ,
 DEPINC := $(if $(DEPS_PREFIX),-I$(DEPS_PREFIX)/usr/include -I$(DEPS_PREFIX)/usr/include/x86_64-linux-gnu,)
 DEPLIB := $(if $(DEPS_PREFIX),-L$(DEPS_PREFIX)/usr/lib/x86_64-linux-gnu -Wl$(comma)-rpath$(comma)$(DEPS_PREFIX)/usr/lib/x86_64-linux-gnu,)
-comma := ,
 BLAS_INC := -I/usr/include/x86_64-linux-gnu/openblas-pthread
 CFLAGS := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter -g $(OPT) $(SANFLAGS) \
           -Icommon $(BLAS_INC) $(DEPINC) -MMD -MP -pthread

@@ -36,7 +36,10 @@ typedef struct Backend {
     const char *name; /* "cpu", "cuda" */
     DeviceType device;
 
-    /* ---- memory (device memory for CUDA; plain malloc for CPU) ---- */
+    /* ---- memory (device memory for CUDA; plain malloc for CPU) ----
+     * On CUDA every op is queued on the context's stream and returns at once; download, and
+     * the host-valued wmse_forward and sumsq, wait for the stream. upload has read the host
+     * buffer when it returns (pageable host memory, staged by the driver). */
     float *(*alloc)(BackendCtx *ctx, int64_t n);            /* n floats, zeroed; dies on OOM */
     void (*free)(BackendCtx *ctx, float *p);
     void (*upload)(BackendCtx *ctx, float *dst, const float *host, int64_t n);
@@ -100,7 +103,10 @@ typedef struct Backend {
     void (*sinusoidal_forward)(BackendCtx *ctx, float *out, const float *t, int64_t N, int64_t D);
     void (*sinusoidal_backward)(BackendCtx *ctx, float *dt, const float *dout, const float *t, int64_t N,
                                 int64_t D);
-    /* out (N, V) = one-hot of labels (N) (int32, values in [0, V); a label outside is a bug). */
+    /* out (N, V) = one-hot of labels (N) (int32, values in [0, V); a label outside is a bug).
+     * labels is a HOST pointer on every backend (out is on the device): the CUDA op checks
+     * the labels on the host and uploads them through a pinned staging buffer of the context;
+     * the caller may reuse the labels buffer as soon as the call returns. */
     void (*onehot)(BackendCtx *ctx, float *out, const int32_t *labels, int64_t N, int64_t V);
 
     /* ---- spatial ---- */

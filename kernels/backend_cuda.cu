@@ -1,67 +1,233 @@
-/* backend_cuda.cu: the CUDA backend table (built whenever nvcc is found; see Makefile CUDA=).
+/* backend_cuda.cu: the CUDA backend table (built whenever nvcc is found; see Makefile CUDA=):
+ * device selection with a clear error when the GPU is missing, the per-process context (one
+ * stream, the cuBLAS and cuDNN handles, the cuDNN workspace and the small buffers the reductions
+ * and onehot use: backend_cuda_ctx_init / backend_cuda_ctx_release, called by backend_ctx_new /
+ * backend_ctx_destroy), the memory slots, and the table that points every op slot at its CUDA
+ * implementation in the other .cu files of kernels/.
  *
- * What is here today: device selection with a clear error when the GPU is missing, and the
- * memory slots (alloc, free, upload, download, copy, fill) on the device. Every compute slot
- * is still NULL: the CUDA ops (cuDNN convolutions, cuBLAS GEMMs, own kernels) are issue 6.
- * A process that asks for a GPU therefore fails at start in backend_require, naming the first
- * missing op; nothing falls back to the CPU silently. */
-#include <cuda_runtime.h>
-
+ * Memory: alloc/free are cudaMalloc/cudaFree (free first waits for the context's stream, so no
+ * kernel still uses the memory); upload/copy/fill are queued on the stream and return at once
+ * (upload reads the host buffer before it returns: the engine passes pageable host memory, which
+ * the driver stages; pinned host buffers must not be passed); download waits for the stream.
+ *
+ * Switches (environment, read when a context is created): MSD_TF32=1 lets cuBLAS and cuDNN use
+ * TF32 tensor cores (faster, about 1e-3 relative error; default off so the GPU agrees tightly
+ * with the CPU reference); MSD_CUDA_SYNC=1 synchronises after every launch (debugging).
+ *
+ * Not here: the ops themselves (conv_cudnn.cu, gemm_cublas.cu, norm.cu, elementwise.cu,
+ * attention.cu, loss_optim.cu, rng.cu). */
+#include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
-extern "C" {
-#include "backend.h"
-#include "log.h"
+#include "cuda_common.cuh"
+
+int cuda_sync_each;
+
+void cuda_fail(cudaError_t e, const char *call, const char *file, int line) {
+    msd_die("%s:%d: CUDA call %s failed: %s (%s)%s", file, line, call, cudaGetErrorString(e), cudaGetErrorName(e),
+            e == cudaErrorMemoryAllocation ? " (hint: a smaller batch, or a GPU with more free memory)"
+                                           : " (hint: rerun with MSD_CUDA_SYNC=1 to find the op that failed)");
+}
+void cublas_fail(cublasStatus_t s, const char *call, const char *file, int line) {
+    msd_die("%s:%d: cuBLAS call %s failed: %s (%d)", file, line, call, cublasGetStatusString(s), (int)s);
+}
+void cudnn_fail(cudnnStatus_t s, const char *call, const char *file, int line) {
+    msd_die("%s:%d: cuDNN call %s failed: %s (%d)%s", file, line, call, cudnnGetErrorString(s), (int)s,
+            s == CUDNN_STATUS_NOT_INITIALIZED ? " (hint: is libcudnn.so.9 and its sub-libraries on the library path?)"
+                                              : "");
 }
 
-static void cuda_fail(cudaError_t e, const char *call) {
-    msd_die("CUDA call %s failed: %s (%s)", call, cudaGetErrorString(e), cudaGetErrorName(e));
+void cuda_launch_check(const CudaCtx *cc, const char *what, const char *file, int line) {
+    cudaError_t e = cudaGetLastError();
+    if (e == cudaSuccess && cuda_sync_each) e = cudaStreamSynchronize(cc ? cc->stream : (cudaStream_t)0);
+    if (e != cudaSuccess) cuda_fail(e, what, file, line);
 }
-#define CUDA_OK(call) do { cudaError_t e_ = (call); if (e_ != cudaSuccess) cuda_fail(e_, #call); } while (0)
 
-static float *cuda_alloc(BackendCtx *, int64_t n) {
+double *cuda_ctx_red(CudaCtx *cc, int64_t n) {
+    if (n > cc->red_n) {
+        CUDA_OK(cudaStreamSynchronize(cc->stream));
+        if (cc->red) CUDA_OK(cudaFree(cc->red));
+        int64_t want = n < 1024 ? 1024 : n;
+        CUDA_OK(cudaMalloc((void **)&cc->red, (size_t)want * sizeof(double)));
+        cc->red_n = want;
+    }
+    return cc->red;
+}
+
+/* ---- memory ---- */
+
+static float *cuda_alloc(BackendCtx *ctx, int64_t n) {
+    MSD_CHECK(n >= 0);
     void *p = NULL;
     size_t bytes = (size_t)(n > 0 ? n : 1) * sizeof(float);
     cudaError_t e = cudaMalloc(&p, bytes);
-    if (e != cudaSuccess)
-        msd_die("cudaMalloc of %zu bytes failed: %s (hint: a smaller batch, or another GPU)", bytes,
-                cudaGetErrorString(e));
-    CUDA_OK(cudaMemset(p, 0, bytes));
+    if (e != cudaSuccess) {
+        size_t fr = 0, tot = 0;
+        cudaMemGetInfo(&fr, &tot);
+        msd_die("cudaMalloc of %zu bytes failed: %s (%zu of %zu MiB free; hint: a smaller batch, or another GPU)",
+                bytes, cudaGetErrorString(e), fr >> 20, tot >> 20);
+    }
+    CUDA_OK(cudaMemsetAsync(p, 0, bytes, cuda_stream_of(ctx)));
     return (float *)p;
 }
 
-static void cuda_free(BackendCtx *, float *p) {
-    if (p) CUDA_OK(cudaFree(p));
+static void cuda_free(BackendCtx *ctx, float *p) {
+    if (!p) return;
+    if (ctx && ctx->dev) CUDA_OK(cudaStreamSynchronize(cuda_stream_of(ctx)));
+    else CUDA_OK(cudaDeviceSynchronize());
+    CUDA_OK(cudaFree(p));
 }
 
-static void cuda_upload(BackendCtx *, float *dst, const float *host, int64_t n) {
-    CUDA_OK(cudaMemcpy(dst, host, (size_t)n * sizeof(float), cudaMemcpyHostToDevice));
+static void cuda_upload(BackendCtx *ctx, float *dst, const float *host, int64_t n) {
+    MSD_CHECK(n >= 0);
+    if (n) CUDA_OK(cudaMemcpyAsync(dst, host, (size_t)n * sizeof(float), cudaMemcpyHostToDevice, cuda_stream_of(ctx)));
 }
 
-static void cuda_download(BackendCtx *, float *host, const float *src, int64_t n) {
-    CUDA_OK(cudaMemcpy(host, src, (size_t)n * sizeof(float), cudaMemcpyDeviceToHost));
+static void cuda_download(BackendCtx *ctx, float *host, const float *src, int64_t n) {
+    MSD_CHECK(n >= 0);
+    if (!n) return;
+    cudaStream_t st = cuda_stream_of(ctx);
+    CUDA_OK(cudaMemcpyAsync(host, src, (size_t)n * sizeof(float), cudaMemcpyDeviceToHost, st));
+    CUDA_OK(cudaStreamSynchronize(st));
 }
 
-static void cuda_copy(BackendCtx *, float *dst, const float *src, int64_t n) {
-    CUDA_OK(cudaMemcpy(dst, src, (size_t)n * sizeof(float), cudaMemcpyDeviceToDevice));
+static void cuda_copy(BackendCtx *ctx, float *dst, const float *src, int64_t n) {
+    MSD_CHECK(n >= 0);
+    if (n && dst != src)
+        CUDA_OK(cudaMemcpyAsync(dst, src, (size_t)n * sizeof(float), cudaMemcpyDeviceToDevice, cuda_stream_of(ctx)));
 }
 
 __global__ void fill_kernel(float *dst, float value, int64_t n) {
-    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    int64_t stride = (int64_t)gridDim.x * blockDim.x;
-    for (; i < n; i += stride) dst[i] = value;
+    GRID_STRIDE(i, n) dst[i] = value;
 }
 
-static void cuda_fill(BackendCtx *, float *dst, float value, int64_t n) {
+static void cuda_fill(BackendCtx *ctx, float *dst, float value, int64_t n) {
+    MSD_CHECK(n >= 0);
     if (n <= 0) return;
-    int64_t blocks = (n + 255) / 256;
-    if (blocks > 65535) blocks = 65535;
-    fill_kernel<<<(unsigned)blocks, 256>>>(dst, value, n);
-    CUDA_OK(cudaGetLastError());
+    cudaStream_t st = cuda_stream_of(ctx);
+    if (value == 0.0f && !signbit(value)) {
+        CUDA_OK(cudaMemsetAsync(dst, 0, (size_t)n * sizeof(float), st));
+        return;
+    }
+    fill_kernel<<<cuda_blocks(n), CUDA_THREADS, 0, st>>>(dst, value, n);
+    LAUNCH_OK(ctx ? (CudaCtx *)ctx->dev : NULL, "fill_kernel");
 }
 
-static Backend g_cuda;
+/* ---- context ---- */
+
+static int g_device = -1;
+
+static int env_flag(const char *name) {
+    const char *v = getenv(name);
+    return v && v[0] && strcmp(v, "0") != 0;
+}
+
+extern "C" int backend_cuda_ctx_init(BackendCtx *ctx, char *err, size_t errlen) {
+    MSD_CHECK(ctx != NULL && ctx->dev == NULL);
+    if (g_device < 0) return msd_errf(err, errlen, "CUDA context before backend_get selected a GPU");
+    cudaError_t e = cudaSetDevice(g_device);
+    if (e != cudaSuccess) return msd_errf(err, errlen, "cudaSetDevice(%d): %s", g_device, cudaGetErrorString(e));
+    CudaCtx *cc = (CudaCtx *)msd_calloc(1, sizeof *cc);
+    cc->device = g_device;
+    cc->tf32 = env_flag("MSD_TF32");
+    cuda_sync_each = env_flag("MSD_CUDA_SYNC");
+    e = cudaStreamCreate(&cc->stream);
+    if (e != cudaSuccess) {
+        free(cc);
+        return msd_errf(err, errlen, "cudaStreamCreate: %s", cudaGetErrorString(e));
+    }
+    cublasStatus_t bs = cublasCreate(&cc->cublas);
+    if (bs != CUBLAS_STATUS_SUCCESS) {
+        cudaStreamDestroy(cc->stream);
+        free(cc);
+        return msd_errf(err, errlen, "cublasCreate: %s (is libcublas.so.13 on the library path?)",
+                        cublasGetStatusString(bs));
+    }
+    CUBLAS_OK(cublasSetStream(cc->cublas, cc->stream));
+    CUBLAS_OK(cublasSetMathMode(cc->cublas, cc->tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+    cudnnStatus_t ds = cudnnCreate(&cc->cudnn);
+    if (ds != CUDNN_STATUS_SUCCESS) {
+        cublasDestroy(cc->cublas);
+        cudaStreamDestroy(cc->stream);
+        free(cc);
+        return msd_errf(err, errlen, "cudnnCreate: %s (is libcudnn.so.9 with its sub-libraries on the library path?)",
+                        cudnnGetErrorString(ds));
+    }
+    CUDNN_OK(cudnnSetStream(cc->cudnn, cc->stream));
+    CUDA_OK(cudaMallocHost((void **)&cc->h_red, 4 * sizeof(double)));
+    CUDA_OK(cudaEventCreateWithFlags(&cc->labels_done, cudaEventDisableTiming));
+    ctx->dev = cc;
+    return 0;
+}
+
+extern "C" void backend_cuda_ctx_release(BackendCtx *ctx) {
+    if (!ctx || !ctx->dev) return;
+    CudaCtx *cc = (CudaCtx *)ctx->dev;
+    CUDA_OK(cudaStreamSynchronize(cc->stream));
+    cuda_conv_plans_release(cc);
+    if (cc->ws) CUDA_OK(cudaFree(cc->ws));
+    if (cc->red) CUDA_OK(cudaFree(cc->red));
+    if (cc->d_labels) CUDA_OK(cudaFree(cc->d_labels));
+    if (cc->h_labels) CUDA_OK(cudaFreeHost(cc->h_labels));
+    if (cc->h_red) CUDA_OK(cudaFreeHost(cc->h_red));
+    CUDA_OK(cudaEventDestroy(cc->labels_done));
+    CUDNN_OK(cudnnDestroy(cc->cudnn));
+    CUBLAS_OK(cublasDestroy(cc->cublas));
+    CUDA_OK(cudaStreamDestroy(cc->stream));
+    free(cc);
+    ctx->dev = NULL;
+}
+
+/* ---- the table ---- */
+
+static const Backend g_cuda = {
+    /* .name */ "cuda",
+    /* .device */ DEVICE_CUDA,
+    /* .alloc */ cuda_alloc,
+    /* .free */ cuda_free,
+    /* .upload */ cuda_upload,
+    /* .download */ cuda_download,
+    /* .copy */ cuda_copy,
+    /* .fill */ cuda_fill,
+    /* .linear_forward */ cuda_linear_forward,
+    /* .linear_backward */ cuda_linear_backward,
+    /* .conv2d_forward */ cuda_conv2d_forward,
+    /* .conv2d_backward */ cuda_conv2d_backward,
+    /* .groupnorm_forward */ cuda_groupnorm_forward,
+    /* .groupnorm_backward */ cuda_groupnorm_backward,
+    /* .silu_forward */ cuda_silu_forward,
+    /* .silu_backward */ cuda_silu_backward,
+    /* .softplus_forward */ cuda_softplus_forward,
+    /* .softplus_backward */ cuda_softplus_backward,
+    /* .add */ cuda_add,
+    /* .mul */ cuda_mul,
+    /* .mul_backward */ cuda_mul_backward,
+    /* .scale */ cuda_scale,
+    /* .axpy */ cuda_axpy,
+    /* .scale_rows */ cuda_scale_rows,
+    /* .modulate_forward */ cuda_modulate_forward,
+    /* .modulate_backward */ cuda_modulate_backward,
+    /* .add_channel_forward */ cuda_add_channel_forward,
+    /* .add_channel_backward */ cuda_add_channel_backward,
+    /* .sinusoidal_forward */ cuda_sinusoidal_forward,
+    /* .sinusoidal_backward */ cuda_sinusoidal_backward,
+    /* .onehot */ cuda_onehot,
+    /* .upsample2x_forward */ cuda_upsample2x_forward,
+    /* .upsample2x_backward */ cuda_upsample2x_backward,
+    /* .concat_forward */ cuda_concat_forward,
+    /* .concat_backward */ cuda_concat_backward,
+    /* .attention_forward */ cuda_attention_forward,
+    /* .attention_backward */ cuda_attention_backward,
+    /* .wmse_forward */ cuda_wmse_forward,
+    /* .wmse_backward */ cuda_wmse_backward,
+    /* .sumsq */ cuda_sumsq,
+    /* .adamw_update */ cuda_adamw_update,
+    /* .ema_update */ cuda_ema_update,
+    /* .rng_normal */ cuda_rng_normal,
+    /* .rng_uniform */ cuda_rng_uniform,
+};
 
 extern "C" const Backend *backend_cuda_get(int index, char *err, size_t errlen) {
     int count = 0;
@@ -74,19 +240,16 @@ extern "C" const Backend *backend_cuda_get(int index, char *err, size_t errlen) 
         msd_errf(err, errlen, "GPU %d requested but this machine has %d CUDA device(s)", index, count);
         return NULL;
     }
+    if (g_device >= 0 && g_device != index) {
+        msd_errf(err, errlen, "GPU %d requested but this process already uses GPU %d (one GPU per process)", index,
+                 g_device);
+        return NULL;
+    }
     e = cudaSetDevice(index);
     if (e != cudaSuccess) {
         msd_errf(err, errlen, "cudaSetDevice(%d): %s", index, cudaGetErrorString(e));
         return NULL;
     }
-    memset(&g_cuda, 0, sizeof g_cuda);
-    g_cuda.name = "cuda";
-    g_cuda.device = DEVICE_CUDA;
-    g_cuda.alloc = cuda_alloc;
-    g_cuda.free = cuda_free;
-    g_cuda.upload = cuda_upload;
-    g_cuda.download = cuda_download;
-    g_cuda.copy = cuda_copy;
-    g_cuda.fill = cuda_fill;
+    g_device = index;
     return &g_cuda;
 }
