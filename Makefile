@@ -145,7 +145,8 @@ bench: all
 	@tools/install-deps --bench
 	@tools/bench-all $(BINDIR) $(BUILD)/bench
 
-demo: deps all
+demo: deps
+	@$(MAKE) -s -j$$(nproc) all
 	@tools/demo
 
 clean:
