@@ -51,7 +51,7 @@ t_wait_for 20 bash -c "! kill -0 $lpid 2>/dev/null"
 wait "$lpid"; rc=$?
 t_check "launcher exits non-zero after a student is killed" test "$rc" -ne 0
 t_check "launcher names the killed student" grep -qE "student.0 \(pid $spid\).*(signal 9|SIGKILL|killed)" kill.log
-t_check "no process of the pipeline is left" bash -c "! pgrep -f -- 'mog_stage2-$lpid/' >/dev/null"
+t_check "no process of the pipeline is left" bash -c "! pgrep -f -- '[m]og_stage2-$lpid/' >/dev/null"
 "$BIN/msdpipe" up mog_stage2 "${small[@]}" --set steps=60 --set ckpt_every=20 2>resume.log
 t_check "the restart resumes from the checkpoint" grep -qE 'student.0\] INFO resuming at step [1-9][0-9]*' resume.log
 t_end
