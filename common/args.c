@@ -75,3 +75,9 @@ int args_unknown(Proc *p, const char *a) {
     fprintf(stderr, "[%s] ERROR unknown option %s (try --help)\n", p->name, a);
     return 2;
 }
+
+const char *args_mode(const Proc *p, const char *def) {
+    for (int i = 1; i + 1 < p->argc; i++)
+        if (args_is(p->argv[i], "--mode")) return p->argv[i + 1];
+    return def;
+}

@@ -24,6 +24,9 @@ int args_int(Proc *p, int *i, int *out, int lo, int hi);
 int args_u64(Proc *p, int *i, uint64_t *out);
 int args_float(Proc *p, int *i, float *out, double lo, double hi);
 int args_str(Proc *p, int *i, const char **out);
+/* The value of the first "--mode VALUE" in p->argv, or def (processes pick their mode first,
+ * then let the mode's own parser read every option). */
+const char *args_mode(const Proc *p, const char *def);
 /* An unknown option: message, returns 2. */
 int args_unknown(Proc *p, const char *a);
 

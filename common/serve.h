@@ -13,6 +13,10 @@
 #include "proc.h"
 #include "wire.h"
 
+/* Wait up to timeout_ms for sock to become readable while serving the control socket (a
+ * LINE is answered "this process takes no input lines"). 1: readable; 0: not (timeout or a
+ * stop: check proc_should_stop). */
+int serve_wait(Proc *p, void *sock, int timeout_ms);
 /* 1: *req holds a request for the caller (who closes it); 0: nothing to do. */
 int serve_recv(void *sock, WireMsg *req);
 void serve_error(void *sock, const WireMsg *req, int32_t status, const char *fmt, ...)

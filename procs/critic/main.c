@@ -207,9 +207,7 @@ static int critic_open(Proc *p, Critic *c) {
 int main(int argc, char **argv) {
     Proc p;
     proc_start(&p, "critic", usage, argc, argv);
-    const char *mode = "gauss";
-    for (int i = 1; i + 1 < p.argc; i++)
-        if (args_is(p.argv[i], "--mode")) mode = p.argv[i + 1];
+    const char *mode = args_mode(&p, "gauss");
     Critic c;
     memset(&c, 0, sizeof c);
     int mog = !strcmp(mode, "mog");
@@ -230,15 +228,9 @@ int main(int argc, char **argv) {
     proc_ready(&p);
     double next_log = msd_now() + 5;
     while (!proc_should_stop(&p)) {
-        WireMsg line;
-        int r = proc_poll(&p, &serve, 1, 500, &line);
-        if (r & PROC_POLL_LINE) {
-            proc_reply_line(&p, &line, "this process takes no input lines", WIRE_STATUS_UNKNOWN_OP);
-            wire_msg_close(&line);
-        }
         WireMsg req;
         /* one request per poll: the control socket is served between requests */
-        if ((r & 1) && serve_recv(serve, &req)) {
+        if (serve_wait(&p, serve, 500) && serve_recv(serve, &req)) {
             busy_begin(&c.busy);
             if (!mog && req.op == WIRE_OP_DENOISE) gauss_denoise(serve, &req);
             else if (mog && req.op == WIRE_OP_DENOISE) critic_denoise(&c, serve, &req);

@@ -19,6 +19,8 @@
 #include "args.h"
 #include "log.h"
 #include "proc.h"
+#include "rpc.h"
+#include "serve.h"
 #include "student.h"
 
 static const char *usage =
@@ -35,84 +37,15 @@ static const char *usage =
 
 typedef struct Student {
     Proc *p;
+    Rpc rpc;
     void *data, *teacher, *critic;
-    int timeout_ms;
-    char err[WIRE_MAX_ERROR + 128];
 } Student;
-
-/* Handle one readable reply on sock: it must be the answer to id with op `op` (a stale or
- * unrelated reply is logged and dropped). Returns 1 when *m holds the reply, 0 when it was
- * dropped, -1 on a failure described in s->err. */
-static int student_take_reply(Student *s, void *sock, const char *peer, uint64_t id, uint32_t op, WireMsg *m) {
-    char err[256];
-    int rc = wire_recv(sock, m, 0, err, sizeof err);
-    if (rc == WIRE_EAGAIN) return 0;
-    if (rc != WIRE_OK) { snprintf(s->err, sizeof s->err, "%s sent a bad message: %s", peer, err); return -1; }
-    if (m->id != id) {
-        log_warn("%s: dropped a reply to request %llu (waiting for %llu)", peer, (unsigned long long)m->id, (unsigned long long)id);
-        wire_msg_close(m);
-        return 0;
-    }
-    if (m->status != WIRE_STATUS_OK || m->op != op) {
-        snprintf(s->err, sizeof s->err, "%s answered request %llu with %s, status %s: %s", peer, (unsigned long long)id,
-                 wire_op_name(m->op), wire_status_name(m->status), m->error[0] ? m->error : "(no text)");
-        wire_msg_close(m);
-        return -1;
-    }
-    return 1;
-}
-
-/* Wait for the replies to requests sent on n sockets (all in flight); services the control
- * socket meanwhile. Returns 0 when all arrived, -1 (s->err) on a failure, timeout or stop. */
-static int student_await(Student *s, int n, void **socks, const char **peers, const uint64_t *ids, uint32_t op, WireMsg *out) {
-    int have[4] = {0};
-    int got = 0;
-    double deadline = msd_now() + s->timeout_ms / 1000.0;
-    while (got < n) {
-        double left = deadline - msd_now();
-        if (left <= 0) {
-            for (int i = 0; i < n; i++)
-                if (!have[i]) { snprintf(s->err, sizeof s->err, "%s did not answer within %d ms", peers[i], s->timeout_ms); break; }
-            goto fail;
-        }
-        void *wait[4];
-        int map[4], nw = 0;
-        for (int i = 0; i < n; i++) if (!have[i]) { map[nw] = i; wait[nw++] = socks[i]; }
-        WireMsg line;
-        int r = proc_poll(s->p, wait, nw, (int)(left * 1000.0) + 1, &line);
-        if (r & PROC_POLL_LINE) {
-            proc_reply_line(s->p, &line, "a training student takes no input lines", WIRE_STATUS_UNKNOWN_OP);
-            wire_msg_close(&line);
-        }
-        if (proc_should_stop(s->p)) { snprintf(s->err, sizeof s->err, "stopped while waiting for replies"); goto fail; }
-        for (int k = 0; k < nw; k++) {
-            if (!(r & (1 << k))) continue;
-            int i = map[k];
-            int rc = student_take_reply(s, socks[i], peers[i], ids[i], op, &out[i]);
-            if (rc < 0) goto fail;
-            if (rc == 1) { have[i] = 1; got++; }
-        }
-    }
-    return 0;
-fail:
-    for (int i = 0; i < n; i++) if (have[i]) wire_msg_close(&out[i]);
-    return -1;
-}
-
-static int student_send(Student *s, void *sock, const char *peer, const WireMsg *m) {
-    char err[256];
-    if (wire_send(sock, m, 0, s->timeout_ms, err, sizeof err) != WIRE_OK) {
-        snprintf(s->err, sizeof s->err, "sending %s to %s: %s", wire_op_name(m->op), peer, err);
-        return -1;
-    }
-    return 0;
-}
 
 /* The reply "d" must have x's shape and equal x / (1 + sigma^2) (float tolerance). */
 static int student_check_denoise(Student *s, const char *peer, const WireMsg *rep, const WireTensor *x, const float *sigma) {
     const WireTensor *d = wire_msg_find(rep, "d");
     if (!d || d->dtype != WIRE_F32 || d->ndim != x->ndim || memcmp(d->shape, x->shape, (size_t)x->ndim * sizeof(int64_t))) {
-        snprintf(s->err, sizeof s->err, "%s: reply tensor \"d\" missing or not f32 of x's shape", peer);
+        snprintf(s->rpc.err, sizeof s->rpc.err, "%s: reply tensor \"d\" missing or not f32 of x's shape", peer);
         return -1;
     }
     int64_t n = x->shape[0];
@@ -123,7 +56,7 @@ static int student_check_denoise(Student *s, const char *peer, const WireMsg *re
             size_t k = (size_t)i * per + j;
             float want = xs[k] / (1.0f + sigma[i] * sigma[i]);
             if (!(fabsf(ds[k] - want) <= 1e-6f + 1e-5f * fabsf(want))) {
-                snprintf(s->err, sizeof s->err, "%s: d[%zu] = %.9g, want x/(1+sigma^2) = %.9g", peer, k, ds[k], want);
+                snprintf(s->rpc.err, sizeof s->rpc.err, "%s: d[%zu] = %.9g, want x/(1+sigma^2) = %.9g", peer, k, ds[k], want);
                 return -1;
             }
         }
@@ -135,16 +68,13 @@ static int student_train(Student *s, int steps) {
     int every = steps >= 5 ? steps / 5 : 1;
     float *sigma = NULL;
     for (int step = 0; step < steps; step++) {
-        uint64_t id = (uint64_t)step + 1;
+        uint64_t id = rpc_id(&s->rpc);
         WireMsg req, batch;
         wire_msg_init(&req, WIRE_OP_BATCH, id);
-        if (student_send(s, s->data, "data", &req) < 0) break;
-        void *dsock[1] = {s->data};
-        const char *dpeer[1] = {"data"};
-        if (student_await(s, 1, dsock, dpeer, &id, WIRE_OP_BATCH, &batch) < 0) break;
+        if (rpc_call(&s->rpc, s->data, "data", &req, &batch) < 0) break;
         const WireTensor *x = wire_msg_find(&batch, "x");
         if (!x || x->dtype != WIRE_F32 || x->ndim < 1) {
-            snprintf(s->err, sizeof s->err, "data: batch without an f32 tensor \"x\" (N, ...)");
+            snprintf(s->rpc.err, sizeof s->rpc.err, "data: batch without an f32 tensor \"x\" (N, ...)");
             wire_msg_close(&batch);
             break;
         }
@@ -159,10 +89,11 @@ static int student_train(Student *s, int steps) {
         void *socks[2] = {s->teacher, s->critic};
         const char *peers[2] = {"teacher", "critic"};
         uint64_t ids[2] = {id, id};
+        uint32_t ops[2] = {WIRE_OP_DENOISE, WIRE_OP_DENOISE};
         WireMsg reps[2];
         /* both requests go out before either reply is awaited */
-        int ok = student_send(s, s->teacher, "teacher", &dn) == 0 && student_send(s, s->critic, "critic", &dn) == 0 &&
-                 student_await(s, 2, socks, peers, ids, WIRE_OP_DENOISE, reps) == 0;
+        int ok = rpc_send(&s->rpc, s->teacher, "teacher", &dn) == 0 && rpc_send(&s->rpc, s->critic, "critic", &dn) == 0 &&
+                 rpc_await(&s->rpc, 2, socks, peers, ids, ops, reps) == 0;
         if (ok) {
             ok = student_check_denoise(s, "teacher", &reps[0], x, sigma) == 0 &&
                  student_check_denoise(s, "critic", &reps[1], x, sigma) == 0;
@@ -183,34 +114,18 @@ static int student_train(Student *s, int steps) {
 
 static void student_serve(Proc *p, void *serve) {
     while (!proc_should_stop(p)) {
-        WireMsg line;
-        int r = proc_poll(p, &serve, 1, 500, &line);
-        if (r & PROC_POLL_LINE) {
-            proc_reply_line(p, &line, "this process takes no input lines", WIRE_STATUS_UNKNOWN_OP);
-            wire_msg_close(&line);
-        }
-        if (!(r & 1)) continue;
         WireMsg req;
-        char err[256];
-        int rc = wire_recv(serve, &req, 0, err, sizeof err);
-        if (rc == WIRE_EAGAIN) continue;
-        if (rc == WIRE_ESOCKET) { log_warn("serve socket: %s", err); continue; }
-        if (rc == WIRE_EMALFORMED) {
-            log_warn("malformed message (answered %s): %s", wire_status_name(req.reject_status), err);
-            wire_send_error(serve, &req, req.reject_status, err);
-            continue;
-        }
-        if (req.op == WIRE_OP_ECHO || req.op == WIRE_OP_HEARTBEAT) {
+        if (!serve_wait(p, serve, 500) || !serve_recv(serve, &req)) continue;
+        if (req.op == WIRE_OP_ECHO) {
             WireMsg rep;
             wire_reply_init(&rep, &req, req.op, WIRE_STATUS_OK);
             for (int i = 0; i < req.ntensors; i++) {
                 const WireTensor *t = &req.tensors[i];
                 wire_msg_add(&rep, t->name, t->dtype, t->ndim, t->shape, t->data);
             }
-            if (wire_send(serve, &rep, 0, 1000, err, sizeof err) != WIRE_OK) log_warn("reply to %llu: %s", (unsigned long long)req.id, err);
+            serve_reply(serve, &rep);
         } else {
-            snprintf(err, sizeof err, "a serving student answers echo, not %s", wire_op_name(req.op));
-            wire_send_error(serve, &req, WIRE_STATUS_UNKNOWN_OP, err);
+            serve_unknown(serve, &req, "echo");
         }
         wire_msg_close(&req);
     }
@@ -219,9 +134,7 @@ static void student_serve(Proc *p, void *serve) {
 int main(int argc, char **argv) {
     Proc p;
     proc_start(&p, "student", usage, argc, argv);
-    const char *mode = "train";
-    for (int i = 1; i + 1 < p.argc; i++)
-        if (args_is(p.argv[i], "--mode")) mode = p.argv[i + 1];
+    const char *mode = args_mode(&p, "train");
     if (!strcmp(mode, "mog-train")) return student_mog_train(&p);
     if (!strcmp(mode, "mog-serve")) return student_mog_serve(&p);
     int steps = 10, timeout_ms = 10000;
@@ -248,7 +161,9 @@ int main(int argc, char **argv) {
         return proc_finish(&p);
     }
     if (strcmp(mode, "train") != 0) { fprintf(stderr, "[%s] ERROR --mode %s: expected train, serve, mog-train or mog-serve\n", p.name, mode); return 2; }
-    Student s = {.p = &p, .timeout_ms = timeout_ms};
+    Student s = {.p = &p};
+    rpc_init(&s.rpc, &p, timeout_ms);
+    s.rpc.busy_reply = "a training student takes no input lines";
     s.data = proc_connected(&p, "data");
     s.teacher = proc_connected(&p, "teacher");
     s.critic = proc_connected(&p, "critic");
@@ -266,7 +181,7 @@ int main(int argc, char **argv) {
     int zero = 0; /* requests still queued to a failed peer need not go out */
     for (int i = 0; i < p.nconnect; i++) zmq_setsockopt(p.connects[i].sock, ZMQ_LINGER, &zero, sizeof zero);
     int st = proc_finish(&p);
-    if (st == 0 && proc_should_stop(&p) == 0) { log_error("%s", s.err); return 1; }
-    if (st == 0) log_info("%s", s.err); /* a signal or STOP: a clean stop */
+    if (st == 0 && proc_should_stop(&p) == 0) { log_error("%s", s.rpc.err); return 1; }
+    if (st == 0) log_info("%s", s.rpc.err); /* a signal or STOP: a clean stop */
     return st;
 }

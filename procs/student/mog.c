@@ -402,14 +402,9 @@ int student_mog_serve(Proc *p) {
     busy_init(&busy);
     proc_ready(p);
     while (!proc_should_stop(p)) {
-        WireMsg line, req;
-        int r = proc_poll(p, &serve, 1, 500, &line);
-        if (r & PROC_POLL_LINE) {
-            proc_reply_line(p, &line, "this process takes no input lines", WIRE_STATUS_UNKNOWN_OP);
-            wire_msg_close(&line);
-        }
+        WireMsg req;
         /* one request per poll: the control socket is served between requests */
-        if ((r & 1) && serve_recv(serve, &req)) {
+        if (serve_wait(p, serve, 500) && serve_recv(serve, &req)) {
             busy_begin(&busy);
             const WireTensor *l = NULL, *sd = NULL;
             if (req.op != WIRE_OP_GENERATE) serve_unknown(serve, &req, "generate");
