@@ -81,3 +81,10 @@ const char *args_mode(const Proc *p, const char *def) {
         if (args_is(p->argv[i], "--mode")) return p->argv[i + 1];
     return def;
 }
+
+int args_cpu_only(const Proc *p, const char *why) {
+    if (p->gpu < 0) return 0;
+    fprintf(stderr, "[%s] ERROR --gpu %d: %s runs on the CPU only; leave out --gpu (gpu= in the pipeline)\n", p->name,
+            p->gpu, why);
+    return 2;
+}

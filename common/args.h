@@ -27,6 +27,9 @@ int args_str(Proc *p, int *i, const char **out);
 /* The value of the first "--mode VALUE" in p->argv, or def (processes pick their mode first,
  * then let the mode's own parser read every option). */
 const char *args_mode(const Proc *p, const char *def);
+/* For a mode that runs nothing on a GPU: with --gpu given, a message saying so (naming why)
+ * and 2, so nothing silently runs on the CPU instead; else 0. */
+int args_cpu_only(const Proc *p, const char *why);
 /* An unknown option: message, returns 2. */
 int args_unknown(Proc *p, const char *a);
 

@@ -208,6 +208,7 @@ int main(int argc, char **argv) {
     Proc p;
     proc_start(&p, "critic", usage, argc, argv);
     const char *mode = args_mode(&p, "gauss");
+    if (args_cpu_only(&p, "the critic's toy modes (gauss, mog)")) return 2;
     Critic c;
     memset(&c, 0, sizeof c);
     int mog = !strcmp(mode, "mog");

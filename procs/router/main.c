@@ -339,6 +339,7 @@ int main(int argc, char **argv) {
     const char *mode = "echo", *mix = NULL, *part = NULL;
     for (int i = 1; i + 1 < p.argc; i++)
         if (args_is(p.argv[i], "--mode")) mode = p.argv[i + 1];
+    if (args_cpu_only(&p, "the router")) return 2;
     if (!strcmp(mode, "partition")) return router_partition(&p);
     if (strcmp(mode, "echo") != 0 && strcmp(mode, "mog") != 0) {
         fprintf(stderr, "[%s] ERROR --mode %s: expected echo, partition or mog\n", p.name, mode);

@@ -135,6 +135,7 @@ int main(int argc, char **argv) {
     Proc p;
     proc_start(&p, "student", usage, argc, argv);
     const char *mode = args_mode(&p, "train");
+    if (args_cpu_only(&p, "every student mode so far (the skeleton and the toy MLP)")) return 2;
     if (!strcmp(mode, "mog-train")) return student_mog_train(&p);
     if (!strcmp(mode, "mog-serve")) return student_mog_serve(&p);
     int steps = 10, timeout_ms = 10000;
