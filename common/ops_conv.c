@@ -1,15 +1,20 @@
 /* ops_conv.c: 2-D convolution on the CPU (NCHW, square kernel, stride, zero padding).
  *
- * Forward per image: out_n (O, L) = w (O, C*K*K) @ col_n (C*K*K, L) with L = Ho*Wo, where col is
- * im2col of the image; a 1x1 stride-1 unpadded conv uses the image itself as col (no copy).
- * Backward per image: dcol = w^T @ dout_n then col2im adds into din; dw += dout_n @ col_n^T;
- * db += row sums of dout_n.
+ * 3x3 stride-1 pad-1 (the UNet's conv): a direct AVX-512 convolution over zero-padded images
+ * (section "direct 3x3" below) for the forward and, with the flipped transposed weight, for
+ * backward-data; dw directly as well on large maps (28x28), by im2col + GEMM on small ones.
+ * Everything else: im2col + one OpenBLAS sgemm per image. Forward per image: out_n (O, L) =
+ * w (O, C*K*K) @ col_n (C*K*K, L) with L = Ho*Wo; a 1x1 stride-1 unpadded conv uses the image
+ * itself as col (no copy). Backward per image: dcol = w^T @ dout_n then col2im adds into din;
+ * dw += dout_n @ col_n^T; db += row sums of dout_n. (Batching several images into one GEMM
+ * was measured slower here: the per-image col stays in L2, a group's does not.)
  *
  * Threading: images are split over the thread pool, each chunk calls single-threaded OpenBLAS
  * (backend_cpu sets openblas_set_num_threads(1)); dw/db of chunk t > 0 go to a partial in
  * scratch, chunk 0 adds straight into dw/db, and the partials are summed at the end.
- * Scratch per chunk: col and dcol (C*K*K*L floats each), dw and db partials. Not here: groups,
- * dilation, non-square kernels. */
+ * Scratch per chunk: col and dcol (C*K*K*L floats each) or the direct path's padded images,
+ * output block and dw vector partials; dw and db partials. Not here: groups, dilation,
+ * non-square kernels. */
 #include "blas.h"
 #include <string.h>
 
@@ -154,6 +159,254 @@ static void col2im_add(float *im, float *col, const ConvShape *s, int64_t Ho, in
     }
 }
 
+
+/* ---- direct 3x3 stride-1 pad-1 convolution ----
+ * The UNet's main conv, done without im2col: each image is copied once into a zero-padded
+ * plane per channel, (C, (H+2)*(W+2)) flattened with pitch Wp = W+2. Output position (h, w)
+ * sits at flat index p = (h+1)*Wp + w+1, and its (kh, kw) tap at p + (kh-1)*Wp + (kw-1), so a
+ * run of 16 consecutive p is one unaligned vector load per tap. Positions p cover the flat
+ * range [Wp+1, H*Wp+W], padding columns included (their results are dropped), NP of them.
+ * A micro-kernel holds DIR_OB output channels x DIR_PB vectors of positions in registers and
+ * loops over input channels and the 9 taps; weights are re-laid out as (O/DIR_OB, C, 9, DIR_OB)
+ * (O rounded up with zero rows) so the DIR_OB values of a tap are adjacent.
+ * The same kernel gives backward-data: din = conv(dout, wt) with wt[c][o] = w[o][c] flipped. */
+#define DIR_OB 4
+#define DIR_PB 6
+#define DIR_VL 16
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+typedef __m512 DirVec;
+static inline DirVec dir_zero(void) { return _mm512_setzero_ps(); }
+static inline DirVec dir_load(const float *p) { return _mm512_loadu_ps(p); }
+static inline void dir_store(float *p, DirVec v) { _mm512_storeu_ps(p, v); }
+static inline DirVec dir_fma(float a, DirVec x, DirVec acc) { return _mm512_fmadd_ps(_mm512_set1_ps(a), x, acc); }
+static inline DirVec dir_fmav(DirVec a, DirVec x, DirVec acc) { return _mm512_fmadd_ps(a, x, acc); }
+static inline DirVec dir_add(DirVec a, DirVec b) { return _mm512_add_ps(a, b); }
+#else /* portable fallback (sanitizer builds, machines without AVX-512): same algorithm */
+typedef struct { float v[DIR_VL]; } DirVec;
+static inline DirVec dir_zero(void) { DirVec r; for (int i = 0; i < DIR_VL; i++) r.v[i] = 0.0f; return r; }
+static inline DirVec dir_load(const float *p) { DirVec r; memcpy(r.v, p, sizeof r.v); return r; }
+static inline void dir_store(float *p, DirVec v) { memcpy(p, v.v, sizeof v.v); }
+static inline DirVec dir_fma(float a, DirVec x, DirVec acc) {
+    for (int i = 0; i < DIR_VL; i++) acc.v[i] += a * x.v[i];
+    return acc;
+}
+static inline DirVec dir_fmav(DirVec a, DirVec x, DirVec acc) {
+    for (int i = 0; i < DIR_VL; i++) acc.v[i] += a.v[i] * x.v[i];
+    return acc;
+}
+static inline DirVec dir_add(DirVec a, DirVec b) {
+    for (int i = 0; i < DIR_VL; i++) a.v[i] += b.v[i];
+    return a;
+}
+#endif
+
+typedef struct {
+    int64_t Wp, S, NP, NV; /* pitch, padded plane, positions, vectors of positions */
+    int64_t off[9];        /* flat offset of tap (kh, kw) */
+} DirGeom;
+
+static void dir_geom(DirGeom *g, int64_t H, int64_t W) {
+    g->Wp = W + 2;
+    g->S = (H + 2) * g->Wp;
+    g->NP = (H - 1) * g->Wp + W;
+    g->NV = (g->NP + DIR_VL - 1) / DIR_VL;
+    for (int k = 0; k < 9; k++) g->off[k] = (k / 3 - 1) * g->Wp + (k % 3 - 1);
+}
+/* floats of a padded image of C channels: the last vector run reads up to DIR_VL - 1 past S */
+static int64_t dir_pad_floats(const DirGeom *g, int64_t C) { return C * g->S + DIR_VL; }
+static int64_t dir_out_floats(const DirGeom *g, int64_t O) {
+    return (O + DIR_OB - 1) / DIR_OB * DIR_OB * g->NV * DIR_VL;
+}
+/* floats of the re-laid weights of an O <- C convolution */
+static int64_t dir_weight_floats(int64_t O, int64_t C) { return (O + DIR_OB - 1) / DIR_OB * DIR_OB * C * 9; }
+
+/* dst (C, S) zero-padded planes (+ DIR_VL zeros) from im (C, H, W) */
+static void dir_pad(float *dst, const float *im, const DirGeom *g, int64_t C, int64_t H, int64_t W) {
+    const int64_t Wp = g->Wp;
+    for (int64_t c = 0; c < C; c++) {
+        float *d = dst + c * g->S;
+        const float *s = im + c * H * W;
+        memset(d, 0, (size_t)Wp * sizeof(float));
+        for (int64_t h = 0; h < H; h++) {
+            float *r = d + (h + 1) * Wp;
+            r[0] = 0.0f;
+            memcpy(r + 1, s + h * W, (size_t)W * sizeof(float));
+            r[W + 1] = 0.0f;
+        }
+        memset(d + (H + 1) * Wp, 0, (size_t)Wp * sizeof(float));
+    }
+    memset(dst + C * g->S, 0, DIR_VL * sizeof(float));
+}
+
+/* out (DIR_OB rows of pitch ldo) = the pb vectors of positions starting at in (+ taps) */
+static inline __attribute__((always_inline)) void dir_kernel(float *out, int64_t ldo, const float *in, const DirGeom *g,
+                                                             const float *wr, int64_t C, int pb) {
+    DirVec acc[DIR_OB][DIR_PB];
+    for (int o = 0; o < DIR_OB; o++)
+        for (int j = 0; j < pb; j++) acc[o][j] = dir_zero();
+    for (int64_t c = 0; c < C; c++) {
+        const float *x = in + c * g->S, *wc = wr + c * 9 * DIR_OB;
+        for (int k = 0; k < 9; k++) {
+            const float *xk = x + g->off[k];
+            DirVec v[DIR_PB];
+            for (int j = 0; j < pb; j++) v[j] = dir_load(xk + j * DIR_VL);
+            for (int o = 0; o < DIR_OB; o++) {
+                float a = wc[k * DIR_OB + o];
+                for (int j = 0; j < pb; j++) acc[o][j] = dir_fma(a, v[j], acc[o][j]);
+            }
+        }
+    }
+    for (int o = 0; o < DIR_OB; o++)
+        for (int j = 0; j < pb; j++) dir_store(out + o * ldo + j * DIR_VL, acc[o][j]);
+}
+
+/* Instances with a constant vector count, so that the accumulators live in registers. */
+#define DIR_KERNEL_N(n)                                                                                   \
+    static void dir_kernel_##n(float *out, int64_t ldo, const float *in, const DirGeom *g, const float *wr, \
+                               int64_t C) {                                                               \
+        dir_kernel(out, ldo, in, g, wr, C, n);                                                            \
+    }
+DIR_KERNEL_N(1)
+DIR_KERNEL_N(2)
+DIR_KERNEL_N(3)
+DIR_KERNEL_N(4)
+DIR_KERNEL_N(5)
+DIR_KERNEL_N(6)
+typedef void (*DirKernelFn)(float *, int64_t, const float *, const DirGeom *, const float *, int64_t);
+static const DirKernelFn dir_kernels[DIR_PB + 1] = {NULL, dir_kernel_1, dir_kernel_2, dir_kernel_3,
+                                                     dir_kernel_4, dir_kernel_5, dir_kernel_6};
+
+/* wr (ceil(O/DIR_OB), C, 9, DIR_OB) from a weight whose (o, c) 3x3 kernel is w + o*so + c*sc,
+ * taps reversed when flip (so that wt = w^T flipped needs no copy of its own) */
+static void dir_weights(float *wr, const float *w, int64_t O, int64_t C, int64_t so, int64_t sc, int flip) {
+    int64_t nb = (O + DIR_OB - 1) / DIR_OB;
+    for (int64_t b = 0; b < nb; b++)
+        for (int64_t c = 0; c < C; c++)
+            for (int k = 0; k < 9; k++)
+                for (int i = 0; i < DIR_OB; i++) {
+                    int64_t o = b * DIR_OB + i;
+                    wr[((b * C + c) * 9 + k) * DIR_OB + i] = o < O ? w[o * so + c * sc + (flip ? 8 - k : k)] : 0.0f;
+                }
+}
+
+/* out (O, H, W) = (or += when add) conv3x3(in (C, H, W)) + bias (NULL: none); pad and outp are
+ * dir_pad_floats(C) and dir_out_floats(O) of scratch */
+static void dir_conv_image(float *out, const float *in, const float *wr, const float *bias, int add, int64_t C,
+                           int64_t O, int64_t H, int64_t W, const DirGeom *g, float *pad, float *outp) {
+    dir_pad(pad, in, g, C, H, W);
+    const int64_t ldo = g->NV * DIR_VL, nb = (O + DIR_OB - 1) / DIR_OB;
+    const float *x = pad + g->Wp + 1;
+    for (int64_t v0 = 0; v0 < g->NV; v0 += DIR_PB) {
+        int pb = (int)(g->NV - v0 < DIR_PB ? g->NV - v0 : DIR_PB);
+        for (int64_t b = 0; b < nb; b++)
+            dir_kernels[pb](outp + b * DIR_OB * ldo + v0 * DIR_VL, ldo, x + v0 * DIR_VL, g, wr + b * C * 9 * DIR_OB, C);
+    }
+    for (int64_t o = 0; o < O; o++) {
+        float bv = bias ? bias[o] : 0.0f;
+        for (int64_t h = 0; h < H; h++) {
+            const float *src = outp + o * ldo + h * g->Wp;
+            float *dst = out + (o * H + h) * W;
+            if (add)
+                for (int64_t w = 0; w < W; w++) dst[w] += src[w];
+            else
+                for (int64_t w = 0; w < W; w++) dst[w] = src[w] + bv;
+        }
+    }
+}
+
+
+/* ---- direct 3x3 weight gradient ----
+ * dw[o][c][k] = sum over positions of dout[o] * (tap k of in[c]): with dout laid out like the
+ * kernel's output (doutp (O, NV*16), zero at the padding columns and past NP) and the input
+ * padded as in the forward, this is a dot product of two vector runs per (o, c, k). A kernel
+ * keeps DIR_DWOB output channels x 9 taps of vector partial sums in registers for one input
+ * channel and adds them to dwv ((O/DIR_DWOB, C, 9, DIR_DWOB) vectors, kept over all the
+ * chunk's images); the 16 lanes are summed once at the end (dir_dw_reduce). */
+#define DIR_DWOB 3
+/* Below this many vectors of positions per image (the 14x14 and 7x7 maps), im2col and a GEMM
+ * per image measured faster for dw (bench_ops, 2-core AVX-512 machine). */
+#define DIR_DW_MIN_NV 32
+
+static int64_t dir_dw_rows(int64_t O) { return (O + DIR_DWOB - 1) / DIR_DWOB * DIR_DWOB; }
+static int64_t dir_dwv_floats(int64_t O, int64_t C) { return dir_dw_rows(O) * C * 9 * DIR_VL; }
+
+/* doutp (dir_dw_rows(O), NV*16) from dout (O, H, W), zero outside the H x W positions */
+static void dir_lay_dout(float *doutp, const float *dout, const DirGeom *g, int64_t O, int64_t H, int64_t W) {
+    const int64_t ldo = g->NV * DIR_VL;
+    for (int64_t o = 0; o < dir_dw_rows(O); o++) {
+        float *d = doutp + o * ldo;
+        if (o >= O) {
+            memset(d, 0, (size_t)ldo * sizeof(float));
+            continue;
+        }
+        for (int64_t h = 0; h < H; h++) {
+            memcpy(d + h * g->Wp, dout + (o * H + h) * W, (size_t)W * sizeof(float));
+            if (h + 1 < H) d[h * g->Wp + W] = d[h * g->Wp + W + 1] = 0.0f;
+        }
+        memset(d + g->NP, 0, (size_t)(ldo - g->NP) * sizeof(float));
+    }
+}
+
+/* acc (9, DIR_DWOB) vectors (+)= the dot products of d's DIR_DWOB rows with x's 9 taps, summed
+ * over ng images (d and x advance by dstride and xstride per image) */
+static void dir_dw_kernel(float *acc_out, int first, const float *d, int64_t ldo, int64_t dstride, const float *x,
+                          int64_t xstride, int64_t ng, const DirGeom *g) {
+    DirVec acc[DIR_DWOB][9];
+    for (int o = 0; o < DIR_DWOB; o++)
+        for (int k = 0; k < 9; k++) acc[o][k] = dir_zero();
+    const int64_t o0 = g->off[0], o1 = g->off[1], o2 = g->off[2], o3 = g->off[3], o5 = g->off[5], o6 = g->off[6],
+                  o7 = g->off[7], o8 = g->off[8];
+    for (int64_t i = 0; i < ng; i++, d += dstride, x += xstride) {
+        for (int64_t v = 0; v < g->NV * DIR_VL; v += DIR_VL) {
+            DirVec dv[DIR_DWOB];
+            for (int o = 0; o < DIR_DWOB; o++) dv[o] = dir_load(d + o * ldo + v);
+            const float *xv = x + v;
+            const int64_t offs[9] = {o0, o1, o2, o3, 0, o5, o6, o7, o8};
+            for (int k = 0; k < 9; k++) {
+                DirVec t = dir_load(xv + offs[k]);
+                for (int o = 0; o < DIR_DWOB; o++) acc[o][k] = dir_fmav(dv[o], t, acc[o][k]);
+            }
+        }
+    }
+    for (int k = 0; k < 9; k++)
+        for (int o = 0; o < DIR_DWOB; o++) {
+            float *q = acc_out + (k * DIR_DWOB + o) * DIR_VL;
+            dir_store(q, first ? acc[o][k] : dir_add(acc[o][k], dir_load(q)));
+        }
+}
+
+/* dwv (+)= the contribution of ng images: pad holds their padded inputs (ng, C, S) one after
+ * the other, doutp their laid-out dout (ng, dir_dw_rows(O), NV*16) */
+static void dir_dw_images(float *dwv, int first, const float *pad, const float *doutp, int64_t ng, const DirGeom *g,
+                          int64_t O, int64_t C) {
+    const int64_t ldo = g->NV * DIR_VL, nb = dir_dw_rows(O) / DIR_DWOB;
+    const float *x = pad + g->Wp + 1;
+    for (int64_t b = 0; b < nb; b++)
+        for (int64_t c = 0; c < C; c++)
+            dir_dw_kernel(dwv + (b * C + c) * 9 * DIR_DWOB * DIR_VL, first, doutp + b * DIR_DWOB * ldo, ldo,
+                          dir_dw_rows(O) * ldo, x + c * g->S, C * g->S, ng, g);
+}
+
+/* Images per dir_dw_images call: enough vector runs per kernel call to amortise its partial
+ * sums' load and store (7x7 maps have only 4 vectors of positions per image) */
+static int64_t dir_dw_group(const DirGeom *g) { return (64 + g->NV - 1) / g->NV; }
+
+/* dw (O, C, 3, 3) += the lane sums of dwv */
+static void dir_dw_reduce(float *dw, const float *dwv, int64_t O, int64_t C) {
+    for (int64_t o = 0; o < O; o++)
+        for (int64_t c = 0; c < C; c++)
+            for (int k = 0; k < 9; k++) {
+                const float *q = dwv + (((o / DIR_DWOB * C + c) * 9 + k) * DIR_DWOB + o % DIR_DWOB) * DIR_VL;
+                float t = 0.0f;
+                for (int i = 0; i < DIR_VL; i++) t += q[i];
+                dw[(o * C + c) * 9 + k] += t;
+            }
+}
+
+static int conv_is_3x3_same(const ConvShape *s) { return s->K == 3 && s->stride == 1 && s->pad == 1; }
+
 typedef struct {
     float *out, *din, *dw, *db;
     const float *in, *w, *b, *dout;
@@ -162,7 +415,25 @@ typedef struct {
     int direct;           /* 1x1, stride 1, pad 0: the image is its own col */
     float *scratch;
     int64_t per_thread;   /* scratch floats per chunk */
+    const float *wr;      /* direct 3x3 path (forward, or backward-data): re-laid weights */
+    DirGeom g;
+    int64_t part_off;     /* offset of the dw and db partials in a chunk's scratch */
+    int dw_direct;        /* 3x3 same: dw by dir_dw_images (else im2col and GEMM) */
 } ConvArgs;
+
+static int64_t conv_part_floats(const ConvArgs *a) {
+    return (a->dw ? a->s->O * a->CKK : 0) + (a->db ? a->s->O : 0);
+}
+
+static void conv_fwd_direct(void *p, int64_t n0, int64_t n1, int tid) {
+    const ConvArgs *a = p;
+    const ConvShape *s = a->s;
+    const int64_t HW = s->H * s->W;
+    float *pad = a->scratch + tid * a->per_thread, *outp = pad + dir_pad_floats(&a->g, s->C);
+    for (int64_t n = n0; n < n1; n++)
+        dir_conv_image(a->out + n * s->O * HW, a->in + n * s->C * HW, a->wr, a->b, 0, s->C, s->O, s->H, s->W, &a->g,
+                       pad, outp);
+}
 
 static void conv_fwd_images(void *p, int64_t n0, int64_t n1, int tid) {
     const ConvArgs *a = p;
@@ -205,9 +476,72 @@ void cpu_conv2d_forward(BackendCtx *ctx, float *out, const float *in, const floa
     a.CKK = s->C * s->K * s->K;
     a.direct = s->K == 1 && s->stride == 1 && s->pad == 0;
     int chunks = conv_chunks(ctx, s);
+    if (conv_is_3x3_same(s)) {
+        dir_geom(&a.g, s->H, s->W);
+        int64_t nw = dir_weight_floats(s->O, s->C);
+        a.per_thread = dir_pad_floats(&a.g, s->C) + dir_out_floats(&a.g, s->O);
+        float *scratch = backend_ctx_scratch(ctx, nw + a.per_thread * chunks);
+        dir_weights(scratch, w, s->O, s->C, s->C * 9, 9, 0);
+        a.wr = scratch;
+        a.scratch = scratch + nw;
+        parallel_for(chunks, s->N, conv_fwd_direct, &a);
+        return;
+    }
     a.per_thread = a.direct ? 0 : a.CKK * a.Ho * a.Wo;
     a.scratch = a.per_thread ? backend_ctx_scratch(ctx, a.per_thread * chunks) : NULL;
     parallel_for(chunks, s->N, conv_fwd_images, &a);
+}
+
+
+/* The dw and db a chunk adds into: the caller's for chunk 0, zeroed partials in scratch else */
+static void conv_partials(const ConvArgs *a, int tid, float **dwp, float **dbp) {
+    const int64_t n = a->s->O * a->CKK;
+    float *base = a->scratch + tid * a->per_thread + a->part_off;
+    if (tid == 0) {
+        *dwp = a->dw;
+        *dbp = a->db;
+        return;
+    }
+    *dwp = base;
+    *dbp = base + (a->dw ? n : 0);
+    if (a->dw) memset(*dwp, 0, (size_t)n * sizeof(float));
+    if (a->db) memset(*dbp, 0, (size_t)a->s->O * sizeof(float));
+}
+
+static void conv_bwd_direct(void *p, int64_t n0, int64_t n1, int tid) {
+    const ConvArgs *a = p;
+    const ConvShape *s = a->s;
+    const int64_t O = s->O, C = s->C, HW = s->H * s->W;
+    float *dwp, *dbp;
+    conv_partials(a, tid, &dwp, &dbp);
+    float *pad = a->scratch + tid * a->per_thread + a->part_off + conv_part_floats(a);
+    float *outp = pad + dir_pad_floats(&a->g, O), *padg = outp + dir_out_floats(&a->g, C);
+    const int64_t G = dir_dw_group(&a->g), ldo = a->g.NV * DIR_VL;
+    float *doutp = padg + G * C * a->g.S + DIR_VL, *dwv = doutp + G * dir_dw_rows(O) * ldo;
+    for (int64_t n = n0; n < n1; n += G) {
+        int64_t ng = n1 - n < G ? n1 - n : G;
+        for (int64_t j = n; j < n + ng; j++) {
+            const float *dout = a->dout + j * O * HW;
+            if (a->din)
+                dir_conv_image(a->din + j * C * HW, dout, a->wr, NULL, 1, O, C, s->H, s->W, &a->g, pad, outp);
+            if (a->db)
+                for (int64_t o = 0; o < O; o++) dbp[o] += (float)ops_sum(dout + o * HW, HW);
+        }
+        if (a->dw && !a->dw_direct) {
+            /* small maps: dw by im2col and a GEMM per image (padg holds col) */
+            for (int64_t j = n; j < n + ng; j++) {
+                im2col(padg, a->in + j * C * HW, s, s->H, s->W);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)O, (int)a->CKK, (int)HW, 1.0f,
+                            a->dout + j * O * HW, (int)HW, padg, (int)HW, 1.0f, dwp, (int)a->CKK);
+            }
+        } else if (a->dw) {
+            dir_pad(padg, a->in + n * C * HW, &a->g, ng * C, s->H, s->W);
+            for (int64_t j = 0; j < ng; j++)
+                dir_lay_dout(doutp + j * dir_dw_rows(O) * ldo, a->dout + (n + j) * O * HW, &a->g, O, s->H, s->W);
+            dir_dw_images(dwv, n == n0, padg, doutp, ng, &a->g, O, C);
+        }
+    }
+    if (a->dw && a->dw_direct) dir_dw_reduce(dwp, dwv, O, C);
 }
 
 static void conv_bwd_images(void *p, int64_t n0, int64_t n1, int tid) {
@@ -215,15 +549,8 @@ static void conv_bwd_images(void *p, int64_t n0, int64_t n1, int tid) {
     const ConvShape *s = a->s;
     const int64_t L = a->Ho * a->Wo, O = s->O, CKK = a->CKK, CHW = s->C * s->H * s->W;
     float *base = a->scratch + tid * a->per_thread;
-    float *col = base, *dcol = col + (a->direct ? 0 : CKK * L);
-    float *dwp = dcol + (a->direct ? 0 : CKK * L), *dbp = dwp + (a->dw ? O * CKK : 0);
-    if (tid == 0) { /* chunk 0 accumulates straight into the caller's gradients */
-        dwp = a->dw;
-        dbp = a->db;
-    } else {
-        if (a->dw) memset(dwp, 0, (size_t)(O * CKK) * sizeof(float));
-        if (a->db) memset(dbp, 0, (size_t)O * sizeof(float));
-    }
+    float *col = base, *dcol = col + (a->direct ? 0 : CKK * L), *dwp, *dbp;
+    conv_partials(a, tid, &dwp, &dbp);
     for (int64_t n = n0; n < n1; n++) {
         const float *dout = a->dout + n * O * L;
         if (a->din) {
@@ -268,11 +595,33 @@ void cpu_conv2d_backward(BackendCtx *ctx, float *din, float *dw, float *db, cons
     a.direct = s->K == 1 && s->stride == 1 && s->pad == 0;
     int chunks = conv_chunks(ctx, s);
     const int64_t O = s->O, L = a.Ho * a.Wo;
-    a.per_thread = (a.direct ? 0 : 2 * a.CKK * L) + (dw ? O * a.CKK : 0) + (db ? O : 0);
-    a.scratch = backend_ctx_scratch(ctx, a.per_thread * chunks);
-    parallel_for(chunks, s->N, conv_bwd_images, &a);
+    if (conv_is_3x3_same(s)) {
+        /* din = conv3x3(dout, wt), wt (C, O, 3, 3) = w transposed and flipped; dw directly */
+        const int64_t C = s->C;
+        dir_geom(&a.g, s->H, s->W);
+        int64_t nw = din ? dir_weight_floats(C, O) : 0;
+        a.part_off = 0;
+        const int64_t G = dir_dw_group(&a.g);
+        a.dw_direct = a.g.NV >= DIR_DW_MIN_NV;
+        int64_t dw_floats = 0;
+        if (dw && a.dw_direct)
+            dw_floats = dir_pad_floats(&a.g, G * C) + G * dir_dw_rows(O) * a.g.NV * DIR_VL + dir_dwv_floats(O, C);
+        else if (dw)
+            dw_floats = a.CKK * L > dir_pad_floats(&a.g, G * C) ? a.CKK * L : dir_pad_floats(&a.g, G * C);
+        a.per_thread = conv_part_floats(&a) + dir_pad_floats(&a.g, O) + dir_out_floats(&a.g, C) + dw_floats;
+        float *scratch = backend_ctx_scratch(ctx, nw + a.per_thread * chunks);
+        if (din) dir_weights(scratch, w, C, O, 9, C * 9, 1);
+        a.wr = scratch;
+        a.scratch = scratch + nw;
+        parallel_for(chunks, s->N, conv_bwd_direct, &a);
+    } else {
+        a.part_off = a.direct ? 0 : 2 * a.CKK * L;
+        a.per_thread = a.part_off + conv_part_floats(&a);
+        a.scratch = backend_ctx_scratch(ctx, a.per_thread * chunks);
+        parallel_for(chunks, s->N, conv_bwd_images, &a);
+    }
     for (int t = 1; t < chunks; t++) {
-        const float *base = a.scratch + t * a.per_thread + (a.direct ? 0 : 2 * a.CKK * L);
+        const float *base = a.scratch + t * a.per_thread + a.part_off;
         if (dw) {
             for (int64_t i = 0; i < O * a.CKK; i++) dw[i] += base[i];
             base += O * a.CKK;
