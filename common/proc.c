@@ -473,7 +473,72 @@ int proc_poll(Proc *p, void **socks, int nsocks, int timeout_ms, WireMsg *line) 
     }
 }
 
+/* ---- keepalive: a helper thread serves the control socket during long computations ---- */
+
+typedef struct ProcKeepalive {
+    Proc *p;
+    pthread_t thread;
+    int wake[2];           /* pipe: proc_keepalive_end writes a byte to stop the thread */
+    int active;
+} ProcKeepalive;
+
+static void *proc_keepalive_main(void *arg) {
+    ProcKeepalive *k = arg;
+    Proc *p = k->p;
+    while (!p->launcher_silent) {
+        zmq_pollitem_t it[2] = {{p->control, 0, ZMQ_POLLIN, 0}, {NULL, k->wake[0], ZMQ_POLLIN, 0}};
+        int rc = zmq_poll(it, 2, 100);
+        if (rc < 0) {
+            if (zmq_errno() == EINTR) continue;
+            break; /* ETERM: the context is going away */
+        }
+        if (it[1].revents & ZMQ_POLLIN) break;
+        if (it[0].revents & ZMQ_POLLIN) {
+            WireMsg m;
+            if (proc_handle_control(p, &m, 1)) {
+                proc_reply_line(p, &m, "busy computing; this process takes no input lines now", WIRE_STATUS_BUSY);
+                wire_msg_close(&m);
+            }
+        }
+        if (msd_now() - p->last_heard > p->liveness_ms / 1000.0) {
+            log_error("the launcher has been silent for %d ms; exiting", p->liveness_ms);
+            p->launcher_silent = 1;
+        }
+    }
+    return NULL;
+}
+
+void proc_keepalive_begin(Proc *p) {
+    if (!p->control) return;
+    if (!p->keepalive) {
+        p->keepalive = msd_calloc(1, sizeof *p->keepalive);
+        if (pipe(p->keepalive->wake) != 0) msd_die("pipe (keepalive): %s", strerror(errno));
+    }
+    ProcKeepalive *k = p->keepalive;
+    MSD_CHECK(!k->active);
+    k->p = p;
+    if (pthread_create(&k->thread, NULL, proc_keepalive_main, k) != 0) msd_die("pthread_create (keepalive) failed");
+    k->active = 1;
+}
+
+void proc_keepalive_end(Proc *p) {
+    ProcKeepalive *k = p->keepalive;
+    if (!p->control || !k || !k->active) return;
+    char c = 1;
+    while (write(k->wake[1], &c, 1) < 0 && errno == EINTR) {}
+    pthread_join(k->thread, NULL);
+    while (read(k->wake[0], &c, 1) < 0 && errno == EINTR) {}
+    k->active = 0;
+}
+
 int proc_finish(Proc *p) {
+    proc_keepalive_end(p);
+    if (p->keepalive) {
+        close(p->keepalive->wake[0]);
+        close(p->keepalive->wake[1]);
+        free(p->keepalive);
+        p->keepalive = NULL;
+    }
     for (int i = 0; i < p->nbind; i++) if (p->binds[i].sock) zmq_close(p->binds[i].sock);
     for (int i = 0; i < p->nconnect; i++) if (p->connects[i].sock) zmq_close(p->connects[i].sock);
     if (p->control) {

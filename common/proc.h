@@ -42,6 +42,7 @@
 #define PROC_POLL_LINE (-2147483647 - 1)
 
 struct ProcCurve;
+struct ProcKeepalive;
 struct Backend;
 
 typedef struct ProcEndpoint {
@@ -66,6 +67,7 @@ typedef struct Proc {
     int stop_requested;    /* STOP received from the launcher */
     int launcher_silent;   /* the launcher went silent: exit status 3 */
     struct ProcCurve *curve; /* CurveZMQ keys and ZAP thread, or NULL (private) */
+    struct ProcKeepalive *keepalive; /* proc_keepalive_* helper thread state, or NULL (private) */
     /* the process's own arguments, in order, after the skeleton ones were taken out */
     int argc;
     char **argv;
@@ -94,6 +96,14 @@ int proc_reply_line(Proc *p, const WireMsg *req, const char *text, int32_t statu
 /* The backend for --gpu N (backend_get on DEVICE_CUDA). NULL with a message in err in a build
  * without CUDA (proc_start already refuses --gpu there) or when p->gpu < 0. */
 const struct Backend *proc_gpu(Proc *p, char *err, size_t errlen);
+/* Keep the control protocol alive through a computation longer than a heartbeat period (a
+ * training step, a sampling run): between proc_keepalive_begin and proc_keepalive_end a helper
+ * thread owns the control socket: it answers HEARTBEATs, notes STOP and a silent launcher
+ * (proc_should_stop turns true after the end), and answers a LINE with status BUSY. In between
+ * the caller must not touch the control socket (no proc_poll, rpc_*, proc_done, ...) nor the
+ * Proc's fields; its other sockets are its own. No-op standalone. Not nestable (a bug). */
+void proc_keepalive_begin(Proc *p);
+void proc_keepalive_end(Proc *p);
 /* Send DONE (no-op standalone). */
 void proc_done(Proc *p);
 /* Close sockets (linger bounded so queued messages go out) and the context. Returns the exit

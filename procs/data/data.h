@@ -15,5 +15,7 @@ typedef struct DataSource {
 /* --mode mog: parses its options from p->argv (those it does not know are an error);
  * 0, or 2 after a message. */
 int data_mog_open(Proc *p, DataSource *src);
+/* --mode fmnist: labelled images (Fashion-MNIST, PNG folders; fmnist.c). Same contract. */
+int data_fmnist_open(Proc *p, DataSource *src);
 
 #endif

@@ -6,7 +6,8 @@
  *                               "label" i32 (N) = (id + n) mod 10, so a client can recompute both
  *   --mode mog                  the 2-D mixture toy: conditions from a student's partition,
  *                               generator noise and true samples (mog.c)
- * Not yet here: Fashion-MNIST and PNG folders. */
+ *   --mode fmnist               labelled images (Fashion-MNIST IDX files, PNG folders), shuffled
+ *                               batches keyed by step, per student from a partition (fmnist.c) */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +26,12 @@ static const char *usage =
     "  --mode mog --mix FILE [--partition FILE] [--seed S]\n"
     "                       BATCH {\"student\" i32, \"count\" i32, \"step\" i64[, \"truth\" u8]} ->\n"
     "                       \"z\" f32 (count, dim), \"label\" i32 (count)[, \"x\" f32 (count, dim)]\n"
+    "  --mode fmnist [--data SPEC] [--classes LIST] [--partition FILE] [--seed S]\n"
+    "                       SPEC: fmnist:train (default), fmnist:test, fmnist:DIR:train, png:FOLDER, ...\n"
+    "                       BATCH {\"count\" i32, \"step\" i64[, \"student\" i32]} ->\n"
+    "                       \"x\" f32 (count, C, H, W) in [-1, 1], \"label\" i32 (count)\n"
+    "                       partition classes: ids 0..9 or tshirt trouser pullover dress coat sandal\n"
+    "                       shirt sneaker bag boot\n"
     "  --shape N,C,H,W      batch shape, 1 to 8 dims (default 4,1,8,8)\n"
     "serves (--bind serve=ENDPOINT): BATCH -> \"x\" f32 (N, ...), \"label\" i32 (N)\n";
 
@@ -116,8 +123,9 @@ int main(int argc, char **argv) {
     int rc;
     if (!strcmp(mode, "synthetic")) rc = synthetic_open(&p, &src);
     else if (!strcmp(mode, "mog")) rc = data_mog_open(&p, &src);
+    else if (!strcmp(mode, "fmnist")) rc = data_fmnist_open(&p, &src);
     else {
-        fprintf(stderr, "[%s] ERROR --mode %s: expected synthetic or mog\n", p.name, mode);
+        fprintf(stderr, "[%s] ERROR --mode %s: expected synthetic, mog or fmnist\n", p.name, mode);
         rc = 2;
     }
     if (rc) return rc;

@@ -1,84 +1,170 @@
 /* procs/teacher/main.c: msd-teacher, the process that serves teacher denoiser outputs
- * D(x_t; sigma, c) to every student and critic.
+ * D(x_t; sigma, c) to every student and critic, samples from the teacher, and (stage 0)
+ * trains it.
  *
  * Modes:
  *   --mode gauss (default)  d = x / (1 + sigma^2), the exact denoiser for x0 ~ N(0, I): the
  *                           walking skeleton's formula, any shape, no labels
  *   --mode mog --mix FILE   the exact class-conditional denoiser of a Gaussian mixture
  *                           (common/mog.h): "x" (N, dim), "sigma" (N), "label" (N)
- * Both serve DENOISE through one batching loop: requests that arrive within --window-ms of
- * the first one (from any student or critic) are answered with one denoiser call over their
- * concatenation, up to --max-batch rows. The teacher logs its batch sizes and its busy time.
- * Not yet here: the UNet teacher, stage-0 training, the multi-step sampler. */
+ *   --mode serve --ckpt F   a trained EDM UNet (unet.c), EMA weights: "x" (N, C, H, W), "sigma"
+ *                           (N), "label" (N) for a class-conditional net
+ *   --mode train            stage 0: trains the UNet teacher on batches from data (train.c)
+ * The serving modes answer DENOISE through one batching loop: requests that arrive within
+ * --window-ms of the first one (from any student or critic) are answered with one denoiser
+ * call over their concatenation, up to --max-batch rows. They also answer SAMPLE (mog, serve):
+ * N samples of the EDM Heun sampler (ALGORITHMS.md section 1) for the request's labels, noise
+ * keyed by its seed. The teacher logs its batch sizes and its busy time. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "args.h"
+#include "edmunet.h"
 #include "log.h"
 #include "mog.h"
 #include "proc.h"
+#include "sampler.h"
 #include "serve.h"
+#include "teacher.h"
 
 #define MAX_REQS 256
+#define SAMPLE_MAX_STEPS 1000
+#define SIGMA_MAX_OK 1e6f
 
 static const char *usage =
-    "  --mode gauss|mog    gauss (default): d = x / (1 + sigma^2); mog: exact mixture denoiser\n"
+    "  --mode gauss|mog|serve|train\n"
+    "                      gauss (default): d = x / (1 + sigma^2); mog: exact mixture denoiser;\n"
+    "                      serve: a trained UNet checkpoint; train: stage-0 training (below)\n"
     "  --mix FILE          mixture specification (mode mog; docs/MOG.md)\n"
+    "  --ckpt FILE         the UNet checkpoint (mode serve; its EMA weights are served)\n"
+    "  --net SPEC          the UNet CONFIG-SPEC (mode serve; default: the checkpoint's)\n"
+    "  --cap N             rows per network call (mode serve; default 256)\n"
+    "  --threads T         CPU threads (mode serve; default: all cores)\n"
     "  --max-batch N       rows per denoiser call (default 4096)\n"
     "  --window-ms MS      how long to collect concurrent requests after the first (default 1)\n"
     "serves (--bind serve=ENDPOINT): DENOISE \"x\" f32 (N, ...), \"sigma\" f32 (N)[, \"label\" i32 (N)]\n"
-    "  -> \"d\" like x\n";
+    "  -> \"d\" like x; SAMPLE (mog, serve) \"label\" i32 (N), \"seed\" i64 (1), \"steps\" i32 (1)\n"
+    "  [, \"churn\" f32 (1)] -> \"x\" f32 (N, ...)\n"
+    "--mode train: stage 0, train the UNet teacher on batches from data (--connect data=EP)\n"
+    "  --ckpt FILE            checkpoint: written every --ckpt-every steps, at the end and on STOP;\n"
+    "                         a run resumes from it when it exists (required)\n"
+    "  --net SPEC             UNet CONFIG-SPEC (default fmnist-s; docs/UNET.md)\n"
+    "  --steps N              training steps in all (default 100000)\n"
+    "  --batch B              images per step (default 128)\n"
+    "  --lr LR                AdamW peak learning rate (default 2e-4)\n"
+    "  --warmup N             linear warm-up steps (default 1000)\n"
+    "  --weight-decay W       AdamW decoupled weight decay (default 0)\n"
+    "  --grad-clip C          global gradient-norm clip, 0: none (default 1)\n"
+    "  --ema-halflife-kimg H  EMA half-life in thousands of images (default 50)\n"
+    "  --ema-rampup R         EMA ramp-up ratio: half-life <= R * images seen (default 0.05; 0: off)\n"
+    "  --seed S               seed of the initial weights and the noise (default 1)\n"
+    "  --ckpt-every N         steps between checkpoints (default 1000; 0: only at the end)\n"
+    "  --log-every N          steps between progress lines and metrics (default 50)\n"
+    "  --metrics FILE         JSON lines: step, loss, grad_norm, lr, nimg, images_per_s, ...\n"
+    "  --grid-every N         steps between sample grids (default 5000; 0: only at the end)\n"
+    "  --grid-dir DIR         where grid-STEP.png go (default: the checkpoint's folder/grids)\n"
+    "  --grid-steps N         Heun steps of the grid sampler (default 18, NFE 35)\n"
+    "  --grid-per-class N     images per class (a grid row; default 10)\n"
+    "  --threads T            CPU threads (default: all cores)\n"
+    "  --timeout-ms MS        how long to wait for a batch (default 60000)\n";
 
 typedef struct Teacher {
-    int mog_mode;
-    Mog mog;
+    TeacherNet net;
     int max_batch, window_ms;
     /* batch buffers, grown to the largest batch then kept */
     int64_t cap, per;
     float *x, *sigma, *d;
     int32_t *label;
     /* statistics */
-    long requests, batches, rows, max_rows;
+    long requests, batches, rows, max_rows, samples;
     Busy busy;
 } Teacher;
 
+/* ---- the exact denoisers ---- */
+
+static void gauss_denoise(void *self, float *out, const float *x, const float *sigma, const int32_t *labels,
+                          int64_t N, int64_t D) {
+    for (int64_t i = 0; i < N; i++) {
+        float f = 1.0f / (1.0f + sigma[i] * sigma[i]);
+        for (int64_t j = 0; j < D; j++) out[i * D + j] = x[i * D + j] * f;
+    }
+}
+
+static void mog_denoise_fn(void *self, float *out, const float *x, const float *sigma, const int32_t *labels,
+                           int64_t N, int64_t D) {
+    mog_denoise(self, out, x, sigma, labels, N);
+}
+
+static void mog_destroy(void *self) {
+    mog_free(self);
+    free(self);
+}
+
+/* ---- requests ---- */
+
+static int64_t net_per(const TeacherNet *n) {
+    int64_t per = 1;
+    for (int i = 0; i < n->ndim; i++) per *= n->shape[i];
+    return per;
+}
+
+static const char *net_shape_str(const TeacherNet *n, char *buf, size_t len) {
+    size_t k = (size_t)snprintf(buf, len, "(N");
+    for (int i = 0; i < n->ndim && k < len; i++) k += (size_t)snprintf(buf + k, len - k, ", %lld", (long long)n->shape[i]);
+    if (k < len) snprintf(buf + k, len - k, ")");
+    return buf;
+}
+
+/* "label" (n) i32 in [0, nclasses) when the net is conditional; NULL after answering. */
+static const WireTensor *check_labels(const TeacherNet *net, void *sock, const WireMsg *req, int64_t n, int *ok) {
+    *ok = 1;
+    if (net->nclasses <= 0) return NULL;
+    const WireTensor *l = serve_tensor(sock, req, "label", WIRE_I32, 1, n);
+    if (!l) { *ok = 0; return NULL; }
+    const int32_t *lb = l->data;
+    for (int64_t i = 0; i < n; i++)
+        if (lb[i] < 0 || lb[i] >= net->nclasses) {
+            serve_error(sock, req, WIRE_STATUS_BAD_REQUEST, "%s: label[%lld] = %d is not a class (0..%d)",
+                        wire_op_name(req->op), (long long)i, lb[i], net->nclasses - 1);
+            *ok = 0;
+            return NULL;
+        }
+    return l;
+}
+
 /* Check one DENOISE request; on success returns its row count, else answers and returns -1. */
 static int64_t teacher_check(Teacher *t, void *sock, const WireMsg *req, int64_t *per) {
-    if (req->op != WIRE_OP_DENOISE) {
-        serve_unknown(sock, req, "denoise");
-        return -1;
-    }
+    const TeacherNet *net = &t->net;
     const WireTensor *x = serve_tensor(sock, req, "x", WIRE_F32, -1, -1);
     if (!x) return -1;
     int64_t n = x->shape[0];
+    if (net->ndim > 0) {
+        int ok = x->ndim == 1 + net->ndim;
+        for (int i = 0; ok && i < net->ndim; i++) ok = x->shape[1 + i] == net->shape[i];
+        if (!ok) {
+            char b[128];
+            serve_error(sock, req, WIRE_STATUS_BAD_REQUEST, "denoise: \"x\" must be %s for this teacher",
+                        net_shape_str(net, b, sizeof b));
+            return -1;
+        }
+    }
     const WireTensor *s = serve_tensor(sock, req, "sigma", WIRE_F32, 1, n);
     if (!s) return -1;
     const float *sg = s->data;
-    for (int64_t i = 0; i < n; i++)
-        if (!isfinite(sg[i]) || sg[i] < 0) {
-            serve_error(sock, req, WIRE_STATUS_BAD_REQUEST, "denoise: sigma[%lld] = %g is not a finite value >= 0",
-                        (long long)i, sg[i]);
+    for (int64_t i = 0; i < n; i++) {
+        int ok = net->sigma_zero_ok ? isfinite(sg[i]) && sg[i] >= 0 : sg[i] > 0 && sg[i] <= SIGMA_MAX_OK;
+        if (!ok) {
+            serve_error(sock, req, WIRE_STATUS_BAD_REQUEST, "denoise: sigma[%lld] = %g is not %s", (long long)i, sg[i],
+                        net->sigma_zero_ok ? "a finite value >= 0" : "in (0, 1e6]");
             return -1;
         }
-    *per = n ? (int64_t)(x->nbytes / sizeof(float)) / n : 0;
-    if (t->mog_mode) {
-        if (x->ndim != 2 || x->shape[1] != t->mog.dim) {
-            serve_error(sock, req, WIRE_STATUS_BAD_REQUEST, "denoise: \"x\" must be (N, %d) for this mixture",
-                        t->mog.dim);
-            return -1;
-        }
-        const WireTensor *l = serve_tensor(sock, req, "label", WIRE_I32, 1, n);
-        if (!l) return -1;
-        const int32_t *lb = l->data;
-        for (int64_t i = 0; i < n; i++)
-            if (lb[i] < 0 || lb[i] >= t->mog.nclasses) {
-                serve_error(sock, req, WIRE_STATUS_BAD_REQUEST, "denoise: label[%lld] = %d is not a class (0..%d)",
-                            (long long)i, lb[i], t->mog.nclasses - 1);
-                return -1;
-            }
     }
+    int ok;
+    check_labels(net, sock, req, n, &ok);
+    if (!ok) return -1;
+    *per = net->ndim > 0 ? net_per(net) : n ? (int64_t)(x->nbytes / sizeof(float)) / n : 0;
     return n;
 }
 
@@ -95,7 +181,8 @@ static void teacher_grow(Teacher *t, int64_t rows, int64_t per) {
 }
 
 /* Concatenate the requests, run the denoiser once, answer each with its rows. */
-static void teacher_run(Teacher *t, void *sock, WireMsg *reqs, const int64_t *rows, int n, int64_t total, int64_t per) {
+static void teacher_run(Teacher *t, Proc *p, void *sock, WireMsg *reqs, const int64_t *rows, int n, int64_t total,
+                        int64_t per) {
     busy_begin(&t->busy);
     teacher_grow(t, total, per);
     int64_t off = 0;
@@ -103,16 +190,14 @@ static void teacher_run(Teacher *t, void *sock, WireMsg *reqs, const int64_t *ro
         const WireTensor *x = wire_msg_find(&reqs[r], "x"), *s = wire_msg_find(&reqs[r], "sigma");
         memcpy(t->x + off * per, x->data, x->nbytes);
         memcpy(t->sigma + off, s->data, s->nbytes);
-        if (t->mog_mode) memcpy(t->label + off, wire_msg_find(&reqs[r], "label")->data, sizeof(int32_t) * (size_t)rows[r]);
+        if (t->net.nclasses > 0)
+            memcpy(t->label + off, wire_msg_find(&reqs[r], "label")->data, sizeof(int32_t) * (size_t)rows[r]);
         off += rows[r];
     }
-    if (t->mog_mode) {
-        mog_denoise(&t->mog, t->d, t->x, t->sigma, t->label, total);
-    } else {
-        for (int64_t i = 0; i < total; i++) {
-            float f = 1.0f / (1.0f + t->sigma[i] * t->sigma[i]);
-            for (int64_t j = 0; j < per; j++) t->d[i * per + j] = t->x[i * per + j] * f;
-        }
+    if (total > 0) {
+        if (t->net.slow) proc_keepalive_begin(p);
+        t->net.denoise(t->net.self, t->d, t->x, t->sigma, t->net.nclasses > 0 ? t->label : NULL, total, per);
+        if (t->net.slow) proc_keepalive_end(p);
     }
     off = 0;
     for (int r = 0; r < n; r++) {
@@ -130,9 +215,77 @@ static void teacher_run(Teacher *t, void *sock, WireMsg *reqs, const int64_t *ro
     if (total > t->max_rows) t->max_rows = total;
 }
 
+/* The sampler's callback over the TeacherNet. */
+typedef struct SampleCtx {
+    const TeacherNet *net;
+    int64_t D;
+} SampleCtx;
+
+static void sample_denoise(void *ctx, float *out, const float *x, const float *sigma, const int32_t *labels, int64_t N) {
+    const SampleCtx *c = ctx;
+    c->net->denoise(c->net->self, out, x, sigma, labels, N, c->D);
+}
+
+/* SAMPLE {"label" (N), "seed" (1), "steps" (1)[, "churn" (1)]} -> "x" (N, shape...). */
+static void teacher_sample(Teacher *t, Proc *p, void *sock, const WireMsg *req) {
+    const TeacherNet *net = &t->net;
+    if (net->max_sample <= 0) {
+        serve_unknown(sock, req, "denoise");
+        return;
+    }
+    const WireTensor *l = serve_tensor(sock, req, "label", WIRE_I32, 1, -1);
+    const WireTensor *sd = l ? serve_tensor(sock, req, "seed", WIRE_I64, 1, 1) : NULL;
+    const WireTensor *st = sd ? serve_tensor(sock, req, "steps", WIRE_I32, 1, 1) : NULL;
+    if (!st) return;
+    int64_t n = l->shape[0];
+    if (n < 1 || n > net->max_sample) {
+        serve_error(sock, req, WIRE_STATUS_BAD_REQUEST, "sample: \"label\" must hold 1..%lld entries, not %lld",
+                    (long long)net->max_sample, (long long)n);
+        return;
+    }
+    int ok;
+    check_labels(net, sock, req, n, &ok);
+    if (!ok) return;
+    SamplerConfig c;
+    sampler_config_default(&c);
+    c.steps = *(const int32_t *)st->data;
+    if (c.steps < 1 || c.steps > SAMPLE_MAX_STEPS) {
+        serve_error(sock, req, WIRE_STATUS_BAD_REQUEST, "sample: \"steps\" %d must be in 1..%d", c.steps,
+                    SAMPLE_MAX_STEPS);
+        return;
+    }
+    if (wire_msg_find(req, "churn")) {
+        const WireTensor *ch = serve_tensor(sock, req, "churn", WIRE_F32, 1, 1);
+        if (!ch) return;
+        c.s_churn = *(const float *)ch->data;
+        if (!(c.s_churn >= 0 && c.s_churn <= 1000)) {
+            serve_error(sock, req, WIRE_STATUS_BAD_REQUEST, "sample: \"churn\" %g must be in [0, 1000]", c.s_churn);
+            return;
+        }
+    }
+    busy_begin(&t->busy);
+    int64_t D = net_per(net);
+    float *x = msd_malloc(sizeof(float) * (size_t)(n * D));
+    SampleCtx sc = {net, D};
+    if (net->slow) proc_keepalive_begin(p);
+    sampler_run(&c, sample_denoise, &sc, x, net->nclasses > 0 ? l->data : NULL, n, D,
+                (uint64_t)*(const int64_t *)sd->data, EDMUNET_STREAM_SAMPLE, 0);
+    if (net->slow) proc_keepalive_end(p);
+    int64_t shape[WIRE_MAX_DIMS] = {n};
+    for (int i = 0; i < net->ndim; i++) shape[1 + i] = net->shape[i];
+    WireMsg rep;
+    wire_reply_init(&rep, req, WIRE_OP_SAMPLE, WIRE_STATUS_OK);
+    wire_msg_add(&rep, "x", WIRE_F32, 1 + net->ndim, shape, x);
+    serve_reply(sock, &rep);
+    free(x);
+    busy_end(&t->busy);
+    t->samples += n;
+}
+
 /* Collect the requests that arrive within the window (requests with another row size go into
- * the next batch), then run them. */
-static void teacher_collect(Teacher *t, void *sock) {
+ * the next batch), then run them. A SAMPLE runs after the batch collected before it, so one
+ * peer's requests are answered in order. */
+static void teacher_collect(Teacher *t, Proc *p, void *sock) {
     static WireMsg reqs[MAX_REQS];
     int64_t rows[MAX_REQS];
     int n = 0;
@@ -141,21 +294,31 @@ static void teacher_collect(Teacher *t, void *sock) {
     for (;;) {
         WireMsg *req = &reqs[n];
         if (serve_recv(sock, req)) {
-            int64_t p;
-            int64_t k = teacher_check(t, sock, req, &p);
-            if (k < 0) {
-                wire_msg_close(req);
-            } else if (n > 0 && (p != per || total + k > t->max_batch)) {
-                /* it does not fit this batch: run the batch, then this request on its own */
-                teacher_run(t, sock, reqs, rows, n, total, per);
+            int64_t pr;
+            int64_t k = req->op == WIRE_OP_DENOISE ? teacher_check(t, sock, req, &pr) : -1;
+            if (req->op == WIRE_OP_SAMPLE) {
+                if (n > 0) teacher_run(t, p, sock, reqs, rows, n, total, per);
                 for (int i = 0; i < n; i++) wire_msg_close(&reqs[i]);
-                teacher_run(t, sock, req, &k, 1, k, p);
+                teacher_sample(t, p, sock, req);
+                wire_msg_close(req);
+                return;
+            }
+            if (req->op != WIRE_OP_DENOISE) {
+                serve_unknown(sock, req, t->net.max_sample > 0 ? "denoise and sample" : "denoise");
+                wire_msg_close(req);
+            } else if (k < 0) {
+                wire_msg_close(req);
+            } else if (n > 0 && (pr != per || total + k > t->max_batch)) {
+                /* it does not fit this batch: run the batch, then this request on its own */
+                teacher_run(t, p, sock, reqs, rows, n, total, per);
+                for (int i = 0; i < n; i++) wire_msg_close(&reqs[i]);
+                teacher_run(t, p, sock, req, &k, 1, k, pr);
                 wire_msg_close(req);
                 return;
             } else {
                 rows[n++] = k;
                 total += k;
-                per = p;
+                per = pr;
                 if (n == MAX_REQS || total >= t->max_batch) break;
                 continue;
             }
@@ -165,7 +328,7 @@ static void teacher_collect(Teacher *t, void *sock) {
         zmq_pollitem_t it = {sock, 0, ZMQ_POLLIN, 0};
         if (zmq_poll(&it, 1, (long)(left * 1000.0) + 1) <= 0) break;
     }
-    if (n > 0) teacher_run(t, sock, reqs, rows, n, total, per);
+    if (n > 0) teacher_run(t, p, sock, reqs, rows, n, total, per);
     for (int i = 0; i < n; i++) wire_msg_close(&reqs[i]);
 }
 
@@ -173,33 +336,74 @@ static void teacher_log_stats(Teacher *t) {
     log_info("served %ld requests in %ld batches: %.1f rows per batch on average, at most %ld; %.2f requests per batch",
              t->requests, t->batches, t->batches ? (double)t->rows / t->batches : 0.0, t->max_rows,
              t->batches ? (double)t->requests / t->batches : 0.0);
+    if (t->samples) log_info("sampled %ld images", t->samples);
     busy_report(&t->busy, "teacher");
+}
+
+/* The options of the exact modes (and the loop's); --mode serve parses its own. */
+static int exact_open(Proc *p, const char *mode, Teacher *t) {
+    const char *mix = NULL;
+    for (int i = 1; i < p->argc; i++) {
+        const char *a = p->argv[i];
+        if (args_is(a, "--mode")) i++;
+        else if (args_is(a, "--mix")) { if (args_str(p, &i, &mix)) return 2; }
+        else if (args_is(a, "--max-batch") || args_is(a, "--window-ms")) i++;
+        else return args_unknown(p, a);
+    }
+    TeacherNet *net = &t->net;
+    if (!strcmp(mode, "gauss")) {
+        snprintf(net->what, sizeof net->what, "d = x / (1 + sigma^2)");
+        net->denoise = gauss_denoise;
+        net->sigma_zero_ok = 1;
+        return 0;
+    }
+    char err[1024];
+    if (!mix) { fprintf(stderr, "[%s] ERROR --mode mog needs --mix FILE\n", p->name); return 2; }
+    Mog *mog = msd_calloc(1, sizeof *mog);
+    if (mog_load(mog, mix, err, sizeof err)) {
+        fprintf(stderr, "[%s] ERROR %s\n", p->name, err);
+        free(mog);
+        return 2;
+    }
+    snprintf(net->what, sizeof net->what, "the exact denoiser of the mixture %s", mix);
+    net->self = mog;
+    net->denoise = mog_denoise_fn;
+    net->destroy = mog_destroy;
+    net->ndim = 1;
+    net->shape[0] = mog->dim;
+    net->nclasses = mog->nclasses;
+    net->sigma_zero_ok = 1;
+    net->max_sample = 1 << 16;
+    return 0;
 }
 
 int main(int argc, char **argv) {
     Proc p;
     proc_start(&p, "teacher", usage, argc, argv);
-    const char *mode = "gauss", *mix = NULL;
+    const char *mode = args_mode(&p, "gauss");
+    if (!strcmp(mode, "train")) return teacher_train(&p);
     Teacher t = {.max_batch = 4096, .window_ms = 1};
     for (int i = 1; i < p.argc; i++) {
         const char *a = p.argv[i];
-        if (args_is(a, "--mode")) { if (args_str(&p, &i, &mode)) return 2; }
-        else if (args_is(a, "--mix")) { if (args_str(&p, &i, &mix)) return 2; }
-        else if (args_is(a, "--max-batch")) { if (args_int(&p, &i, &t.max_batch, 1, 1 << 24)) return 2; }
+        if (args_is(a, "--max-batch")) { if (args_int(&p, &i, &t.max_batch, 1, 1 << 24)) return 2; }
         else if (args_is(a, "--window-ms")) { if (args_int(&p, &i, &t.window_ms, 0, 10000)) return 2; }
-        else return args_unknown(&p, a);
     }
-    if (!strcmp(mode, "mog")) {
-        char err[1024];
-        if (!mix) { fprintf(stderr, "[%s] ERROR --mode mog needs --mix FILE\n", p.name); return 2; }
-        if (mog_load(&t.mog, mix, err, sizeof err)) { fprintf(stderr, "[%s] ERROR %s\n", p.name, err); return 2; }
-        t.mog_mode = 1;
-    } else if (strcmp(mode, "gauss") != 0) {
-        fprintf(stderr, "[%s] ERROR --mode %s: expected gauss or mog\n", p.name, mode);
+    int rc;
+    if (!strcmp(mode, "gauss") || !strcmp(mode, "mog"))
+        rc = args_cpu_only(&p, "the exact teachers (gauss, mog)") ? 2 : exact_open(&p, mode, &t);
+    else if (!strcmp(mode, "serve")) rc = teacher_unet_open(&p, &t.net);
+    else {
+        fprintf(stderr, "[%s] ERROR --mode %s: expected gauss, mog, serve or train\n", p.name, mode);
+        rc = 2;
+    }
+    if (rc) return rc;
+    void *serve = proc_bound(&p, "serve");
+    if (!serve) {
+        fprintf(stderr, "[%s] ERROR needs --bind serve=ENDPOINT\n", p.name);
+        if (t.net.destroy) t.net.destroy(t.net.self);
         return 2;
     }
-    void *serve = proc_bound(&p, "serve");
-    if (!serve) { fprintf(stderr, "[%s] ERROR needs --bind serve=ENDPOINT\n", p.name); return 2; }
+    log_info("serving %s", t.net.what);
     busy_init(&t.busy);
     proc_ready(&p);
     double next_log = msd_now() + 10;
@@ -210,14 +414,14 @@ int main(int argc, char **argv) {
             proc_reply_line(&p, &line, "this process takes no input lines", WIRE_STATUS_UNKNOWN_OP);
             wire_msg_close(&line);
         }
-        if (r & 1) teacher_collect(&t, serve);
+        if (r & 1) teacher_collect(&t, &p, serve);
         if (msd_now() > next_log && t.batches) {
             teacher_log_stats(&t);
             next_log = msd_now() + 10;
         }
     }
     teacher_log_stats(&t);
-    if (t.mog_mode) mog_free(&t.mog);
+    if (t.net.destroy) t.net.destroy(t.net.self);
     free(t.x); free(t.d); free(t.sigma); free(t.label);
     return proc_finish(&p);
 }

@@ -1,0 +1,373 @@
+/* train.c: msd-teacher --mode train, stage 0: trains the class-conditional EDM UNet teacher
+ * (ALGORITHMS.md section 1) on batches from the data process (--connect data=...).
+ *
+ * One step s: BATCH {"count" B, "step" s} from data (the next batch is requested before this
+ * step computes, so data and compute overlap); the EDM loss with ln sigma ~ N(-1.2, 1.2^2)
+ * and the noise drawn by edm_loss_step keyed by (--seed, s); backward; AdamW with linear
+ * warm-up, gradient clipping and an EMA of the weights in EDM's half-life form (--ema-halflife-
+ * kimg, ramp-up 0.05). Every --ckpt-every steps, at the end and on STOP/SIGTERM the run is
+ * checkpointed atomically (weights, EMA, AdamW moments, step, images seen); a restart with the
+ * same --ckpt resumes at the checkpoint's step and, since the data and the noise are keyed by
+ * step, computes exactly the losses an uninterrupted run computes. Progress lines, JSON-lines
+ * metrics (--metrics) and, every --grid-every steps, a PNG grid of EMA samples of every class
+ * (Heun, --grid-steps). A step longer than a heartbeat period runs under proc_keepalive.
+ *
+ * Not here: learning-rate decay (EDM trains at a constant rate after the warm-up), data
+ * augmentation, mixed precision. */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "args.h"
+#include "edmunet.h"
+#include "fsutil.h"
+#include "image.h"
+#include "log.h"
+#include "rpc.h"
+#include "serve.h"
+#include "teacher.h"
+
+#define GRID_MAX_ROWS 32
+
+typedef struct TrainOpts {
+    const char *spec, *ckpt, *metrics, *grid_dir;
+    long steps;
+    int batch, warmup, ckpt_every, log_every, grid_every, grid_steps, grid_per_class, threads, timeout_ms;
+    float lr, weight_decay, grad_clip, ema_kimg, ema_rampup;
+    uint64_t seed;
+} TrainOpts;
+
+typedef struct Trainer {
+    Proc *p;
+    TrainOpts o;
+    Rpc rpc;
+    void *data;
+    const Backend *be;
+    BackendCtx *ctx;
+    EdmUNet net;           /* trained */
+    EdmUNet ema;           /* the EMA weights, for the grids (inference buffers) */
+    int ema_ready;
+    char grid_dir[4096];
+    float *hx, *dx0;       /* host and device (B, dim) */
+    int32_t *hy;
+    uint64_t pending_id;   /* the BATCH request in flight, 0: none */
+    int64_t pending_step;
+    FILE *metrics;
+    Busy busy;
+} Trainer;
+
+static int train_opts_parse(Proc *p, TrainOpts *o) {
+    *o = (TrainOpts){.spec = "fmnist-s", .steps = 100000, .batch = 128, .warmup = 1000, .ckpt_every = 1000,
+                     .log_every = 50, .grid_every = 5000, .grid_steps = 18, .grid_per_class = 10,
+                     .timeout_ms = 60000, .lr = 2e-4f, .grad_clip = 1.0f, .ema_kimg = 50.0f, .ema_rampup = 0.05f,
+                     .seed = 1};
+    for (int i = 1; i < p->argc; i++) {
+        const char *a = p->argv[i];
+        if (args_is(a, "--mode")) i++;
+        else if (args_is(a, "--ckpt")) { if (args_str(p, &i, &o->ckpt)) return 2; }
+        else if (args_is(a, "--net")) { if (args_str(p, &i, &o->spec)) return 2; }
+        else if (args_is(a, "--steps")) { if (args_long(p, &i, &o->steps, 0, 1000000000L)) return 2; }
+        else if (args_is(a, "--batch")) { if (args_int(p, &i, &o->batch, 1, 1 << 16)) return 2; }
+        else if (args_is(a, "--lr")) { if (args_float(p, &i, &o->lr, 0, 1)) return 2; }
+        else if (args_is(a, "--warmup")) { if (args_int(p, &i, &o->warmup, 0, 1 << 30)) return 2; }
+        else if (args_is(a, "--weight-decay")) { if (args_float(p, &i, &o->weight_decay, 0, 1)) return 2; }
+        else if (args_is(a, "--grad-clip")) { if (args_float(p, &i, &o->grad_clip, 0, 1e9)) return 2; }
+        else if (args_is(a, "--ema-halflife-kimg")) { if (args_float(p, &i, &o->ema_kimg, 1e-6, 1e9)) return 2; }
+        else if (args_is(a, "--ema-rampup")) { if (args_float(p, &i, &o->ema_rampup, 0, 1)) return 2; }
+        else if (args_is(a, "--seed")) { if (args_u64(p, &i, &o->seed)) return 2; }
+        else if (args_is(a, "--ckpt-every")) { if (args_int(p, &i, &o->ckpt_every, 0, 1 << 30)) return 2; }
+        else if (args_is(a, "--log-every")) { if (args_int(p, &i, &o->log_every, 1, 1 << 30)) return 2; }
+        else if (args_is(a, "--metrics")) { if (args_str(p, &i, &o->metrics)) return 2; }
+        else if (args_is(a, "--grid-every")) { if (args_int(p, &i, &o->grid_every, 0, 1 << 30)) return 2; }
+        else if (args_is(a, "--grid-dir")) { if (args_str(p, &i, &o->grid_dir)) return 2; }
+        else if (args_is(a, "--grid-steps")) { if (args_int(p, &i, &o->grid_steps, 1, 1000)) return 2; }
+        else if (args_is(a, "--grid-per-class")) { if (args_int(p, &i, &o->grid_per_class, 1, 64)) return 2; }
+        else if (args_is(a, "--threads")) { if (args_int(p, &i, &o->threads, 0, 1024)) return 2; }
+        else if (args_is(a, "--timeout-ms")) { if (args_int(p, &i, &o->timeout_ms, 1, 86400000)) return 2; }
+        else return args_unknown(p, a);
+    }
+    if (!o->ckpt) { fprintf(stderr, "[%s] ERROR --mode train needs --ckpt FILE\n", p->name); return 2; }
+    return 0;
+}
+
+/* ---- data ---- */
+
+static int batch_send(Trainer *t, int64_t step) {
+    int32_t count = t->o.batch;
+    int64_t one = 1;
+    WireMsg req;
+    t->pending_id = rpc_id(&t->rpc);
+    t->pending_step = step;
+    wire_msg_init(&req, WIRE_OP_BATCH, t->pending_id);
+    wire_msg_add(&req, "count", WIRE_I32, 1, &one, &count);
+    wire_msg_add(&req, "step", WIRE_I64, 1, &one, &step);
+    return rpc_send(&t->rpc, t->data, "data", &req);
+}
+
+/* The batch of the request in flight into hx, hy (checked against the network). */
+static int batch_recv(Trainer *t) {
+    WireMsg rep;
+    const char *peer = "data";
+    uint32_t op = WIRE_OP_BATCH;
+    uint64_t id = t->pending_id;
+    t->pending_id = 0;
+    if (rpc_await(&t->rpc, 1, &t->data, &peer, &id, &op, &rep)) return -1;
+    const UNetConfig *c = &t->net.cfg;
+    const WireTensor *x = rpc_tensor(&t->rpc, &rep, "data", "x", WIRE_F32, 4);
+    const WireTensor *l = x ? rpc_tensor(&t->rpc, &rep, "data", "label", WIRE_I32, 1) : NULL;
+    int ok = l && x->shape[0] == t->o.batch && x->shape[1] == c->in_ch && x->shape[2] == c->res &&
+             x->shape[3] == c->res && l->shape[0] == t->o.batch;
+    if (l && !ok)
+        snprintf(t->rpc.err, sizeof t->rpc.err, "data: a batch of (%lld, %lld, %lld, %lld) images; the network %s needs "
+                 "(%d, %d, %d, %d)", (long long)x->shape[0], (long long)x->shape[1], (long long)x->shape[2],
+                 (long long)x->shape[3], t->net.spec, t->o.batch, c->in_ch, c->res, c->res);
+    if (ok) {
+        memcpy(t->hx, x->data, x->nbytes);
+        const int32_t *ls = l->data;
+        for (int i = 0; ok && i < t->o.batch; i++) {
+            if (c->label_dim > 0 && (ls[i] < 0 || ls[i] >= c->label_dim)) {
+                snprintf(t->rpc.err, sizeof t->rpc.err, "data: label %d is not a class of the network (0..%d)", ls[i],
+                         c->label_dim - 1);
+                ok = 0;
+            }
+            t->hy[i] = ls[i];
+        }
+    }
+    wire_msg_close(&rep);
+    return ok ? 0 : -1;
+}
+
+/* ---- checkpoints and grids ---- */
+
+static int train_checkpoint(Trainer *t) {
+    char err[1024], b[32], s[32];
+    snprintf(b, sizeof b, "%d", t->o.batch);
+    snprintf(s, sizeof s, "%llu", (unsigned long long)t->o.seed);
+    StMeta meta[3] = {{"teacher.batch", b}, {"teacher.seed", s}, {"teacher.role", "teacher"}};
+    double t0 = msd_now();
+    if (edmunet_save(&t->net, t->o.ckpt, meta, 3, err, sizeof err)) {
+        snprintf(t->rpc.err, sizeof t->rpc.err, "checkpoint: %s", err);
+        return -1;
+    }
+    log_info("checkpoint %s at step %lld (%.2f s)", t->o.ckpt, (long long)t->net.opt->step, msd_now() - t0);
+    return 0;
+}
+
+/* A grid of EMA samples: one row of --grid-per-class images per class (at most 32 classes), or
+ * a square of them for an unconditional net; the same noise every time. */
+static int train_grid(Trainer *t) {
+    const UNetConfig *c = &t->net.cfg;
+    int per = t->o.grid_per_class, rows = c->label_dim > 0 ? c->label_dim : per;
+    if (rows > GRID_MAX_ROWS) rows = GRID_MAX_ROWS;
+    int64_t n = (int64_t)rows * per;
+    char err[1024];
+    if (!t->ema_ready) {
+        if (edmunet_new(&t->ema, t->net.spec, t->be, t->ctx, n, NULL, 0, err, sizeof err))
+            msd_die("the EMA network: %s", err);   /* the same spec built the trained one: a bug */
+        t->ema_ready = 1;
+    }
+    ParamSet *ps = unet_params(t->net.unet);
+    t->be->copy(t->ctx, unet_params(t->ema.unet)->data, t->net.opt->ema, ps->total);
+    int32_t *labels = c->label_dim > 0 ? msd_malloc(sizeof(int32_t) * (size_t)n) : NULL;
+    for (int64_t i = 0; labels && i < n; i++) labels[i] = (int32_t)(i / per);
+    float *x = msd_malloc(sizeof(float) * (size_t)(n * t->net.dim));
+    SamplerConfig sc;
+    sampler_config_default(&sc);
+    sc.steps = t->o.grid_steps;
+    double t0 = msd_now();
+    proc_keepalive_begin(t->p);
+    edmunet_sample(&t->ema, &sc, x, labels, n, t->o.seed, 0);
+    proc_keepalive_end(t->p);
+    char path[4200];
+    snprintf(path, sizeof path, "%s/grid-%07lld.png", t->grid_dir, (long long)t->net.opt->step);
+    int rc = image_write_grid(path, x, n, c->in_ch, c->res, c->res, per, err, sizeof err);
+    if (rc) snprintf(t->rpc.err, sizeof t->rpc.err, "grid: %s", err);
+    else log_info("grid %s: %lld EMA samples, %d Heun steps (%.1f s)", path, (long long)n, sc.steps, msd_now() - t0);
+    free(labels);
+    free(x);
+    return rc;
+}
+
+/* ---- the loop ---- */
+
+static void format_eta(double s, char *buf, size_t len) {
+    if (!(s < 1e9)) { snprintf(buf, len, "?"); return; }
+    long v = (long)(s + 0.5);
+    snprintf(buf, len, "%ld:%02ld:%02ld", v / 3600, v / 60 % 60, v % 60);
+}
+
+static int train_loop(Trainer *t) {
+    Optim *opt = t->net.opt;
+    const TrainOpts *o = &t->o;
+    int64_t start = opt->step, B = o->batch, D = t->net.dim;
+    if (start >= o->steps) {
+        log_info("the checkpoint is at step %lld of %ld: nothing to train", (long long)start, o->steps);
+        return start == 0 ? train_checkpoint(t) : 0;
+    }
+    if (start > 0) log_info("resuming at step %lld of %ld", (long long)start, o->steps);
+    double loss_sum = 0, win_time = 0;
+    int loss_n = 0, nonfinite = 0;
+    int64_t win_steps = 0;
+    double t_run = msd_now();
+    if (batch_send(t, start)) return -1;
+    for (int64_t step = start; step < o->steps; step++) {
+        double t0 = msd_now();
+        if (batch_recv(t)) return -1;
+        if (step + 1 < o->steps && batch_send(t, step + 1)) return -1;
+        busy_begin(&t->busy);
+        proc_keepalive_begin(t->p);
+        t->be->upload(t->ctx, t->dx0, t->hx, B * D);
+        params_zero_grad(unet_params(t->net.unet));
+        float loss = edm_loss_step(&t->net.edm, t->dx0, t->net.cfg.label_dim > 0 ? t->hy : NULL, NULL, B, o->seed,
+                                   step, 1);
+        edm_loss_backward(&t->net.edm, B);
+        float gn = optim_step(opt);
+        proc_keepalive_end(t->p);
+        busy_end(&t->busy);
+        win_time += msd_now() - t0;
+        win_steps++;
+        if (!isfinite(loss) || !isfinite(gn)) {
+            if (nonfinite++ < 10) log_warn("step %lld: loss %g, gradient norm %g: the update was skipped", (long long)step, loss, gn);
+            if (opt->step == step) opt->step = step + 1; /* keep step = data step; nothing else changed */
+        } else {
+            loss_sum += loss;
+            loss_n++;
+        }
+        int64_t done = step + 1;
+        if (done % o->log_every == 0 || done == o->steps) {
+            double rate = (double)(win_steps * B) / (win_time > 0 ? win_time : 1e-9);
+            double eta = (double)(o->steps - done) * B / (rate > 0 ? rate : 1e-9);
+            double mean = loss_n ? loss_sum / loss_n : NAN;
+            char eta_s[32];
+            format_eta(eta, eta_s, sizeof eta_s);
+            log_info("step %lld/%ld  loss %.5f  grad_norm %.3g  lr %.3g  %.1f img/s  %s left", (long long)done, o->steps,
+                     mean, opt->last_grad_norm, opt->last_lr, rate, eta_s);
+            if (t->metrics) {
+                fprintf(t->metrics,
+                        "{\"step\": %lld, \"loss\": %.9g, \"grad_norm\": %.9g, \"lr\": %.6g, \"nimg\": %.0f, "
+                        "\"images_per_s\": %.2f, \"elapsed_s\": %.3f, \"eta_s\": %.1f}\n",
+                        (long long)done, mean, opt->last_grad_norm, opt->last_lr, opt->nimg, rate, msd_now() - t_run, eta);
+                fflush(t->metrics);
+            }
+            loss_sum = 0;
+            loss_n = 0;
+            win_time = 0;
+            win_steps = 0;
+        }
+        int stop = proc_should_stop(t->p);
+        if ((o->ckpt_every > 0 && done % o->ckpt_every == 0) || done == o->steps || stop)
+            if (train_checkpoint(t)) return -1;
+        if ((o->grid_every > 0 && done % o->grid_every == 0) || done == o->steps)
+            if (train_grid(t)) return -1;
+        if (stop) {
+            log_info("stopping at step %lld of %ld (checkpointed)", (long long)done, o->steps);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+int teacher_train(Proc *p) {
+    Trainer t;
+    memset(&t, 0, sizeof t);
+    t.p = p;
+    int rc = train_opts_parse(p, &t.o);
+    if (rc) return rc;
+    TrainOpts *o = &t.o;
+    t.data = proc_connected(p, "data");
+    if (!t.data) { fprintf(stderr, "[%s] ERROR --mode train needs --connect data=ENDPOINT\n", p->name); return 2; }
+    char err[1024];
+    t.be = p->gpu >= 0 ? proc_gpu(p, err, sizeof err) : backend_get(device_cpu(), err, sizeof err);
+    if (!t.be || backend_missing(t.be, err, sizeof err)) {
+        fprintf(stderr, "[%s] ERROR backend: %s\n", p->name, err);
+        return 1;
+    }
+    if (o->grid_dir) snprintf(t.grid_dir, sizeof t.grid_dir, "%s", o->grid_dir);
+    else {
+        const char *slash = strrchr(o->ckpt, '/');
+        snprintf(t.grid_dir, sizeof t.grid_dir, "%.*s%sgrids", slash ? (int)(slash - o->ckpt) : 0, o->ckpt,
+                 slash ? "/" : "");
+    }
+    if (fs_mkdir_parent(o->ckpt, err, sizeof err) || fs_mkdir_p(t.grid_dir, err, sizeof err) ||
+        (o->metrics && fs_mkdir_parent(o->metrics, err, sizeof err))) {
+        fprintf(stderr, "[%s] ERROR %s\n", p->name, err);
+        return 2;
+    }
+    OptimConfig oc;
+    optim_config_default(&oc);
+    oc.lr = o->lr;
+    oc.weight_decay = o->weight_decay;
+    oc.warmup_steps = o->warmup;
+    oc.grad_clip = o->grad_clip;
+    oc.ema = 1;
+    oc.ema_halflife_images = (double)o->ema_kimg * 1000.0;
+    oc.ema_rampup_ratio = o->ema_rampup;
+    oc.images_per_step = o->batch;
+    t.ctx = backend_ctx_new(t.be, o->threads);
+    if (edmunet_new(&t.net, o->spec, t.be, t.ctx, o->batch, &oc, o->seed, err, sizeof err)) {
+        fprintf(stderr, "[%s] ERROR --net: %s\n", p->name, err);
+        backend_ctx_destroy(&t.ctx);
+        return 2;
+    }
+    struct stat st;
+    if (stat(o->ckpt, &st) == 0) {
+        CheckpointMeta meta = {0};
+        if (edmunet_load(&t.net, o->ckpt, 0, &meta, err, sizeof err)) {
+            fprintf(stderr, "[%s] ERROR resuming from --ckpt: %s\n", p->name, err);
+            edmunet_free(&t.net);
+            backend_ctx_destroy(&t.ctx);
+            return 2;
+        }
+        const char *b = checkpoint_meta_get(&meta, "teacher.batch"), *s = checkpoint_meta_get(&meta, "teacher.seed");
+        char want[32];
+        snprintf(want, sizeof want, "%d", o->batch);
+        if (b && strcmp(b, want)) log_warn("the checkpoint was trained with batch %s, this run uses %d: the data order changes", b, o->batch);
+        snprintf(want, sizeof want, "%llu", (unsigned long long)o->seed);
+        if (s && strcmp(s, want)) log_warn("the checkpoint was trained with seed %s, this run uses %s", s, want);
+        checkpoint_meta_free(&meta);
+    }
+    if (o->metrics && !(t.metrics = fopen(o->metrics, "a"))) {
+        fprintf(stderr, "[%s] ERROR --metrics %s: %s\n", p->name, o->metrics, strerror(errno));
+        edmunet_free(&t.net);
+        backend_ctx_destroy(&t.ctx);
+        return 2;
+    }
+    rpc_init(&t.rpc, p, o->timeout_ms);
+    t.rpc.busy_reply = "a training teacher takes no input lines";
+    t.hx = msd_malloc(sizeof(float) * (size_t)(o->batch * t.net.dim));
+    t.hy = msd_malloc(sizeof(int32_t) * (size_t)o->batch);
+    t.dx0 = t.be->alloc(t.ctx, o->batch * t.net.dim);
+    log_info("training %s (%lld parameters) on %s: batch %d, %ld steps, lr %g (warm-up %d), clip %g, EMA half-life "
+             "%g kimg, seed %llu; checkpoint %s, grids in %s", t.net.spec, (long long)unet_params(t.net.unet)->total,
+             t.be->name, o->batch, o->steps, o->lr, o->warmup, o->grad_clip, o->ema_kimg, (unsigned long long)o->seed,
+             o->ckpt, t.grid_dir);
+    busy_init(&t.busy);
+    proc_ready(p);
+    rc = train_loop(&t);
+    busy_report(&t.busy, "teacher");
+    if (t.metrics) fclose(t.metrics);
+    t.be->free(t.ctx, t.dx0);
+    free(t.hx);
+    free(t.hy);
+    if (t.ema_ready) edmunet_free(&t.ema);
+    edmunet_free(&t.net);
+    backend_ctx_destroy(&t.ctx);
+    if (rc == 0) {
+        log_info("finished %ld steps", o->steps);
+        proc_done(p);
+        return proc_finish(p);
+    }
+    int zero = 0;
+    for (int i = 0; i < p->nconnect; i++) zmq_setsockopt(p->connects[i].sock, ZMQ_LINGER, &zero, sizeof zero);
+    int st2 = proc_finish(p);
+    if (rc > 0) return st2;  /* stopped (STOP, signal, silent launcher) after a checkpoint */
+    if (st2 == 0 && !proc_should_stop(p)) {
+        log_error("%s", t.rpc.err);
+        return 1;
+    }
+    if (st2 == 0) log_info("%s", t.rpc.err);
+    return st2;
+}

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# test_teacher_train.sh: stage 0 end to end through pipelines/train_teacher.pipe with a small
+# UNet on Fashion-MNIST: the loss falls, metrics are JSON lines, checkpoints and PNG grids
+# appear; a teacher killed with SIGKILL after a checkpoint stops the pipeline, and the restart
+# resumes there and logs exactly (bitwise) the losses of an uninterrupted run; msd-sample
+# turns the checkpoint into images (safetensors and PNG folder) that msd-eval fid reads; bad
+# msd-sample arguments are errors. (Bad BATCH/SAMPLE requests: test_teacher_peers.c.)
+. "$(dirname "$0")/lib.sh"
+cd "$T_TMP"
+if [ ! -r "${MSD_FMNIST_DIR:-/usr/share/datasets/fashion-mnist}/train-labels-idx1-ubyte.gz" ]; then
+    echo "SKIP: Fashion-MNIST not installed (Debian package dataset-fashion-mnist)"; t_ok skipped; t_end; exit
+fi
+export OPENBLAS_NUM_THREADS=1
+# a small UNet and light settings: the suite also runs under ASan on 2 busy cores
+net=in=1,res=28,ch=4,mult=1-1,blocks=1,attn=none,classes=10
+small=(--set net=$net --set batch=8 --set lr=2e-3 --set warmup=5 --set log_every=1 --set grid_steps=2
+       --set grid_per_class=2 --set threads=1 --set seed=7 --set data=fmnist:test)
+CLS="$MSD_TOP/models/fmnist_classifier.safetensors"
+
+# A: 40 uninterrupted steps
+t_check "40 training steps through train_teacher.pipe" \
+    "$BIN/msdpipe" up train_teacher "${small[@]}" --set run="$T_TMP/a" --set steps=40 --set ckpt_every=10 \
+    --set grid_every=20 2>a.log
+t_check "the teacher finished" grep -q 'finished 40 steps' a.log
+t_check "metrics: 40 JSON lines, steps 1..40, with loss, images/s and time left" python3 - "$T_TMP/a/metrics.jsonl" <<'EOF'
+import json, sys
+r = [json.loads(l) for l in open(sys.argv[1])]
+sys.exit(not ([x["step"] for x in r] == list(range(1, 41)) and all("images_per_s" in x and "eta_s" in x for x in r)))
+EOF
+read -r l0 l1 < <(python3 -c "
+import json, sys
+r = [json.loads(l)['loss'] for l in open('$T_TMP/a/metrics.jsonl')]
+print(sum(r[:5]) / 5, sum(r[-5:]) / 5)")
+t_check "the loss falls (mean of the first 5 steps $l0, of the last 5 $l1)" awk -v a="$l0" -v b="$l1" 'BEGIN{exit !(b < 0.85 * a)}'
+t_check "the checkpoint exists" test -s "$T_TMP/a/teacher.safetensors"
+png() { [ "$(head -c 8 "$1" | od -An -tx1 | tr -d ' \n')" = "89504e470d0a1a0a" ]; }
+t_check "PNG grids at steps 20 and 40" png "$T_TMP/a/grids/grid-0000020.png"
+t_check "the grid of step 40" png "$T_TMP/a/grids/grid-0000040.png"
+
+# B: killed with SIGKILL after its first checkpoint, then resumed to step 40
+# (steps only bounds the run: the learning rate does not depend on it)
+"$BIN/msdpipe" up train_teacher "${small[@]}" --set run="$T_TMP/b" --set steps=1000 --set ckpt_every=10 \
+    --set grid_every=0 2>b-kill.log &
+lpid=$!
+trap 'kill $lpid 2>/dev/null; rm -rf "$T_TMP"' EXIT
+trap 'exit 143' TERM
+t_wait_for 60 test -f "$T_TMP/b/teacher.safetensors"
+tpid=$(pgrep -f -- "--name teacher --control ipc://.*/train_teacher-$lpid/" | head -n 1)
+if [ -n "$tpid" ]; then kill -9 "$tpid"; fi
+t_wait_for 20 bash -c "! kill -0 $lpid 2>/dev/null" || kill "$lpid"
+wait "$lpid"; rc=$?
+t_check "the launcher exits non-zero after the teacher is killed" test "$rc" -ne 0
+t_check "the launcher names the killed teacher" grep -qE "teacher \(pid $tpid\).*(signal 9|SIGKILL|killed)" b-kill.log
+t_check "a restart runs to step 40" \
+    "$BIN/msdpipe" up train_teacher "${small[@]}" --set run="$T_TMP/b" --set steps=40 --set ckpt_every=10 \
+    --set grid_every=0 2>b-resume.log
+t_check "it resumed from the checkpoint" grep -qE 'teacher\] INFO resuming at step [1-3][0-9] of 40' b-resume.log
+t_check "the resumed run's losses equal the uninterrupted run's, bitwise" python3 - "$T_TMP/a/metrics.jsonl" "$T_TMP/b/metrics.jsonl" <<'EOF'
+import json, sys
+def last(path):  # the last line of each step (a killed run's steps are redone)
+    d = {}
+    for l in open(path):
+        r = json.loads(l)
+        d[r["step"]] = (r["loss"], r["grad_norm"], r["nimg"])
+    return d
+a, b = last(sys.argv[1]), last(sys.argv[2])
+bad = [s for s in range(1, 41) if a.get(s) != b.get(s)]
+if bad:
+    print("steps that differ:", bad[:5], [(a.get(s), b.get(s)) for s in bad[:3]])
+sys.exit(1 if bad else 0)
+EOF
+
+# msd-sample on A's checkpoint, judged by msd-eval
+ck="$T_TMP/a/teacher.safetensors"
+t_check "msd-sample writes 10 images to safetensors and a grid" \
+    bash -c "'$BIN/msd-sample' --ckpt '$ck' --n 10 --steps 2 --seed 5 --threads 1 --out gen.safetensors --grid gen.png >sample.json 2>sample.log"
+t_check "msd-sample reports NFE 3" grep -q '"nfe": 3' sample.json
+t_check "the sample grid is a PNG" png gen.png
+t_check "msd-sample writes a PNG folder of 10 images" \
+    bash -c "'$BIN/msd-sample' --ckpt '$ck' --n 10 --steps 2 --seed 5 --threads 1 --batch 3 --out genpng >/dev/null 2>>sample.log"
+t_check "10 PNG files in class folders" test "$(find genpng -name '*.png' | wc -l)" -eq 10 -a -d genpng/9
+if [ -f "$CLS" ]; then
+    "$BIN/msd-eval" fid --images gen.safetensors --classifier "$CLS" --threads 1 >fid.json 2>fid.log
+    t_check "msd-eval fid reads the samples (FID and conditional accuracy)" grep -qE '"fid": [0-9.]+.*"cond_acc": [0-9.]+.*"n_labelled": 10' fid.json
+    echo "samples of a 40-step teacher: $(cat fid.json)"
+else
+    echo "SKIP: $CLS missing, msd-eval not run"
+fi
+"$BIN/msd-sample" --ckpt "$T_TMP/nothing.safetensors" --n 4 --out x.safetensors 2>err1.log; rc1=$?
+t_check "a missing checkpoint is an error naming it" test "$rc1" -eq 1 -a -n "$(grep nothing.safetensors err1.log)"
+"$BIN/msd-sample" --ckpt "$ck" --n 4 --classes 3,12 --out x.safetensors 2>err2.log; rc2=$?
+t_check "a class the network lacks is a usage error" test "$rc2" -eq 2 -a -n "$(grep 'class 12' err2.log)"
+"$BIN/msd-sample" --ckpt "$ck" --n 0 --out x.safetensors 2>err3.log; rc3=$?
+t_check "--n 0 is a usage error" test "$rc3" -eq 2
+t_end
