@@ -52,4 +52,10 @@ int params_find(const ParamSet *ps, const char *name) {
     return -1;
 }
 
+int64_t params_count(const ParamSet *ps) {
+    int64_t n = 0;
+    for (int i = 0; i < ps->n; i++) n += ps->p[i].numel;
+    return n;
+}
+
 void params_zero_grad(ParamSet *ps) { ps->be->fill(ps->ctx, ps->grad, 0.0f, ps->total); }

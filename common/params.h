@@ -42,6 +42,8 @@ static inline float *params_data(const ParamSet *ps, int i) { return ps->data + 
 static inline float *params_grad(const ParamSet *ps, int i) { return ps->grad + ps->p[i].offset; }
 /* Index of a name, or -1. */
 int params_find(const ParamSet *ps, const char *name);
+/* Number of parameters (sum of numel; ps->total also counts alignment padding). */
+int64_t params_count(const ParamSet *ps);
 /* grad := 0 */
 void params_zero_grad(ParamSet *ps);
 

@@ -20,16 +20,17 @@ if [ ! -r "${MSD_FMNIST_DIR:-/usr/share/datasets/fashion-mnist}/t10k-labels-idx1
 fi
 export OPENBLAS_NUM_THREADS=1
 T="--classifier $CLS --threads 2"
+R="--ref-n 2000"   # a 2000-image reference keeps the suite fast (the real runs use all 10000)
 
 acc=$("$E" accuracy --n 2000 $T | json accuracy)
 echo "accuracy on 2000 test images: $acc"
 if awk -v a="$acc" 'BEGIN { exit !(a >= 0.90) }'; then t_ok accuracy_2000; else t_fail accuracy_2000 "accuracy '$acc' < 0.90"; fi
 
-floor=$("$E" floor --n 500 --seed 3 $T | json fid)
+floor=$("$E" floor --n 500 --seed 3 $T $R | json fid)
 "$E" export --n 500 --seed 3 --out "$T_TMP/real" >/dev/null && t_ok export_png || t_fail export_png "export failed"
 "$E" export --n 500 --seed 3 --out "$T_TMP/real.safetensors" >/dev/null && t_ok export_st || t_fail export_st "export failed"
-out_png=$("$E" fid --images "$T_TMP/real" $T)
-out_st=$("$E" fid --images "$T_TMP/real.safetensors" $T)
+out_png=$("$E" fid --images "$T_TMP/real" $T $R)
+out_st=$("$E" fid --images "$T_TMP/real.safetensors" $T $R)
 echo "floor (500, seed 3): $floor"; echo "png: $out_png"; echo "safetensors: $out_st"
 for o in "$out_png" "$out_st"; do
     f=$(echo "$o" | json fid); ca=$(echo "$o" | json cond_acc)
@@ -39,7 +40,7 @@ for o in "$out_png" "$out_st"; do
 done
 # --n limits the sample count; --labels overrides the labels (all 0 -> about a tenth correct)
 for i in $(seq 500); do echo 0; done > "$T_TMP/zeros.txt"
-o=$("$E" fid --images "$T_TMP/real.safetensors" --labels "$T_TMP/zeros.txt" --n 200 $T)
+o=$("$E" fid --images "$T_TMP/real.safetensors" --labels "$T_TMP/zeros.txt" --n 200 $T $R)
 [ "$(echo "$o" | sed -nE 's/.*"n": ([0-9]+),.*/\1/p')" = 200 ] && t_ok fid_n || t_fail fid_n "$o"
 ca=$(echo "$o" | json cond_acc)
 if awk -v a="$ca" 'BEGIN { exit !(a < 0.3) }'; then t_ok labels_override; else t_fail labels_override "cond_acc '$ca'"; fi

@@ -341,7 +341,7 @@ int teacher_train(Proc *p) {
     t.hy = msd_malloc(sizeof(int32_t) * (size_t)o->batch);
     t.dx0 = t.be->alloc(t.ctx, o->batch * t.net.dim);
     log_info("training %s (%lld parameters) on %s: batch %d, %ld steps, lr %g (warm-up %d), clip %g, EMA half-life "
-             "%g kimg, seed %llu; checkpoint %s, grids in %s", t.net.spec, (long long)unet_params(t.net.unet)->total,
+             "%g kimg, seed %llu; checkpoint %s, grids in %s", t.net.spec, (long long)params_count(unet_params(t.net.unet)),
              t.be->name, o->batch, o->steps, o->lr, o->warmup, o->grad_clip, o->ema_kimg, (unsigned long long)o->seed,
              o->ckpt, t.grid_dir);
     busy_init(&t.busy);

@@ -45,6 +45,7 @@ static void usage(FILE *f) {
             "  fid --images GEN.safetensors|PNG-FOLDER [--labels FILE] [--n N]\n"
             "        FID vs the 10k test images and the conditional accuracy, as JSON\n"
             "  floor --n N [--seed S]   FID of N training images vs the test set\n"
+            "  (fid, floor: --ref-n N   use only the first N test images as the reference; default all)\n"
             "  export --n N --out FILE.safetensors|FOLDER [--split train|test] [--seed S]\n"
             "        N real images (seeded subset) in the generated-image formats\n"
             "options: --classifier FILE (default %s, also looked up next to the binary's\n"
@@ -54,7 +55,7 @@ static void usage(FILE *f) {
 
 typedef struct Opts {
     const char *cmd, *out, *classifier, *data, *images, *labels, *split;
-    long epochs, batch, n;
+    long epochs, batch, n, ref_n;
     double lr;
     uint64_t seed;
     int threads, gpu;
@@ -91,6 +92,7 @@ static int parse_opts(int argc, char **argv, Opts *o) {
         else if (!strcmp(a, "--epochs")) { if (parse_long(a, v, 1, 1000, &o->epochs)) return -1; }
         else if (!strcmp(a, "--batch")) { if (parse_long(a, v, 1, 4096, &o->batch)) return -1; }
         else if (!strcmp(a, "--n")) { if (parse_long(a, v, 2, 10000000, &o->n)) return -1; }
+        else if (!strcmp(a, "--ref-n")) { if (parse_long(a, v, 2, 10000000, &o->ref_n)) return -1; }
         else if (!strcmp(a, "--threads")) { if (parse_long(a, v, 1, 256, &t)) return -1; o->threads = (int)t; }
         else if (!strcmp(a, "--gpu")) { if (parse_long(a, v, 0, 64, &t)) return -1; o->gpu = (int)t; }
         else if (!strcmp(a, "--seed")) { if (parse_long(a, v, 0, LONG_MAX, &t)) return -1; o->seed = (uint64_t)t; }
@@ -474,6 +476,7 @@ static int cmd_fid(const Opts *o) {
     Engine e;
     int rc = 1;
     if (!load_split(o, "test", &test)) {
+        if (o->ref_n && o->ref_n < test.n) test.n = o->ref_n; /* the first ref_n test images */
         if (!engine_open(&e, o, 1, 250)) {
             rc = fid_report(&e, &test, x, y, n, "images", o->images);
             engine_close(&e);
@@ -515,6 +518,7 @@ static int cmd_floor(const Opts *o) {
     Engine e;
     int rc = 1;
     if (!load_split(o, "test", &test)) {
+        if (o->ref_n && o->ref_n < test.n) test.n = o->ref_n; /* the first ref_n test images */
         if (!engine_open(&e, o, 1, 250)) {
             char src[64];
             snprintf(src, sizeof src, "fmnist:train (seed %llu)", (unsigned long long)o->seed);
