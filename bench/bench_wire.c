@@ -101,7 +101,7 @@ static void bench_one(void *ctx, const char *transport, const char *ep, int curv
         pthread_barrier_init(&bound, NULL, 2);
         /* ipc and tcp: the receiver gets its own context (its own I/O thread), as a separate
          * process would; inproc needs the shared one */
-        void *pctx = strncmp(ep, "inproc://", 9) == 0 ? ctx : zmq_ctx_new();
+        void *pctx = strncmp(ep, "inproc://", 9) == 0 ? ctx : wire_ctx_new();
         Peer pr = {pctx, "", curve, mode, n + (mode == 1 ? 1 : 0), &bound};
         snprintf(pr.endpoint, sizeof pr.endpoint, "%s%s", ep, pctx == ctx ? (mode ? "-echo" : "-stream") : "");
         pthread_t th;
@@ -148,7 +148,7 @@ int main(int argc, char **argv) {
     if (!mkdtemp(dir)) msd_die("mkdtemp failed");
     zmq_curve_keypair(g_spub, g_ssec);
     zmq_curve_keypair(g_cpub, g_csec);
-    void *ctx = zmq_ctx_new();
+    void *ctx = wire_ctx_new();
     zmq_ctx_set(ctx, ZMQ_IO_THREADS, 1);
     size_t maxb = (size_t)64 << 20;
     float *buf = malloc(maxb);

@@ -289,7 +289,7 @@ void proc_start(Proc *p, const char *role, const char *usage, int argc, char **a
         exit(1);
     }
 
-    p->zctx = zmq_ctx_new();
+    p->zctx = wire_ctx_new();
     if (!p->zctx) msd_die("zmq_ctx_new: %s", zmq_strerror(zmq_errno()));
     if (need_curve) {
         ProcCurve *c = msd_calloc(1, sizeof *c);

@@ -23,6 +23,12 @@
 
 /* ---- names ---------------------------------------------------------------------------- */
 
+void *wire_ctx_new(void) {
+    void *ctx = zmq_ctx_new();
+    if (ctx) (void)zmq_ctx_set(ctx, 10 /* ZMQ_ZERO_COPY_RECV (draft API) */, 0); /* ignored where absent */
+    return ctx;
+}
+
 const char *wire_op_name(uint32_t op) {
     static const char *names[WIRE_OP_COUNT] = {
         [WIRE_OP_READY] = "ready", [WIRE_OP_HEARTBEAT] = "heartbeat", [WIRE_OP_STOP] = "stop",

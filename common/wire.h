@@ -106,6 +106,13 @@ typedef struct WireMsg {
     zmq_msg_t frames_[WIRE_MAX_TENSORS];
 } WireMsg;
 
+/* A ZeroMQ context for wire sockets: zmq_ctx_new with libzmq's receive-side zero copy turned
+ * off (the draft context option ZMQ_ZERO_COPY_RECV, 10, where the library has it). With it
+ * on, a large frame is handed over in place inside the receive batch, right after its 9-byte
+ * frame header, so tensor data arrives misaligned and wire_recv must copy it to realign; with
+ * it off, the I/O thread gives each large frame its own aligned buffer. NULL on failure. */
+void *wire_ctx_new(void);
+
 const char *wire_op_name(uint32_t op);        /* "ready", ..., "?" for unknown */
 const char *wire_status_name(int32_t status); /* "ok", "bad-message", ... */
 const char *wire_dtype_name(WireDType d);     /* "f32", ... */

@@ -159,7 +159,7 @@ static void write_state(Launcher *L) {
 /* ---- starting ------------------------------------------------------------------------ */
 
 static int open_control(Launcher *L, char *err, size_t errlen) {
-    L->zctx = zmq_ctx_new();
+    L->zctx = wire_ctx_new();
     if (!L->zctx) return msd_errf(err, errlen, "zmq_ctx_new: %s", zmq_strerror(zmq_errno()));
     L->ctl = zmq_socket(L->zctx, ZMQ_ROUTER);
     if (!L->ctl) return msd_errf(err, errlen, "zmq_socket: %s", zmq_strerror(zmq_errno()));
