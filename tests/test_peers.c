@@ -17,59 +17,8 @@
 
 #include "check.h"
 #include "log.h"
+#include "peers.h"
 #include "wire.h"
-
-extern char **environ;
-static char g_dir[256], g_bin[512];
-static void *g_ctx;
-
-static pid_t spawn(const char *prog, const char *const *args) {
-    char path[700];
-    snprintf(path, sizeof path, "%s/%s", g_bin, prog);
-    const char *argv[24];
-    int n = 0;
-    argv[n++] = path;
-    for (; args[n - 1] && n < 23; n++) argv[n] = args[n - 1];
-    argv[n] = NULL;
-    pid_t pid;
-    if (posix_spawn(&pid, path, NULL, NULL, (char *const *)argv, environ) != 0) return -1;
-    return pid;
-}
-
-/* Wait up to secs for pid to exit; returns its exit status, or -1 if it is still running. */
-static int wait_exit(pid_t pid, double secs) {
-    double t0 = msd_now();
-    for (;;) {
-        int st;
-        pid_t r = waitpid(pid, &st, WNOHANG);
-        if (r == pid) return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-        if (r < 0 || msd_now() - t0 > secs) return -1;
-        struct timespec ts = {0, 10000000};
-        nanosleep(&ts, NULL);
-    }
-}
-
-static void stop_process(pid_t pid) {
-    kill(pid, SIGTERM);
-    if (wait_exit(pid, 3.0) < 0) { kill(pid, SIGKILL); waitpid(pid, NULL, 0); }
-}
-
-static void *dealer(const char *name) {
-    void *s = zmq_socket(g_ctx, ZMQ_DEALER);
-    int linger = 0;
-    zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
-    char ep[512];
-    snprintf(ep, sizeof ep, "ipc://%s/%s", g_dir, name);
-    zmq_connect(s, ep);
-    return s;
-}
-
-/* Send m and receive the reply (bounded). */
-static int ask(void *s, const WireMsg *m, WireMsg *r) {
-    char err[256];
-    if (wire_send(s, m, 0, 2000, err, sizeof err) != WIRE_OK) return -1;
-    return wire_recv(s, r, 5000, err, sizeof err);
-}
 
 static void test_teacher_bad_messages(void) {
     char ep[512];
@@ -107,24 +56,24 @@ static void test_teacher_bad_messages(void) {
     /* well-formed but wrong for the op: BAD_REQUEST */
     wire_msg_init(&m, WIRE_OP_DENOISE, 12);
     wire_msg_add(&m, "x", WIRE_F32, 2, sx, x);
-    REQUIRE(ask(s, &m, &r) == WIRE_OK);
+    REQUIRE(ask(s, &m, &r, 5) == WIRE_OK);
     CHECK(r.id == 12 && r.status == WIRE_STATUS_BAD_REQUEST && strstr(r.error, "sigma"), "'%s'", r.error);
     wire_msg_close(&r);
     int64_t s3[1] = {3};
     float sig3[3] = {1, 1, 1};
     wire_msg_add(&m, "sigma", WIRE_F32, 1, s3, sig3);
-    REQUIRE(ask(s, &m, &r) == WIRE_OK);
+    REQUIRE(ask(s, &m, &r, 5) == WIRE_OK);
     CHECK(r.status == WIRE_STATUS_BAD_REQUEST, "sigma (3) for x (2, 3): status %d", r.status);
     wire_msg_close(&r);
     wire_msg_init(&m, WIRE_OP_BATCH, 13);
-    REQUIRE(ask(s, &m, &r) == WIRE_OK);
+    REQUIRE(ask(s, &m, &r, 5) == WIRE_OK);
     CHECK(r.status == WIRE_STATUS_UNKNOWN_OP, "batch to the teacher: status %d", r.status);
     wire_msg_close(&r);
     /* and still serving: d = x / (1 + sigma^2) */
     wire_msg_init(&m, WIRE_OP_DENOISE, 14);
     wire_msg_add(&m, "x", WIRE_F32, 2, sx, x);
     wire_msg_add(&m, "sigma", WIRE_F32, 1, ss, sigma);
-    REQUIRE(ask(s, &m, &r) == WIRE_OK);
+    REQUIRE(ask(s, &m, &r, 5) == WIRE_OK);
     const WireTensor *d = wire_msg_find(&r, "d");
     CHECK(r.status == WIRE_STATUS_OK && r.id == 14 && d && d->ndim == 2 && d->shape[0] == 2 && d->shape[1] == 3);
     if (d && d->nbytes == sizeof x) {
@@ -150,7 +99,7 @@ static void test_data_batch(void) {
     void *s = dealer("data");
     WireMsg m, r;
     wire_msg_init(&m, WIRE_OP_BATCH, 17);
-    REQUIRE(ask(s, &m, &r) == WIRE_OK);
+    REQUIRE(ask(s, &m, &r, 5) == WIRE_OK);
     const WireTensor *x = wire_msg_find(&r, "x"), *l = wire_msg_find(&r, "label");
     CHECK(r.id == 17 && x && x->dtype == WIRE_F32 && x->ndim == 3 && x->shape[0] == 3 && x->shape[2] == 5);
     CHECK(l && l->dtype == WIRE_I32 && l->ndim == 1 && l->shape[0] == 3);

@@ -19,63 +19,10 @@
 #include "dataset.h"
 #include "edmunet.h"
 #include "log.h"
+#include "peers.h"
 #include "wire.h"
 
 #define NET_SPEC "in=1,res=28,ch=8,mult=1-2,blocks=1,attn=14,classes=10,headch=8"
-
-extern char **environ;
-static char g_dir[256], g_bin[512];
-static void *g_ctx;
-
-static pid_t spawn(const char *prog, const char *const *args) {
-    char path[700];
-    snprintf(path, sizeof path, "%s/%s", g_bin, prog);
-    const char *argv[24];
-    int n = 0;
-    argv[n++] = path;
-    for (; args[n - 1] && n < 23; n++) argv[n] = args[n - 1];
-    argv[n] = NULL;
-    pid_t pid;
-    if (posix_spawn(&pid, path, NULL, NULL, (char *const *)argv, environ) != 0) return -1;
-    return pid;
-}
-
-static int wait_exit(pid_t pid, double secs) {
-    double t0 = msd_now();
-    for (;;) {
-        int st;
-        pid_t r = waitpid(pid, &st, WNOHANG);
-        if (r == pid) return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-        if (r < 0 || msd_now() - t0 > secs) return -1;
-        struct timespec ts = {0, 10000000};
-        nanosleep(&ts, NULL);
-    }
-}
-
-/* SIGTERM; the exit status (or -1 after a SIGKILL when it did not stop within 10 s). */
-static int stop_process(pid_t pid) {
-    kill(pid, SIGTERM);
-    int st = wait_exit(pid, 10.0);
-    if (st < 0) { kill(pid, SIGKILL); waitpid(pid, NULL, 0); }
-    return st;
-}
-
-static void *dealer(const char *name) {
-    void *s = zmq_socket(g_ctx, ZMQ_DEALER);
-    int linger = 0;
-    zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
-    char ep[512];
-    snprintf(ep, sizeof ep, "ipc://%s/%s", g_dir, name);
-    zmq_connect(s, ep);
-    return s;
-}
-
-/* Send m and receive the reply within secs (the data process loads its images first). */
-static int ask(void *s, const WireMsg *m, WireMsg *r, int secs) {
-    char err[256];
-    if (wire_send(s, m, 0, 2000, err, sizeof err) != WIRE_OK) return -1;
-    return wire_recv(s, r, secs * 1000, err, sizeof err);
-}
 
 /* The request gets BAD_REQUEST whose text names `what`. */
 static void expect_bad(void *s, const WireMsg *m, const char *what, const char *label) {

@@ -116,9 +116,8 @@ static int synthetic_open(Proc *p, DataSource *src) {
 int main(int argc, char **argv) {
     Proc p;
     proc_start(&p, "data", usage, argc, argv);
-    const char *mode = "synthetic";
-    for (int i = 1; i + 1 < p.argc; i++)
-        if (args_is(p.argv[i], "--mode")) mode = p.argv[i + 1];
+    const char *mode = args_mode(&p, "synthetic");
+    if (args_cpu_only(&p, "the data process")) return 2;
     DataSource src;
     int rc;
     if (!strcmp(mode, "synthetic")) rc = synthetic_open(&p, &src);
