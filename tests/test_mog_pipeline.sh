@@ -15,6 +15,12 @@ serve_eval() { # NAME: serve 200 samples of every class, evaluate into NAME.json
 }
 energy() { sed -E 's/^\{"n": [0-9]+, "energy": ([0-9.]+).*/\1/' "$1"; }
 
+# without a partition file the data process refuses to start (a message, status 2, no crash)
+"$BIN/msdpipe" up mog_stage2 "${small[@]}" --set steps=1 2>nopart.log
+t_check "stage 2 without a partition fails with a message naming the file" \
+    grep -q "data\] ERROR $run/partition.txt: cannot open" nopart.log
+t_check "... and the data process exits with status 2, not a signal" grep -q "process data (pid [0-9]*) exited with status 2" nopart.log
+
 t_check "partition K=2" "$BIN/msdpipe" up mog_partition --set K=2 --set run="$run" 2>partition.log
 t_check "partition file has 2 students of 4 classes" \
     test "$(grep -cE '^[01]: [a-z]+ [a-z]+ [a-z]+ [a-z]+$' "$run/partition.txt")" -eq 2

@@ -85,7 +85,7 @@ static void mog_batch(void *self, void *sock, const WireMsg *req) {
 
 static void mog_destroy(void *self) {
     MogData *d = self;
-    for (int k = 0; k < d->K; k++) free(d->classes[k]);
+    for (int k = 0; d->classes && k < d->K; k++) free(d->classes[k]);
     free(d->classes);
     free(d->nclasses);
     free(d->assign);
