@@ -8,13 +8,7 @@
 #include "log.h"
 
 int serve_wait(Proc *p, void *sock, int timeout_ms) {
-    WireMsg line;
-    int r = proc_poll(p, &sock, 1, timeout_ms, &line);
-    if (r & PROC_POLL_LINE) {
-        proc_reply_line(p, &line, "this process takes no input lines", WIRE_STATUS_UNKNOWN_OP);
-        wire_msg_close(&line);
-    }
-    return r & 1;
+    return proc_poll(p, &sock, 1, timeout_ms, NULL) & 1; /* a LINE is answered by proc_poll */
 }
 
 int serve_recv(void *sock, WireMsg *req) {

@@ -138,13 +138,7 @@ int main(int argc, char **argv) {
     busy_init(&busy);
     proc_ready(&p);
     while (!proc_should_stop(&p)) {
-        WireMsg line;
-        int r = proc_poll(&p, &serve, 1, 500, &line);
-        if (r & PROC_POLL_LINE) {
-            proc_reply_line(&p, &line, "this process takes no input lines", WIRE_STATUS_UNKNOWN_OP);
-            wire_msg_close(&line);
-        }
-        if (!(r & 1)) continue;
+        if (!serve_wait(&p, serve, 500)) continue;
         WireMsg req;
         /* one request per poll: the control socket is served between requests */
         if (serve_recv(serve, &req)) {

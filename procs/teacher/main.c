@@ -408,13 +408,7 @@ int main(int argc, char **argv) {
     proc_ready(&p);
     double next_log = msd_now() + 10;
     while (!proc_should_stop(&p)) {
-        WireMsg line;
-        int r = proc_poll(&p, &serve, 1, 500, &line);
-        if (r & PROC_POLL_LINE) {
-            proc_reply_line(&p, &line, "this process takes no input lines", WIRE_STATUS_UNKNOWN_OP);
-            wire_msg_close(&line);
-        }
-        if (r & 1) teacher_collect(&t, &p, serve);
+        if (serve_wait(&p, serve, 500)) teacher_collect(&t, &p, serve);
         if (msd_now() > next_log && t.batches) {
             teacher_log_stats(&t);
             next_log = msd_now() + 10;
