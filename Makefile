@@ -62,7 +62,8 @@ ifeq ($(USE_CUDA),1)
                -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90 -MMD -MP
   LDLIBS += -L$(CUDA_HOME)/lib64 -L$(CUDNN_HOME)/lib -L$(CUDNN_HOME)/lib64 -L$(NCCL_HOME)/lib \
             -Wl,-rpath,$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDNN_HOME)/lib -Wl,-rpath,$(NCCL_HOME)/lib \
-            -lcudnn -lcublas -lcudart -lnccl -lstdc++
+            -lcudnn -lcublas -lcudart -lstdc++
+  # no -lnccl: nothing uses NCCL yet (a process owns one GPU; tensors cross processes over ZeroMQ)
   CUDA_OBJ := $(patsubst kernels/%.cu,$(BUILD)/kernels/%.o,$(CUDA_SRC))
 else
   CUDA_OBJ :=

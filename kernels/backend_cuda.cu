@@ -35,8 +35,10 @@ void cublas_fail(cublasStatus_t s, const char *call, const char *file, int line)
 }
 void cudnn_fail(cudnnStatus_t s, const char *call, const char *file, int line) {
     msd_die("%s:%d: cuDNN call %s failed: %s (%d)%s", file, line, call, cudnnGetErrorString(s), (int)s,
-            s == CUDNN_STATUS_NOT_INITIALIZED ? " (hint: is libcudnn.so.9 and its sub-libraries on the library path?)"
-                                              : "");
+            s == CUDNN_STATUS_NOT_INITIALIZED || s == CUDNN_STATUS_SUBLIBRARY_LOADING_FAILED ||
+                    s == CUDNN_STATUS_SUBLIBRARY_VERSION_MISMATCH
+                ? " (hint: are libcudnn.so.9 and its sub-libraries, of one version, on the library path?)"
+                : "");
 }
 
 void cuda_launch_check(const CudaCtx *cc, const char *what, const char *file, int line) {

@@ -33,6 +33,9 @@ struct CudaConvPlan {
     int have_bwd;
     cudnnConvolutionBwdDataAlgo_t bwd_data;
     cudnnConvolutionBwdFilterAlgo_t bwd_filter;
+    /* the math type cudnnFind timed each chosen algorithm with; set on the shared descriptor
+     * before each call (under TF32 they may differ between the directions) */
+    cudnnMathType_t fwd_math, bwd_data_math, bwd_filter_math;
 };
 
 void cuda_conv_plans_release(CudaCtx *cc) {
@@ -58,6 +61,13 @@ static void conv_ws_reserve(CudaCtx *cc, size_t bytes) {
     CUDA_OK(cudaMalloc(&cc->ws, bytes));
     cc->ws_bytes = bytes;
 }
+
+/* The math type to run an algorithm cudnnFind chose with: the one it was timed with under TF32;
+ * with TF32 off always FMA (whatever Find reports, a DEFAULT_MATH descriptor would allow TF32). */
+static cudnnMathType_t conv_math(const CudaCtx *cc, cudnnMathType_t found) {
+    return cc->tf32 ? found : CUDNN_FMA_MATH;
+}
+static cudnnMathType_t conv_base_math(const CudaCtx *cc) { return cc->tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH; }
 
 static int is_tensor_op(cudnnMathType_t m) {
     return m == CUDNN_TENSOR_OP_MATH || m == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION;
@@ -113,7 +123,7 @@ static CudaConvPlan *conv_plan(CudaCtx *cc, const ConvShape *s) {
                                         (int)s->K));
     CUDNN_OK(cudnnSetConvolution2dDescriptor(p->conv, (int)s->pad, (int)s->pad, (int)s->stride, (int)s->stride, 1, 1,
                                              CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
-    CUDNN_OK(cudnnSetConvolutionMathType(p->conv, cc->tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH));
+    CUDNN_OK(cudnnSetConvolutionMathType(p->conv, conv_base_math(cc)));
     int n = 0, c = 0, h = 0, w = 0;
     CUDNN_OK(cudnnGetConvolution2dForwardOutputDim(p->conv, p->x, p->w, &n, &c, &h, &w));
     MSD_CHECK(n == s->N && c == s->O && h == Ho && w == Wo);
@@ -130,7 +140,12 @@ static CudaConvPlan *conv_plan(CudaCtx *cc, const ConvShape *s) {
                 buf);
     }
     p->fwd = perf[k].algo;
-    conv_ws_reserve(cc, perf[k].memory);
+    p->fwd_math = conv_math(cc, perf[k].mathType);
+    /* the workspace as the call will run (descriptor set to the algorithm's math type) */
+    size_t need = 0;
+    CUDNN_OK(cudnnSetConvolutionMathType(p->conv, p->fwd_math));
+    CUDNN_OK(cudnnGetConvolutionForwardWorkspaceSize(cc->cudnn, p->x, p->w, p->conv, p->y, p->fwd, &need));
+    conv_ws_reserve(cc, need > perf[k].memory ? need : perf[k].memory);
     cc->nplans++;
     return p;
 }
@@ -140,6 +155,7 @@ static void conv_plan_backward(CudaCtx *cc, CudaConvPlan *p) {
     char buf[256];
     cudnnConvolutionBwdDataAlgoPerf_t pd[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
     int got = 0;
+    CUDNN_OK(cudnnSetConvolutionMathType(p->conv, conv_base_math(cc)));
     CUDNN_OK(cudnnFindConvolutionBackwardDataAlgorithm(cc->cudnn, p->w, p->y, p->conv, p->x,
                                                        CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &got, pd));
     int k = conv_pick(pd, got, cc->tf32);
@@ -148,7 +164,12 @@ static void conv_plan_backward(CudaCtx *cc, CudaConvPlan *p) {
         msd_die("cuDNN offers no usable backward-data convolution algorithm for %s", buf);
     }
     p->bwd_data = pd[k].algo;
-    conv_ws_reserve(cc, pd[k].memory);
+    p->bwd_data_math = conv_math(cc, pd[k].mathType);
+    size_t need = 0;
+    CUDNN_OK(cudnnSetConvolutionMathType(p->conv, p->bwd_data_math));
+    CUDNN_OK(cudnnGetConvolutionBackwardDataWorkspaceSize(cc->cudnn, p->w, p->y, p->conv, p->x, p->bwd_data, &need));
+    conv_ws_reserve(cc, need > pd[k].memory ? need : pd[k].memory);
+    CUDNN_OK(cudnnSetConvolutionMathType(p->conv, conv_base_math(cc)));
     cudnnConvolutionBwdFilterAlgoPerf_t pf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
     CUDNN_OK(cudnnFindConvolutionBackwardFilterAlgorithm(cc->cudnn, p->x, p->y, p->conv, p->w,
                                                          CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &got, pf));
@@ -158,7 +179,11 @@ static void conv_plan_backward(CudaCtx *cc, CudaConvPlan *p) {
         msd_die("cuDNN offers no usable backward-filter convolution algorithm for %s", buf);
     }
     p->bwd_filter = pf[k].algo;
-    conv_ws_reserve(cc, pf[k].memory);
+    p->bwd_filter_math = conv_math(cc, pf[k].mathType);
+    CUDNN_OK(cudnnSetConvolutionMathType(p->conv, p->bwd_filter_math));
+    CUDNN_OK(cudnnGetConvolutionBackwardFilterWorkspaceSize(cc->cudnn, p->x, p->y, p->conv, p->w, p->bwd_filter,
+                                                            &need));
+    conv_ws_reserve(cc, need > pf[k].memory ? need : pf[k].memory);
     p->have_bwd = 1;
 }
 
@@ -176,6 +201,7 @@ void cuda_conv2d_forward(BackendCtx *ctx, float *out, const float *in, const flo
     CudaCtx *cc = cuda_ctx(ctx);
     CudaConvPlan *p = conv_plan(cc, s);
     const float one = 1.0f, zero = 0.0f;
+    CUDNN_OK(cudnnSetConvolutionMathType(p->conv, p->fwd_math));
     CUDNN_OK(cudnnConvolutionForward(cc->cudnn, &one, p->x, in, p->w, w, p->conv, p->fwd, cc->ws, cc->ws_bytes, &zero,
                                      p->y, out));
     if (b) CUDNN_OK(cudnnAddTensor(cc->cudnn, &one, p->b, b, &one, p->y, out));
@@ -193,12 +219,16 @@ void cuda_conv2d_backward(BackendCtx *ctx, float *din, float *dw, float *db, con
     CudaConvPlan *p = conv_plan(cc, s);
     conv_plan_backward(cc, p);
     const float one = 1.0f;
-    if (din)
+    if (din) {
+        CUDNN_OK(cudnnSetConvolutionMathType(p->conv, p->bwd_data_math));
         CUDNN_OK(cudnnConvolutionBackwardData(cc->cudnn, &one, p->w, w, p->y, dout, p->conv, p->bwd_data, cc->ws,
                                               cc->ws_bytes, &one, p->x, din));
-    if (dw)
+    }
+    if (dw) {
+        CUDNN_OK(cudnnSetConvolutionMathType(p->conv, p->bwd_filter_math));
         CUDNN_OK(cudnnConvolutionBackwardFilter(cc->cudnn, &one, p->x, in, p->y, dout, p->conv, p->bwd_filter, cc->ws,
                                                 cc->ws_bytes, &one, p->w, dw));
+    }
     if (db) CUDNN_OK(cudnnConvolutionBackwardBias(cc->cudnn, &one, p->y, dout, &one, p->b, db));
     LAUNCH_OK(cc, "conv2d_backward");
 }

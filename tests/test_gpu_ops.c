@@ -680,7 +680,9 @@ static void test_fmnist_step(void) {
     for (int64_t i = 0; i < gp->total; i++) far += fabs((double)w[i] - (double)cp->data[i]) > 0.05 * 1e-3 + 1e-6;
     printf("  weights after the update: %lld of %lld differ by more than 5%% of lr\n", (long long)far,
            (long long)gp->total);
-    CHECK(far <= gp->total / 1000, "%lld weights differ by more than 5%% of lr", (long long)far);
+    /* under TF32 the gradients differ more, so more of them straddle zero: allow 1% */
+    int64_t far_max = tol_mm > 1e-4 ? gp->total / 100 : gp->total / 1000;
+    CHECK(far <= far_max, "%lld weights differ by more than 5%% of lr (limit %lld)", (long long)far, (long long)far_max);
     free(w);
     side_close(&g);
     side_close(&c);
@@ -710,7 +712,7 @@ static void test_fmnist_run_and_checkpoint(void) {
     double worst = 0;
     for (int s = 0; s < STEPS; s++) {
         double rel = fabs((double)lc[s] - (double)lg[s]) / fabs((double)lc[s]);
-        worst = fmax(worst, rel);
+        if (!(rel <= worst)) worst = rel; /* a NaN sticks */
         printf("    step %d: loss cpu %.6f gpu %.6f\n", s, (double)lc[s], (double)lg[s]);
     }
     CHECK(worst <= 1e-2, "training losses drift apart: worst relative difference %.3g (limit 1e-2)", worst);
@@ -739,7 +741,8 @@ static void test_fmnist_run_and_checkpoint(void) {
     for (int s = STEPS; s < STEPS + MORE; s++) {
         float a = side_step(&c2, labels, s, 1), b = side_step(&g, labels, s, 1);
         printf("    resumed step %d: loss cpu (from the CUDA checkpoint) %.6f gpu %.6f\n", s, (double)a, (double)b);
-        worst2 = fmax(worst2, fabs((double)a - (double)b) / fabs((double)a));
+        double rel = fabs((double)a - (double)b) / fabs((double)a);
+        if (!(rel <= worst2)) worst2 = rel;
     }
     CHECK(worst2 <= 1e-2, "after the checkpoint the losses differ by %.3g (limit 1e-2)", worst2);
 
