@@ -3,7 +3,8 @@
 # UNet on Fashion-MNIST: the loss falls, metrics are JSON lines, checkpoints and PNG grids
 # appear; a teacher killed with SIGKILL after a checkpoint stops the pipeline, and the restart
 # resumes there and logs exactly (bitwise) the losses of an uninterrupted run; msd-sample
-# turns the checkpoint into images (safetensors and PNG folder) that msd-eval fid reads; bad
+# turns the checkpoint into images (safetensors and PNG folder) that msd-eval fid reads; msd-nn
+# export keeps the EMA weights, which sample the same images and start a new run (--init); bad
 # msd-sample arguments are errors. (Bad BATCH/SAMPLE requests: test_teacher_peers.c.)
 . "$(dirname "$0")/lib.sh"
 cd "$T_TMP"
@@ -86,6 +87,25 @@ if [ -f "$CLS" ]; then
 else
     echo "SKIP: $CLS missing, msd-eval not run"
 fi
+# msd-nn export: the EMA weights alone sample the same images; --init trains on from them
+t_check "msd-nn export writes the EMA weights of A's checkpoint" "$BIN/msd-nn" export --weights "$ck" --out export.safetensors
+t_check "the export is smaller than the checkpoint (no raw weights, no moments)" \
+    test "$(stat -c %s export.safetensors)" -lt "$(($(stat -c %s "$ck") / 3))"
+"$BIN/msd-sample" --ckpt export.safetensors --n 10 --steps 2 --seed 5 --threads 1 --out genx.safetensors >/dev/null 2>>sample.log
+t_check "the export samples exactly the checkpoint's images" cmp gen.safetensors genx.safetensors
+t_check "a new run with --init from the export" \
+    "$BIN/msdpipe" up train_teacher "${small[@]}" --set run="$T_TMP/c" --set steps=3 --set grid_every=0 \
+    --set init="$T_TMP/export.safetensors" 2>c.log
+t_check "it says where it started" grep -q "initialised from $T_TMP/export.safetensors" c.log
+read -r la lc < <(python3 -c "
+import json
+a = [json.loads(l)['loss'] for l in open('$T_TMP/a/metrics.jsonl')][:3]
+c = [json.loads(l)['loss'] for l in open('$T_TMP/c/metrics.jsonl')][:3]
+print(sum(a) / 3, sum(c) / 3)")
+t_check "its first losses ($lc) are below a random start's on the same batches ($la)" awk -v a="$la" -v c="$lc" 'BEGIN{exit !(c < 0.9 * a)}'
+"$BIN/msdpipe" up train_teacher "${small[@]}" --set run="$T_TMP/d" --set steps=3 --set init="$T_TMP/nope.safetensors" 2>d.log; rcd=$?
+t_check "--init with a missing file fails, naming it" test "$rcd" -ne 0 -a -n "$(grep 'ERROR --init:.*nope.safetensors' d.log)"
+
 "$BIN/msd-sample" --ckpt "$T_TMP/nothing.safetensors" --n 4 --out x.safetensors 2>err1.log; rc1=$?
 t_check "a missing checkpoint is an error naming it" test "$rc1" -eq 1 -a -n "$(grep nothing.safetensors err1.log)"
 "$BIN/msd-sample" --ckpt "$ck" --n 4 --classes 3,12 --out x.safetensors 2>err2.log; rc2=$?

@@ -50,6 +50,8 @@ static const char *usage =
     "--mode train: stage 0, train the UNet teacher on batches from data (--connect data=EP)\n"
     "  --ckpt FILE            checkpoint: written every --ckpt-every steps, at the end and on STOP;\n"
     "                         a run resumes from it when it exists (required)\n"
+    "  --init FILE            a new run starts from FILE's (EMA) weights, not random ones; fresh\n"
+    "                         AdamW moments and warm-up; ignored when --ckpt exists (none: off)\n"
     "  --net SPEC             UNet CONFIG-SPEC (default fmnist-s; docs/UNET.md)\n"
     "  --steps N              training steps in all (default 100000)\n"
     "  --batch B              images per step (default 128)\n"

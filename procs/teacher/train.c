@@ -8,7 +8,9 @@
  * kimg, ramp-up 0.05). Every --ckpt-every steps, at the end and on STOP/SIGTERM the run is
  * checkpointed atomically (weights, EMA, AdamW moments, step, images seen); a restart with the
  * same --ckpt resumes at the checkpoint's step and, since the data and the noise are keyed by
- * step, computes exactly the losses an uninterrupted run computes. Progress lines, JSON-lines
+ * step, computes exactly the losses an uninterrupted run computes. --init FILE starts a new run
+ * (no checkpoint yet) from FILE's weights (its EMA weights when it has them) instead of random
+ * ones: a committed teacher (msd-nn export) trains on with fresh optimiser state. Progress lines, JSON-lines
  * metrics (--metrics) and, every --grid-every steps, a PNG grid of EMA samples of every class
  * (Heun, --grid-steps). A step longer than a heartbeat period runs under proc_keepalive.
  *
@@ -33,7 +35,7 @@
 #define GRID_MAX_ROWS 32
 
 typedef struct TrainOpts {
-    const char *spec, *ckpt, *metrics, *grid_dir;
+    const char *spec, *ckpt, *init, *metrics, *grid_dir;
     long steps;
     int batch, warmup, ckpt_every, log_every, grid_every, grid_steps, grid_per_class, threads, timeout_ms;
     float lr, weight_decay, grad_clip, ema_kimg, ema_rampup;
@@ -68,6 +70,7 @@ static int train_opts_parse(Proc *p, TrainOpts *o) {
         const char *a = p->argv[i];
         if (args_is(a, "--mode")) i++;
         else if (args_is(a, "--ckpt")) { if (args_str(p, &i, &o->ckpt)) return 2; }
+        else if (args_is(a, "--init")) { if (args_str(p, &i, &o->init)) return 2; }
         else if (args_is(a, "--net")) { if (args_str(p, &i, &o->spec)) return 2; }
         else if (args_is(a, "--steps")) { if (args_long(p, &i, &o->steps, 0, 1000000000L)) return 2; }
         else if (args_is(a, "--batch")) { if (args_int(p, &i, &o->batch, 1, 1 << 16)) return 2; }
@@ -90,6 +93,7 @@ static int train_opts_parse(Proc *p, TrainOpts *o) {
         else return args_unknown(p, a);
     }
     if (!o->ckpt) { fprintf(stderr, "[%s] ERROR --mode train needs --ckpt FILE\n", p->name); return 2; }
+    if (o->init && (!*o->init || !strcmp(o->init, "none"))) o->init = NULL;
     return 0;
 }
 
@@ -328,6 +332,23 @@ int teacher_train(Proc *p) {
         snprintf(want, sizeof want, "%llu", (unsigned long long)o->seed);
         if (s && strcmp(s, want)) log_warn("the checkpoint was trained with seed %s, this run uses %s", s, want);
         checkpoint_meta_free(&meta);
+        if (o->init) log_info("--init %s is not used: the run resumes from its checkpoint %s", o->init, o->ckpt);
+    } else if (o->init) {
+        /* a new run that starts from trained weights: the file's EMA weights when it has them
+         * (a training checkpoint or an msd-nn export), the EMA starts there too; the step
+         * count, the warm-up and the AdamW moments start afresh */
+        Optim *opt = t.net.opt;
+        t.net.opt = NULL;
+        int rc = edmunet_load(&t.net, o->init, 1, NULL, err, sizeof err);
+        t.net.opt = opt;
+        if (rc) {
+            fprintf(stderr, "[%s] ERROR --init: %s\n", p->name, err);
+            edmunet_free(&t.net);
+            backend_ctx_destroy(&t.ctx);
+            return 2;
+        }
+        optim_ema_reset(opt);
+        log_info("initialised from %s (a new run from step 0: fresh AdamW moments, warm-up again)", o->init);
     }
     if (o->metrics && !(t.metrics = fopen(o->metrics, "a"))) {
         fprintf(stderr, "[%s] ERROR --metrics %s: %s\n", p->name, o->metrics, strerror(errno));

@@ -6,6 +6,7 @@
  *                  --out OUT.safetensors [--grad-out DOUT.safetensors] [--prefix P] [--threads T]
  *   msd-nn info    --config SPEC                   parameter names, shapes and count
  *   msd-nn compare GOT.safetensors WANT.safetensors [--atol-frac A] [--rtol R]
+ *   msd-nn export  --weights CKPT.safetensors --out W.safetensors
  *
  * SPEC: a UNet CONFIG-SPEC ("fmnist-s", "tiny", "in=1,res=28,...") or an MLP one ("mlp,...").
  * forward: IN holds exactly x (N, C, H, W) (or (N, in) for the MLP), sigma (N, all > 0) and,
@@ -16,6 +17,10 @@
  * parameter with its shape, nothing else (--prefix ema. loads an EMA copy and ignores the rest).
  * compare: every tensor of WANT must be in GOT with its shape, within
  * |got - want| <= atol_frac * max|want| + rtol |want| (defaults 1e-4, 1e-3); prints the worst.
+ * export: a training checkpoint of an EDM UNet (procs/teacher/train.c) reduced to what serving
+ * needs: its EMA weights (the raw ones when it has no EMA) under the plain parameter names, with
+ * the network spec and where they came from (export.step, export.nimg, export.weights) as
+ * metadata; msd-sample, the serving teacher and `msd-teacher --mode train --init` read it.
  * Exit status 0 on success, 1 on a failed run or comparison, 2 on a usage error. */
 #include <math.h>
 #include <stdio.h>
@@ -23,6 +28,7 @@
 #include <string.h>
 
 #include "backend.h"
+#include "edmunet.h"
 #include "edm.h"
 #include "log.h"
 #include "mlp.h"
@@ -36,6 +42,7 @@ static void usage(void) {
             "                      [--grad-out DOUT.safetensors] [--prefix P] [--threads T]\n"
             "       msd-nn info --config SPEC\n"
             "       msd-nn compare GOT.safetensors WANT.safetensors [--atol-frac A] [--rtol R]\n"
+            "       msd-nn export --weights CKPT.safetensors --out W.safetensors   (EMA weights of a UNet checkpoint)\n"
             "SPEC: fmnist-s | tiny | key=value,... (docs/UNET.md) | mlp,key=value,...\n");
 }
 
@@ -446,6 +453,34 @@ static int cmd_compare(const Args *a) {
     return bad ? 1 : 0;
 }
 
+static int cmd_export(const Args *a, BackendCtx *ctx) {
+    if (need(a->weights, "--weights") || need(a->out, "--out")) return 2;
+    char err[512];
+    StFile f;
+    if (st_read(&f, a->weights, err, sizeof err)) { fprintf(stderr, "msd-nn: %s\n", err); return 1; }
+    char step[32], nimg[48];
+    const char *v = st_meta_get(&f, "msd.step");
+    snprintf(step, sizeof step, "%s", v ? v : "unknown");
+    v = st_meta_get(&f, "msd.nimg");
+    snprintf(nimg, sizeof nimg, "%s", v ? v : "unknown");
+    int has_ema = 0;
+    for (int i = 0; i < f.n && !has_ema; i++) has_ema = !strncmp(f.t[i].name, "ema.", 4);
+    st_free(&f);
+    EdmUNet t;
+    if (edmunet_open(&t, a->weights, NULL, &backend_cpu, ctx, 1, err, sizeof err)) {
+        fprintf(stderr, "msd-nn: %s\n", err);
+        return 1;
+    }
+    StMeta meta[3] = {{"export.step", step}, {"export.nimg", nimg}, {"export.weights", has_ema ? "ema" : "raw"}};
+    int rc = edmunet_save(&t, a->out, meta, 3, err, sizeof err);
+    if (rc) fprintf(stderr, "msd-nn: %s\n", err);
+    else
+        printf("%s: the %s weights of %s (%s, step %s, %s images), %lld parameters\n", a->out, has_ema ? "EMA" : "raw",
+               a->weights, t.spec, step, nimg, (long long)params_count(unet_params(t.unet)));
+    edmunet_free(&t);
+    return rc ? 1 : 0;
+}
+
 int main(int argc, char **argv) {
     log_set_name("msd-nn");
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
@@ -461,14 +496,17 @@ int main(int argc, char **argv) {
         fprintf(stderr, "msd-nn: --threads '%s' is not a thread count\n", a.threads);
         return 2;
     }
-    if (strcmp(cmd, "init") && strcmp(cmd, "forward") && strcmp(cmd, "info")) {
+    if (strcmp(cmd, "init") && strcmp(cmd, "forward") && strcmp(cmd, "info") && strcmp(cmd, "export")) {
         fprintf(stderr, "msd-nn: unknown command '%s'\n", cmd);
         usage();
         return 2;
     }
     if (a.npos) { fprintf(stderr, "msd-nn: unexpected argument '%s'\n", a.pos[0]); return 2; }
     BackendCtx *ctx = backend_ctx_new(&backend_cpu, (int)threads);
-    int rc = !strcmp(cmd, "init") ? cmd_init(&a, ctx) : !strcmp(cmd, "info") ? cmd_info(&a, ctx) : cmd_forward(&a, ctx);
+    int rc = !strcmp(cmd, "init")     ? cmd_init(&a, ctx)
+             : !strcmp(cmd, "info")   ? cmd_info(&a, ctx)
+             : !strcmp(cmd, "export") ? cmd_export(&a, ctx)
+                                      : cmd_forward(&a, ctx);
     backend_ctx_destroy(&ctx);
     return rc;
 }
