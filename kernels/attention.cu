@@ -83,6 +83,7 @@ void cuda_attention_forward(BackendCtx *ctx, float *out, float *att, const float
         CUBLAS_OK(cublasSgemmStridedBatched(cc->cublas, CUBLAS_OP_T, CUBLAS_OP_N, l, di, l, &one, att + h * L * L, l, sa,
                                             v, l, sq, &zero, out + h * d * L, l, so, n));
     }
+    LAUNCH_OK(cc, "attention_forward output products");
 }
 
 void cuda_attention_backward(BackendCtx *ctx, float *dqkv, const float *dout, const float *qkv, const float *att,
@@ -117,4 +118,5 @@ void cuda_attention_backward(BackendCtx *ctx, float *dqkv, const float *dout, co
         CUBLAS_OK(cublasSgemmStridedBatched(cc->cublas, CUBLAS_OP_N, CUBLAS_OP_N, l, di, l, &scale, dS + h * L * L, l,
                                             sa, q, l, sq, &one, dk, l, sq, n));
     }
+    LAUNCH_OK(cc, "attention_backward dq/dk products");
 }

@@ -360,6 +360,7 @@ void cuda_concat_forward(BackendCtx *ctx, float *out, const float *a, const floa
     if (nb)
         CUDA_OK(cudaMemcpy2DAsync((char *)out + na, na + nb, b, nb, nb, (size_t)N, cudaMemcpyDeviceToDevice,
                                   cc->stream));
+    LAUNCH_OK(cc, "concat_forward");
 }
 __global__ void concat_bwd_kernel(float *da, float *db, const float *dout, int64_t N, int64_t na, int64_t nb) {
     const int64_t row = na + nb;
