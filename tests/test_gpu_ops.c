@@ -26,6 +26,8 @@
 
 #include "backend.h"
 #include "check.h"
+#define TEST_RAND_SEED 0x2545F4914F6CDD1Dull
+#include "rand.h"
 #include "checkpoint.h"
 #include "edm.h"
 #include "log.h"
@@ -39,18 +41,6 @@ static double tol_mm = 1e-4; /* products and reductions; 5e-3 under MSD_TF32=1 *
 #define TOL_PW 1e-5          /* pointwise */
 
 /* ---- helpers ---- */
-static uint64_t rng_state = 0x2545F4914F6CDD1Dull;
-static float frand(float lo, float hi) {
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return lo + (hi - lo) * (float)((rng_state >> 40) * (1.0 / 16777216.0));
-}
-static float *rnd(int64_t n, float lo, float hi) {
-    float *p = msd_malloc((size_t)(n ? n : 1) * sizeof(float));
-    for (int64_t i = 0; i < n; i++) p[i] = frand(lo, hi);
-    return p;
-}
 /* a device copy of host x (NULL stays NULL) */
 static float *dup_dev(const float *x, int64_t n) {
     if (!x) return NULL;

@@ -19,24 +19,14 @@
 
 #include "backend.h"
 #include "check.h"
+#define TEST_RAND_SEED 0x9E3779B97F4A7C15ull
+#include "rand.h"
 #include "safetensors.h"
 
 static const Backend *be;
 static BackendCtx *ctx;
 
 /* ---- helpers ---- */
-static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
-static float frand(float lo, float hi) {
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return lo + (hi - lo) * (float)((rng_state >> 40) * (1.0 / 16777216.0));
-}
-static float *rnd(int64_t n, float lo, float hi) {
-    float *p = malloc((size_t)(n ? n : 1) * sizeof(float));
-    for (int64_t i = 0; i < n; i++) p[i] = frand(lo, hi);
-    return p;
-}
 static float *zeros(int64_t n) { return calloc((size_t)(n ? n : 1), sizeof(float)); }
 static float *fdup(const float *x, int64_t n) {
     float *p = malloc((size_t)(n ? n : 1) * sizeof(float));

@@ -465,6 +465,21 @@ static int load_generated(const Opts *o, float **x, int32_t **y, int64_t *n) {
     return 0;
 }
 
+/* fid_report of n images (x, y) against the test set (its first --ref-n images when given). */
+static int fid_vs_test(const Opts *o, const float *x, const int32_t *y, int64_t n, const char *source) {
+    Dataset test;
+    Engine e;
+    int rc = 1;
+    if (load_split(o, "test", &test)) return 1;
+    if (o->ref_n && o->ref_n < test.n) test.n = o->ref_n; /* the first ref_n test images */
+    if (!engine_open(&e, o, 1, 250)) {
+        rc = fid_report(&e, &test, x, y, n, "images", source);
+        engine_close(&e);
+    }
+    dataset_free(&test);
+    return rc;
+}
+
 static int cmd_fid(const Opts *o) {
     if (!o->images) { fprintf(stderr, "msd-eval: fid needs --images GEN.safetensors|PNG-FOLDER\n"); return 2; }
     float *x;
@@ -472,17 +487,7 @@ static int cmd_fid(const Opts *o) {
     int64_t n;
     if (load_generated(o, &x, &y, &n)) return 1;
     if (o->n && o->n < n) n = o->n;
-    Dataset test;
-    Engine e;
-    int rc = 1;
-    if (!load_split(o, "test", &test)) {
-        if (o->ref_n && o->ref_n < test.n) test.n = o->ref_n; /* the first ref_n test images */
-        if (!engine_open(&e, o, 1, 250)) {
-            rc = fid_report(&e, &test, x, y, n, "images", o->images);
-            engine_close(&e);
-        }
-        dataset_free(&test);
-    }
+    int rc = fid_vs_test(o, x, y, n, o->images);
     free(x);
     free(y);
     return rc;
@@ -514,19 +519,9 @@ static int cmd_floor(const Opts *o) {
     float *x;
     int32_t *y;
     if (subset(o, "train", &n, &x, &y)) return 1;
-    Dataset test;
-    Engine e;
-    int rc = 1;
-    if (!load_split(o, "test", &test)) {
-        if (o->ref_n && o->ref_n < test.n) test.n = o->ref_n; /* the first ref_n test images */
-        if (!engine_open(&e, o, 1, 250)) {
-            char src[64];
-            snprintf(src, sizeof src, "fmnist:train (seed %llu)", (unsigned long long)o->seed);
-            rc = fid_report(&e, &test, x, y, n, "images", src);
-            engine_close(&e);
-        }
-        dataset_free(&test);
-    }
+    char src[64];
+    snprintf(src, sizeof src, "fmnist:train (seed %llu)", (unsigned long long)o->seed);
+    int rc = fid_vs_test(o, x, y, n, src);
     free(x);
     free(y);
     return rc;
