@@ -461,9 +461,14 @@ static void conv_fwd_images(void *p, int64_t n0, int64_t n1, int tid) {
     }
 }
 
+/* Chunks of images: CONV_CHUNKS_PER_THREAD per thread, so that a thread that is descheduled
+ * (a busy or virtual machine) leaves little work that the others cannot take over; each chunk
+ * has its own scratch and dw/db partial. */
+#define CONV_CHUNKS_PER_THREAD 4
 static int conv_chunks(const BackendCtx *ctx, const ConvShape *s) {
     int t = backend_ctx_threads(ctx);
-    return s->N < t ? (int)s->N : t;
+    int64_t c = t > 1 ? (int64_t)t * CONV_CHUNKS_PER_THREAD : 1;
+    return s->N < c ? (int)s->N : (int)c;
 }
 
 void cpu_conv2d_forward(BackendCtx *ctx, float *out, const float *in, const float *w, const float *b,
@@ -484,12 +489,12 @@ void cpu_conv2d_forward(BackendCtx *ctx, float *out, const float *in, const floa
         dir_weights(scratch, w, s->O, s->C, s->C * 9, 9, 0);
         a.wr = scratch;
         a.scratch = scratch + nw;
-        parallel_for(chunks, s->N, conv_fwd_direct, &a);
+        parallel_for_chunks(backend_ctx_threads(ctx), chunks, s->N, conv_fwd_direct, &a);
         return;
     }
     a.per_thread = a.direct ? 0 : a.CKK * a.Ho * a.Wo;
     a.scratch = a.per_thread ? backend_ctx_scratch(ctx, a.per_thread * chunks) : NULL;
-    parallel_for(chunks, s->N, conv_fwd_images, &a);
+    parallel_for_chunks(backend_ctx_threads(ctx), chunks, s->N, conv_fwd_images, &a);
 }
 
 
@@ -613,12 +618,12 @@ void cpu_conv2d_backward(BackendCtx *ctx, float *din, float *dw, float *db, cons
         if (din) dir_weights(scratch, w, C, O, 9, C * 9, 1);
         a.wr = scratch;
         a.scratch = scratch + nw;
-        parallel_for(chunks, s->N, conv_bwd_direct, &a);
+        parallel_for_chunks(backend_ctx_threads(ctx), chunks, s->N, conv_bwd_direct, &a);
     } else {
         a.part_off = a.direct ? 0 : 2 * a.CKK * L;
         a.per_thread = a.part_off + conv_part_floats(&a);
         a.scratch = backend_ctx_scratch(ctx, a.per_thread * chunks);
-        parallel_for(chunks, s->N, conv_bwd_images, &a);
+        parallel_for_chunks(backend_ctx_threads(ctx), chunks, s->N, conv_bwd_images, &a);
     }
     for (int t = 1; t < chunks; t++) {
         const float *base = a.scratch + t * a.per_thread + a.part_off;

@@ -1,54 +1,122 @@
 /* parallel.c: see parallel.h. One global pool; a caller takes run_lock for the whole call
- * (trylock: a busy pool means "run serially", never wait for another user). Workers wait on a
- * generation counter; the caller runs chunk 0 itself and waits until the workers that got a
- * chunk have finished theirs. */
+ * (trylock: a busy pool means "run serially", never wait for another user).
+ *
+ * A job is published as one 64-bit ticket (generation, number of chunks, next unclaimed chunk).
+ * Every participating thread, the caller included, claims chunks by compare-and-swap on the
+ * ticket until none are left, so a thread that the OS (or, on a virtual machine, the
+ * hypervisor) does not schedule for a while holds up at most the one chunk it claimed: the
+ * others take the rest. Because the generation is part of the ticket, a worker that wakes late
+ * can never claim a chunk of a newer job by mistake, and it reads the job's parameters only
+ * after a successful claim (the job cannot finish, and so cannot be replaced, while one of
+ * its chunks is claimed and not done).
+ *
+ * Waiting: workers spin (with the CPU's pause hint) for PARALLEL_SPIN_NS after a job before
+ * they sleep on a condition variable, as OpenMP runtimes do, because a training step calls the
+ * pool hundreds of times with short serial gaps, and a futex wake-up of a sleeping thread
+ * costs tens of microseconds (much more on a virtual machine). The caller, once no chunk is
+ * left to claim, spins for the stragglers the same way. Lost wake-ups are ruled out by the
+ * usual pairing: a sleeper announces itself (sleepers / caller_sleeping) and re-checks the
+ * condition, both sequentially consistent, and the other side checks the announcement after
+ * its own sequentially consistent write, taking the mutex before it signals. */
 #include "parallel.h"
 
 #include <pthread.h>
 #include <sched.h>
+#include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
 
+/* ticket: generation (bits 32..63) | nchunks (bits 16..31) | next chunk (bits 0..15) */
+#define T_GEN(t) ((uint32_t)((t) >> 32))
+#define T_NCH(t) ((int)(((t) >> 16) & 0xffff))
+#define T_NEXT(t) ((int)((t) & 0xffff))
+#define T_MAKE(g, nch, next) (((uint64_t)(g) << 32) | ((uint64_t)(nch) << 16) | (uint64_t)(next))
+
 static struct {
-    pthread_mutex_t run_lock;  /* held by the thread whose job the pool is running */
-    pthread_mutex_t m;
+    pthread_mutex_t run_lock; /* held by the thread whose job the pool is running */
+    pthread_mutex_t m;        /* for the condition variables only */
     pthread_cond_t cv_start, cv_done;
-    int nworkers;
-    uint64_t gen;
-    int pending;               /* workers with a chunk that have not finished it */
-    ParallelFn fn;
+    int nworkers;             /* created so far (only ever grows) */
+    _Atomic uint64_t ticket;
+    _Atomic int done;         /* chunks of the current job finished */
+    _Atomic int sleepers;     /* workers in (or about to enter) cond_wait on cv_start */
+    _Atomic int caller_sleeping;
+    _Atomic int nthreads;     /* threads the current job may use (workers 1 .. nthreads-1) */
+    ParallelFn fn;            /* the current job; written before the ticket is published */
     void *arg;
     int64_t n;
-    int nchunks;
 } pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
-          PTHREAD_COND_INITIALIZER, 0, 0, 0, NULL, NULL, 0, 0};
+          PTHREAD_COND_INITIALIZER, 0, 0, 0, 0, 0, 0, NULL, NULL, 0};
 
 static __thread int in_parallel; /* this thread is running a chunk: nested calls go serial */
+static int64_t spin_ns = -1;     /* PARALLEL_SPIN_NS, or MSD_SPIN_US from the environment */
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#else
+    atomic_signal_fence(memory_order_seq_cst);
+#endif
+}
+
+static int64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
 
 static void run_chunk(ParallelFn fn, void *arg, int64_t n, int nchunks, int i) {
     int64_t b = n * i / nchunks, e = n * (i + 1) / nchunks;
     if (e > b) fn(arg, b, e, i);
 }
 
-static void *worker_main(void *p) {
-    int idx = (int)(intptr_t)p; /* this worker runs chunk idx (the caller runs chunk 0) */
-    in_parallel = 1;
-    uint64_t seen = 0;
-    pthread_mutex_lock(&pool.m);
+/* Claim and run chunks of generation gen until none are left; returns how many this thread ran. */
+static int claim_and_run(uint32_t gen) {
+    int ran = 0;
+    uint64_t t = atomic_load(&pool.ticket);
     for (;;) {
-        while (pool.gen == seen) pthread_cond_wait(&pool.cv_start, &pool.m);
-        seen = pool.gen;
-        if (idx >= pool.nchunks) continue;
-        ParallelFn fn = pool.fn;
-        void *arg = pool.arg;
-        int64_t n = pool.n;
-        int nchunks = pool.nchunks;
-        pthread_mutex_unlock(&pool.m);
-        run_chunk(fn, arg, n, nchunks, idx);
-        pthread_mutex_lock(&pool.m);
-        if (--pool.pending == 0) pthread_cond_signal(&pool.cv_done);
+        if (T_GEN(t) != gen || T_NEXT(t) >= T_NCH(t)) return ran;
+        if (!atomic_compare_exchange_weak(&pool.ticket, &t, t + 1)) continue; /* t reloaded */
+        /* chunk T_NEXT(t) of this job is ours: the job's parameters are stable until it is done */
+        int nch = T_NCH(t);
+        run_chunk(pool.fn, pool.arg, pool.n, nch, T_NEXT(t));
+        ran++;
+        if (atomic_fetch_add(&pool.done, 1) + 1 == nch && atomic_load(&pool.caller_sleeping)) {
+            pthread_mutex_lock(&pool.m);
+            pthread_cond_signal(&pool.cv_done);
+            pthread_mutex_unlock(&pool.m);
+        }
+        t = atomic_load(&pool.ticket);
+    }
+}
+
+static void *worker_main(void *p) {
+    int idx = (int)(intptr_t)p; /* worker idx takes part in jobs that allow more than idx threads */
+    in_parallel = 1;
+    uint32_t seen = 0;
+    for (;;) {
+        /* wait for a new generation: spin, then sleep */
+        uint64_t t = atomic_load(&pool.ticket);
+        if (T_GEN(t) == seen) {
+            int64_t until = now_ns() + spin_ns;
+            for (int i = 1; T_GEN(t = atomic_load(&pool.ticket)) == seen; i++) {
+                cpu_relax();
+                if ((i & 255) == 0 && now_ns() > until) break;
+            }
+        }
+        if (T_GEN(t) == seen) {
+            pthread_mutex_lock(&pool.m);
+            atomic_fetch_add(&pool.sleepers, 1);
+            while (T_GEN(t = atomic_load(&pool.ticket)) == seen) pthread_cond_wait(&pool.cv_start, &pool.m);
+            atomic_fetch_sub(&pool.sleepers, 1);
+            pthread_mutex_unlock(&pool.m);
+        }
+        seen = T_GEN(t);
+        if (idx < atomic_load(&pool.nthreads)) claim_and_run(seen);
     }
     return NULL;
 }
@@ -63,39 +131,69 @@ int parallel_cpu_count(void) {
     return c > 0 ? (int)c : 1;
 }
 
-void parallel_for(int threads, int64_t n, ParallelFn fn, void *arg) {
+static void init_spin(void) {
+    if (spin_ns >= 0) return;
+    const char *e = getenv("MSD_SPIN_US");
+    char *end;
+    long v = e && *e ? strtol(e, &end, 10) : -1;
+    spin_ns = (e && *e && *end == '\0' && v >= 0 && v <= 10000000) ? (int64_t)v * 1000 : PARALLEL_SPIN_NS;
+}
+
+void parallel_for_chunks(int threads, int nchunks, int64_t n, ParallelFn fn, void *arg) {
     if (n <= 0) return;
     if (threads > PARALLEL_MAX_THREADS) threads = PARALLEL_MAX_THREADS;
-    int nchunks = threads < 1 ? 1 : threads;
+    if (threads < 1) threads = 1;
+    if (nchunks > PARALLEL_MAX_CHUNKS) nchunks = PARALLEL_MAX_CHUNKS;
+    if (nchunks < 1) nchunks = 1;
     if ((int64_t)nchunks > n) nchunks = (int)n;
-    if (nchunks == 1 || in_parallel || pthread_mutex_trylock(&pool.run_lock) != 0) {
-        fn(arg, 0, n, 0);
+    if (threads > nchunks) threads = nchunks;
+    if (threads == 1 || in_parallel || pthread_mutex_trylock(&pool.run_lock) != 0) {
+        for (int i = 0; i < nchunks; i++) run_chunk(fn, arg, n, nchunks, i);
         return;
     }
-    /* create missing workers (idx 1 .. nchunks-1) */
-    while (pool.nworkers < nchunks - 1) {
+    init_spin();
+    /* create missing workers (idx 1 .. threads-1) */
+    while (pool.nworkers < threads - 1) {
         pthread_t th;
         int rc = pthread_create(&th, NULL, worker_main, (void *)(intptr_t)(pool.nworkers + 1));
         if (rc != 0) msd_die("parallel: pthread_create failed: %s", strerror(rc));
         pthread_detach(th);
         pool.nworkers++;
     }
-    pthread_mutex_lock(&pool.m);
     pool.fn = fn;
     pool.arg = arg;
     pool.n = n;
-    pool.nchunks = nchunks;
-    pool.pending = nchunks - 1;
-    pool.gen++;
-    pthread_cond_broadcast(&pool.cv_start);
-    pthread_mutex_unlock(&pool.m);
+    atomic_store(&pool.done, 0);
+    atomic_store(&pool.nthreads, threads);
+    uint32_t gen = T_GEN(atomic_load(&pool.ticket)) + 1;
+    atomic_store(&pool.ticket, T_MAKE(gen, nchunks, 0)); /* publishes the job */
+    if (atomic_load(&pool.sleepers) > 0) {
+        pthread_mutex_lock(&pool.m);
+        pthread_cond_broadcast(&pool.cv_start);
+        pthread_mutex_unlock(&pool.m);
+    }
 
     in_parallel = 1;
-    run_chunk(fn, arg, n, nchunks, 0);
+    claim_and_run(gen);
     in_parallel = 0;
 
-    pthread_mutex_lock(&pool.m);
-    while (pool.pending > 0) pthread_cond_wait(&pool.cv_done, &pool.m);
-    pthread_mutex_unlock(&pool.m);
+    if (atomic_load(&pool.done) < nchunks) {
+        int64_t until = now_ns() + spin_ns;
+        for (int i = 1; atomic_load(&pool.done) < nchunks; i++) {
+            cpu_relax();
+            if ((i & 255) == 0 && now_ns() > until) break;
+        }
+    }
+    if (atomic_load(&pool.done) < nchunks) {
+        pthread_mutex_lock(&pool.m);
+        atomic_store(&pool.caller_sleeping, 1);
+        while (atomic_load(&pool.done) < nchunks) pthread_cond_wait(&pool.cv_done, &pool.m);
+        atomic_store(&pool.caller_sleeping, 0);
+        pthread_mutex_unlock(&pool.m);
+    }
     pthread_mutex_unlock(&pool.run_lock);
+}
+
+void parallel_for(int threads, int64_t n, ParallelFn fn, void *arg) {
+    parallel_for_chunks(threads, threads, n, fn, arg);
 }

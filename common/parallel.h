@@ -1,23 +1,34 @@
-/* parallel.h: a small persistent pthread pool for the CPU ops. parallel_for splits a range
- * [0, n) into at most `threads` contiguous chunks and runs them on the pool's workers plus the
- * calling thread; it returns when every chunk is done. Workers are created once (lazily, the
- * first time a call needs them) and then sleep between calls: no per-call thread creation.
+/* parallel.h: a small persistent pthread pool for the CPU ops. parallel_for_chunks splits a
+ * range [0, n) into nchunks contiguous chunks and runs them on up to `threads` threads (the
+ * pool's workers plus the calling thread), each thread claiming the next unclaimed chunk until
+ * none is left; it returns when every chunk is done. More chunks than threads balance the load
+ * when a thread is descheduled or slower (a shared or virtual machine); fewer mean less
+ * per-chunk overhead. Workers are created once (lazily, the first time a call needs them) and
+ * then spin briefly and sleep between calls: no per-call thread creation.
  *
- * Not here: work stealing, nested parallelism (a parallel_for called from inside a chunk, or
- * while another thread is using the pool, runs serially on the calling thread with tid 0),
- * BLAS threading (the CPU backend runs OpenBLAS single-threaded inside pool chunks). */
+ * Not here: nested parallelism (a call from inside a chunk, or while another thread is using
+ * the pool, runs every chunk serially on the calling thread), BLAS threading (the CPU backend
+ * runs OpenBLAS single-threaded inside pool chunks). */
 #ifndef MSD_PARALLEL_H
 #define MSD_PARALLEL_H
 
 #include <stdint.h>
 
 #define PARALLEL_MAX_THREADS 64
+#define PARALLEL_MAX_CHUNKS 4096
+/* How long an idle worker (or a caller waiting for the last chunks) spins before it sleeps;
+ * the environment variable MSD_SPIN_US (microseconds) overrides it. */
+#define PARALLEL_SPIN_NS 2000000
 
-/* A chunk: the half-open range [begin, end) and the index tid < threads of the chunk (use it
- * to pick per-thread scratch). */
-typedef void (*ParallelFn)(void *arg, int64_t begin, int64_t end, int tid);
+/* A chunk: the half-open range [begin, end) and its index chunk < nchunks, which is the same
+ * for the same (nchunks, n) whichever thread runs it: use it to pick per-chunk scratch. Chunk
+ * i covers [n*i/nchunks, n*(i+1)/nchunks). */
+typedef void (*ParallelFn)(void *arg, int64_t begin, int64_t end, int chunk);
 
-/* Run fn over [0, n) in min(threads, n) chunks (threads is clamped to [1, PARALLEL_MAX_THREADS]). */
+/* Run fn over [0, n) in min(nchunks, n) chunks on min(threads, chunks) threads (threads is
+ * clamped to [1, PARALLEL_MAX_THREADS], nchunks to [1, PARALLEL_MAX_CHUNKS]). */
+void parallel_for_chunks(int threads, int nchunks, int64_t n, ParallelFn fn, void *arg);
+/* parallel_for_chunks(threads, threads, n, fn, arg) */
 void parallel_for(int threads, int64_t n, ParallelFn fn, void *arg);
 /* Number of CPUs this process may run on (>= 1). */
 int parallel_cpu_count(void);

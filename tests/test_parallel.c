@@ -1,0 +1,155 @@
+/* test_parallel.c: the thread pool (common/parallel.c). Every index of the range is run exactly
+ * once, by the chunk the header promises, for many (threads, chunks, n) combinations; a chunk
+ * that stalls (as a descheduled thread does) is covered while the other threads take the rest;
+ * thousands of back-to-back calls, with and without the spinning phase, lose no chunk and no
+ * wake-up; a call from inside a chunk, and calls from two threads at once, run serially and
+ * still cover everything. */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "check.h"
+#include "parallel.h"
+
+#define NMAX 5000
+
+typedef struct {
+    int64_t n;
+    int nchunks;
+    _Atomic int hits[NMAX];
+    _Atomic int bad_chunk;   /* a chunk whose range is not the promised one */
+    _Atomic int chunk_seen[PARALLEL_MAX_CHUNKS];
+    int stall_chunk;         /* this chunk sleeps stall_ms before it runs (-1: none) */
+    int stall_ms;
+    _Atomic int nested_ok;   /* nested calls that covered their range */
+    int nest;
+} Job;
+
+static void mark(void *p, int64_t b, int64_t e, int chunk) {
+    Job *j = p;
+    int64_t nch = j->nchunks < j->n ? j->nchunks : j->n;
+    if (b != j->n * chunk / nch || e != j->n * (chunk + 1) / nch) atomic_fetch_add(&j->bad_chunk, 1);
+    atomic_fetch_add(&j->chunk_seen[chunk], 1);
+    if (chunk == j->stall_chunk) {
+        struct timespec ts = {0, (long)j->stall_ms * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    for (int64_t i = b; i < e; i++) atomic_fetch_add(&j->hits[i], 1);
+}
+
+static Job *job_new(int64_t n, int nchunks) {
+    Job *j = calloc(1, sizeof *j);
+    j->n = n;
+    j->nchunks = nchunks;
+    j->stall_chunk = -1;
+    return j;
+}
+
+/* every index once, every chunk once, ranges as promised */
+static int job_ok(Job *j) {
+    int64_t nch = j->nchunks < j->n ? j->nchunks : j->n;
+    if (atomic_load(&j->bad_chunk)) return 0;
+    for (int64_t i = 0; i < j->n; i++)
+        if (atomic_load(&j->hits[i]) != 1) return 0;
+    for (int64_t c = 0; c < nch; c++)
+        if (atomic_load(&j->chunk_seen[c]) != 1) return 0;
+    return 1;
+}
+
+static void test_cover(void) {
+    const int threads[] = {1, 2, 3, 8};
+    const int chunks[] = {1, 2, 3, 7, 64, 4096};
+    const int64_t ns[] = {1, 2, 5, 63, 1000, NMAX};
+    for (size_t a = 0; a < sizeof threads / sizeof *threads; a++)
+        for (size_t b = 0; b < sizeof chunks / sizeof *chunks; b++)
+            for (size_t c = 0; c < sizeof ns / sizeof *ns; c++) {
+                Job *j = job_new(ns[c], chunks[b]);
+                parallel_for_chunks(threads[a], chunks[b], ns[c], mark, j);
+                CHECK(job_ok(j), "threads %d chunks %d n %lld", threads[a], chunks[b], (long long)ns[c]);
+                free(j);
+            }
+    Job *j = job_new(10, 2);
+    parallel_for(2, 0, mark, j); /* empty range: nothing runs */
+    for (int i = 0; i < 10; i++) CHECK(atomic_load(&j->hits[i]) == 0, "n = 0 ran index %d", i);
+    free(j);
+}
+
+static void test_stall(void) {
+    /* chunk 0 stalls 200 ms: with 2 threads and 16 chunks the other thread runs chunks 1..15 */
+    Job *j = job_new(1600, 16);
+    j->stall_chunk = 0;
+    j->stall_ms = 200;
+    parallel_for_chunks(2, 16, 1600, mark, j);
+    CHECK(job_ok(j), "stalled chunk: coverage");
+    free(j);
+}
+
+static void test_back_to_back(void) {
+    /* many short calls: spinning workers, then (MSD_SPIN_US is read once, so a long gap) sleeping ones */
+    for (int round = 0; round < 2; round++) {
+        for (int it = 0; it < 3000; it++) {
+            int64_t n = 1 + it % 97;
+            Job *j = job_new(n, 1 + it % 9);
+            parallel_for_chunks(1 + it % 3, 1 + it % 9, n, mark, j);
+            if (!job_ok(j)) {
+                CHECK(0, "round %d call %d (n %lld) lost or repeated an index", round, it, (long long)n);
+                free(j);
+                return;
+            }
+            free(j);
+        }
+        struct timespec ts = {0, 10 * 1000000L}; /* let the workers fall asleep */
+        nanosleep(&ts, NULL);
+    }
+}
+
+static void nested_chunk(void *p, int64_t b, int64_t e, int chunk) {
+    Job *outer = p;
+    (void)chunk;
+    for (int64_t i = b; i < e; i++) {
+        Job *inner = job_new(50, 4);
+        parallel_for_chunks(2, 4, 50, mark, inner); /* runs serially on this thread */
+        if (job_ok(inner)) atomic_fetch_add(&outer->nested_ok, 1);
+        free(inner);
+        atomic_fetch_add(&outer->hits[i], 1);
+    }
+}
+
+static void test_nested(void) {
+    Job *j = job_new(40, 8);
+    parallel_for_chunks(2, 8, 40, nested_chunk, j);
+    CHECK(atomic_load(&j->nested_ok) == 40, "nested calls covered: %d of 40", atomic_load(&j->nested_ok));
+    for (int i = 0; i < 40; i++) CHECK(atomic_load(&j->hits[i]) == 1, "outer index %d", i);
+    free(j);
+}
+
+static void *other_user(void *p) {
+    int *ok = p;
+    for (int it = 0; it < 500; it++) {
+        Job *j = job_new(300, 6);
+        parallel_for_chunks(2, 6, 300, mark, j);
+        if (!job_ok(j)) *ok = 0;
+        free(j);
+    }
+    return NULL;
+}
+
+static void test_two_callers(void) {
+    int ok1 = 1, ok2 = 1;
+    pthread_t a, b;
+    pthread_create(&a, NULL, other_user, &ok1);
+    pthread_create(&b, NULL, other_user, &ok2);
+    pthread_join(a, NULL);
+    pthread_join(b, NULL);
+    CHECK(ok1 && ok2, "two threads calling the pool at once: %d %d", ok1, ok2);
+}
+
+int main(void) {
+    TEST_RUN(test_cover);
+    TEST_RUN(test_stall);
+    TEST_RUN(test_back_to_back);
+    TEST_RUN(test_nested);
+    TEST_RUN(test_two_callers);
+    return TEST_END();
+}
