@@ -3,7 +3,7 @@
  * Prints one JSON line per measurement: {"bench":"ops","metric":...,"value":ms,"unit":"ms"},
  * the median of several timed runs after warm-up.
  *
- * Usage: bench_ops [--threads T] [--blas-threads B] [--reps R]
+ * Usage: bench_ops [--threads T] [--blas-threads B] [--reps R] [--only PREFIX] [--stat median|min]
  *   --threads: chunks per parallel_for (default: all CPUs); --blas-threads: let OpenBLAS use B
  *   threads itself (default 1, what the backend uses; for comparing threading schemes). */
 #include <stdio.h>
@@ -25,8 +25,12 @@ static int cmp_double(const void *a, const void *b) {
 
 typedef void (*BenchFn)(void *arg);
 
+static int use_min;       /* --stat min: the fastest run instead of the median (steadier on a busy VM) */
+static const char *only; /* --only PREFIX: just the metrics whose name starts with it */
+
 static void bench(const char *metric, BenchFn fn, void *arg) {
     double t[64];
+    if (only && strncmp(metric, only, strlen(only))) return;
     if (reps > 64) reps = 64;
     fn(arg);
     fn(arg);
@@ -36,7 +40,8 @@ static void bench(const char *metric, BenchFn fn, void *arg) {
         t[r] = (msd_now() - t0) * 1e3;
     }
     qsort(t, (size_t)reps, sizeof t[0], cmp_double);
-    printf("{\"bench\":\"ops\",\"metric\":\"%s\",\"value\":%.4f,\"unit\":\"ms\"}\n", metric, t[reps / 2]);
+    printf("{\"bench\":\"ops\",\"metric\":\"%s\",\"value\":%.4f,\"unit\":\"ms\"}\n", metric,
+           use_min ? t[0] : t[reps / 2]);
     fflush(stdout);
 }
 
@@ -58,6 +63,14 @@ static void conv_b(void *p) {
     ConvB *c = p;
     be->conv2d_backward(ctx, c->din, c->dw, c->db, c->out, c->in, c->w, &c->s);
 }
+static void conv_bdata(void *p) {
+    ConvB *c = p;
+    be->conv2d_backward(ctx, c->din, NULL, NULL, c->out, c->in, c->w, &c->s);
+}
+static void conv_bweight(void *p) {
+    ConvB *c = p;
+    be->conv2d_backward(ctx, NULL, c->dw, c->db, c->out, c->in, c->w, &c->s);
+}
 static void bench_conv(const char *name, ConvShape s) {
     ConvB c = {.s = s};
     int64_t Ho = conv_out_h(&s), Wo = conv_out_w(&s);
@@ -73,6 +86,10 @@ static void bench_conv(const char *name, ConvShape s) {
     bench(m, conv_f, &c);
     snprintf(m, sizeof m, "%s_bwd", name);
     bench(m, conv_b, &c);
+    snprintf(m, sizeof m, "%s_bwd_data", name);
+    bench(m, conv_bdata, &c);
+    snprintf(m, sizeof m, "%s_bwd_weight", name);
+    bench(m, conv_bweight, &c);
     be->free(ctx, c.in); be->free(ctx, c.w); be->free(ctx, c.b); be->free(ctx, c.out);
     be->free(ctx, c.din); be->free(ctx, c.dw); be->free(ctx, c.db);
 }
@@ -122,8 +139,11 @@ int main(int argc, char **argv) {
         if (!strcmp(argv[i], "--threads")) threads = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--blas-threads")) blas_threads = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--reps")) reps = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--only")) only = argv[i + 1];
+        else if (!strcmp(argv[i], "--stat") && !strcmp(argv[i + 1], "min")) use_min = 1;
+        else if (!strcmp(argv[i], "--stat") && !strcmp(argv[i + 1], "median")) use_min = 0;
         else {
-            fprintf(stderr, "usage: %s [--threads T] [--blas-threads B] [--reps R]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--threads T] [--blas-threads B] [--reps R] [--only PREFIX] [--stat median|min]\n", argv[0]);
             return 2;
         }
     }
@@ -138,6 +158,8 @@ int main(int argc, char **argv) {
     bench_conv("conv3x3_b32_c32to64_14", (ConvShape){32, 32, 14, 14, 64, 3, 1, 1});
     bench_conv("conv3x3_b32_c64_14", (ConvShape){32, 64, 14, 14, 64, 3, 1, 1});
     bench_conv("conv3x3_b32_c64_7", (ConvShape){32, 64, 7, 7, 64, 3, 1, 1});
+    bench_conv("conv3x3_b32_c128to64_14", (ConvShape){32, 128, 14, 14, 64, 3, 1, 1});
+    bench_conv("conv3x3_b32_c128to64_7", (ConvShape){32, 128, 7, 7, 64, 3, 1, 1});
     bench_conv("conv3x3s2_b32_c32_28", (ConvShape){32, 32, 28, 28, 32, 3, 2, 1});
     bench_conv("conv1x1_b32_c64to192_7", (ConvShape){32, 64, 7, 7, 192, 1, 1, 0});
     bench_conv("conv1x1_b32_c32to64_28", (ConvShape){32, 32, 28, 28, 64, 1, 1, 0});

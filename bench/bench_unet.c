@@ -60,11 +60,12 @@ static double peak_rss_mb(void) {
 /* ---- --profile: a copy of the CPU table whose slots time the real ones ---- */
 
 enum { P_CONV_F, P_CONV_B, P_LIN_F, P_LIN_B, P_GN_F, P_GN_B, P_SILU_F, P_SILU_B, P_MOD_F, P_MOD_B, P_ATT_F, P_ATT_B,
-       P_CAT_F, P_CAT_B, P_UP_F, P_UP_B, P_FILL, P_ELEM, P_ADAMW, P_NOPS };
+       P_CAT_F, P_CAT_B, P_UP_F, P_UP_B, P_FILL, P_ELEM, P_ADAMW, P_NA_F, P_NA_B, P_NOPS };
 static const char *prof_names[P_NOPS] = {"conv2d_forward", "conv2d_backward", "linear_forward", "linear_backward",
     "groupnorm_forward", "groupnorm_backward", "silu_forward", "silu_backward", "modulate_forward",
     "modulate_backward", "attention_forward", "attention_backward", "concat_forward", "concat_backward",
-    "upsample2x_forward", "upsample2x_backward", "fill", "add/mul/axpy/copy/scale_rows", "adamw+sumsq"};
+    "upsample2x_forward", "upsample2x_backward", "fill", "add/mul/axpy/copy/scale_rows", "adamw+sumsq",
+    "norm_act_forward (fused)", "norm_act_backward (fused)"};
 static double prof_t[P_NOPS];
 static int prof_on;
 #define MAXSHAPES 64
@@ -143,7 +144,20 @@ static void p_up_f(BackendCtx *c, float *o, const float *i, int64_t N, int64_t C
 static void p_up_b(BackendCtx *c, float *di, const float *d, int64_t N, int64_t C, int64_t H, int64_t W) {
     TIMED(P_UP_B, backend_cpu.upsample2x_backward(c, di, d, N, C, H, W));
 }
-static void p_fill(BackendCtx *c, float *d, float v, int64_t n) { TIMED(P_FILL, backend_cpu.fill(c, d, v, n)); }
+static double fill_floats; /* floats zeroed or filled, all steps */
+static void p_fill(BackendCtx *c, float *d, float v, int64_t n) {
+    fill_floats += (double)n;
+    TIMED(P_FILL, backend_cpu.fill(c, d, v, n));
+}
+static void p_na_f(BackendCtx *c, float *o, float *m, float *r, const float *i, const float *g, const float *b,
+                   const float *ss, int64_t N, int64_t C, int64_t HW, int64_t G, float eps) {
+    TIMED(P_NA_F, backend_cpu.norm_act_forward(c, o, m, r, i, g, b, ss, N, C, HW, G, eps));
+}
+static void p_na_b(BackendCtx *c, float *di, float *dg, float *db, float *dss, const float *d, const float *i,
+                   const float *m, const float *r, const float *g, const float *b, const float *ss, int64_t N, int64_t C,
+                   int64_t HW, int64_t G) {
+    TIMED(P_NA_B, backend_cpu.norm_act_backward(c, di, dg, db, dss, d, i, m, r, g, b, ss, N, C, HW, G));
+}
 static void p_add(BackendCtx *c, float *o, const float *a, const float *b, int64_t n) { TIMED(P_ELEM, backend_cpu.add(c, o, a, b, n)); }
 static void p_mul(BackendCtx *c, float *o, const float *a, const float *b, int64_t n) { TIMED(P_ELEM, backend_cpu.mul(c, o, a, b, n)); }
 static void p_axpy(BackendCtx *c, float *y, float al, const float *x, int64_t n) { TIMED(P_ELEM, backend_cpu.axpy(c, y, al, x, n)); }
@@ -173,6 +187,7 @@ static const Backend *profiling_backend(void) {
     prof_be.upsample2x_forward = p_up_f; prof_be.upsample2x_backward = p_up_b;
     prof_be.fill = p_fill; prof_be.add = p_add; prof_be.mul = p_mul; prof_be.axpy = p_axpy; prof_be.copy = p_copy;
     prof_be.scale_rows = p_rows; prof_be.adamw_update = p_adamw; prof_be.sumsq = p_sumsq;
+    prof_be.norm_act_forward = p_na_f; prof_be.norm_act_backward = p_na_b;
     return &prof_be;
 }
 
@@ -243,6 +258,7 @@ static void run_one(const BenchCfg *b, int threads, int reps) {
         double tot = 0;
         for (int r = 1; r <= reps; r++) tot += t[r];
         prof_report(tot, reps);
+        fprintf(stderr, "fill: %.1f MB per step\n", fill_floats * 4 / 1e6 / (reps + 1)); /* warm-up step included */
     }
     qsort(t + 1, (size_t)reps, sizeof(double), cmp_double);
     double sec = t[1 + reps / 2];

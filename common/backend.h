@@ -153,6 +153,20 @@ typedef struct Backend {
      * Identical numbers on every backend. */
     void (*rng_normal)(BackendCtx *ctx, float *out, int64_t n, uint64_t seed, uint64_t stream, uint64_t offset);
     void (*rng_uniform)(BackendCtx *ctx, float *out, int64_t n, uint64_t seed, uint64_t stream, uint64_t offset);
+
+    /* ---- optional fused ops: NULL where a backend has none; callers then compose them from
+     * the ops above (backend_missing and backend_require do not ask for them) ---- */
+    /* out = silu(modulate(groupnorm(in))) with the groupnorm_forward, modulate_forward (only
+     * when ss is not NULL) and silu_forward above; saves mean and rstd like groupnorm_forward. */
+    void (*norm_act_forward)(BackendCtx *ctx, float *out, float *mean, float *rstd, const float *in,
+                             const float *gamma, const float *beta, const float *ss, int64_t N, int64_t C,
+                             int64_t HW, int64_t G, float eps);
+    /* Backward of norm_act_forward given its saved mean and rstd: din, dgamma, dbeta and (ss
+     * given) dss, each added into as by the separate backward ops. */
+    void (*norm_act_backward)(BackendCtx *ctx, float *din, float *dgamma, float *dbeta, float *dss,
+                              const float *dout, const float *in, const float *mean, const float *rstd,
+                              const float *gamma, const float *beta, const float *ss, int64_t N, int64_t C,
+                              int64_t HW, int64_t G);
 } Backend;
 
 /* The backend for a device: CPU always; CUDA only in a build with CUDA and a GPU present.

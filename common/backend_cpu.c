@@ -14,6 +14,7 @@
 #include "log.h"
 #include "ops_cpu.h"
 #include "optim.h"
+#include "parallel.h"
 #include "rng.h"
 
 static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
@@ -34,19 +35,53 @@ static void cpu_free(BackendCtx *ctx, float *p) {
     (void)ctx;
     free(p);
 }
-static void cpu_memcpy(BackendCtx *ctx, float *dst, const float *src, int64_t n) {
-    (void)ctx;
-    MSD_CHECK(n >= 0);
-    if (n) memmove(dst, src, (size_t)n * sizeof(float));
-}
-static void cpu_fill(BackendCtx *ctx, float *dst, float value, int64_t n) {
-    (void)ctx;
-    MSD_CHECK(n >= 0);
-    if (value == 0.0f) {
-        memset(dst, 0, (size_t)n * sizeof(float));
+/* Large fills and copies are split over the pool in blocks of whole cache lines: one core
+ * does not reach the machine's memory bandwidth on its own, and a training step zeroes a few
+ * hundred megabytes of gradient buffers before the backward ops add into them. */
+#define MEM_PAR_MIN (1 << 18) /* floats (1 MiB) */
+#define MEM_BLOCK 4096        /* floats per work item */
+typedef struct {
+    float *dst;
+    const float *src;
+    float value;
+    int64_t n;
+} MemJob;
+static void mem_fill_k(void *p, int64_t b0, int64_t b1, int tid) {
+    const MemJob *j = p;
+    (void)tid;
+    int64_t i0 = b0 * MEM_BLOCK, i1 = b1 * MEM_BLOCK < j->n ? b1 * MEM_BLOCK : j->n;
+    if (j->value == 0.0f) {
+        memset(j->dst + i0, 0, (size_t)(i1 - i0) * sizeof(float));
         return;
     }
-    for (int64_t i = 0; i < n; i++) dst[i] = value;
+    for (int64_t i = i0; i < i1; i++) j->dst[i] = j->value;
+}
+static void mem_copy_k(void *p, int64_t b0, int64_t b1, int tid) {
+    const MemJob *j = p;
+    (void)tid;
+    int64_t i0 = b0 * MEM_BLOCK, i1 = b1 * MEM_BLOCK < j->n ? b1 * MEM_BLOCK : j->n;
+    memcpy(j->dst + i0, j->src + i0, (size_t)(i1 - i0) * sizeof(float));
+}
+
+static void cpu_memcpy(BackendCtx *ctx, float *dst, const float *src, int64_t n) {
+    MSD_CHECK(n >= 0);
+    if (!n) return;
+    /* overlapping ranges (allowed, as memmove) are copied serially */
+    int overlap = dst < src + n && src < dst + n;
+    int t = backend_ctx_threads(ctx);
+    if (n < MEM_PAR_MIN || t < 2 || overlap) {
+        memmove(dst, src, (size_t)n * sizeof(float));
+        return;
+    }
+    MemJob j = {.dst = dst, .src = src, .n = n};
+    parallel_for(t, (n + MEM_BLOCK - 1) / MEM_BLOCK, mem_copy_k, &j);
+}
+static void cpu_fill(BackendCtx *ctx, float *dst, float value, int64_t n) {
+    MSD_CHECK(n >= 0);
+    if (!n) return;
+    MemJob j = {.dst = dst, .value = value, .n = n};
+    int t = backend_ctx_threads(ctx);
+    parallel_for(n < MEM_PAR_MIN ? 1 : t, (n + MEM_BLOCK - 1) / MEM_BLOCK, mem_fill_k, &j);
 }
 
 const Backend backend_cpu = {
@@ -93,5 +128,7 @@ const Backend backend_cpu = {
     .adamw_update = cpu_adamw_update,
     .ema_update = cpu_ema_update,
     .rng_normal = cpu_rng_normal,
+    .norm_act_forward = cpu_norm_act_forward,
+    .norm_act_backward = cpu_norm_act_backward,
     .rng_uniform = cpu_rng_uniform,
 };

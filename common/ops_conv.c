@@ -222,8 +222,8 @@ static int64_t dir_out_floats(const DirGeom *g, int64_t O) {
 /* floats of the re-laid weights of an O <- C convolution */
 static int64_t dir_weight_floats(int64_t O, int64_t C) { return (O + DIR_OB - 1) / DIR_OB * DIR_OB * C * 9; }
 
-/* dst (C, S) zero-padded planes (+ DIR_VL zeros) from im (C, H, W) */
-static void dir_pad(float *dst, const float *im, const DirGeom *g, int64_t C, int64_t H, int64_t W) {
+/* dst (C, S) zero-padded planes from im (C, H, W) */
+static void dir_pad_planes(float *dst, const float *im, const DirGeom *g, int64_t C, int64_t H, int64_t W) {
     const int64_t Wp = g->Wp;
     for (int64_t c = 0; c < C; c++) {
         float *d = dst + c * g->S;
@@ -237,6 +237,11 @@ static void dir_pad(float *dst, const float *im, const DirGeom *g, int64_t C, in
         }
         memset(d + (H + 1) * Wp, 0, (size_t)Wp * sizeof(float));
     }
+}
+
+/* the same, then DIR_VL zeros: the last vector run reads up to DIR_VL - 1 floats past C*S */
+static void dir_pad(float *dst, const float *im, const DirGeom *g, int64_t C, int64_t H, int64_t W) {
+    dir_pad_planes(dst, im, g, C, H, W);
     memset(dst + C * g->S, 0, DIR_VL * sizeof(float));
 }
 
@@ -318,19 +323,17 @@ static void dir_conv_image(float *out, const float *in, const float *wr, const f
 
 
 /* ---- direct 3x3 weight gradient ----
- * dw[o][c][k] = sum over positions of dout[o] * (tap k of in[c]): with dout laid out like the
- * kernel's output (doutp (O, NV*16), zero at the padding columns and past NP) and the input
- * padded as in the forward, this is a dot product of two vector runs per (o, c, k). A kernel
- * keeps DIR_DWOB output channels x 9 taps of vector partial sums in registers for one input
- * channel and adds them to dwv ((O/DIR_DWOB, C, 9, DIR_DWOB) vectors, kept over all the
- * chunk's images); the 16 lanes are summed once at the end (dir_dw_reduce). */
+ * dw[o][c][k] = sum over images and positions of dout[o] * (tap k of in[c]): with dout laid
+ * out like the kernel's output (doutp (O, NV*16) per image, zero at the padding columns and
+ * past NP) and the input padded as in the forward, this is a dot product of two vector runs
+ * per (o, c, k). First every image is padded and laid out (in parallel over images, beside
+ * backward-data); then a kernel keeps DIR_DWOB output channels x 9 taps of vector partial sums
+ * in registers for one input channel, runs over all the images, sums the 16 lanes and adds
+ * the results to dw. The (output block, input channel) pairs are split over the thread pool:
+ * each dw element is written by one chunk, so there are no partial copies of dw to add up. */
 #define DIR_DWOB 3
-/* Below this many vectors of positions per image (the 14x14 and 7x7 maps), im2col and a GEMM
- * per image measured faster for dw (bench_ops, 2-core AVX-512 machine). */
-#define DIR_DW_MIN_NV 32
 
 static int64_t dir_dw_rows(int64_t O) { return (O + DIR_DWOB - 1) / DIR_DWOB * DIR_DWOB; }
-static int64_t dir_dwv_floats(int64_t O, int64_t C) { return dir_dw_rows(O) * C * 9 * DIR_VL; }
 
 /* doutp (dir_dw_rows(O), NV*16) from dout (O, H, W), zero outside the H x W positions */
 static void dir_lay_dout(float *doutp, const float *dout, const DirGeom *g, int64_t O, int64_t H, int64_t W) {
@@ -349,60 +352,39 @@ static void dir_lay_dout(float *doutp, const float *dout, const DirGeom *g, int6
     }
 }
 
-/* acc (9, DIR_DWOB) vectors (+)= the dot products of d's DIR_DWOB rows with x's 9 taps, summed
- * over ng images (d and x advance by dstride and xstride per image) */
-static void dir_dw_kernel(float *acc_out, int first, const float *d, int64_t ldo, int64_t dstride, const float *x,
-                          int64_t xstride, int64_t ng, const DirGeom *g) {
+static inline float dir_hsum(DirVec v) {
+#if defined(__AVX512F__)
+    return _mm512_reduce_add_ps(v);
+#else
+    float t = 0.0f;
+    for (int i = 0; i < DIR_VL; i++) t += v.v[i];
+    return t;
+#endif
+}
+
+/* dw rows o0 .. o0+no-1 (no <= DIR_DWOB), input channel c, 9 taps += the dot products of d's
+ * DIR_DWOB rows with x's 9 taps, summed over ng images (d and x advance by dstride and xstride) */
+static void dir_dw_kernel(float *dw, int64_t C, int64_t c, int64_t o0, int no, const float *d, int64_t ldo,
+                          int64_t dstride, const float *x, int64_t xstride, int64_t ng, const DirGeom *g) {
     DirVec acc[DIR_DWOB][9];
     for (int o = 0; o < DIR_DWOB; o++)
         for (int k = 0; k < 9; k++) acc[o][k] = dir_zero();
-    const int64_t o0 = g->off[0], o1 = g->off[1], o2 = g->off[2], o3 = g->off[3], o5 = g->off[5], o6 = g->off[6],
+    const int64_t o0f = g->off[0], o1 = g->off[1], o2 = g->off[2], o3 = g->off[3], o5 = g->off[5], o6 = g->off[6],
                   o7 = g->off[7], o8 = g->off[8];
     for (int64_t i = 0; i < ng; i++, d += dstride, x += xstride) {
         for (int64_t v = 0; v < g->NV * DIR_VL; v += DIR_VL) {
             DirVec dv[DIR_DWOB];
             for (int o = 0; o < DIR_DWOB; o++) dv[o] = dir_load(d + o * ldo + v);
             const float *xv = x + v;
-            const int64_t offs[9] = {o0, o1, o2, o3, 0, o5, o6, o7, o8};
+            const int64_t offs[9] = {o0f, o1, o2, o3, 0, o5, o6, o7, o8};
             for (int k = 0; k < 9; k++) {
                 DirVec t = dir_load(xv + offs[k]);
                 for (int o = 0; o < DIR_DWOB; o++) acc[o][k] = dir_fmav(dv[o], t, acc[o][k]);
             }
         }
     }
-    for (int k = 0; k < 9; k++)
-        for (int o = 0; o < DIR_DWOB; o++) {
-            float *q = acc_out + (k * DIR_DWOB + o) * DIR_VL;
-            dir_store(q, first ? acc[o][k] : dir_add(acc[o][k], dir_load(q)));
-        }
-}
-
-/* dwv (+)= the contribution of ng images: pad holds their padded inputs (ng, C, S) one after
- * the other, doutp their laid-out dout (ng, dir_dw_rows(O), NV*16) */
-static void dir_dw_images(float *dwv, int first, const float *pad, const float *doutp, int64_t ng, const DirGeom *g,
-                          int64_t O, int64_t C) {
-    const int64_t ldo = g->NV * DIR_VL, nb = dir_dw_rows(O) / DIR_DWOB;
-    const float *x = pad + g->Wp + 1;
-    for (int64_t b = 0; b < nb; b++)
-        for (int64_t c = 0; c < C; c++)
-            dir_dw_kernel(dwv + (b * C + c) * 9 * DIR_DWOB * DIR_VL, first, doutp + b * DIR_DWOB * ldo, ldo,
-                          dir_dw_rows(O) * ldo, x + c * g->S, C * g->S, ng, g);
-}
-
-/* Images per dir_dw_images call: enough vector runs per kernel call to amortise its partial
- * sums' load and store (7x7 maps have only 4 vectors of positions per image) */
-static int64_t dir_dw_group(const DirGeom *g) { return (64 + g->NV - 1) / g->NV; }
-
-/* dw (O, C, 3, 3) += the lane sums of dwv */
-static void dir_dw_reduce(float *dw, const float *dwv, int64_t O, int64_t C) {
-    for (int64_t o = 0; o < O; o++)
-        for (int64_t c = 0; c < C; c++)
-            for (int k = 0; k < 9; k++) {
-                const float *q = dwv + (((o / DIR_DWOB * C + c) * 9 + k) * DIR_DWOB + o % DIR_DWOB) * DIR_VL;
-                float t = 0.0f;
-                for (int i = 0; i < DIR_VL; i++) t += q[i];
-                dw[(o * C + c) * 9 + k] += t;
-            }
+    for (int o = 0; o < no; o++)
+        for (int k = 0; k < 9; k++) dw[((o0 + o) * C + c) * 9 + k] += dir_hsum(acc[o][k]);
 }
 
 static int conv_is_3x3_same(const ConvShape *s) { return s->K == 3 && s->stride == 1 && s->pad == 1; }
@@ -418,11 +400,13 @@ typedef struct {
     const float *wr;      /* direct 3x3 path (forward, or backward-data): re-laid weights */
     DirGeom g;
     int64_t part_off;     /* offset of the dw and db partials in a chunk's scratch */
-    int dw_direct;        /* 3x3 same: dw by dir_dw_images (else im2col and GEMM) */
+    int dw_parts;         /* dw is summed in per-chunk partials (else written by one chunk each) */
+    float *pad_all;       /* 3x3 same, dw: every image's padded input (N, C, S) ... */
+    float *dout_all;      /* ... and laid-out dout (N, dir_dw_rows(O), NV*16) */
 } ConvArgs;
 
 static int64_t conv_part_floats(const ConvArgs *a) {
-    return (a->dw ? a->s->O * a->CKK : 0) + (a->db ? a->s->O : 0);
+    return (a->dw && a->dw_parts ? a->s->O * a->CKK : 0) + (a->db ? a->s->O : 0);
 }
 
 static void conv_fwd_direct(void *p, int64_t n0, int64_t n1, int tid) {
@@ -507,46 +491,46 @@ static void conv_partials(const ConvArgs *a, int tid, float **dwp, float **dbp) 
         *dbp = a->db;
         return;
     }
-    *dwp = base;
-    *dbp = base + (a->dw ? n : 0);
-    if (a->dw) memset(*dwp, 0, (size_t)n * sizeof(float));
+    *dwp = a->dw && a->dw_parts ? base : a->dw;
+    *dbp = base + (a->dw && a->dw_parts ? n : 0);
+    if (a->dw && a->dw_parts) memset(*dwp, 0, (size_t)n * sizeof(float));
     if (a->db) memset(*dbp, 0, (size_t)a->s->O * sizeof(float));
 }
 
+/* 3x3 same, phase 1 (chunks of images): backward-data and db; the images' padded inputs and
+ * laid-out douts for phase 2 */
 static void conv_bwd_direct(void *p, int64_t n0, int64_t n1, int tid) {
     const ConvArgs *a = p;
     const ConvShape *s = a->s;
-    const int64_t O = s->O, C = s->C, HW = s->H * s->W;
+    const int64_t O = s->O, C = s->C, HW = s->H * s->W, ldo = a->g.NV * DIR_VL;
     float *dwp, *dbp;
     conv_partials(a, tid, &dwp, &dbp);
     float *pad = a->scratch + tid * a->per_thread + a->part_off + conv_part_floats(a);
-    float *outp = pad + dir_pad_floats(&a->g, O), *padg = outp + dir_out_floats(&a->g, C);
-    const int64_t G = dir_dw_group(&a->g), ldo = a->g.NV * DIR_VL;
-    float *doutp = padg + G * C * a->g.S + DIR_VL, *dwv = doutp + G * dir_dw_rows(O) * ldo;
-    for (int64_t n = n0; n < n1; n += G) {
-        int64_t ng = n1 - n < G ? n1 - n : G;
-        for (int64_t j = n; j < n + ng; j++) {
-            const float *dout = a->dout + j * O * HW;
-            if (a->din)
-                dir_conv_image(a->din + j * C * HW, dout, a->wr, NULL, 1, O, C, s->H, s->W, &a->g, pad, outp);
-            if (a->db)
-                for (int64_t o = 0; o < O; o++) dbp[o] += (float)ops_sum(dout + o * HW, HW);
-        }
-        if (a->dw && !a->dw_direct) {
-            /* small maps: dw by im2col and a GEMM per image (padg holds col) */
-            for (int64_t j = n; j < n + ng; j++) {
-                im2col(padg, a->in + j * C * HW, s, s->H, s->W);
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)O, (int)a->CKK, (int)HW, 1.0f,
-                            a->dout + j * O * HW, (int)HW, padg, (int)HW, 1.0f, dwp, (int)a->CKK);
-            }
-        } else if (a->dw) {
-            dir_pad(padg, a->in + n * C * HW, &a->g, ng * C, s->H, s->W);
-            for (int64_t j = 0; j < ng; j++)
-                dir_lay_dout(doutp + j * dir_dw_rows(O) * ldo, a->dout + (n + j) * O * HW, &a->g, O, s->H, s->W);
-            dir_dw_images(dwv, n == n0, padg, doutp, ng, &a->g, O, C);
+    float *outp = pad + dir_pad_floats(&a->g, O);
+    for (int64_t n = n0; n < n1; n++) {
+        const float *dout = a->dout + n * O * HW;
+        if (a->din) dir_conv_image(a->din + n * C * HW, dout, a->wr, NULL, 1, O, C, s->H, s->W, &a->g, pad, outp);
+        if (a->db)
+            for (int64_t o = 0; o < O; o++) dbp[o] += (float)ops_sum(dout + o * HW, HW);
+        if (a->dw) {
+            dir_pad_planes(a->pad_all + n * C * a->g.S, a->in + n * C * HW, &a->g, C, s->H, s->W);
+            dir_lay_dout(a->dout_all + n * dir_dw_rows(O) * ldo, dout, &a->g, O, s->H, s->W);
         }
     }
-    if (a->dw && a->dw_direct) dir_dw_reduce(dwp, dwv, O, C);
+}
+
+/* 3x3 same, phase 2 (chunks of (output block, input channel) pairs): dw over all the images */
+static void conv_dw_pairs(void *p, int64_t q0, int64_t q1, int tid) {
+    const ConvArgs *a = p;
+    const ConvShape *s = a->s;
+    const int64_t O = s->O, C = s->C, ldo = a->g.NV * DIR_VL, rows = dir_dw_rows(O);
+    (void)tid;
+    for (int64_t q = q0; q < q1; q++) {
+        int64_t b = q / C, c = q % C, o0 = b * DIR_DWOB;
+        int no = (int)(O - o0 < DIR_DWOB ? O - o0 : DIR_DWOB);
+        dir_dw_kernel(a->dw, C, c, o0, no, a->dout_all + o0 * ldo, ldo, rows * ldo,
+                      a->pad_all + a->g.Wp + 1 + c * a->g.S, C * a->g.S, s->N, &a->g);
+    }
 }
 
 static void conv_bwd_images(void *p, int64_t n0, int64_t n1, int tid) {
@@ -605,21 +589,26 @@ void cpu_conv2d_backward(BackendCtx *ctx, float *din, float *dw, float *db, cons
         const int64_t C = s->C;
         dir_geom(&a.g, s->H, s->W);
         int64_t nw = din ? dir_weight_floats(C, O) : 0;
+        int64_t nall = dw ? dir_pad_floats(&a.g, s->N * C) + s->N * dir_dw_rows(O) * a.g.NV * DIR_VL : 0;
         a.part_off = 0;
-        const int64_t G = dir_dw_group(&a.g);
-        a.dw_direct = a.g.NV >= DIR_DW_MIN_NV;
-        int64_t dw_floats = 0;
-        if (dw && a.dw_direct)
-            dw_floats = dir_pad_floats(&a.g, G * C) + G * dir_dw_rows(O) * a.g.NV * DIR_VL + dir_dwv_floats(O, C);
-        else if (dw)
-            dw_floats = a.CKK * L > dir_pad_floats(&a.g, G * C) ? a.CKK * L : dir_pad_floats(&a.g, G * C);
-        a.per_thread = conv_part_floats(&a) + dir_pad_floats(&a.g, O) + dir_out_floats(&a.g, C) + dw_floats;
-        float *scratch = backend_ctx_scratch(ctx, nw + a.per_thread * chunks);
+        a.per_thread = conv_part_floats(&a) + (din ? dir_pad_floats(&a.g, O) + dir_out_floats(&a.g, C) : 0);
+        float *scratch = backend_ctx_scratch(ctx, nw + nall + a.per_thread * chunks);
         if (din) dir_weights(scratch, w, C, O, 9, C * 9, 1);
         a.wr = scratch;
-        a.scratch = scratch + nw;
+        if (dw) {
+            a.pad_all = scratch + nw;
+            a.dout_all = a.pad_all + dir_pad_floats(&a.g, s->N * C);
+            memset(a.pad_all + s->N * C * a.g.S, 0, DIR_VL * sizeof(float)); /* the last run's overread */
+        }
+        a.scratch = scratch + nw + nall;
         parallel_for_chunks(backend_ctx_threads(ctx), chunks, s->N, conv_bwd_direct, &a);
+        if (dw) {
+            int64_t pairs = dir_dw_rows(O) / DIR_DWOB * C;
+            int t = backend_ctx_threads(ctx);
+            parallel_for_chunks(t, t > 1 ? t * CONV_CHUNKS_PER_THREAD : 1, pairs, conv_dw_pairs, &a);
+        }
     } else {
+        a.dw_parts = 1;
         a.part_off = a.direct ? 0 : 2 * a.CKK * L;
         a.per_thread = a.part_off + conv_part_floats(&a);
         a.scratch = backend_ctx_scratch(ctx, a.per_thread * chunks);
@@ -627,7 +616,7 @@ void cpu_conv2d_backward(BackendCtx *ctx, float *din, float *dw, float *db, cons
     }
     for (int t = 1; t < chunks; t++) {
         const float *base = a.scratch + t * a.per_thread + a.part_off;
-        if (dw) {
+        if (dw && a.dw_parts) {
             for (int64_t i = 0; i < O * a.CKK; i++) dw[i] += base[i];
             base += O * a.CKK;
         }

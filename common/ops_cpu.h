@@ -5,6 +5,7 @@
 #ifndef MSD_OPS_CPU_H
 #define MSD_OPS_CPU_H
 
+#include <math.h>
 #include <stdint.h>
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -61,6 +62,13 @@ void cpu_concat_forward(BackendCtx *ctx, float *out, const float *a, const float
                         int64_t Cb, int64_t HW);
 void cpu_concat_backward(BackendCtx *ctx, float *da, float *db, const float *dout, int64_t N, int64_t Ca,
                          int64_t Cb, int64_t HW);
+/* ops_normact.c (optional slots norm_act_forward / norm_act_backward) */
+void cpu_norm_act_forward(BackendCtx *ctx, float *out, float *mean, float *rstd, const float *in, const float *gamma,
+                          const float *beta, const float *ss, int64_t N, int64_t C, int64_t HW, int64_t G,
+                          float eps);
+void cpu_norm_act_backward(BackendCtx *ctx, float *din, float *dgamma, float *dbeta, float *dss, const float *dout,
+                           const float *in, const float *mean, const float *rstd, const float *gamma,
+                           const float *beta, const float *ss, int64_t N, int64_t C, int64_t HW, int64_t G);
 /* ops_attention.c */
 void cpu_attention_forward(BackendCtx *ctx, float *out, float *att, const float *qkv, int64_t N, int64_t C,
                            int64_t L, int64_t heads);
@@ -97,6 +105,29 @@ static inline float ops_expf(float x) {
     sc.u = (tb.u - 0x4B400000u + 127u) << 23;
     return p * sc.f;
 }
+
+#if defined(__AVX512F__)
+/* ops_expf on 16 lanes (immintrin.h comes with ops_cpu.h) */
+static inline __m512 ops_expf16(__m512 x) {
+    x = _mm512_max_ps(_mm512_set1_ps(-87.0f), x); /* NaN stays NaN: max returns its 2nd operand */
+    x = _mm512_min_ps(_mm512_set1_ps(88.0f), x);
+    const __m512 shift = _mm512_set1_ps(12582912.0f);
+    __m512 t = _mm512_add_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), shift);
+    __m512 n = _mm512_sub_ps(t, shift);
+    __m512 r = _mm512_sub_ps(x, _mm512_mul_ps(n, _mm512_set1_ps(0.693359375f)));
+    r = _mm512_sub_ps(r, _mm512_mul_ps(n, _mm512_set1_ps(-2.12194440e-4f)));
+    __m512 q = _mm512_set1_ps(1.9875691500e-4f);
+    q = _mm512_add_ps(_mm512_mul_ps(q, r), _mm512_set1_ps(1.3981999507e-3f));
+    q = _mm512_add_ps(_mm512_mul_ps(q, r), _mm512_set1_ps(8.3334519073e-3f));
+    q = _mm512_add_ps(_mm512_mul_ps(q, r), _mm512_set1_ps(4.1665795894e-2f));
+    q = _mm512_add_ps(_mm512_mul_ps(q, r), _mm512_set1_ps(1.6666665459e-1f));
+    q = _mm512_add_ps(_mm512_mul_ps(q, r), _mm512_set1_ps(5.0000001201e-1f));
+    q = _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(_mm512_mul_ps(q, r), r), r), _mm512_set1_ps(1.0f));
+    __m512i e = _mm512_sub_epi32(_mm512_castps_si512(t), _mm512_set1_epi32(0x4B400000));
+    e = _mm512_slli_epi32(_mm512_add_epi32(e, _mm512_set1_epi32(127)), 23);
+    return _mm512_mul_ps(q, _mm512_castsi512_ps(e));
+}
+#endif
 
 /* Reductions written with OPS_LANES independent float accumulators so that they vectorise
  * without -ffast-math (a single running sum is a serial dependency chain); lanes are added in
@@ -164,5 +195,41 @@ static inline void ops_sum_dot_centered(const float *g, const float *x, float m,
 /* Elementwise work below this many elements runs on the calling thread only: waking the pool
  * costs more than it saves. */
 #define OPS_PAR_MIN 32768
+
+
+/* ---- GroupNorm pieces shared by ops_norm.c and the fused ops_normact.c ---- */
+/* mean and 1/sqrt(biased variance + eps) of one (n, g) block of M floats */
+static inline void gn_block_stats(const float *x, int64_t M, float eps, float *mean, float *rstd) {
+    double mu = ops_sum(x, M) / (double)M;
+    double v = ops_sumsq_centered(x, (float)mu, M);
+    *mean = (float)mu;
+    *rstd = (float)(1.0 / sqrt(v / (double)M + (double)eps));
+}
+/* din (Cg rows of HW) += rstd * (dy*gamma - mg - xhat*mgx), the GroupNorm input gradient of one
+ * block given mg = mean(dy*gamma) and mgx = mean(dy*gamma*xhat) over the block */
+static inline void gn_block_dx(float *dx, const float *x, const float *dy, const float *gamma, int64_t c0, int64_t Cg,
+                               int64_t HW, float m, float r, float mg, float mgx) {
+    for (int64_t c = 0; c < Cg; c++) {
+        float gm = gamma ? gamma[c0 + c] : 1.0f;
+        const float *xc = x + c * HW, *dc = dy + c * HW;
+        float *oc = dx + c * HW;
+        for (int64_t i = 0; i < HW; i++) {
+            float xh = (xc[i] - m) * r;
+            oc[i] += r * (dc[i] * gm - mg - xh * mgx);
+        }
+    }
+}
+/* dgamma[c] += sum_n sums[n, c, 1], dbeta[c] += sum_n sums[n, c, 0] (in double, n ascending) */
+static inline void gn_reduce_sums(const float *sums, float *dgamma, float *dbeta, int64_t N, int64_t C) {
+    for (int64_t c = 0; c < C; c++) {
+        double sb = 0.0, sg = 0.0;
+        for (int64_t n = 0; n < N; n++) {
+            sb += sums[(n * C + c) * 2];
+            sg += sums[(n * C + c) * 2 + 1];
+        }
+        if (dgamma) dgamma[c] += (float)sg;
+        if (dbeta) dbeta[c] += (float)sb;
+    }
+}
 
 #endif

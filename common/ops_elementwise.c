@@ -34,28 +34,6 @@ static void ew_run(BackendCtx *ctx, int64_t n, int64_t cost, EwFn fn, Ew *a) {
  * slower than the convolutions around it. The vector code does the same float operations in
  * the same order as ops_expf (separate multiply and add, no FMA: the build does not contract),
  * so results are bit-identical to the scalar loop, which remains for the tail and elsewhere. */
-#if defined(__AVX512F__)
-/* ops_expf on 16 lanes (immintrin.h comes with ops_cpu.h) */
-static inline __m512 ops_expf16(__m512 x) {
-    x = _mm512_max_ps(_mm512_set1_ps(-87.0f), x); /* NaN stays NaN: max returns its 2nd operand */
-    x = _mm512_min_ps(_mm512_set1_ps(88.0f), x);
-    const __m512 shift = _mm512_set1_ps(12582912.0f);
-    __m512 t = _mm512_add_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), shift);
-    __m512 n = _mm512_sub_ps(t, shift);
-    __m512 r = _mm512_sub_ps(x, _mm512_mul_ps(n, _mm512_set1_ps(0.693359375f)));
-    r = _mm512_sub_ps(r, _mm512_mul_ps(n, _mm512_set1_ps(-2.12194440e-4f)));
-    __m512 q = _mm512_set1_ps(1.9875691500e-4f);
-    q = _mm512_add_ps(_mm512_mul_ps(q, r), _mm512_set1_ps(1.3981999507e-3f));
-    q = _mm512_add_ps(_mm512_mul_ps(q, r), _mm512_set1_ps(8.3334519073e-3f));
-    q = _mm512_add_ps(_mm512_mul_ps(q, r), _mm512_set1_ps(4.1665795894e-2f));
-    q = _mm512_add_ps(_mm512_mul_ps(q, r), _mm512_set1_ps(1.6666665459e-1f));
-    q = _mm512_add_ps(_mm512_mul_ps(q, r), _mm512_set1_ps(5.0000001201e-1f));
-    q = _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(_mm512_mul_ps(q, r), r), r), _mm512_set1_ps(1.0f));
-    __m512i e = _mm512_sub_epi32(_mm512_castps_si512(t), _mm512_set1_epi32(0x4B400000));
-    e = _mm512_slli_epi32(_mm512_add_epi32(e, _mm512_set1_epi32(127)), 23);
-    return _mm512_mul_ps(q, _mm512_castsi512_ps(e));
-}
-#endif
 
 static void silu_fwd_k(void *p, int64_t b, int64_t e, int tid) {
     const Ew *a = p;
@@ -390,30 +368,41 @@ void cpu_upsample2x_backward(BackendCtx *ctx, float *din, const float *dout, int
 }
 
 /* out (N, Ca+Cb, HW) = [a, b] along channels: whole planes per sample are contiguous */
-void cpu_concat_forward(BackendCtx *ctx, float *out, const float *a, const float *b, int64_t N, int64_t Ca,
-                        int64_t Cb, int64_t HW) {
-    (void)ctx;
-    MSD_CHECK(out && a && b);
-    const int64_t na = Ca * HW, nb = Cb * HW;
-    for (int64_t n = 0; n < N; n++) {
-        memcpy(out + n * (na + nb), a + n * na, (size_t)na * sizeof(float));
-        memcpy(out + n * (na + nb) + na, b + n * nb, (size_t)nb * sizeof(float));
+static void cat_fwd_k(void *p, int64_t n0, int64_t n1, int tid) {
+    const Ew *a = p;
+    (void)tid;
+    const int64_t na = a->C * a->HW, nb = a->D * a->HW;
+    for (int64_t n = n0; n < n1; n++) {
+        memcpy(a->o0 + n * (na + nb), a->i0 + n * na, (size_t)na * sizeof(float));
+        memcpy(a->o0 + n * (na + nb) + na, a->i1 + n * nb, (size_t)nb * sizeof(float));
     }
 }
-void cpu_concat_backward(BackendCtx *ctx, float *da, float *db, const float *dout, int64_t N, int64_t Ca,
-                         int64_t Cb, int64_t HW) {
-    (void)ctx;
-    MSD_CHECK(dout);
-    const int64_t na = Ca * HW, nb = Cb * HW;
-    for (int64_t n = 0; n < N; n++) {
-        const float *g = dout + n * (na + nb);
-        if (da) {
-            float *d = da + n * na;
+void cpu_concat_forward(BackendCtx *ctx, float *out, const float *a, const float *b, int64_t N, int64_t Ca,
+                        int64_t Cb, int64_t HW) {
+    MSD_CHECK(out && a && b);
+    Ew e = {.o0 = out, .i0 = a, .i1 = b, .C = Ca, .D = Cb, .HW = HW};
+    ew_run(ctx, N, (Ca + Cb) * HW, cat_fwd_k, &e);
+}
+static void cat_bwd_k(void *p, int64_t n0, int64_t n1, int tid) {
+    const Ew *a = p;
+    (void)tid;
+    const int64_t na = a->C * a->HW, nb = a->D * a->HW;
+    for (int64_t n = n0; n < n1; n++) {
+        const float *g = a->i0 + n * (na + nb);
+        if (a->o0) {
+            float *d = a->o0 + n * na;
             for (int64_t i = 0; i < na; i++) d[i] += g[i];
         }
-        if (db) {
-            float *d = db + n * nb;
+        if (a->o1) {
+            float *d = a->o1 + n * nb;
             for (int64_t i = 0; i < nb; i++) d[i] += g[na + i];
         }
     }
 }
+void cpu_concat_backward(BackendCtx *ctx, float *da, float *db, const float *dout, int64_t N, int64_t Ca,
+                         int64_t Cb, int64_t HW) {
+    MSD_CHECK(dout);
+    Ew e = {.o0 = da, .o1 = db, .i0 = dout, .C = Ca, .D = Cb, .HW = HW};
+    ew_run(ctx, N, (Ca + Cb) * HW, cat_bwd_k, &e);
+}
+

@@ -31,9 +31,8 @@ static void gn_fwd_blocks(void *p, int64_t b0, int64_t b1, int tid) {
     const int64_t Cg = a->C / a->G, HW = a->HW, M = Cg * HW;
     for (int64_t blk = b0; blk < b1; blk++) {
         const float *x = a->in + blk * M;
-        double mu = ops_sum(x, M) / (double)M;
-        double v = ops_sumsq_centered(x, (float)mu, M);
-        float m = (float)mu, r = (float)(1.0 / sqrt(v / (double)M + (double)a->eps));
+        float m, r;
+        gn_block_stats(x, M, a->eps, &m, &r);
         a->mean[blk] = m;
         a->rstd[blk] = r;
         int64_t c0 = (blk % a->G) * Cg;
@@ -79,17 +78,8 @@ static void gn_bwd_blocks(void *p, int64_t b0, int64_t b1, int tid) {
             sgx += (double)gm * s2 * r;
         }
         if (!a->din) continue;
-        float *dx = a->din + blk * M;
-        float mg = (float)(sg / (double)M), mgx = (float)(sgx / (double)M);
-        for (int64_t c = 0; c < Cg; c++) {
-            float gm = a->gamma ? a->gamma[c0 + c] : 1.0f;
-            const float *xc = x + c * HW, *dc = dy + c * HW;
-            float *oc = dx + c * HW;
-            for (int64_t i = 0; i < HW; i++) {
-                float xh = (xc[i] - m) * r;
-                oc[i] += r * (dc[i] * gm - mg - xh * mgx);
-            }
-        }
+        gn_block_dx(a->din + blk * M, x, dy, a->gamma, c0, Cg, HW, m, r, (float)(sg / (double)M),
+                    (float)(sgx / (double)M));
     }
 }
 
@@ -102,13 +92,5 @@ void cpu_groupnorm_backward(BackendCtx *ctx, float *din, float *dgamma, float *d
     if (!din && !dgamma && !dbeta) return;
     a.sums = backend_ctx_scratch(ctx, N * C * 2);
     parallel_for(norm_chunks(ctx, N * G, N * C * HW), N * G, gn_bwd_blocks, &a);
-    for (int64_t c = 0; c < C; c++) {
-        double sb = 0.0, sg = 0.0;
-        for (int64_t n = 0; n < N; n++) {
-            sb += a.sums[(n * C + c) * 2];
-            sg += a.sums[(n * C + c) * 2 + 1];
-        }
-        if (dgamma) dgamma[c] += (float)sg;
-        if (dbeta) dbeta[c] += (float)sb;
-    }
+    gn_reduce_sums(a.sums, dgamma, dbeta, N, C);
 }

@@ -572,6 +572,21 @@ static void gn_bwd(UNet *u, const Norm *g, float *din, const float *dout, const 
 
 static void zero(UNet *u, float *p, int64_t n) { u->be->fill(u->ctx, p, 0.0f, n); }
 
+/* a = silu(groupnorm(x)) or, with ss, silu(modulate(groupnorm(x), ss)): the backend's fused op
+ * when it has one, else the three ops, leaving n = groupnorm(x) in tn and m = modulate(n) in tm
+ * (tm unused without ss) */
+static void norm_act_fwd(UNet *u, const Norm *g, float *a, float *tn, float *tm, float *mean, float *rstd,
+                         const float *x, const float *ss, int64_t N, int64_t hw) {
+    const Backend *be = u->be;
+    if (be->norm_act_forward) {
+        be->norm_act_forward(u->ctx, a, mean, rstd, x, PD(g->w), PD(g->b), ss, N, g->C, hw, g->G, GN_EPS);
+        return;
+    }
+    gn_fwd(u, g, tn, mean, rstd, x, N, hw);
+    if (ss) be->modulate_forward(u->ctx, tm, tn, ss, N, g->C, hw);
+    be->silu_forward(u->ctx, a, ss ? tm : tn, N * g->C * hw);
+}
+
 /* Dropout mask {0, 1/(1-p)} for layer li of this step, drawn on the host (Philox stream
  * step * 4096 + layer) and uploaded. */
 static void make_mask(UNet *u, Layer *L, int li, int64_t n) {
@@ -588,13 +603,10 @@ static void block_forward(UNet *u, Layer *L, int li, const float *x, int64_t N, 
     BackendCtx *ctx = u->ctx;
     float **T = u->work;
     int64_t hw = L->rout * L->rout, C = L->cout, E = u->embed.E;
-    gn_fwd(u, &L->norm0, T[1], L->mean0, L->rstd0, x, N, hw);               /* T1 = n0 */
-    be->silu_forward(ctx, T[2], T[1], N * L->cin * hw);                     /* T2 = a0 */
+    norm_act_fwd(u, &L->norm0, T[2], T[1], NULL, L->mean0, L->rstd0, x, NULL, N, hw); /* T2 = a0 */
     conv_fwd(u, &L->conv0, L->h0, T[2], N, L->rin);
     be->linear_forward(ctx, L->ss, u->embed.emb, PD(L->aff_w), PD(L->aff_b), N, E, 2 * C);
-    gn_fwd(u, &L->norm1, T[0], L->mean1, L->rstd1, L->h0, N, hw);           /* T0 = n1 */
-    be->modulate_forward(ctx, T[4], T[0], L->ss, N, C, hw);                 /* T4 = m1 */
-    be->silu_forward(ctx, T[5], T[4], N * C * hw);                          /* T5 = a1 */
+    norm_act_fwd(u, &L->norm1, T[5], T[0], T[4], L->mean1, L->rstd1, L->h0, L->ss, N, hw); /* T5 = a1 */
     const float *a1 = T[5];
     L->mask_used = train && u->cfg.dropout > 0 && !u->inference;
     if (L->mask_used) {
@@ -618,6 +630,45 @@ static void block_forward(UNet *u, Layer *L, int li, const float *x, int64_t N, 
     be->add(ctx, L->out, res, T[4], N * C * hw);
 }
 
+/* block_backward after the attention part, with the backend's fused norm_act ops: the same
+ * gradients as the separate ops below it (bit for bit on the CPU), fewer passes over memory */
+static void block_backward_fused(UNet *u, Layer *L, float *dx, const float *x, int64_t N, const float *dres) {
+    const Backend *be = u->be;
+    BackendCtx *ctx = u->ctx;
+    float **T = u->work;
+    int64_t hw = L->rout * L->rout, C = L->cout, E = u->embed.E, n = N * C * hw, ni = N * L->cin * hw;
+    /* recompute a1 (and the dropped a1) */
+    be->norm_act_forward(ctx, T[5], L->mean1, L->rstd1, L->h0, PD(L->norm1.w), PD(L->norm1.b), L->ss, N, C, hw,
+                         L->norm1.G, GN_EPS);                                    /* T5 = a1 */
+    const float *a1 = T[5];
+    if (L->mask_used) {
+        be->mul(ctx, T[2], T[5], L->mask, n);
+        a1 = T[2];
+    }
+    zero(u, T[1], n);
+    conv_bwd(u, &L->conv1, T[1], dres, a1, N, L->rin);                          /* T1 = d(a1 dropped) */
+    if (L->has_skip) conv_bwd(u, &L->skip, dx, dres, x, N, L->rin);
+    else be->axpy(ctx, dx, 1.0f, dres, n);
+    const float *da1 = T[1];
+    if (L->mask_used) {
+        zero(u, T[2], n);
+        be->mul_backward(ctx, T[2], NULL, T[1], T[5], L->mask, n);
+        da1 = T[2];
+    }
+    zero(u, T[5], n);
+    zero(u, L->dss, N * 2 * C);
+    be->norm_act_backward(ctx, T[5], PG(L->norm1.w), PG(L->norm1.b), L->dss, da1, L->h0, L->mean1, L->rstd1,
+                          PD(L->norm1.w), PD(L->norm1.b), L->ss, N, C, hw, L->norm1.G); /* T5 = dh0 */
+    be->linear_backward(ctx, u->embed.demb, PG(L->aff_w), PG(L->aff_b), L->dss, u->embed.emb, PD(L->aff_w), N, E,
+                        2 * C);
+    be->norm_act_forward(ctx, T[2], L->mean0, L->rstd0, x, PD(L->norm0.w), PD(L->norm0.b), NULL, N, L->cin, hw,
+                         L->norm0.G, GN_EPS);                                    /* T2 = a0 */
+    zero(u, T[3], ni);
+    conv_bwd(u, &L->conv0, T[3], T[5], T[2], N, L->rin);                        /* T3 = da0 */
+    be->norm_act_backward(ctx, dx, PG(L->norm0.w), PG(L->norm0.b), NULL, T[3], x, L->mean0, L->rstd0,
+                          PD(L->norm0.w), PD(L->norm0.b), NULL, N, L->cin, hw, L->norm0.G);
+}
+
 /* Adds the input gradient into dx (N, cin, r, r). The block's output gradient is L->dout. */
 static void block_backward(UNet *u, Layer *L, float *dx, const float *x, int64_t N) {
     const Backend *be = u->be;
@@ -637,6 +688,10 @@ static void block_backward(UNet *u, Layer *L, float *dx, const float *x, int64_t
         be->copy(ctx, T[3], L->dout, n);
         gn_bwd(u, &L->norm2, T[3], T[0], res, L->mean2, L->rstd2, N, hw);       /* T3 = dres */
         dres = T[3];
+    }
+    if (be->norm_act_forward && be->norm_act_backward) {
+        block_backward_fused(u, L, dx, x, N, dres);
+        return;
     }
     /* recompute n1, m1, a1 (and the dropped a1) */
     gn_fwd(u, &L->norm1, T[0], L->mean1, L->rstd1, L->h0, N, hw);               /* T0 = n1 */
@@ -718,8 +773,7 @@ void unet_forward(UNet *u, float *out, const float *x_in, const float *c_noise, 
     }
     Layer *last = &u->layers[u->n_layers - 1];
     int64_t hw = last->rout * last->rout;
-    gn_fwd(u, &u->out_norm, u->work[0], u->out_mean, u->out_rstd, last->out, N, hw);
-    be->silu_forward(ctx, u->work[4], u->work[0], N * last->cout * hw);
+    norm_act_fwd(u, &u->out_norm, u->work[4], u->work[0], NULL, u->out_mean, u->out_rstd, last->out, NULL, N, hw);
     conv_fwd(u, &u->out_conv, out, u->work[4], N, last->rout);
 }
 
@@ -744,14 +798,19 @@ void unet_backward(UNet *u, float *dx, const float *dout, const float *dbottlene
     /* output head */
     Layer *last = &u->layers[u->n_layers - 1];
     int64_t hw = last->rout * last->rout, n = N * last->cout * hw;
-    gn_fwd(u, &u->out_norm, T[0], u->out_mean, u->out_rstd, last->out, N, hw);
-    be->silu_forward(ctx, T[4], T[0], n);
+    norm_act_fwd(u, &u->out_norm, T[4], T[0], NULL, u->out_mean, u->out_rstd, last->out, NULL, N, hw);
     zero(u, T[5], n);
     conv_bwd(u, &u->out_conv, T[5], dout, T[4], N, last->rout);
-    zero(u, T[4], n);
-    be->silu_backward(ctx, T[4], T[5], T[0], n);
     zero(u, last->dout, n);
-    gn_bwd(u, &u->out_norm, last->dout, T[4], last->out, u->out_mean, u->out_rstd, N, hw);
+    if (be->norm_act_backward) {
+        be->norm_act_backward(ctx, last->dout, PG(u->out_norm.w), PG(u->out_norm.b), NULL, T[5], last->out,
+                              u->out_mean, u->out_rstd, PD(u->out_norm.w), PD(u->out_norm.b), NULL, N, last->cout, hw,
+                              u->out_norm.G);
+    } else {
+        zero(u, T[4], n);
+        be->silu_backward(ctx, T[4], T[5], T[0], n);
+        gn_bwd(u, &u->out_norm, last->dout, T[4], last->out, u->out_mean, u->out_rstd, N, hw);
+    }
 
     for (int i = u->n_layers - 1; i >= 0; i--) {
         Layer *L = &u->layers[i];

@@ -906,6 +906,74 @@ static void test_torch_pointwise(void) {
     }
 }
 
+/* ================================ fused norm_act ================================ */
+
+/* The fused GroupNorm -> [modulate] -> SiLU ops against the separate ops they replace: every
+ * output and gradient bit-identical (same float operations in the same order), with and
+ * without the modulation, with gamma/beta absent, with HW not a multiple of 16 (the vector
+ * loops' scalar tails), on one and several threads (the pool path). Inputs include values
+ * that push SiLU's exponential into its clamps. */
+static void check_norm_act(int64_t N, int64_t C, int64_t HW, int64_t G, int mod, int affine, int threads) {
+    BackendCtx *c = backend_ctx_new(be, threads);
+    int64_t n = N * C * HW;
+    float *x = rnd(n, -3, 3), *gm = rnd(C, 0.5f, 1.5f), *bt = rnd(C, -0.5f, 0.5f), *ss = rnd(N * 2 * C, -1, 1);
+    float *da = rnd(n, -1, 1);
+    x[0] = 200.0f; /* silu's exp clamp */
+    const float *g = affine ? gm : NULL, *b = affine ? bt : NULL, *s = mod ? ss : NULL;
+    /* separate ops */
+    float *tn = calloc((size_t)n, 4), *tm = calloc((size_t)n, 4), *a1 = calloc((size_t)n, 4);
+    float *m1 = calloc((size_t)(N * G), 4), *r1 = calloc((size_t)(N * G), 4);
+    be->groupnorm_forward(c, tn, m1, r1, x, g, b, N, C, HW, G, 1e-5f);
+    if (mod) be->modulate_forward(c, tm, tn, s, N, C, HW);
+    be->silu_forward(c, a1, mod ? tm : tn, n);
+    float *ddm = calloc((size_t)n, 4), *ddn = calloc((size_t)n, 4), *dx1 = rnd(n, -1, 1);
+    float *dg1 = rnd(C, -1, 1), *db1 = rnd(C, -1, 1), *dss1 = rnd(N * 2 * C, -1, 1);
+    float *dx2 = malloc((size_t)n * 4), *dg2 = malloc((size_t)C * 4), *db2 = malloc((size_t)C * 4);
+    float *dss2 = malloc((size_t)(N * 2 * C) * 4);
+    memcpy(dx2, dx1, (size_t)n * 4); /* both add into the same starting values */
+    memcpy(dg2, dg1, (size_t)C * 4);
+    memcpy(db2, db1, (size_t)C * 4);
+    memcpy(dss2, dss1, (size_t)(N * 2 * C) * 4);
+    be->silu_backward(c, ddm, da, mod ? tm : tn, n);
+    if (mod) be->modulate_backward(c, ddn, dss1, ddm, tn, s, N, C, HW);
+    be->groupnorm_backward(c, dx1, affine ? dg1 : NULL, affine ? db1 : NULL, mod ? ddn : ddm, x, m1, r1, g, N, C, HW,
+                           G);
+    /* fused */
+    float *a2 = calloc((size_t)n, 4), *m2 = calloc((size_t)(N * G), 4), *r2 = calloc((size_t)(N * G), 4);
+    be->norm_act_forward(c, a2, m2, r2, x, g, b, s, N, C, HW, G, 1e-5f);
+    be->norm_act_backward(c, dx2, affine ? dg2 : NULL, affine ? db2 : NULL, mod ? dss2 : NULL, da, x, m2, r2, g, b, s,
+                          N, C, HW, G);
+    char what[160];
+    snprintf(what, sizeof what, "N%lld C%lld HW%lld G%lld mod%d affine%d threads%d", (long long)N, (long long)C,
+             (long long)HW, (long long)G, mod, affine, threads);
+    CHECK(!memcmp(a1, a2, (size_t)n * 4), "%s: activation differs", what);
+    CHECK(!memcmp(m1, m2, (size_t)(N * G) * 4) && !memcmp(r1, r2, (size_t)(N * G) * 4), "%s: mean/rstd differ", what);
+    CHECK(!memcmp(dx1, dx2, (size_t)n * 4), "%s: din differs", what);
+    CHECK(!memcmp(dg1, dg2, (size_t)C * 4) && !memcmp(db1, db2, (size_t)C * 4), "%s: dgamma/dbeta differ", what);
+    CHECK(!memcmp(dss1, dss2, (size_t)(N * 2 * C) * 4), "%s: dss differs", what);
+    /* and the result is not trivial: the activation has both signs, the gradient is non-zero */
+    int pos = 0, neg = 0, nz = 0;
+    for (int64_t i = 0; i < n; i++) {
+        pos += a2[i] > 0;
+        neg += a2[i] < 0;
+        nz += dx2[i] != dx1[i] || dx2[i] != 0.0f;
+    }
+    CHECK(pos > 0 && neg > 0 && nz > 0, "%s: degenerate test data", what);
+    free(x); free(gm); free(bt); free(ss); free(da); free(tn); free(tm); free(a1); free(m1); free(r1);
+    free(ddm); free(ddn); free(dx1); free(dg1); free(db1); free(dss1); free(dx2); free(dg2); free(db2); free(dss2);
+    free(a2); free(m2); free(r2);
+    backend_ctx_destroy(&c);
+}
+
+static void test_norm_act(void) {
+    REQUIRE(be->norm_act_forward && be->norm_act_backward, "the CPU table has the fused ops");
+    check_norm_act(2, 6, 5, 3, 1, 1, 1);
+    check_norm_act(3, 4, 7, 1, 0, 1, 2);
+    check_norm_act(2, 4, 19, 4, 1, 0, 2);
+    check_norm_act(4, 32, 196, 8, 1, 1, 2);  /* pool path, 196 = 12 vectors + 4 */
+    check_norm_act(8, 64, 49, 32, 0, 1, 2);  /* pool path, 2 channels per group */
+}
+
 int main(int argc, char **argv) {
     be = &backend_cpu;
     ctx = backend_ctx_new(be, 2);
@@ -932,6 +1000,7 @@ int main(int argc, char **argv) {
         TEST_RUN(test_torch_pointwise);
         st_free(&fx);
     }
+    TEST_RUN(test_norm_act); /* last: its random inputs do not shift the other tests' */
     backend_ctx_destroy(&ctx);
     return TEST_END();
 }

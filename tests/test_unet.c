@@ -271,6 +271,64 @@ static void test_dropout_runs(void) {
     unet_destroy(&u);
 }
 
+/* The UNet on a backend without the fused norm_act ops (as the CUDA backend is) composes them
+ * from the separate ops; on the CPU both ways must give the same loss and gradients bit for
+ * bit, with and without dropout (whose mask sits between the activation and the conv). */
+static void fused_vs_separate(const char *spec) {
+    char err[256];
+    UNetConfig cfg;
+    REQUIRE(unet_config_parse(&cfg, spec, err, sizeof err) == 0, "%s", err);
+    Backend sep = backend_cpu;
+    sep.norm_act_forward = NULL;
+    sep.norm_act_backward = NULL;
+    const Backend *bes[2] = {&backend_cpu, &sep};
+    float loss[2];
+    float *grad[2];
+    int64_t total = 0;
+    const int64_t N = 3, D = (int64_t)cfg.in_ch * cfg.res * cfg.res;
+    float *x = malloc((size_t)(N * D) * sizeof(float));
+    backend_cpu.rng_normal(ctx, x, N * D, 4, 4, 0);
+    int32_t labels[3] = {0, 1, 2};
+    for (int k = 0; k < 2; k++) {
+        UNet *u = unet_new(&cfg, bes[k], ctx);
+        unet_init(u, 11);
+        /* every weight non-zero (the init zeroes the last conv of each block and of the net) */
+        ParamSet *ps = unet_params(u);
+        float *w = malloc((size_t)ps->total * sizeof(float));
+        backend_cpu.rng_normal(ctx, w, ps->total, 8, 8, 0);
+        for (int64_t i = 0; i < ps->total; i++) ps->data[i] += 0.05f * w[i];
+        free(w);
+        unet_set_dropout_seed(u, 6);
+        unet_alloc_batch(u, N);
+        Edm e;
+        edm_init(&e, unet_edm_net(u), N, bes[k], ctx);
+        params_zero_grad(unet_params(u));
+        loss[k] = edm_loss_step(&e, x, labels, NULL, N, 21, 0, 1);
+        edm_loss_backward(&e, N);
+        total = unet_params(u)->total;
+        grad[k] = malloc((size_t)total * sizeof(float));
+        memcpy(grad[k], unet_params(u)->grad, (size_t)total * sizeof(float));
+        edm_free(&e);
+        unet_destroy(&u);
+    }
+    CHECK(loss[0] == loss[1], "%s: loss fused %.9g separate %.9g", spec, (double)loss[0], (double)loss[1]);
+    int64_t diff = 0, nz = 0;
+    for (int64_t i = 0; i < total; i++) {
+        diff += memcmp(&grad[0][i], &grad[1][i], sizeof(float)) != 0;
+        nz += grad[0][i] != 0.0f;
+    }
+    CHECK(diff == 0, "%s: %lld of %lld gradients differ", spec, (long long)diff, (long long)total);
+    CHECK(nz > total / 2, "%s: only %lld of %lld gradients non-zero", spec, (long long)nz, (long long)total);
+    free(grad[0]);
+    free(grad[1]);
+    free(x);
+}
+
+static void test_fused_matches_separate(void) {
+    fused_vs_separate("tiny");
+    fused_vs_separate("tiny,dropout=0.3");
+}
+
 static void test_config_errors(void) {
     const char *bad[] = {"", "nope", "fmnist-s,foo=1", "fmnist-s,ch=0", "fmnist-s,res=30", "fmnist-s,attn=5",
                          "fmnist-s,classes=3,cond=4", "fmnist-s,dropout=1", "fmnist-s,mult=", "fmnist-s,ch=33",
@@ -295,6 +353,7 @@ int main(int argc, char **argv) {
     TEST_RUN(test_fmnist_s);
     TEST_RUN(test_config_errors);
     TEST_RUN(test_dropout_runs);
+    TEST_RUN(test_fused_matches_separate);
     TEST_RUN(test_training_repeats_and_learns);
     backend_ctx_destroy(&ctx);
     return TEST_END();
