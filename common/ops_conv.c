@@ -333,6 +333,12 @@ static void dir_conv_image(float *out, const float *in, const float *wr, const f
  * each dw element is written by one chunk, so there are no partial copies of dw to add up. */
 #define DIR_DWOB 3
 
+/* dw by (output block, input channel) pairs over all images when the images' padded copies
+ * total at most this many floats (2 MiB, a core's L2 here); else by groups of images of about
+ * DIR_DW_GROUP_FLOATS within each chunk, into per-chunk partials */
+#define DIR_DW_PAIRS_MAX (512 * 1024)
+#define DIR_DW_GROUP_FLOATS (192 * 1024)
+
 static int64_t dir_dw_rows(int64_t O) { return (O + DIR_DWOB - 1) / DIR_DWOB * DIR_DWOB; }
 
 /* doutp (dir_dw_rows(O), NV*16) from dout (O, H, W), zero outside the H x W positions */
@@ -401,8 +407,9 @@ typedef struct {
     DirGeom g;
     int64_t part_off;     /* offset of the dw and db partials in a chunk's scratch */
     int dw_parts;         /* dw is summed in per-chunk partials (else written by one chunk each) */
-    float *pad_all;       /* 3x3 same, dw: every image's padded input (N, C, S) ... */
+    float *pad_all;       /* 3x3 same, dw by pairs: every image's padded input (N, C, S) ... */
     float *dout_all;      /* ... and laid-out dout (N, dir_dw_rows(O), NV*16) */
+    int64_t dw_group;     /* 3x3 same, dw by images: images per group in a chunk's scratch (0: by pairs) */
 } ConvArgs;
 
 static int64_t conv_part_floats(const ConvArgs *a) {
@@ -497,24 +504,50 @@ static void conv_partials(const ConvArgs *a, int tid, float **dwp, float **dbp) 
     if (a->db) memset(*dbp, 0, (size_t)a->s->O * sizeof(float));
 }
 
-/* 3x3 same, phase 1 (chunks of images): backward-data and db; the images' padded inputs and
- * laid-out douts for phase 2 */
+/* 3x3 same, dw of the images of one group, padded (pad) and laid out (doutp) in a chunk's
+ * scratch, added into that chunk's partial dwp */
+static void dir_dw_group_images(float *dwp, const float *pad, const float *doutp, int64_t ng, const DirGeom *g,
+                                int64_t O, int64_t C) {
+    const int64_t ldo = g->NV * DIR_VL, rows = dir_dw_rows(O);
+    for (int64_t o0 = 0; o0 < O; o0 += DIR_DWOB) {
+        int no = (int)(O - o0 < DIR_DWOB ? O - o0 : DIR_DWOB);
+        for (int64_t c = 0; c < C; c++)
+            dir_dw_kernel(dwp, C, c, o0, no, doutp + o0 * ldo, ldo, rows * ldo, pad + g->Wp + 1 + c * g->S, C * g->S,
+                          ng, g);
+    }
+}
+
+/* 3x3 same, chunks of images: backward-data and db; for dw either (by pairs) the images'
+ * padded inputs and laid-out douts for conv_dw_pairs, or (by images) dw itself, group by group
+ * of images whose padded copies stay in this core's cache, into the chunk's partial */
 static void conv_bwd_direct(void *p, int64_t n0, int64_t n1, int tid) {
     const ConvArgs *a = p;
     const ConvShape *s = a->s;
-    const int64_t O = s->O, C = s->C, HW = s->H * s->W, ldo = a->g.NV * DIR_VL;
+    const int64_t O = s->O, C = s->C, HW = s->H * s->W, ldo = a->g.NV * DIR_VL, rows = dir_dw_rows(O);
     float *dwp, *dbp;
     conv_partials(a, tid, &dwp, &dbp);
     float *pad = a->scratch + tid * a->per_thread + a->part_off + conv_part_floats(a);
     float *outp = pad + dir_pad_floats(&a->g, O);
-    for (int64_t n = n0; n < n1; n++) {
-        const float *dout = a->dout + n * O * HW;
-        if (a->din) dir_conv_image(a->din + n * C * HW, dout, a->wr, NULL, 1, O, C, s->H, s->W, &a->g, pad, outp);
-        if (a->db)
-            for (int64_t o = 0; o < O; o++) dbp[o] += (float)ops_sum(dout + o * HW, HW);
-        if (a->dw) {
-            dir_pad_planes(a->pad_all + n * C * a->g.S, a->in + n * C * HW, &a->g, C, s->H, s->W);
-            dir_lay_dout(a->dout_all + n * dir_dw_rows(O) * ldo, dout, &a->g, O, s->H, s->W);
+    float *padg = outp + dir_out_floats(&a->g, C), *doutg = padg + dir_pad_floats(&a->g, a->dw_group * C);
+    const int64_t G = a->dw_group ? a->dw_group : 1;
+    for (int64_t n = n0; n < n1; n += G) {
+        int64_t ng = n1 - n < G ? n1 - n : G;
+        for (int64_t j = n; j < n + ng; j++) {
+            const float *dout = a->dout + j * O * HW;
+            if (a->din)
+                dir_conv_image(a->din + j * C * HW, dout, a->wr, NULL, 1, O, C, s->H, s->W, &a->g, pad, outp);
+            if (a->db)
+                for (int64_t o = 0; o < O; o++) dbp[o] += (float)ops_sum(dout + o * HW, HW);
+            if (a->dw && !a->dw_group) {
+                dir_pad_planes(a->pad_all + j * C * a->g.S, a->in + j * C * HW, &a->g, C, s->H, s->W);
+                dir_lay_dout(a->dout_all + j * rows * ldo, dout, &a->g, O, s->H, s->W);
+            }
+        }
+        if (a->dw && a->dw_group) {
+            dir_pad(padg, a->in + n * C * HW, &a->g, ng * C, s->H, s->W);
+            for (int64_t j = 0; j < ng; j++)
+                dir_lay_dout(doutg + j * rows * ldo, a->dout + (n + j) * O * HW, &a->g, O, s->H, s->W);
+            dir_dw_group_images(dwp, padg, doutg, ng, &a->g, O, C);
         }
     }
 }
@@ -589,20 +622,31 @@ void cpu_conv2d_backward(BackendCtx *ctx, float *din, float *dw, float *db, cons
         const int64_t C = s->C;
         dir_geom(&a.g, s->H, s->W);
         int64_t nw = din ? dir_weight_floats(C, O) : 0;
-        int64_t nall = dw ? dir_pad_floats(&a.g, s->N * C) + s->N * dir_dw_rows(O) * a.g.NV * DIR_VL : 0;
+        /* dw by pairs when every image's padded copy fits in a core's L2 cache (small maps:
+         * all the work splits over the threads without partials), else by image groups */
+        const int64_t per_image = C * a.g.S + dir_dw_rows(O) * a.g.NV * DIR_VL;
+        a.dw_group = 0;
+        if (dw && s->N * per_image > DIR_DW_PAIRS_MAX) {
+            a.dw_group = DIR_DW_GROUP_FLOATS / per_image;
+            if (a.dw_group < 1) a.dw_group = 1;
+            a.dw_parts = 1;
+        }
+        int64_t nall = dw && !a.dw_group ? dir_pad_floats(&a.g, s->N * C) + s->N * dir_dw_rows(O) * a.g.NV * DIR_VL : 0;
         a.part_off = 0;
-        a.per_thread = conv_part_floats(&a) + (din ? dir_pad_floats(&a.g, O) + dir_out_floats(&a.g, C) : 0);
+        a.per_thread = conv_part_floats(&a) + dir_pad_floats(&a.g, O) + dir_out_floats(&a.g, C) +
+                       (a.dw_group ? dir_pad_floats(&a.g, a.dw_group * C) + a.dw_group * dir_dw_rows(O) * a.g.NV * DIR_VL
+                                   : 0);
         float *scratch = backend_ctx_scratch(ctx, nw + nall + a.per_thread * chunks);
         if (din) dir_weights(scratch, w, C, O, 9, C * 9, 1);
         a.wr = scratch;
-        if (dw) {
+        if (nall) {
             a.pad_all = scratch + nw;
             a.dout_all = a.pad_all + dir_pad_floats(&a.g, s->N * C);
             memset(a.pad_all + s->N * C * a.g.S, 0, DIR_VL * sizeof(float)); /* the last run's overread */
         }
         a.scratch = scratch + nw + nall;
         parallel_for_chunks(backend_ctx_threads(ctx), chunks, s->N, conv_bwd_direct, &a);
-        if (dw) {
+        if (dw && !a.dw_group) {
             int64_t pairs = dir_dw_rows(O) / DIR_DWOB * C;
             int t = backend_ctx_threads(ctx);
             parallel_for_chunks(t, t > 1 ? t * CONV_CHUNKS_PER_THREAD : 1, pairs, conv_dw_pairs, &a);

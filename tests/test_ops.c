@@ -228,7 +228,8 @@ static void check_conv_big(ConvShape s) {
 }
 
 static void test_conv_big(void) {
-    check_conv_big((ConvShape){5, 16, 14, 14, 24, 3, 1, 1});
+    check_conv_big((ConvShape){5, 16, 14, 14, 24, 3, 1, 1}); /* 3x3 same, dw by (block, channel) pairs */
+    check_conv_big((ConvShape){17, 8, 28, 28, 100, 3, 1, 1}); /* dw by image groups of 2, one partial */
     check_conv_big((ConvShape){4, 16, 14, 14, 8, 1, 1, 0});
     check_conv_big((ConvShape){3, 8, 15, 13, 16, 3, 2, 1});
 }
