@@ -133,6 +133,20 @@ static void silu_b(void *p) {
     be->silu_backward(ctx, a->din, a->out, a->in, a->n);
 }
 
+typedef struct {
+    float *x, *a, *mean, *rstd, *g, *b, *ss, *da, *dx, *dg, *db, *dss;
+    int64_t N, C, HW, G;
+} NaB;
+static void na_f(void *p) {
+    NaB *a = p;
+    be->norm_act_forward(ctx, a->a, a->mean, a->rstd, a->x, a->g, a->b, a->ss, a->N, a->C, a->HW, a->G, 1e-5f);
+}
+static void na_b(void *p) {
+    NaB *a = p;
+    be->norm_act_backward(ctx, a->dx, a->dg, a->db, a->dss, a->da, a->x, a->mean, a->rstd, a->g, a->b, a->ss, a->N,
+                          a->C, a->HW, a->G);
+}
+
 int main(int argc, char **argv) {
     int threads = 0, blas_threads = 1;
     for (int i = 1; i + 1 < argc; i += 2) {
@@ -183,6 +197,13 @@ int main(int argc, char **argv) {
     SiB s = {.in = g.in, .out = g.out, .din = g.din, .n = n};
     bench("silu_b32_c32_28_fwd", silu_f, &s);
     bench("silu_b32_c32_28_bwd", silu_b, &s);
+
+    NaB na = {.N = 32, .C = 32, .HW = 784, .G = 8};
+    na.x = g.in; na.a = g.out; na.da = g.din; na.dx = buf(n);
+    na.mean = g.mean; na.rstd = g.rstd; na.g = g.g; na.b = g.b; na.dg = g.dg; na.db = g.db;
+    na.ss = buf(na.N * 2 * na.C); na.dss = buf(na.N * 2 * na.C);
+    bench("norm_act_b32_c32_28_fwd", na_f, &na);
+    bench("norm_act_b32_c32_28_bwd", na_b, &na);
     backend_ctx_destroy(&ctx);
     return 0;
 }

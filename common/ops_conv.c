@@ -2,19 +2,20 @@
  *
  * 3x3 stride-1 pad-1 (the UNet's conv): a direct AVX-512 convolution over zero-padded images
  * (section "direct 3x3" below) for the forward and, with the flipped transposed weight, for
- * backward-data; dw directly as well on large maps (28x28), by im2col + GEMM on small ones.
+ * backward-data; dw directly as well (section "direct 3x3 weight gradient").
  * Everything else: im2col + one OpenBLAS sgemm per image. Forward per image: out_n (O, L) =
  * w (O, C*K*K) @ col_n (C*K*K, L) with L = Ho*Wo; a 1x1 stride-1 unpadded conv uses the image
  * itself as col (no copy). Backward per image: dcol = w^T @ dout_n then col2im adds into din;
  * dw += dout_n @ col_n^T; db += row sums of dout_n. (Batching several images into one GEMM
  * was measured slower here: the per-image col stays in L2, a group's does not.)
  *
- * Threading: images are split over the thread pool, each chunk calls single-threaded OpenBLAS
- * (backend_cpu sets openblas_set_num_threads(1)); dw/db of chunk t > 0 go to a partial in
- * scratch, chunk 0 adds straight into dw/db, and the partials are summed at the end.
- * Scratch per chunk: col and dcol (C*K*K*L floats each) or the direct path's padded images,
- * output block and dw vector partials; dw and db partials. Not here: groups, dilation,
- * non-square kernels. */
+ * Threading: images are split over the thread pool in CONV_CHUNKS_PER_THREAD chunks per thread,
+ * each chunk calls single-threaded OpenBLAS (backend_cpu sets openblas_set_num_threads(1));
+ * dw/db of chunk t > 0 go to a partial in scratch, chunk 0 adds straight into dw/db, and the
+ * partials are summed at the end in chunk order (deterministic whichever thread ran a chunk).
+ * Scratch per chunk: col and dcol (C*K*K*L floats each) or the direct path's padded images
+ * (and, for dw by image groups, a group's padded inputs and laid-out douts); dw and db
+ * partials. Not here: groups, dilation, non-square kernels. */
 #include "blas.h"
 #include <string.h>
 
@@ -165,10 +166,12 @@ static void col2im_add(float *im, float *col, const ConvShape *s, int64_t Ho, in
  * plane per channel, (C, (H+2)*(W+2)) flattened with pitch Wp = W+2. Output position (h, w)
  * sits at flat index p = (h+1)*Wp + w+1, and its (kh, kw) tap at p + (kh-1)*Wp + (kw-1), so a
  * run of 16 consecutive p is one unaligned vector load per tap. Positions p cover the flat
- * range [Wp+1, H*Wp+W], padding columns included (their results are dropped), NP of them.
+ * range [Wp+1, H*Wp+W], padding columns included, NP of them.
  * A micro-kernel holds DIR_OB output channels x DIR_PB vectors of positions in registers and
  * loops over input channels and the 9 taps; weights are re-laid out as (O/DIR_OB, C, 9, DIR_OB)
- * (O rounded up with zero rows) so the DIR_OB values of a tap are adjacent.
+ * (O rounded up with zero rows) so the DIR_OB values of a tap are adjacent. Each result vector
+ * goes straight to the output plane: its lanes at padding columns are dropped by a compress
+ * (dir_store_plan, dir_put), so no padded output is stored and copied.
  * The same kernel gives backward-data: din = conv(dout, wt) with wt[c][o] = w[o][c] flipped. */
 #define DIR_OB 4
 #define DIR_PB 6
@@ -183,6 +186,13 @@ static inline void dir_store(float *p, DirVec v) { _mm512_storeu_ps(p, v); }
 static inline DirVec dir_fma(float a, DirVec x, DirVec acc) { return _mm512_fmadd_ps(_mm512_set1_ps(a), x, acc); }
 static inline DirVec dir_fmav(DirVec a, DirVec x, DirVec acc) { return _mm512_fmadd_ps(a, x, acc); }
 static inline DirVec dir_add(DirVec a, DirVec b) { return _mm512_add_ps(a, b); }
+/* the lanes of v set in mask, in order, to dst[0 ..) (+ bias, or added to what is there) */
+static inline void dir_put(float *dst, DirVec v, uint32_t mask, int add, float bias) {
+    __m512 c = _mm512_maskz_compress_ps((__mmask16)mask, add ? v : _mm512_add_ps(v, _mm512_set1_ps(bias)));
+    __mmask16 k = (__mmask16)((1u << __builtin_popcount(mask)) - 1);
+    if (add) c = _mm512_add_ps(_mm512_maskz_loadu_ps(k, dst), c);
+    _mm512_mask_storeu_ps(dst, k, c);
+}
 #else /* portable fallback (sanitizer builds, machines without AVX-512): same algorithm */
 typedef struct { float v[DIR_VL]; } DirVec;
 static inline DirVec dir_zero(void) { DirVec r; for (int i = 0; i < DIR_VL; i++) r.v[i] = 0.0f; return r; }
@@ -200,6 +210,14 @@ static inline DirVec dir_add(DirVec a, DirVec b) {
     for (int i = 0; i < DIR_VL; i++) a.v[i] += b.v[i];
     return a;
 }
+static inline void dir_put(float *dst, DirVec v, uint32_t mask, int add, float bias) {
+    int n = 0;
+    for (int l = 0; l < DIR_VL; l++)
+        if (mask >> l & 1) {
+            dst[n] = add ? dst[n] + v.v[l] : v.v[l] + bias;
+            n++;
+        }
+}
 #endif
 
 typedef struct {
@@ -216,9 +234,6 @@ static void dir_geom(DirGeom *g, int64_t H, int64_t W) {
 }
 /* floats of a padded image of C channels: the last vector run reads up to DIR_VL - 1 past S */
 static int64_t dir_pad_floats(const DirGeom *g, int64_t C) { return C * g->S + DIR_VL; }
-static int64_t dir_out_floats(const DirGeom *g, int64_t O) {
-    return (O + DIR_OB - 1) / DIR_OB * DIR_OB * g->NV * DIR_VL;
-}
 /* floats of the re-laid weights of an O <- C convolution */
 static int64_t dir_weight_floats(int64_t O, int64_t C) { return (O + DIR_OB - 1) / DIR_OB * DIR_OB * C * 9; }
 
@@ -245,9 +260,36 @@ static void dir_pad(float *dst, const float *im, const DirGeom *g, int64_t C, in
     memset(dst + C * g->S, 0, DIR_VL * sizeof(float));
 }
 
-/* out (DIR_OB rows of pitch ldo) = the pb vectors of positions starting at in (+ taps) */
-static inline __attribute__((always_inline)) void dir_kernel(float *out, int64_t ldo, const float *in, const DirGeom *g,
-                                                             const float *wr, int64_t C, int pb) {
+/* Where the 16 positions of vector v of the run land in an (H, W) plane: the lanes that are
+ * real positions (not padding columns, not past the end) and the plane index of the first of
+ * them; the real lanes of a vector are consecutive in the plane. */
+typedef struct {
+    uint32_t mask;
+    int64_t dst;
+} DirStore;
+
+static DirStore dir_store_plan(const DirGeom *g, int64_t H, int64_t W, int64_t v) {
+    int64_t p = v * DIR_VL, h = p / g->Wp, w = p % g->Wp;
+    DirStore st = {0, w < W ? h * W + w : (h + 1) * W};
+    for (int64_t l = 0; l < DIR_VL;) {
+        int64_t seg = g->Wp - w < DIR_VL - l ? g->Wp - w : DIR_VL - l;
+        if (h < H && w < W) {
+            int64_t cnt = W - w < seg ? W - w : seg;
+            st.mask |= ((1u << cnt) - 1) << l;
+        }
+        l += seg;
+        w = 0;
+        h++;
+    }
+    return st;
+}
+
+/* The pb vectors of positions starting at in (+ taps) for DIR_OB outputs, written straight into
+ * the first no output planes (pitch HW) at the places st gives: + bias[o] (bias may be NULL),
+ * or added to what is there when add */
+static inline __attribute__((always_inline)) void dir_kernel(float *out, int64_t HW, const DirStore *st, int no,
+                                                             const float *bias, int add, const float *in,
+                                                             const DirGeom *g, const float *wr, int64_t C, int pb) {
     DirVec acc[DIR_OB][DIR_PB];
     for (int o = 0; o < DIR_OB; o++)
         for (int j = 0; j < pb; j++) acc[o][j] = dir_zero();
@@ -263,15 +305,18 @@ static inline __attribute__((always_inline)) void dir_kernel(float *out, int64_t
             }
         }
     }
-    for (int o = 0; o < DIR_OB; o++)
-        for (int j = 0; j < pb; j++) dir_store(out + o * ldo + j * DIR_VL, acc[o][j]);
+    for (int o = 0; o < no; o++) {
+        float bv = bias ? bias[o] : 0.0f;
+        for (int j = 0; j < pb; j++)
+            if (st[j].mask) dir_put(out + o * HW + st[j].dst, acc[o][j], st[j].mask, add, bv);
+    }
 }
 
 /* Instances with a constant vector count, so that the accumulators live in registers. */
-#define DIR_KERNEL_N(n)                                                                                   \
-    static void dir_kernel_##n(float *out, int64_t ldo, const float *in, const DirGeom *g, const float *wr, \
-                               int64_t C) {                                                               \
-        dir_kernel(out, ldo, in, g, wr, C, n);                                                            \
+#define DIR_KERNEL_N(n)                                                                                        \
+    static void dir_kernel_##n(float *out, int64_t HW, const DirStore *st, int no, const float *bias, int add, \
+                               const float *in, const DirGeom *g, const float *wr, int64_t C) {                \
+        dir_kernel(out, HW, st, no, bias, add, in, g, wr, C, n);                                               \
     }
 DIR_KERNEL_N(1)
 DIR_KERNEL_N(2)
@@ -279,7 +324,8 @@ DIR_KERNEL_N(3)
 DIR_KERNEL_N(4)
 DIR_KERNEL_N(5)
 DIR_KERNEL_N(6)
-typedef void (*DirKernelFn)(float *, int64_t, const float *, const DirGeom *, const float *, int64_t);
+typedef void (*DirKernelFn)(float *, int64_t, const DirStore *, int, const float *, int, const float *,
+                            const DirGeom *, const float *, int64_t);
 static const DirKernelFn dir_kernels[DIR_PB + 1] = {NULL, dir_kernel_1, dir_kernel_2, dir_kernel_3,
                                                      dir_kernel_4, dir_kernel_5, dir_kernel_6};
 
@@ -296,31 +342,24 @@ static void dir_weights(float *wr, const float *w, int64_t O, int64_t C, int64_t
                 }
 }
 
-/* out (O, H, W) = (or += when add) conv3x3(in (C, H, W)) + bias (NULL: none); pad and outp are
- * dir_pad_floats(C) and dir_out_floats(O) of scratch */
+/* out (O, H, W) = (or += when add) conv3x3(in (C, H, W)) + bias (NULL: none); pad is
+ * dir_pad_floats(C) of scratch */
 static void dir_conv_image(float *out, const float *in, const float *wr, const float *bias, int add, int64_t C,
-                           int64_t O, int64_t H, int64_t W, const DirGeom *g, float *pad, float *outp) {
+                           int64_t O, int64_t H, int64_t W, const DirGeom *g, float *pad) {
     dir_pad(pad, in, g, C, H, W);
-    const int64_t ldo = g->NV * DIR_VL, nb = (O + DIR_OB - 1) / DIR_OB;
+    const int64_t nb = (O + DIR_OB - 1) / DIR_OB, HW = H * W;
     const float *x = pad + g->Wp + 1;
     for (int64_t v0 = 0; v0 < g->NV; v0 += DIR_PB) {
         int pb = (int)(g->NV - v0 < DIR_PB ? g->NV - v0 : DIR_PB);
-        for (int64_t b = 0; b < nb; b++)
-            dir_kernels[pb](outp + b * DIR_OB * ldo + v0 * DIR_VL, ldo, x + v0 * DIR_VL, g, wr + b * C * 9 * DIR_OB, C);
-    }
-    for (int64_t o = 0; o < O; o++) {
-        float bv = bias ? bias[o] : 0.0f;
-        for (int64_t h = 0; h < H; h++) {
-            const float *src = outp + o * ldo + h * g->Wp;
-            float *dst = out + (o * H + h) * W;
-            if (add)
-                for (int64_t w = 0; w < W; w++) dst[w] += src[w];
-            else
-                for (int64_t w = 0; w < W; w++) dst[w] = src[w] + bv;
+        DirStore st[DIR_PB];
+        for (int j = 0; j < pb; j++) st[j] = dir_store_plan(g, H, W, v0 + j);
+        for (int64_t b = 0; b < nb; b++) {
+            int no = (int)(O - b * DIR_OB < DIR_OB ? O - b * DIR_OB : DIR_OB);
+            dir_kernels[pb](out + b * DIR_OB * HW, HW, st, no, bias ? bias + b * DIR_OB : NULL, add, x + v0 * DIR_VL, g,
+                            wr + b * C * 9 * DIR_OB, C);
         }
     }
 }
-
 
 /* ---- direct 3x3 weight gradient ----
  * dw[o][c][k] = sum over images and positions of dout[o] * (tap k of in[c]): with dout laid
@@ -420,10 +459,10 @@ static void conv_fwd_direct(void *p, int64_t n0, int64_t n1, int tid) {
     const ConvArgs *a = p;
     const ConvShape *s = a->s;
     const int64_t HW = s->H * s->W;
-    float *pad = a->scratch + tid * a->per_thread, *outp = pad + dir_pad_floats(&a->g, s->C);
+    float *pad = a->scratch + tid * a->per_thread;
     for (int64_t n = n0; n < n1; n++)
         dir_conv_image(a->out + n * s->O * HW, a->in + n * s->C * HW, a->wr, a->b, 0, s->C, s->O, s->H, s->W, &a->g,
-                       pad, outp);
+                       pad);
 }
 
 static void conv_fwd_images(void *p, int64_t n0, int64_t n1, int tid) {
@@ -475,7 +514,7 @@ void cpu_conv2d_forward(BackendCtx *ctx, float *out, const float *in, const floa
     if (conv_is_3x3_same(s)) {
         dir_geom(&a.g, s->H, s->W);
         int64_t nw = dir_weight_floats(s->O, s->C);
-        a.per_thread = dir_pad_floats(&a.g, s->C) + dir_out_floats(&a.g, s->O);
+        a.per_thread = dir_pad_floats(&a.g, s->C);
         float *scratch = backend_ctx_scratch(ctx, nw + a.per_thread * chunks);
         dir_weights(scratch, w, s->O, s->C, s->C * 9, 9, 0);
         a.wr = scratch;
@@ -527,15 +566,14 @@ static void conv_bwd_direct(void *p, int64_t n0, int64_t n1, int tid) {
     float *dwp, *dbp;
     conv_partials(a, tid, &dwp, &dbp);
     float *pad = a->scratch + tid * a->per_thread + a->part_off + conv_part_floats(a);
-    float *outp = pad + dir_pad_floats(&a->g, O);
-    float *padg = outp + dir_out_floats(&a->g, C), *doutg = padg + dir_pad_floats(&a->g, a->dw_group * C);
+    float *padg = pad + dir_pad_floats(&a->g, O), *doutg = padg + dir_pad_floats(&a->g, a->dw_group * C);
     const int64_t G = a->dw_group ? a->dw_group : 1;
     for (int64_t n = n0; n < n1; n += G) {
         int64_t ng = n1 - n < G ? n1 - n : G;
         for (int64_t j = n; j < n + ng; j++) {
             const float *dout = a->dout + j * O * HW;
             if (a->din)
-                dir_conv_image(a->din + j * C * HW, dout, a->wr, NULL, 1, O, C, s->H, s->W, &a->g, pad, outp);
+                dir_conv_image(a->din + j * C * HW, dout, a->wr, NULL, 1, O, C, s->H, s->W, &a->g, pad);
             if (a->db)
                 for (int64_t o = 0; o < O; o++) dbp[o] += (float)ops_sum(dout + o * HW, HW);
             if (a->dw && !a->dw_group) {
@@ -633,7 +671,7 @@ void cpu_conv2d_backward(BackendCtx *ctx, float *din, float *dw, float *db, cons
         }
         int64_t nall = dw && !a.dw_group ? dir_pad_floats(&a.g, s->N * C) + s->N * dir_dw_rows(O) * a.g.NV * DIR_VL : 0;
         a.part_off = 0;
-        a.per_thread = conv_part_floats(&a) + dir_pad_floats(&a.g, O) + dir_out_floats(&a.g, C) +
+        a.per_thread = conv_part_floats(&a) + dir_pad_floats(&a.g, O) +
                        (a.dw_group ? dir_pad_floats(&a.g, a.dw_group * C) + a.dw_group * dir_dw_rows(O) * a.g.NV * DIR_VL
                                    : 0);
         float *scratch = backend_ctx_scratch(ctx, nw + nall + a.per_thread * chunks);
