@@ -511,6 +511,10 @@ void cpu_conv2d_forward(BackendCtx *ctx, float *out, const float *in, const floa
     a.CKK = s->C * s->K * s->K;
     a.direct = s->K == 1 && s->stride == 1 && s->pad == 0;
     int chunks = conv_chunks(ctx, s);
+    if (cpu_wino_usable(s)) {
+        cpu_wino_conv(ctx, out, in, w, s->C * 9, 9, 0, b, 0, s->N, s->C, s->O, s->H, s->W);
+        return;
+    }
     if (conv_is_3x3_same(s)) {
         dir_geom(&a.g, s->H, s->W);
         int64_t nw = dir_weight_floats(s->O, s->C);
@@ -659,6 +663,12 @@ void cpu_conv2d_backward(BackendCtx *ctx, float *din, float *dw, float *db, cons
         /* din = conv3x3(dout, wt), wt (C, O, 3, 3) = w transposed and flipped; dw directly */
         const int64_t C = s->C;
         dir_geom(&a.g, s->H, s->W);
+        if (din && cpu_wino_usable(s)) {
+            /* din = conv3x3(dout, wt) by Winograd, before the rest (which then has no din) */
+            cpu_wino_conv(ctx, din, dout, w, 9, C * 9, 1, NULL, 1, s->N, O, C, s->H, s->W);
+            din = a.din = NULL;
+            if (!dw && !db) return;
+        }
         int64_t nw = din ? dir_weight_floats(C, O) : 0;
         /* dw by pairs when every image's padded copy fits in a core's L2 cache (small maps:
          * all the work splits over the threads without partials), else by image groups */

@@ -62,6 +62,12 @@ void cpu_concat_forward(BackendCtx *ctx, float *out, const float *a, const float
                         int64_t Cb, int64_t HW);
 void cpu_concat_backward(BackendCtx *ctx, float *da, float *db, const float *dout, int64_t N, int64_t Ca,
                          int64_t Cb, int64_t HW);
+/* ops_conv_wino.c: Winograd F(2x2, 3x3) for 3x3 stride-1 pad-1 convolutions (ops_conv.c uses it) */
+int cpu_wino_usable(const ConvShape *s);
+/* out (N, O, H, W) = conv3x3(in (N, C, H, W)) + bias (NULL: none), or += when add, with the
+ * (o, c) kernel at w + o*so + c*sc, its 9 taps reversed when flip */
+void cpu_wino_conv(BackendCtx *ctx, float *out, const float *in, const float *w, int64_t so, int64_t sc, int flip,
+                   const float *bias, int add, int64_t N, int64_t C, int64_t O, int64_t H, int64_t W);
 /* ops_normact.c (optional slots norm_act_forward / norm_act_backward) */
 void cpu_norm_act_forward(BackendCtx *ctx, float *out, float *mean, float *rstd, const float *in, const float *gamma,
                           const float *beta, const float *ss, int64_t N, int64_t C, int64_t HW, int64_t G,

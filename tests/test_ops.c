@@ -20,6 +20,7 @@
 #include "backend.h"
 #include "check.h"
 #define TEST_RAND_SEED 0x9E3779B97F4A7C15ull
+#include "ops_cpu.h"
 #include "rand.h"
 #include "safetensors.h"
 
@@ -230,8 +231,55 @@ static void check_conv_big(ConvShape s) {
 static void test_conv_big(void) {
     check_conv_big((ConvShape){5, 16, 14, 14, 24, 3, 1, 1}); /* 3x3 same, dw by (block, channel) pairs */
     check_conv_big((ConvShape){17, 8, 28, 28, 100, 3, 1, 1}); /* dw by image groups of 2, one partial */
+    /* Winograd F(2x2, 3x3) (C, O >= 8): odd sizes (half tiles dropped), a row of tiles wider
+     * than a vector (W 70: 35 tiles), a group count that leaves a partial group */
+    check_conv_big((ConvShape){9, 8, 7, 7, 12, 3, 1, 1});
+    check_conv_big((ConvShape){3, 9, 9, 70, 8, 3, 1, 1});
+    check_conv_big((ConvShape){7, 12, 5, 6, 9, 3, 1, 1});
     check_conv_big((ConvShape){4, 16, 14, 14, 8, 1, 1, 0});
     check_conv_big((ConvShape){3, 8, 15, 13, 16, 3, 2, 1});
+}
+
+/* Winograd F(2x2, 3x3) itself (ops_conv_wino.c) on shapes the convolution op does not route to
+ * it (narrow maps) as well as wide ones: every tile-row layout (two tile rows per vector for
+ * rows of <= 7 tiles, one, several vectors per row), odd and even sizes, output counts that
+ * are not a multiple of 4, partial groups of images, with bias, and adding into the output. */
+static void check_wino(int64_t N, int64_t C, int64_t H, int64_t W, int64_t O, int threads) {
+    ConvShape s = {N, C, H, W, O, 3, 1, 1};
+    BackendCtx *c = backend_ctx_new(be, threads);
+    int64_t nin = N * C * H * W, nout = N * O * H * W;
+    float *in = rnd(nin, -1, 1), *w = rnd(O * C * 9, -0.3f, 0.3f), *b = rnd(O, -1, 1), *out = zeros(nout);
+    float *base = rnd(nout, -1, 1), *acc = fdup(base, nout), *want = zeros(nout), *want2 = zeros(nout);
+    double *ref = malloc(sizeof(double) * (size_t)nout);
+    conv_ref(ref, in, w, b, &s);
+    for (int64_t i = 0; i < nout; i++) want[i] = (float)ref[i];
+    conv_ref(ref, in, w, NULL, &s);
+    for (int64_t i = 0; i < nout; i++) want2[i] = (float)(ref[i] + base[i]);
+    cpu_wino_conv(c, out, in, w, C * 9, 9, 0, b, 0, N, C, O, H, W);
+    cpu_wino_conv(c, acc, in, w, C * 9, 9, 0, NULL, 1, N, C, O, H, W);
+    char what[128];
+    snprintf(what, sizeof what, "winograd N%lld C%lld %lldx%lld O%lld threads %d", (long long)N, (long long)C,
+             (long long)H, (long long)W, (long long)O, threads);
+    CHECK_CLOSE(out, want, nout, 1e-4, 1e-4, what);
+    strncat(what, " (adding)", sizeof what - strlen(what) - 1);
+    CHECK_CLOSE(acc, want2, nout, 1e-4, 1e-4, what);
+    free(in); free(w); free(b); free(out); free(base); free(acc); free(want); free(want2); free(ref);
+    backend_ctx_destroy(&c);
+}
+
+static void test_winograd(void) {
+    check_wino(3, 5, 7, 7, 6, 2);    /* 4 tiles a row: pairs of tile rows, odd sizes */
+    check_wino(2, 4, 6, 5, 9, 1);    /* 3 tiles a row, 3 tile rows (a pair and a single) */
+    check_wino(5, 8, 14, 14, 8, 2);  /* 7 tiles a row: the pair layout at its widest */
+    check_wino(4, 3, 9, 13, 5, 2);   /* 7 tiles, odd width */
+    check_wino(3, 6, 11, 17, 7, 2);  /* 9 tiles: one tile row per vector */
+    check_wino(2, 4, 8, 33, 4, 1);   /* 17 tiles: two vectors per tile row */
+    check_wino(2, 3, 5, 70, 5, 2);   /* 35 tiles: three vectors per tile row */
+    check_wino(1, 8, 1, 1, 8, 1);    /* a single pixel */
+    /* images of more than 112 tiles go in blocks of tile rows: pairs with a single row left
+     * (37 x 14: blocks of 10 and 9 tile rows), and wide rows (9 x 70: blocks of 3 and 2) */
+    check_wino(2, 4, 37, 14, 5, 2);
+    check_wino(3, 5, 9, 70, 6, 2);
 }
 
 /* ================================== linear ================================== */
@@ -1001,7 +1049,8 @@ int main(int argc, char **argv) {
         TEST_RUN(test_torch_pointwise);
         st_free(&fx);
     }
-    TEST_RUN(test_norm_act); /* last: its random inputs do not shift the other tests' */
+    TEST_RUN(test_norm_act); /* last: their random inputs do not shift the other tests' */
+    TEST_RUN(test_winograd);
     backend_ctx_destroy(&ctx);
     return TEST_END();
 }
