@@ -182,10 +182,8 @@ static void col2im_add(float *im, float *col, const ConvShape *s, int64_t Ho, in
 typedef __m512 DirVec;
 static inline DirVec dir_zero(void) { return _mm512_setzero_ps(); }
 static inline DirVec dir_load(const float *p) { return _mm512_loadu_ps(p); }
-static inline void dir_store(float *p, DirVec v) { _mm512_storeu_ps(p, v); }
 static inline DirVec dir_fma(float a, DirVec x, DirVec acc) { return _mm512_fmadd_ps(_mm512_set1_ps(a), x, acc); }
 static inline DirVec dir_fmav(DirVec a, DirVec x, DirVec acc) { return _mm512_fmadd_ps(a, x, acc); }
-static inline DirVec dir_add(DirVec a, DirVec b) { return _mm512_add_ps(a, b); }
 /* the lanes of v set in mask, in order, to dst[0 ..) (+ bias, or added to what is there) */
 static inline void dir_put(float *dst, DirVec v, uint32_t mask, int add, float bias) {
     __m512 c = _mm512_maskz_compress_ps((__mmask16)mask, add ? v : _mm512_add_ps(v, _mm512_set1_ps(bias)));
@@ -197,7 +195,6 @@ static inline void dir_put(float *dst, DirVec v, uint32_t mask, int add, float b
 typedef struct { float v[DIR_VL]; } DirVec;
 static inline DirVec dir_zero(void) { DirVec r; for (int i = 0; i < DIR_VL; i++) r.v[i] = 0.0f; return r; }
 static inline DirVec dir_load(const float *p) { DirVec r; memcpy(r.v, p, sizeof r.v); return r; }
-static inline void dir_store(float *p, DirVec v) { memcpy(p, v.v, sizeof v.v); }
 static inline DirVec dir_fma(float a, DirVec x, DirVec acc) {
     for (int i = 0; i < DIR_VL; i++) acc.v[i] += a * x.v[i];
     return acc;
@@ -205,10 +202,6 @@ static inline DirVec dir_fma(float a, DirVec x, DirVec acc) {
 static inline DirVec dir_fmav(DirVec a, DirVec x, DirVec acc) {
     for (int i = 0; i < DIR_VL; i++) acc.v[i] += a.v[i] * x.v[i];
     return acc;
-}
-static inline DirVec dir_add(DirVec a, DirVec b) {
-    for (int i = 0; i < DIR_VL; i++) a.v[i] += b.v[i];
-    return a;
 }
 static inline void dir_put(float *dst, DirVec v, uint32_t mask, int add, float bias) {
     int n = 0;
