@@ -357,6 +357,21 @@ static void wino_output(float *out, const float *M, const WinoGeom *g, int64_t n
         }
 }
 
+/* item it of the plan: images [n0, n0+ng), tile rows [ty0, ty0+nty) */
+static void wino_item(const WinoGeom *g, int64_t N, int64_t it, int64_t *n0, int64_t *ng, int64_t *ty0, int64_t *nty) {
+    if (g->SB > 1) {
+        *n0 = it / g->SB;
+        *ng = 1;
+        *ty0 = it % g->SB * g->R;
+        *nty = g->TH - *ty0 < g->R ? g->TH - *ty0 : g->R;
+    } else {
+        *n0 = it * g->G;
+        *ng = N - *n0 < g->G ? N - *n0 : g->G;
+        *ty0 = 0;
+        *nty = g->TH;
+    }
+}
+
 static void wino_items(void *p, int64_t i0, int64_t i1, int chunk) {
     const WinoArgs *a = p;
     const WinoGeom *g = &a->g;
@@ -365,17 +380,7 @@ static void wino_items(void *p, int64_t i0, int64_t i1, int chunk) {
     float *V = pad + a->pad_floats, *M = V + 16 * g->vxs;
     for (int64_t it = i0; it < i1; it++) {
         int64_t n0, ng, ty0, nty;
-        if (g->SB > 1) { /* a block of tile rows of one image */
-            n0 = it / g->SB;
-            ng = 1;
-            ty0 = it % g->SB * g->R;
-            nty = g->TH - ty0 < g->R ? g->TH - ty0 : g->R;
-        } else {
-            n0 = it * g->G;
-            ng = a->N - n0 < g->G ? a->N - n0 : g->G;
-            ty0 = 0;
-            nty = g->TH;
-        }
+        wino_item(g, a->N, it, &n0, &ng, &ty0, &nty);
         const int64_t nv = (ng * nty * g->TW + WV - 1) / WV;
         wino_pad(pad, a->in + n0 * C * HW, g, ng * C, ty0, nty);
         wino_input(V, pad, g, ng, C, nty);
@@ -392,12 +397,10 @@ static void wino_items(void *p, int64_t i0, int64_t i1, int chunk) {
     }
 }
 
-void cpu_wino_conv(BackendCtx *ctx, float *out, const float *in, const float *w, int64_t so, int64_t sc, int flip,
-                   const float *bias, int add, int64_t N, int64_t C, int64_t O, int64_t H, int64_t W) {
-    MSD_CHECK(out && in && w && N > 0 && C > 0 && O > 0 && H > 0 && W > 0);
-    WinoArgs a = {.out = out, .in = in, .bias = bias, .add = add, .N = N, .C = C, .O = O};
-    a.O4 = (O + WOB - 1) / WOB * WOB;
-    WinoGeom *g = &a.g;
+/* Geometry and work items (about wtiles tiles each: row blocks of an image, or groups of
+ * images, their number a multiple of the thread count so that the threads get equal shares,
+ * at least two per thread when N allows); returns the number of items */
+static int64_t wino_plan(WinoGeom *g, int64_t N, int64_t H, int64_t W, int threads, int64_t wtiles) {
     g->H = H;
     g->W = W;
     g->TH = (H + 1) / 2;
@@ -405,24 +408,20 @@ void cpu_wino_conv(BackendCtx *ctx, float *out, const float *in, const float *w,
     g->Hp = 2 * g->TH + 2;
     g->Wp = 2 * g->TW + 2;
     wino_geom_pairs(g);
-    const int threads = backend_ctx_threads(ctx);
-    /* work items of about WTILES tiles: row blocks of an image, or groups of images; a
-     * number of groups that is a multiple of the thread count (equal shares), at least two
-     * per thread when N allows */
     const int64_t tpi = g->TH * g->TW;
     int64_t items;
     g->G = 1;
     g->SB = 1;
     g->R = g->TH;
-    if (tpi > WTILES) {
-        int64_t sb = (tpi + WTILES - 1) / WTILES;
+    if (tpi > wtiles) {
+        int64_t sb = (tpi + wtiles - 1) / wtiles;
         g->R = (g->TH + sb - 1) / sb;
         if (g->pairs && g->R % 2) g->R++;
         g->SB = (g->TH + g->R - 1) / g->R;
         items = N * g->SB;
         g->T = g->R * g->TW;
     } else {
-        int64_t groups = (N * tpi + WTILES - 1) / WTILES;
+        int64_t groups = (N * tpi + wtiles - 1) / wtiles;
         if (groups < 2 * threads) groups = 2 * threads;
         groups = (groups + threads - 1) / threads * threads;
         if (groups > N) groups = N;
@@ -431,6 +430,17 @@ void cpu_wino_conv(BackendCtx *ctx, float *out, const float *in, const float *w,
         g->T = g->G * tpi;
     }
     g->Tpad = (g->T + WV - 1) / WV * WV + WV;
+    return items;
+}
+
+void cpu_wino_conv(BackendCtx *ctx, float *out, const float *in, const float *w, int64_t so, int64_t sc, int flip,
+                   const float *bias, int add, int64_t N, int64_t C, int64_t O, int64_t H, int64_t W) {
+    MSD_CHECK(out && in && w && N > 0 && C > 0 && O > 0 && H > 0 && W > 0);
+    WinoArgs a = {.out = out, .in = in, .bias = bias, .add = add, .N = N, .C = C, .O = O};
+    a.O4 = (O + WOB - 1) / WOB * WOB;
+    WinoGeom *g = &a.g;
+    const int threads = backend_ctx_threads(ctx);
+    const int64_t items = wino_plan(g, N, H, W, threads, WTILES);
     int chunks = threads > 1 ? threads * 4 : 1;
     if (chunks > items) chunks = (int)items;
     g->vxs = C * g->Tpad + WSKEW;
