@@ -19,8 +19,9 @@
  * TW + tx, Tpad = (T rounded up to 16) + 16 (the transforms move 16 tiles at a time along a
  * tile row and may run past its end; the pad absorbs that and is zeroed).
  * The input transform reads 16 tiles of a tile row as even and odd columns of two vector
- * pairs; the output transform writes two output rows per tile row, interleaving the even and
- * odd columns back, with masked stores at the right edge.
+ * pairs (rows of at most 7 tiles: 2 or 4 tile rows a vector, gathered by permutations); the
+ * output transform writes two output rows per tile row, interleaving the even and odd columns
+ * back, with masked stores at the right edge.
  *
  * Accuracy: F(2x2, 3x3)'s transforms have entries 0, +-1 and +-1/2, so results differ from the
  * direct convolution by a few float roundings (tests/test_ops.c compares both with the double
@@ -36,6 +37,7 @@
 #define WV 16    /* lanes */
 #define WOB 4    /* outputs per kernel block */
 #define WPB 6    /* vectors of tiles per kernel block */
+#define WINO_MIN_W 13 /* see cpu_wino_usable */
 #define WTILES 112 /* about this many tiles per work item: its V and M stay in L2 */
 
 #if defined(__AVX512F__)
@@ -64,6 +66,8 @@ static inline Wv wv_perm2(Wv lo, const int32_t *idx, Wv hi) {
     return _mm512_permutex2var_ps(lo, _mm512_loadu_si512(idx), hi);
 }
 static inline Wv wv_load_n(const float *p, int n) { return _mm512_maskz_loadu_ps((__mmask16)((1u << n) - 1), p); }
+/* lanes set in m from b, the others from a */
+static inline Wv wv_blend(uint32_t m, Wv a, Wv b) { return _mm512_mask_blend_ps((__mmask16)m, a, b); }
 static inline void wv_store_n(float *p, Wv v, int n) { _mm512_mask_storeu_ps(p, (__mmask16)((1u << n) - 1), v); }
 #else /* portable fallback (sanitizer builds, machines without AVX-512): same algorithm */
 typedef struct { float v[WV]; } Wv;
@@ -98,6 +102,11 @@ static inline Wv wv_perm2(Wv lo, const int32_t *idx, Wv hi) {
     return r;
 }
 static inline Wv wv_load_n(const float *p, int n) { Wv r = wv_zero(); memcpy(r.v, p, (size_t)n * sizeof(float)); return r; }
+static inline Wv wv_blend(uint32_t m, Wv a, Wv b) {
+    for (int i = 0; i < WV; i++)
+        if (m >> i & 1) a.v[i] = b.v[i];
+    return a;
+}
 static inline void wv_store_n(float *p, Wv v, int n) { memcpy(p, v.v, (size_t)n * sizeof(float)); }
 #endif
 
@@ -107,12 +116,15 @@ typedef struct {
      * tile rows [k*R, (k+1)*R) for k < SB; T tiles at most per item */
     int64_t G, SB, R, T, Tpad; /* Tpad: row length of V and M */
     int64_t vxs, mxs;   /* floats from one xi plane of V (of M) to the next */
-    /* rows of at most 7 tiles (2*TW + 2 <= 16): a vector holds two tile rows, ty in lanes
-     * [0, TW) and ty + 1 in [TW, 2*TW); the permutations that gather them (pin[j]: padded
-     * column 2*tx + j of rows 2ty+i and 2ty+2+i) and that spread the results back onto output
-     * rows (pout[k]: the first or the second tile row's interleaved even and odd columns) */
-    int pairs;
-    int32_t pin[4][WV], pout[2][WV];
+    /* rows of at most 7 tiles (2*TW + 2 <= 16): a vector holds rpv = 2 tile rows (4 when a
+     * row has at most 4 tiles), tile row ty + k in lanes [k*TW, (k+1)*TW); the permutations
+     * that gather them from two padded rows (pin[j]: column 2*tx + j of rows 2(ty+k)+i, k even
+     * from the first, k odd from the second; with rpv 4, lanes from hi on (k >= 2) come from
+     * the second pair of rows) and that spread the results back onto output rows (pout[k]:
+     * tile row k's interleaved even and odd columns) */
+    int rpv;
+    uint32_t hi;
+    int32_t pin[4][WV], pout[4][WV];
 } WinoGeom;
 
 /* The 16 xi planes are written (input transform) and read (output transform) together: their
@@ -130,12 +142,13 @@ typedef struct {
     int64_t per_chunk, pad_floats;
 } WinoArgs;
 
-/* Where it pays (measured with bench_ops against the direct convolution, 2-core AVX-512
- * machine): 3x3 stride 1 pad 1 with at least 8 channels in and out, and rows of at least 7
- * tiles (W >= 13). On narrower maps (7x7: 4 tiles a row) the transforms, which move a tile
- * row per vector, fill too few lanes. */
+/* Where it pays (measured against the direct convolution, alternating the two on the same
+ * buffers, 2-core AVX-512 machine): 3x3 stride 1 pad 1 with at least 8 channels in and out,
+ * and rows of at least 7 tiles (W >= 13). On 7x7 maps (4 tiles a row, 16 an image; four tile
+ * rows a vector) it measured between 0.85x and 1.2x the direct convolution's time, no clear
+ * gain, so those stay direct; cpu_wino_conv itself takes any size. */
 int cpu_wino_usable(const ConvShape *s) {
-    return s->K == 3 && s->stride == 1 && s->pad == 1 && s->C >= 8 && s->O >= 8 && s->W >= 13;
+    return s->K == 3 && s->stride == 1 && s->pad == 1 && s->C >= 8 && s->O >= 8 && s->W >= WINO_MIN_W;
 }
 
 /* Ur[xi][o/4][c][o%4] = (G g G^T)[xi] for the 3x3 kernel g = w + o*so + c*sc (taps reversed when
@@ -196,16 +209,18 @@ static void wino_pad(float *pad, const float *in, const WinoGeom *g, int64_t pla
     memset(pad + planes * S, 0, 64 * sizeof(float));
 }
 
-static void wino_geom_pairs(WinoGeom *g) {
+static void wino_geom_rows(WinoGeom *g) {
     const int TW = (int)g->TW;
-    g->pairs = 2 * g->TW + 2 <= WV;
-    if (!g->pairs) return;
+    g->rpv = 2 * g->TW + 2 > WV ? 1 : 4 * g->TW <= WV ? 4 : 2;
+    g->hi = 0;
+    if (g->rpv == 1) return;
     for (int l = 0; l < WV; l++) {
-        int row = l >= TW && l < 2 * TW, tx = row ? l - TW : (l < TW ? l : 0);
-        for (int j = 0; j < 4; j++) g->pin[j][l] = (row ? WV : 0) + 2 * tx + j;
-        for (int k = 0; k < 2; k++) { /* output column l of tile row k: even from y[.][0], odd from y[.][1] */
+        int k = l < g->rpv * TW ? l / TW : 0, tx = l < g->rpv * TW ? l % TW : 0;
+        if (k >= 2) g->hi |= 1u << l;
+        for (int j = 0; j < 4; j++) g->pin[j][l] = (k % 2 ? WV : 0) + 2 * tx + j;
+        for (int kk = 0; kk < 4; kk++) { /* output column l of tile row kk: even from y[.][0], odd from y[.][1] */
             int c = l < 2 * TW ? l : 0;
-            g->pout[k][l] = (c % 2 ? WV : 0) + k * TW + c / 2;
+            g->pout[kk][l] = (c % 2 ? WV : 0) + (kk * TW + c / 2) % WV;
         }
     }
 }
@@ -239,12 +254,17 @@ static void wino_input(float *V, const float *pad, const WinoGeom *g, int64_t ng
             const float *plane = pad + (img * C + c) * S;
             float *vc = V + c * ld;
             int64_t ty = 0;
-            if (g->pairs)
-                for (; ty + 1 < nty; ty += 2) {
+            if (g->rpv > 1)
+                for (; ty + g->rpv <= nty; ty += g->rpv) {
                     Wv d[4][4];
                     for (int i = 0; i < 4; i++) {
-                        Wv lo = wv_load(plane + (2 * ty + i) * Wp), hi = wv_load(plane + (2 * ty + 2 + i) * Wp);
+                        const float *r = plane + (2 * ty + i) * Wp;
+                        Wv lo = wv_load(r), hi = wv_load(r + 2 * Wp);
                         for (int j = 0; j < 4; j++) d[i][j] = wv_perm2(lo, g->pin[j], hi);
+                        if (g->rpv == 4) {
+                            Wv lo2 = wv_load(r + 4 * Wp), hi2 = wv_load(r + 6 * Wp);
+                            for (int j = 0; j < 4; j++) d[i][j] = wv_blend(g->hi, d[i][j], wv_perm2(lo2, g->pin[j], hi2));
+                        }
                     }
                     wino_input_store(vc, xs, (img * nty + ty) * g->TW, d);
                 }
@@ -331,10 +351,10 @@ static void wino_output(float *out, const float *M, const WinoGeom *g, int64_t n
             float *plane = out + (img * O + o) * H * W;
             int64_t ty = 0;
             Wv y[2][2];
-            if (g->pairs)
-                for (; ty + 1 < nty; ty += 2) {
+            if (g->rpv > 1)
+                for (; ty + g->rpv <= nty; ty += g->rpv) {
                     wino_output_tiles(mo + (img * nty + ty) * g->TW, xs, y);
-                    for (int k = 0; k < 2; k++)     /* tile row ty + k */
+                    for (int k = 0; k < g->rpv; k++)     /* tile row ty + k */
                         for (int r = 0; r < 2; r++) { /* its output row */
                             int64_t h = 2 * (ty0 + ty + k) + r;
                             if (h < H)
@@ -407,7 +427,7 @@ static int64_t wino_plan(WinoGeom *g, int64_t N, int64_t H, int64_t W, int threa
     g->TW = (W + 1) / 2;
     g->Hp = 2 * g->TH + 2;
     g->Wp = 2 * g->TW + 2;
-    wino_geom_pairs(g);
+    wino_geom_rows(g);
     const int64_t tpi = g->TH * g->TW;
     int64_t items;
     g->G = 1;
@@ -416,7 +436,7 @@ static int64_t wino_plan(WinoGeom *g, int64_t N, int64_t H, int64_t W, int threa
     if (tpi > wtiles) {
         int64_t sb = (tpi + wtiles - 1) / wtiles;
         g->R = (g->TH + sb - 1) / sb;
-        if (g->pairs && g->R % 2) g->R++;
+        if (g->rpv > 1) g->R = (g->R + g->rpv - 1) / g->rpv * g->rpv;
         g->SB = (g->TH + g->R - 1) / g->R;
         items = N * g->SB;
         g->T = g->R * g->TW;

@@ -268,9 +268,11 @@ static void check_wino(int64_t N, int64_t C, int64_t H, int64_t W, int64_t O, in
 }
 
 static void test_winograd(void) {
-    check_wino(3, 5, 7, 7, 6, 2);    /* 4 tiles a row: pairs of tile rows, odd sizes */
-    check_wino(2, 4, 6, 5, 9, 1);    /* 3 tiles a row, 3 tile rows (a pair and a single) */
-    check_wino(5, 8, 14, 14, 8, 2);  /* 7 tiles a row: the pair layout at its widest */
+    check_wino(3, 5, 7, 7, 6, 2);    /* 4 tiles a row: four tile rows a vector, odd sizes */
+    check_wino(2, 4, 6, 5, 9, 1);    /* 3 tiles a row, 3 tile rows: too few for four, one by one */
+    check_wino(3, 6, 11, 8, 5, 2);   /* 4 tiles a row, 6 tile rows: four, then two single */
+    check_wino(2, 5, 13, 11, 7, 2);  /* 6 tiles a row: pairs of tile rows, one left */
+    check_wino(5, 8, 14, 14, 8, 2);  /* 7 tiles a row: pairs at their widest */
     check_wino(4, 3, 9, 13, 5, 2);   /* 7 tiles, odd width */
     check_wino(3, 6, 11, 17, 7, 2);  /* 9 tiles: one tile row per vector */
     check_wino(2, 4, 8, 33, 4, 1);   /* 17 tiles: two vectors per tile row */
