@@ -32,8 +32,8 @@ static void ew_run(BackendCtx *ctx, int64_t n, int64_t cost, EwFn fn, Ew *a) {
  * With AVX-512 the loops are written with intrinsics: the plain loop over ops_expf vectorises,
  * but GCC splits it on the clamps into three masked divisions per vector, which made silu
  * slower than the convolutions around it. The vector code does the same float operations in
- * the same order as ops_expf (separate multiply and add, no FMA: the build does not contract),
- * so results are bit-identical to the scalar loop, which remains for the tail and elsewhere. */
+ * the same order as ops_expf (see ops_cpu.h), so results are bit-identical to the scalar
+ * loop, which remains for the tail and elsewhere. */
 
 static void silu_fwd_k(void *p, int64_t b, int64_t e, int tid) {
     const Ew *a = p;

@@ -957,6 +957,37 @@ static void test_torch_pointwise(void) {
     }
 }
 
+/* ops_expf (ops_cpu.h): within 3 ulp of exp in double over [-87, 88], clamped outside, NaN
+ * through; its 16-lane form gives the same bits (the SiLU loops mix the two at their tails). */
+static void test_expf(void) {
+    double worst = 0;
+    float wx = 0;
+    int n = 0, diff16 = 0;
+    float xs[16];
+    for (float x = -87.0f; x <= 88.0f; x += 0.0137f) {
+        float e = ops_expf(x);
+        double ref = exp((double)x), ulp = ldexp(1.0, ilogb(ref) - 23);
+        double err = fabs((double)e - ref) / ulp;
+        if (err > worst) {
+            worst = err;
+            wx = x;
+        }
+        xs[n++ % 16] = x;
+#if defined(__AVX512F__)
+        if (n % 16 == 0) {
+            float v[16];
+            _mm512_storeu_ps(v, ops_expf16(_mm512_loadu_ps(xs)));
+            for (int i = 0; i < 16; i++) diff16 += memcmp(&v[i], &(float){ops_expf(xs[i])}, sizeof(float)) != 0;
+        }
+#endif
+    }
+    printf("  ops_expf: %d inputs, worst %.2f ulp at %g; 16-lane form differs in %d\n", n, worst, (double)wx, diff16);
+    CHECK(worst <= 3.0, "ops_expf error %.2f ulp at %g", worst, (double)wx);
+    CHECK(diff16 == 0, "ops_expf16 and ops_expf differ in %d of %d", diff16, n);
+    CHECK(ops_expf(-200.0f) == ops_expf(-87.0f) && ops_expf(200.0f) == ops_expf(88.0f) && isnan(ops_expf(NAN)),
+          "clamps and NaN");
+}
+
 /* ================================ fused norm_act ================================ */
 
 /* The fused GroupNorm -> [modulate] -> SiLU ops against the separate ops they replace: every
@@ -1053,6 +1084,7 @@ int main(int argc, char **argv) {
     }
     TEST_RUN(test_norm_act); /* last: their random inputs do not shift the other tests' */
     TEST_RUN(test_winograd);
+    TEST_RUN(test_expf);
     backend_ctx_destroy(&ctx);
     return TEST_END();
 }
