@@ -214,6 +214,18 @@ static inline void gn_block_stats(const float *x, int64_t M, float eps, float *m
     *mean = (float)mu;
     *rstd = (float)(1.0 / sqrt(v / (double)M + (double)eps));
 }
+/* one channel of a GroupNorm backward block: s1 = sum(dy), s2 = sum(dy * (x - mean)) over HW;
+ * sums[0] = s1, sums[1] = s2 * rstd (dbeta's and dgamma's terms), and the block's sums
+ * sg += gamma * s1, sgx += gamma * s2 * rstd */
+static inline void gn_channel_sums(const float *dy, const float *x, float m, float r, float gm, int64_t HW, float *sums,
+                                   double *sg, double *sgx) {
+    double s1, s2;
+    ops_sum_dot_centered(dy, x, m, HW, &s1, &s2);
+    sums[0] = (float)s1;
+    sums[1] = (float)(s2 * r);
+    *sg += (double)gm * s1;
+    *sgx += (double)gm * s2 * r;
+}
 /* din (Cg rows of HW) += rstd * (dy*gamma - mg - xhat*mgx), the GroupNorm input gradient of one
  * block given mg = mean(dy*gamma) and mgx = mean(dy*gamma*xhat) over the block */
 static inline void gn_block_dx(float *dx, const float *x, const float *dy, const float *gamma, int64_t c0, int64_t Cg,

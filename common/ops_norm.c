@@ -70,12 +70,7 @@ static void gn_bwd_blocks(void *p, int64_t b0, int64_t b1, int tid) {
         double sg = 0.0, sgx = 0.0;
         for (int64_t c = 0; c < Cg; c++) {
             float gm = a->gamma ? a->gamma[c0 + c] : 1.0f;
-            double s1, s2;
-            ops_sum_dot_centered(dy + c * HW, x + c * HW, m, HW, &s1, &s2);
-            sums[2 * c] = (float)s1;
-            sums[2 * c + 1] = (float)(s2 * r);
-            sg += (double)gm * s1;
-            sgx += (double)gm * s2 * r;
+            gn_channel_sums(dy + c * HW, x + c * HW, m, r, gm, HW, sums + 2 * c, &sg, &sgx);
         }
         if (!a->din) continue;
         gn_block_dx(a->din + blk * M, x, dy, a->gamma, c0, Cg, HW, m, r, (float)(sg / (double)M),

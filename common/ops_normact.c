@@ -137,17 +137,13 @@ static void na_bwd_blocks(void *p, int64_t b0, int64_t b1, int chunk) {
             float msh = mod ? a->ss[n * 2 * C + C + c0 + c] : 0.0f;
             float *dnc = dn + c * HW;
             na_row_bwd(dnc, yb, gb, x + c * HW, d + c * HW, HW, sc, sh, mod, msc, msh);
-            double s1, s2;
             if (mod && a->dss) {
+                double s1, s2;
                 ops_sum_dot_centered(gb, yb, 0.0f, HW, &s1, &s2);
                 a->dss[n * 2 * C + c0 + c] += (float)s2;
                 a->dss[n * 2 * C + C + c0 + c] += (float)s1;
             }
-            ops_sum_dot_centered(dnc, x + c * HW, m, HW, &s1, &s2);
-            sums[2 * c] = (float)s1;
-            sums[2 * c + 1] = (float)(s2 * r);
-            sg += (double)gm * s1;
-            sgx += (double)gm * s2 * r;
+            gn_channel_sums(dnc, x + c * HW, m, r, gm, HW, sums + 2 * c, &sg, &sgx);
         }
         if (!a->din) continue;
         gn_block_dx(a->din + blk * M, x, dn, a->gamma, c0, Cg, HW, m, r, (float)(sg / (double)M),

@@ -630,6 +630,29 @@ static void block_forward(UNet *u, Layer *L, int li, const float *x, int64_t N, 
     be->add(ctx, L->out, res, T[4], N * C * hw);
 }
 
+/* The part of a block's backward after a1 (the activation conv1 reads) is back in T5: the
+ * dropout mask, conv1's and the skip path's gradients (the skip's added into dx). Returns the
+ * gradient of a1 (in T1, or T2 with dropout). */
+static const float *block_conv1_bwd(UNet *u, Layer *L, float *dx, const float *x, int64_t N, const float *dres) {
+    const Backend *be = u->be;
+    BackendCtx *ctx = u->ctx;
+    float **T = u->work;
+    int64_t n = N * L->cout * L->rout * L->rout;
+    const float *a1 = T[5];
+    if (L->mask_used) {
+        be->mul(ctx, T[2], T[5], L->mask, n);
+        a1 = T[2];
+    }
+    zero(u, T[1], n);
+    conv_bwd(u, &L->conv1, T[1], dres, a1, N, L->rin);                          /* T1 = d(a1 dropped) */
+    if (L->has_skip) conv_bwd(u, &L->skip, dx, dres, x, N, L->rin);
+    else be->axpy(ctx, dx, 1.0f, dres, n);
+    if (!L->mask_used) return T[1];
+    zero(u, T[2], n);
+    be->mul_backward(ctx, T[2], NULL, T[1], T[5], L->mask, n);
+    return T[2];
+}
+
 /* block_backward after the attention part, with the backend's fused norm_act ops: the same
  * gradients as the separate ops below it (bit for bit on the CPU), fewer passes over memory */
 static void block_backward_fused(UNet *u, Layer *L, float *dx, const float *x, int64_t N, const float *dres) {
@@ -640,21 +663,7 @@ static void block_backward_fused(UNet *u, Layer *L, float *dx, const float *x, i
     /* recompute a1 (and the dropped a1) */
     be->norm_act_forward(ctx, T[5], L->mean1, L->rstd1, L->h0, PD(L->norm1.w), PD(L->norm1.b), L->ss, N, C, hw,
                          L->norm1.G, GN_EPS);                                    /* T5 = a1 */
-    const float *a1 = T[5];
-    if (L->mask_used) {
-        be->mul(ctx, T[2], T[5], L->mask, n);
-        a1 = T[2];
-    }
-    zero(u, T[1], n);
-    conv_bwd(u, &L->conv1, T[1], dres, a1, N, L->rin);                          /* T1 = d(a1 dropped) */
-    if (L->has_skip) conv_bwd(u, &L->skip, dx, dres, x, N, L->rin);
-    else be->axpy(ctx, dx, 1.0f, dres, n);
-    const float *da1 = T[1];
-    if (L->mask_used) {
-        zero(u, T[2], n);
-        be->mul_backward(ctx, T[2], NULL, T[1], T[5], L->mask, n);
-        da1 = T[2];
-    }
+    const float *da1 = block_conv1_bwd(u, L, dx, x, N, dres);
     zero(u, T[5], n);
     zero(u, L->dss, N * 2 * C);
     be->norm_act_backward(ctx, T[5], PG(L->norm1.w), PG(L->norm1.b), L->dss, da1, L->h0, L->mean1, L->rstd1,
@@ -697,21 +706,7 @@ static void block_backward(UNet *u, Layer *L, float *dx, const float *x, int64_t
     gn_fwd(u, &L->norm1, T[0], L->mean1, L->rstd1, L->h0, N, hw);               /* T0 = n1 */
     be->modulate_forward(ctx, T[4], T[0], L->ss, N, C, hw);                     /* T4 = m1 */
     be->silu_forward(ctx, T[5], T[4], n);                                       /* T5 = a1 */
-    const float *a1 = T[5];
-    if (L->mask_used) {
-        be->mul(ctx, T[2], T[5], L->mask, n);
-        a1 = T[2];
-    }
-    zero(u, T[1], n);
-    conv_bwd(u, &L->conv1, T[1], dres, a1, N, L->rin);                          /* T1 = d(a1 dropped) */
-    if (L->has_skip) conv_bwd(u, &L->skip, dx, dres, x, N, L->rin);
-    else be->axpy(ctx, dx, 1.0f, dres, n);
-    const float *da1 = T[1];
-    if (L->mask_used) {
-        zero(u, T[2], n);
-        be->mul_backward(ctx, T[2], NULL, T[1], T[5], L->mask, n);
-        da1 = T[2];
-    }
+    const float *da1 = block_conv1_bwd(u, L, dx, x, N, dres);
     zero(u, T[3], n);
     be->silu_backward(ctx, T[3], da1, T[4], n);                                 /* T3 = dm1 */
     zero(u, T[4], n);
