@@ -7,6 +7,7 @@
  * of threads on a small machine only fight over cores). */
 #include "blas.h"
 #include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -67,7 +68,8 @@ static void cpu_memcpy(BackendCtx *ctx, float *dst, const float *src, int64_t n)
     MSD_CHECK(n >= 0);
     if (!n) return;
     /* overlapping ranges (allowed, as memmove) are copied serially */
-    int overlap = dst < src + n && src < dst + n;
+    uintptr_t d = (uintptr_t)dst, s = (uintptr_t)src, bytes = (uintptr_t)n * sizeof(float);
+    int overlap = d < s + bytes && s < d + bytes;
     int t = backend_ctx_threads(ctx);
     if (n < MEM_PAR_MIN || t < 2 || overlap) {
         memmove(dst, src, (size_t)n * sizeof(float));

@@ -413,6 +413,11 @@ static void wino_items(void *p, int64_t i0, int64_t i1, int chunk) {
                     wino_kernels[pb](M + xi * g->mxs + ob * WOB * ld + v0 * WV, V + xi * g->vxs + v0 * WV, ld,
                                      a->ur + (xi * nob + ob) * C * WOB, C);
             }
+        /* the output transform reads up to 15 tiles past the last one, beyond the nv vectors
+         * the products wrote: keep those lanes (dropped by its masked stores) defined */
+        for (int64_t xi = 0; xi < 16; xi++)
+            for (int64_t o = 0; o < a->O; o++)
+                memset(M + xi * g->mxs + o * ld + nv * WV, 0, (size_t)(ld - nv * WV) * sizeof(float));
         wino_output(a->out + n0 * a->O * HW, M, g, ng, a->O, a->bias, a->add, ty0, nty);
     }
 }

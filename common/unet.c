@@ -572,13 +572,17 @@ static void gn_bwd(UNet *u, const Norm *g, float *din, const float *dout, const 
 
 static void zero(UNet *u, float *p, int64_t n) { u->be->fill(u->ctx, p, 0.0f, n); }
 
+/* Whether the backend has the fused norm_act ops both ways (a backward that uses the separate
+ * ops needs their intermediates, which only the separate forward leaves behind). */
+static int have_norm_act(const UNet *u) { return u->be->norm_act_forward && u->be->norm_act_backward; }
+
 /* a = silu(groupnorm(x)) or, with ss, silu(modulate(groupnorm(x), ss)): the backend's fused op
- * when it has one, else the three ops, leaving n = groupnorm(x) in tn and m = modulate(n) in tm
- * (tm unused without ss) */
+ * when it has one (and, if keep, its fused backward too), else the three ops, leaving
+ * n = groupnorm(x) in tn and m = modulate(n) in tm (tm unused without ss) */
 static void norm_act_fwd(UNet *u, const Norm *g, float *a, float *tn, float *tm, float *mean, float *rstd,
-                         const float *x, const float *ss, int64_t N, int64_t hw) {
+                         const float *x, const float *ss, int64_t N, int64_t hw, int keep) {
     const Backend *be = u->be;
-    if (be->norm_act_forward) {
+    if (keep ? have_norm_act(u) : be->norm_act_forward != NULL) {
         be->norm_act_forward(u->ctx, a, mean, rstd, x, PD(g->w), PD(g->b), ss, N, g->C, hw, g->G, GN_EPS);
         return;
     }
@@ -603,10 +607,10 @@ static void block_forward(UNet *u, Layer *L, int li, const float *x, int64_t N, 
     BackendCtx *ctx = u->ctx;
     float **T = u->work;
     int64_t hw = L->rout * L->rout, C = L->cout, E = u->embed.E;
-    norm_act_fwd(u, &L->norm0, T[2], T[1], NULL, L->mean0, L->rstd0, x, NULL, N, hw); /* T2 = a0 */
+    norm_act_fwd(u, &L->norm0, T[2], T[1], NULL, L->mean0, L->rstd0, x, NULL, N, hw, 0); /* T2 = a0 */
     conv_fwd(u, &L->conv0, L->h0, T[2], N, L->rin);
     be->linear_forward(ctx, L->ss, u->embed.emb, PD(L->aff_w), PD(L->aff_b), N, E, 2 * C);
-    norm_act_fwd(u, &L->norm1, T[5], T[0], T[4], L->mean1, L->rstd1, L->h0, L->ss, N, hw); /* T5 = a1 */
+    norm_act_fwd(u, &L->norm1, T[5], T[0], T[4], L->mean1, L->rstd1, L->h0, L->ss, N, hw, 0); /* T5 = a1 */
     const float *a1 = T[5];
     L->mask_used = train && u->cfg.dropout > 0 && !u->inference;
     if (L->mask_used) {
@@ -698,7 +702,7 @@ static void block_backward(UNet *u, Layer *L, float *dx, const float *x, int64_t
         gn_bwd(u, &L->norm2, T[3], T[0], res, L->mean2, L->rstd2, N, hw);       /* T3 = dres */
         dres = T[3];
     }
-    if (be->norm_act_forward && be->norm_act_backward) {
+    if (have_norm_act(u)) {
         block_backward_fused(u, L, dx, x, N, dres);
         return;
     }
@@ -768,7 +772,7 @@ void unet_forward(UNet *u, float *out, const float *x_in, const float *c_noise, 
     }
     Layer *last = &u->layers[u->n_layers - 1];
     int64_t hw = last->rout * last->rout;
-    norm_act_fwd(u, &u->out_norm, u->work[4], u->work[0], NULL, u->out_mean, u->out_rstd, last->out, NULL, N, hw);
+    norm_act_fwd(u, &u->out_norm, u->work[4], u->work[0], NULL, u->out_mean, u->out_rstd, last->out, NULL, N, hw, 0);
     conv_fwd(u, &u->out_conv, out, u->work[4], N, last->rout);
 }
 
@@ -793,11 +797,11 @@ void unet_backward(UNet *u, float *dx, const float *dout, const float *dbottlene
     /* output head */
     Layer *last = &u->layers[u->n_layers - 1];
     int64_t hw = last->rout * last->rout, n = N * last->cout * hw;
-    norm_act_fwd(u, &u->out_norm, T[4], T[0], NULL, u->out_mean, u->out_rstd, last->out, NULL, N, hw);
+    norm_act_fwd(u, &u->out_norm, T[4], T[0], NULL, u->out_mean, u->out_rstd, last->out, NULL, N, hw, 1);
     zero(u, T[5], n);
     conv_bwd(u, &u->out_conv, T[5], dout, T[4], N, last->rout);
     zero(u, last->dout, n);
-    if (be->norm_act_backward) {
+    if (have_norm_act(u)) {
         be->norm_act_backward(ctx, last->dout, PG(u->out_norm.w), PG(u->out_norm.b), NULL, T[5], last->out,
                               u->out_mean, u->out_rstd, PD(u->out_norm.w), PD(u->out_norm.b), NULL, N, last->cout, hw,
                               u->out_norm.G);
