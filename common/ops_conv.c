@@ -1,8 +1,9 @@
 /* ops_conv.c: 2-D convolution on the CPU (NCHW, square kernel, stride, zero padding).
  *
- * 3x3 stride-1 pad-1 (the UNet's conv): a direct AVX-512 convolution over zero-padded images
- * (section "direct 3x3" below) for the forward and, with the flipped transposed weight, for
- * backward-data; dw directly as well (section "direct 3x3 weight gradient").
+ * 3x3 stride-1 pad-1 (the UNet's conv): forward and backward-data by Winograd F(2x2, 3x3)
+ * (ops_conv_wino.c) where cpu_wino_usable says it pays, else a direct AVX-512 convolution over
+ * zero-padded images (section "direct 3x3" below; backward-data with the flipped transposed
+ * weight); dw directly (section "direct 3x3 weight gradient").
  * Everything else: im2col + one OpenBLAS sgemm per image. Forward per image: out_n (O, L) =
  * w (O, C*K*K) @ col_n (C*K*K, L) with L = Ho*Wo; a 1x1 stride-1 unpadded conv uses the image
  * itself as col (no copy). Backward per image: dcol = w^T @ dout_n then col2im adds into din;
@@ -358,11 +359,13 @@ static void dir_conv_image(float *out, const float *in, const float *wr, const f
  * dw[o][c][k] = sum over images and positions of dout[o] * (tap k of in[c]): with dout laid
  * out like the kernel's output (doutp (O, NV*16) per image, zero at the padding columns and
  * past NP) and the input padded as in the forward, this is a dot product of two vector runs
- * per (o, c, k). First every image is padded and laid out (in parallel over images, beside
- * backward-data); then a kernel keeps DIR_DWOB output channels x 9 taps of vector partial sums
- * in registers for one input channel, runs over all the images, sums the 16 lanes and adds
- * the results to dw. The (output block, input channel) pairs are split over the thread pool:
- * each dw element is written by one chunk, so there are no partial copies of dw to add up. */
+ * per (o, c, k). A kernel keeps DIR_DWOB output channels x 9 taps of vector partial sums in
+ * registers for one input channel, runs over a set of images, sums the 16 lanes and adds the
+ * results to dw. Two ways to share it out (see DIR_DW_PAIRS_MAX): small maps pad and lay out
+ * every image first (in parallel over images, beside backward-data), then split the (output
+ * block, input channel) pairs over the pool, each dw element written by one chunk; larger
+ * maps keep the image chunks, each padding cache-sized groups of its images and adding into
+ * its own partial of dw. */
 #define DIR_DWOB 3
 
 /* dw by (output block, input channel) pairs over all images when the images' padded copies
@@ -563,7 +566,8 @@ static void conv_bwd_direct(void *p, int64_t n0, int64_t n1, int tid) {
     float *dwp, *dbp;
     conv_partials(a, tid, &dwp, &dbp);
     float *pad = a->scratch + tid * a->per_thread + a->part_off + conv_part_floats(a);
-    float *padg = pad + dir_pad_floats(&a->g, O), *doutg = padg + dir_pad_floats(&a->g, a->dw_group * C);
+    float *padg = pad + (a->din ? dir_pad_floats(&a->g, O) : 0);
+    float *doutg = padg + dir_pad_floats(&a->g, a->dw_group * C);
     const int64_t G = a->dw_group ? a->dw_group : 1;
     for (int64_t n = n0; n < n1; n += G) {
         int64_t ng = n1 - n < G ? n1 - n : G;
@@ -674,7 +678,7 @@ void cpu_conv2d_backward(BackendCtx *ctx, float *din, float *dw, float *db, cons
         }
         int64_t nall = dw && !a.dw_group ? dir_pad_floats(&a.g, s->N * C) + s->N * dir_dw_rows(O) * a.g.NV * DIR_VL : 0;
         a.part_off = 0;
-        a.per_thread = conv_part_floats(&a) + dir_pad_floats(&a.g, O) +
+        a.per_thread = conv_part_floats(&a) + (din ? dir_pad_floats(&a.g, O) : 0) +
                        (a.dw_group ? dir_pad_floats(&a.g, a.dw_group * C) + a.dw_group * dir_dw_rows(O) * a.g.NV * DIR_VL
                                    : 0);
         float *scratch = backend_ctx_scratch(ctx, nw + nall + a.per_thread * chunks);

@@ -9,7 +9,7 @@
  * each of the 16 positions xi of the 4x4 transform, a matrix product M[xi] (O x T) =
  * U[xi] (O x C) V[xi] (C x T) over the T tiles of a group of images, done by a register-blocked
  * kernel like the direct convolution's (4 outputs x 6 vectors of 16 tiles, broadcast weights,
- * aligned vector loads).
+ * contiguous vector loads).
  *
  * Work items of about WTILES tiles, so that their transformed data stay in a core's L2 cache:
  * a group of whole images, or a block of tile rows of one image when an image has more tiles.
@@ -111,10 +111,10 @@ static inline void wv_store_n(float *p, Wv v, int n) { memcpy(p, v.v, (size_t)n 
 #endif
 
 typedef struct {
-    int64_t H, W, TH, TW, Hp, Wp;
+    int64_t H, W, TH, TW, Wp;
     /* work items: G whole images, or (when an image has more than WTILES tiles) one image's
-     * tile rows [k*R, (k+1)*R) for k < SB; T tiles at most per item */
-    int64_t G, SB, R, T, Tpad; /* Tpad: row length of V and M */
+     * tile rows [k*R, (k+1)*R) for k < SB */
+    int64_t G, SB, R, Tpad; /* Tpad: row length of V and M (an item's tiles, rounded up, + 16) */
     int64_t vxs, mxs;   /* floats from one xi plane of V (of M) to the next */
     /* rows of at most 7 tiles (2*TW + 2 <= 16): a vector holds rpv = 2 tile rows (4 when a
      * row has at most 4 tiles), tile row ty + k in lanes [k*TW, (k+1)*TW); the permutations
@@ -422,39 +422,38 @@ static void wino_items(void *p, int64_t i0, int64_t i1, int chunk) {
     }
 }
 
-/* Geometry and work items (about wtiles tiles each: row blocks of an image, or groups of
+/* Geometry and work items (about WTILES tiles each: row blocks of an image, or groups of
  * images, their number a multiple of the thread count so that the threads get equal shares,
  * at least two per thread when N allows); returns the number of items */
-static int64_t wino_plan(WinoGeom *g, int64_t N, int64_t H, int64_t W, int threads, int64_t wtiles) {
+static int64_t wino_plan(WinoGeom *g, int64_t N, int64_t H, int64_t W, int threads) {
     g->H = H;
     g->W = W;
     g->TH = (H + 1) / 2;
     g->TW = (W + 1) / 2;
-    g->Hp = 2 * g->TH + 2;
     g->Wp = 2 * g->TW + 2;
     wino_geom_rows(g);
     const int64_t tpi = g->TH * g->TW;
-    int64_t items;
+    int64_t items, T; /* T: tiles of the largest item */
     g->G = 1;
     g->SB = 1;
     g->R = g->TH;
-    if (tpi > wtiles) {
-        int64_t sb = (tpi + wtiles - 1) / wtiles;
+    if (tpi > WTILES) {
+        int64_t sb = (tpi + WTILES - 1) / WTILES;
         g->R = (g->TH + sb - 1) / sb;
         if (g->rpv > 1) g->R = (g->R + g->rpv - 1) / g->rpv * g->rpv;
         g->SB = (g->TH + g->R - 1) / g->R;
         items = N * g->SB;
-        g->T = g->R * g->TW;
+        T = g->R * g->TW;
     } else {
-        int64_t groups = (N * tpi + wtiles - 1) / wtiles;
+        int64_t groups = (N * tpi + WTILES - 1) / WTILES;
         if (groups < 2 * threads) groups = 2 * threads;
         groups = (groups + threads - 1) / threads * threads;
         if (groups > N) groups = N;
         g->G = (N + groups - 1) / groups;
         items = (N + g->G - 1) / g->G;
-        g->T = g->G * tpi;
+        T = g->G * tpi;
     }
-    g->Tpad = (g->T + WV - 1) / WV * WV + WV;
+    g->Tpad = (T + WV - 1) / WV * WV + WV;
     return items;
 }
 
@@ -465,7 +464,7 @@ void cpu_wino_conv(BackendCtx *ctx, float *out, const float *in, const float *w,
     a.O4 = (O + WOB - 1) / WOB * WOB;
     WinoGeom *g = &a.g;
     const int threads = backend_ctx_threads(ctx);
-    const int64_t items = wino_plan(g, N, H, W, threads, WTILES);
+    const int64_t items = wino_plan(g, N, H, W, threads);
     int chunks = threads > 1 ? threads * 4 : 1;
     if (chunks > items) chunks = (int)items;
     g->vxs = C * g->Tpad + WSKEW;
