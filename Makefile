@@ -1,7 +1,7 @@
 # msdpipe build. `make` builds every binary into bin/; `make test` runs the whole suite
 # (release build, sanitizer build, bounded fuzz run); `make bench` runs every benchmark.
 #
-#   CUDA=auto|0|1   build kernels/*.cu with nvcc when found (auto), never (0), or insist (1)
+#   CUDA=auto|0|1   build kernels/cuda/*.cu with nvcc when found (auto), never (0), or insist (1)
 #   VARIANT=release|san   san = ASan+UBSan with clang, objects in build/san, binaries in build/san/bin
 #   CUDA_HOME, CUDNN_HOME, NCCL_HOME, DEPS_PREFIX   where non-standard installs live
 
@@ -32,8 +32,12 @@ comma := ,
 DEPINC := $(if $(DEPS_PREFIX),-I$(DEPS_PREFIX)/usr/include -I$(DEPS_PREFIX)/usr/include/x86_64-linux-gnu,)
 DEPLIB := $(if $(DEPS_PREFIX),-L$(DEPS_PREFIX)/usr/lib/x86_64-linux-gnu -Wl$(comma)-rpath$(comma)$(DEPS_PREFIX)/usr/lib/x86_64-linux-gnu,)
 BLAS_INC := -I/usr/include/x86_64-linux-gnu/openblas-pthread
+# common/ is in rooms (base, net, nn, models, msd, data: docs/ARCHITECTURE.md); headers are
+# included by name, so every room is on the include path, and so is the CPU backend's.
+ROOMS := $(sort $(dir $(wildcard common/*/*.h)))
+INC := $(patsubst %/,-I%,$(ROOMS)) -Ikernels/cpu
 CFLAGS := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter -g $(OPT) $(SANFLAGS) \
-          -Icommon $(BLAS_INC) $(DEPINC) -MMD -MP -pthread
+          $(INC) $(BLAS_INC) $(DEPINC) -MMD -MP -pthread
 LDFLAGS := $(SANFLAGS) -pthread $(DEPLIB)
 LDLIBS := -lzmq -lmsgpackc -lpng -lz -lopenblas -lm
 
@@ -54,24 +58,34 @@ endif
 ifeq ($(VARIANT),san)
   USE_CUDA := 0
 endif
-CUDA_SRC := $(wildcard kernels/*.cu)
+CUDA_SRC := $(wildcard kernels/cuda/*.cu)
 ifeq ($(USE_CUDA),1)
   CFLAGS += -DMSD_HAVE_CUDA=1 -I$(CUDA_HOME)/include
-  NVCCFLAGS := -O3 -std=c++17 -Icommon -I$(CUDA_HOME)/include -I$(CUDNN_HOME)/include -I$(NCCL_HOME)/include \
+  NVCCFLAGS := -O3 -std=c++17 $(INC) -I$(CUDA_HOME)/include -I$(CUDNN_HOME)/include -I$(NCCL_HOME)/include \
                -DMSD_HAVE_CUDA=1 -Xcompiler -Wall,-Werror -Werror all-warnings \
                -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90 -MMD -MP
   LDLIBS += -L$(CUDA_HOME)/lib64 -L$(CUDNN_HOME)/lib -L$(CUDNN_HOME)/lib64 -L$(NCCL_HOME)/lib \
             -Wl,-rpath,$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDNN_HOME)/lib -Wl,-rpath,$(NCCL_HOME)/lib \
             -lcudnn -lcublas -lcudart -lstdc++
   # no -lnccl: nothing uses NCCL yet (a process owns one GPU; tensors cross processes over ZeroMQ)
-  CUDA_OBJ := $(patsubst kernels/%.cu,$(BUILD)/kernels/%.o,$(CUDA_SRC))
+  # .cu.o: kernels/cuda/linear.cu and kernels/cpu/linear.c share a name, and ar keeps one
+  # member per file name
+  CUDA_OBJ := $(patsubst %.cu,$(BUILD)/%.cu.o,$(CUDA_SRC))
 else
   CUDA_OBJ :=
 endif
 
 # ---- sources --------------------------------------------------------------------------
-COMMON_SRC := $(wildcard common/*.c)
+COMMON_SRC := $(wildcard common/*/*.c) $(wildcard kernels/cpu/*.c)
 COMMON_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(COMMON_SRC))
+# ar keeps one member per file name: two library sources with one base name would drop one
+LIB_DUPS := $(strip $(foreach n,$(sort $(notdir $(COMMON_SRC))),$(if $(filter-out 1,$(words $(filter %/$(n),$(COMMON_SRC)))),$(n))))
+ifneq ($(LIB_DUPS),)
+  $(error library sources share a base name: $(LIB_DUPS))
+endif
+# The pipeline-file parser belongs to the launcher; tests/test_pipeline links it too.
+PIPEFILE_SRC := $(wildcard tools/msdpipe/pipefile*.c)
+PIPEFILE_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(PIPEFILE_SRC))
 LIB := $(BUILD)/libmsd.a
 
 PROCS := $(notdir $(patsubst %/,%,$(dir $(wildcard procs/*/*.c))))
@@ -96,7 +110,7 @@ $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
-$(BUILD)/kernels/%.o: kernels/%.cu
+$(BUILD)/kernels/cuda/%.cu.o: kernels/cuda/%.cu
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) -c $< -o $@
 
@@ -116,6 +130,10 @@ $(foreach t,$(TOOLS),$(eval $(call link_rule,$(BINDIR)/$(t),tools/$(t))))
 $(BUILD)/tests/test_%: $(BUILD)/tests/test_%.o $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
+$(BUILD)/tests/test_pipeline: $(BUILD)/tests/test_pipeline.o $(PIPEFILE_OBJ) $(LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+$(BUILD)/tests/test_pipeline.o: CFLAGS += -Itools/msdpipe
+
 $(BUILD)/bench/bench_%: $(BUILD)/bench/bench_%.o $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
@@ -123,7 +141,7 @@ $(BUILD)/bench/bench_%: $(BUILD)/bench/bench_%.o $(LIB)
 FUZZ_BINS := $(patsubst tests/%.c,build/fuzz/%,$(FUZZ_SRC))
 build/fuzz/fuzz_%: tests/fuzz_%.c $(COMMON_SRC)
 	@mkdir -p $(dir $@)
-	clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Icommon $(BLAS_INC) $(DEPINC) \
+	clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined $(INC) $(BLAS_INC) $(DEPINC) \
 	    -DMSD_FUZZING=1 -o $@ $^ $(DEPLIB) -pthread $(LDLIBS)
 fuzz: $(FUZZ_BINS)
 

@@ -25,7 +25,7 @@
 #include "backend.h"
 #include "edm.h"
 #include "log.h"
-#include "optim.h"
+#include "optimizer.h"
 #include "unet.h"
 
 typedef struct BenchCfg {

@@ -21,7 +21,7 @@
 #include "backend.h"
 #include "edm.h"
 #include "log.h"
-#include "optim.h"
+#include "optimizer.h"
 #include "unet.h"
 
 static void emit(const char *metric, double value, const char *unit) {

@@ -1,7 +1,7 @@
 /* rand.h: the random test inputs of the op tests (test_ops.c, test_gpu_ops.c): a xorshift64
  * generator, its state per test program (set it with TEST_RAND_SEED before including to get
  * that program's sequence), uniform floats and malloc'd arrays of them. Not the engine's RNG
- * (common/rng.h): these only make inputs, and a program's inputs stay the same run to run. */
+ * (common/base/philox.h): these only make inputs, and a program's inputs stay the same run to run. */
 #ifndef MSD_TEST_RAND_H
 #define MSD_TEST_RAND_H
 

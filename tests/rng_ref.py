@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-# rng_ref.py: an independent Python implementation of the mapping documented in common/rng.h,
+# rng_ref.py: an independent Python implementation of the mapping documented in common/base/philox.h,
 # printing the golden values embedded in tests/test_rng.c (test_golden_values):
 #   python3 tests/rng_ref.py
 import math

@@ -16,7 +16,7 @@
 #include "dataset.h"
 #include "fid.h"
 #include "params.h"
-#include "rng.h"
+#include "philox.h"
 
 /* ---- brute force: Denman-Beavers iteration for sqrt(M) of a matrix with positive eigenvalues ---- */
 
@@ -135,7 +135,7 @@ static void test_trace_sqrt(void) {
 static void gauss_samples(float *out, int64_t n, int d, const double *m, const double *L, uint64_t seed) {
     float *z = malloc(sizeof(float) * (size_t)d);
     for (int64_t i = 0; i < n; i++) {
-        cpu_rng_normal(NULL, z, d, seed, 9, (uint64_t)(i * d));
+        rng_normal_fill(z, d, seed, 9, (uint64_t)(i * d));
         for (int r = 0; r < d; r++) {
             double s = m[r];
             for (int c = 0; c <= r; c++) s += L[r * d + c] * z[c];
@@ -259,7 +259,7 @@ static void test_classifier_gradients(void) {
     enum { N = 3 };
     float x[N * 784], logits[N * 10], dl[N * 10];
     int32_t y[N] = {4, 0, 7};
-    cpu_rng_uniform(NULL, x, N * 784, 5, 1, 0);
+    rng_uniform_fill(x, N * 784, 5, 1, 0);
     for (int i = 0; i < N * 784; i++) x[i] = 2 * x[i] - 1;
     /* GroupNorm gains away from 1 and biases away from 0 so their gradients are generic */
     for (int i = 0; i < ps->n; i++)

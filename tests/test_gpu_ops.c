@@ -8,8 +8,8 @@
  * uniforms bit for bit and its normals within 1 float ulp (rng.h). Failures print the worst
  * element (CHECK_CLOSE); every op also prints its largest difference.
  *
- * Then the model: the fmnist-s UNet (common/unet.h) under EDM (common/edm.h) and AdamW
- * (common/optim.h): one training step CUDA vs CPU from identical weights (loss, every
+ * Then the model: the fmnist-s UNet (common/models/unet.h) under EDM (common/models/edm.h) and AdamW
+ * (common/nn/optimizer.h): one training step CUDA vs CPU from identical weights (loss, every
  * parameter gradient, the updated weights), a short training run on both (per-step losses), a
  * repeat of a GPU step (bit-identical), and checkpoints across backends (train on CUDA, save,
  * load on the CPU, continue on both; and CPU -> CUDA).
@@ -31,7 +31,7 @@
 #include "checkpoint.h"
 #include "edm.h"
 #include "log.h"
-#include "optim.h"
+#include "optimizer.h"
 #include "parallel.h"
 #include "unet.h"
 

@@ -1,4 +1,4 @@
-/* test_mlp.c: the 2-D MLP denoiser (common/mlp.c) inside the EDM wrapper: input and parameter
+/* test_mlp.c: the 2-D MLP denoiser (common/models/mlp.c) inside the EDM wrapper: input and parameter
  * gradients against central finite differences (class labels, conditioning vectors, the extra
  * hidden-layer gradient), and a short EDM training run that lowers the loss.
  *
@@ -14,8 +14,8 @@
 #include "edm.h"
 #include "log.h"
 #include "mlp.h"
-#include "optim.h"
-#include "rng.h"
+#include "optimizer.h"
+#include "philox.h"
 
 static BackendCtx *ctx;
 
@@ -57,10 +57,10 @@ static void gradcheck(const char *spec, int use_hidden) {
     float sigma[NS] = {0.01f, 0.3f, 1.0f, 4.0f, 50.0f};
     int32_t labels[NS] = {0, 1, 2, 3, 1};
     REQUIRE(dim <= 8 && W <= 64 && cfg.cond_dim <= 8);
-    cpu_rng_normal(NULL, x, NS * dim, 1, 1, 0);
-    cpu_rng_normal(NULL, r, NS * dim, 1, 2, 0);
-    cpu_rng_normal(NULL, cond, NS * 8, 1, 3, 0);
-    cpu_rng_normal(NULL, rh, NS * W, 1, 4, 0);
+    rng_normal_fill(x, NS * dim, 1, 1, 0);
+    rng_normal_fill(r, NS * dim, 1, 2, 0);
+    rng_normal_fill(cond, NS * 8, 1, 3, 0);
+    rng_normal_fill(rh, NS * W, 1, 4, 0);
     Probe p = {&e, m, x, sigma, r, cfg.cond_dim ? cond : NULL, use_hidden ? rh : NULL,
                cfg.label_dim ? labels : NULL, out};
     probe_loss(&p);
@@ -145,7 +145,7 @@ static void test_training_learns(void) {
         x[2 * n + 1] = ((n / 2) % 2 ? 1.0f : -1.0f) * 0.4f;
         sig[n] = 0.05f + 0.05f * (float)n;
     }
-    cpu_rng_normal(NULL, noise, N * 2, 3, 3, 0);
+    rng_normal_fill(noise, N * 2, 3, 3, 0);
     float e0 = edm_loss_given(&e, x, noise, sig, labels, NULL, N, 0);
     for (int s = 0; s < 300; s++) {
         params_zero_grad(mlp_params(m));

@@ -9,7 +9,7 @@
 #include "check.h"
 #include "mog.h"
 #include "partition.h"
-#include "rng.h"
+#include "philox.h"
 #include "sampledist.h"
 
 static const char *mix_path(void) {

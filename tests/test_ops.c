@@ -20,7 +20,7 @@
 #include "backend.h"
 #include "check.h"
 #define TEST_RAND_SEED 0x9E3779B97F4A7C15ull
-#include "ops_cpu.h"
+#include "cpu_ops.h"
 #include "rand.h"
 #include "safetensors.h"
 
@@ -240,7 +240,7 @@ static void test_conv_big(void) {
     check_conv_big((ConvShape){3, 8, 15, 13, 16, 3, 2, 1});
 }
 
-/* Winograd F(2x2, 3x3) itself (ops_conv_wino.c) on shapes the convolution op does not route to
+/* Winograd F(2x2, 3x3) itself (conv_winograd.c) on shapes the convolution op does not route to
  * it (narrow maps) as well as wide ones: every tile-row layout (two tile rows per vector for
  * rows of <= 7 tiles, one, several vectors per row), odd and even sizes, output counts that
  * are not a multiple of 4, partial groups of images, with bias, and adding into the output. */
@@ -957,7 +957,7 @@ static void test_torch_pointwise(void) {
     }
 }
 
-/* ops_expf (ops_cpu.h): within 3 ulp of exp in double over [-87, 88], clamped outside, NaN
+/* ops_expf (cpu_ops.h): within 3 ulp of exp in double over [-87, 88], clamped outside, NaN
  * through; its 16-lane form gives the same bits (the SiLU loops mix the two at their tails). */
 static void test_expf(void) {
     double worst = 0;

@@ -1,11 +1,12 @@
-/* test_optim.c: AdamW, warm-up, clipping and EMA (common/optim.c) against PyTorch numbers in
+/* test_optim.c: AdamW, warm-up, clipping and EMA (common/nn/optimizer.c) against PyTorch numbers in
  * tests/optim_ref.h (regenerate: /usr/bin/python3 tests/optim_ref.py > tests/optim_ref.h). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "check.h"
-#include "optim.h"
+#include "optimizer.h"
+#include "cpu_ops.h"
 #include "optim_ref.h"
 #include "params.h"
 

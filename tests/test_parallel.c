@@ -1,4 +1,4 @@
-/* test_parallel.c: the thread pool (common/parallel.c). Every index of the range is run exactly
+/* test_parallel.c: the thread pool (common/base/parallel.c). Every index of the range is run exactly
  * once, by the chunk the header promises, for many (threads, chunks, n) combinations; a chunk
  * that stalls (as a descheduled thread does) is covered while the other threads take the rest;
  * thousands of back-to-back calls, with and without the spinning phase, lose no chunk and no

@@ -1,8 +1,8 @@
-/* test_pipeline.c: the pipeline-file parser (common/pipeline.c): good files expand and
+/* test_pipeline.c: the pipeline-file parser (tools/msdpipe/pipefile_*.c): good files expand and
  * resolve as documented in docs/PIPELINES.md, bad ones give "FILE:LINE: message" plus the
  * line, endpoints are planned right, and random or mutated input never crashes it. */
 #include "check.h"
-#include "pipeline.h"
+#include "pipefile.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -143,7 +143,7 @@ static void test_bad_files(void) {
         {"var x =\nproc a bind=serve\n", 1, "missing value"},
         {"var x = a b\nproc a bind=serve\n", 1, "several words"},
         {"proc a bind=serve -- ${oops\n", 1, "unterminated '${'"},
-        {"proc a bind=serve -- x\\\n", 1, "backslash at the end"},
+        {"proc a bind=serve -- x\\\n", 1, "ends in a backslash"},
         {"proc\n", 1, "expected a process name"},
         {"proc a! bind=serve\n", 1, "unexpected '!'"},
         {"proc a bind=serve hello\n", 1, "expected key=value"},
@@ -201,6 +201,46 @@ static void test_limits(void) {
     char *big = malloc(PIPE_MAX_FILE + 2);
     memset(big, '#', PIPE_MAX_FILE + 1);
     CHECK(pipeline_parse(&pl, "t.pipe", big, PIPE_MAX_FILE + 1, 0, NULL, err, sizeof err) < 0 && strstr(err, "too large"), "%s", err);
+    free(big);
+}
+
+/* A trailing backslash joins a line with the next: the statement reads as one line, comments
+ * after the join still work, errors name the statement's first line, a backslash on the last
+ * line and a joined statement over the line limit are errors. */
+static void test_continuation(void) {
+    Pipeline pl;
+    const char *text =
+        "var K = 2\n"
+        "proc data bind=serve\n"
+        "proc student[k in 0..$K-1] \\\n"
+        "    connect=data \\\n"
+        "    -- --steps 7 \\\n"
+        "       --seed $k   # a comment after the join\n"
+        "proc other bind=x -- a\\\n"
+        "b\n";
+    REQUIRE(parse(&pl, text, 0, NULL) == 0, "%s", err);
+    const PipeProc *s1 = proc(&pl, "student.1");
+    REQUIRE(s1, "no student.1");
+    CHECK(s1->argc == 4 && strcmp(s1->argv[0], "--steps") == 0 && strcmp(s1->argv[3], "1") == 0,
+          "joined args: argc %d", s1->argc);
+    CHECK(s1->nconnects == 1, "connects %d", s1->nconnects);
+    const PipeProc *o = proc(&pl, "other");
+    CHECK(o && o->argc == 2 && strcmp(o->argv[0], "a") == 0 && strcmp(o->argv[1], "b") == 0,
+          "a backslash joins with one space");
+    pipeline_free(&pl);
+    CHECK(parse(&pl, "proc a bind=serve\nproc b \\\n  connect=c\n", 0, NULL) < 0 &&
+              strstr(err, "t.pipe:2: ") && strstr(err, "no process named 'c'"),
+          "error at the statement's first line: %s", err);
+    CHECK(parse(&pl, "proc a bind=serve \\\n", 0, NULL) < 0 && strstr(err, "ends in a backslash"), "%s", err);
+    size_t n = PIPE_MAX_LINE / 2 + 10;
+    char *big = malloc(2 * n + 64);
+    size_t o2 = 0;
+    o2 += (size_t)sprintf(big, "proc a bind=serve -- ");
+    memset(big + o2, 'x', n); o2 += n;
+    big[o2++] = '\\'; big[o2++] = '\n';
+    memset(big + o2, 'y', n); o2 += n;
+    big[o2++] = '\n'; big[o2] = 0;
+    CHECK(parse(&pl, big, 0, NULL) < 0 && strstr(err, "statement too long (lines 1-2"), "%.200s", err);
     free(big);
 }
 
@@ -267,6 +307,7 @@ int main(void) {
     TEST_RUN(test_bad_files);
     TEST_RUN(test_set_errors);
     TEST_RUN(test_limits);
+    TEST_RUN(test_continuation);
     TEST_RUN(test_random_input);
     return TEST_END();
 }

@@ -1,4 +1,4 @@
-/* test_rng.c: Philox-4x32-10 and the draws of common/rng.c: the Random123 known-answer
+/* test_rng.c: Philox-4x32-10 and the draws of common/base/philox.c: the Random123 known-answer
  * vectors, golden values from an independent Python implementation of the documented mapping
  * (tests/rng_ref.py), determinism, offset consistency, statistics, stream separation. */
 #include <math.h>
@@ -7,7 +7,8 @@
 #include <string.h>
 
 #include "check.h"
-#include "rng.h"
+#include "philox.h"
+#include "cpu_ops.h"
 
 static void test_philox_known_answers(void) {
     /* Random123 kat_vectors, philox4x32 10: counter, key, output. */

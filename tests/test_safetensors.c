@@ -1,5 +1,5 @@
-/* test_safetensors.c: the safetensors reader/writer (common/safetensors.c) and training
- * checkpoints (common/checkpoint.c): byte-exact round trips, a file laid out like the Python
+/* test_safetensors.c: the safetensors reader/writer (common/nn/safetensors.c) and training
+ * checkpoints (common/nn/checkpoint.c): byte-exact round trips, a file laid out like the Python
  * library's (tests/fixtures/st_python.safetensors, from make_st_python.py beside it), a table
  * of corrupt files that must each fail with a message naming the problem, ParamSet loading
  * errors, atomic writes that leave the old file intact, and exact training resume. */
@@ -14,7 +14,7 @@
 
 #include "check.h"
 #include "checkpoint.h"
-#include "optim.h"
+#include "optimizer.h"
 #include "params.h"
 #include "safetensors.h"
 

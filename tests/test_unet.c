@@ -1,4 +1,4 @@
-/* test_unet.c: the UNet (common/unet.c) and the EDM wrapper (common/edm.c) against the PyTorch
+/* test_unet.c: the UNet (common/models/unet.c) and the EDM wrapper (common/models/edm.c) against the PyTorch
  * twin's fixtures (tests/torch_unet.py, tests/fixtures/unet_tiny_*.safetensors): forward output,
  * bottleneck, input gradient and every parameter gradient; a short EDM training run that must
  * repeat bit for bit and lower the loss; fmnist-s's parameter count; config-spec errors.
@@ -16,7 +16,7 @@
 #include "check.h"
 #include "edm.h"
 #include "log.h"
-#include "optim.h"
+#include "optimizer.h"
 #include "safetensors.h"
 #include "unet.h"
 

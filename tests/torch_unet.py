@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""torch_unet.py: the PyTorch twin of common/unet.c and common/mlp.c, built from docs/UNET.md
+"""torch_unet.py: the PyTorch twin of common/models/unet.c and common/models/mlp.c, built from docs/UNET.md
 (same blocks, same parameter names), and the script that regenerates the UNet test fixtures.
 
     /usr/bin/python3 tests/torch_unet.py            # rewrites tests/fixtures/unet_tiny_*.safetensors

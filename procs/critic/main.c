@@ -3,7 +3,7 @@
  *
  * Modes:
  *   --mode gauss (default)  the walking skeleton: DENOISE answers d = x / (1 + sigma^2)
- *   --mode mog              an EDM-preconditioned MLP (common/toynet.h) on the 2-D mixture toy:
+ *   --mode mog              an EDM-preconditioned MLP (common/models/edmmlp.h) on the 2-D mixture toy:
  *                           FAKE_TRAIN {"x" (N, dim), "label" (N)} takes one update of the DMD2
  *                           fake-score loss (ALGORITHMS.md section 2): t ~ U{0..999}, sigma from
  *                           the Karras table, mean(lambda(sigma) (D_fake(x + sigma eps) - x)^2),
@@ -23,9 +23,9 @@
 #include "log.h"
 #include "mog.h"
 #include "proc.h"
-#include "rng.h"
+#include "philox.h"
 #include "serve.h"
-#include "toynet.h"
+#include "edmmlp.h"
 
 #define STREAM_T 0x63720001u
 #define STREAM_EPS 0x63720002u
@@ -41,7 +41,7 @@ static const char *usage =
     "serves (--bind serve=ENDPOINT): DENOISE, FAKE_TRAIN, SAVE (docs/PROTOCOL.md)\n";
 
 typedef struct Critic {
-    ToyNet net;
+    EdmMlp net;
     Mog mog;
     uint64_t seed;
     const char *ckpt;
@@ -91,7 +91,7 @@ static void critic_train(Critic *c, void *sock, const WireMsg *req) {
     uint64_t step = (uint64_t)c->net.opt->step, base = step * (uint64_t)c->net.cap;
     for (int64_t i = 0; i < n; i++)
         c->sigma[i] = c->table[rng_uniform_int(c->seed, STREAM_T, base + (uint64_t)i, DMD_TABLE_N)];
-    cpu_rng_normal(NULL, c->noise, n * D, c->seed, STREAM_EPS, base * (uint64_t)D);
+    rng_normal_fill(c->noise, n * D, c->seed, STREAM_EPS, base * (uint64_t)D);
     params_zero_grad(mlp_params(c->net.mlp));
     float loss = edm_loss_given(&c->net.edm, x->data, c->noise, c->sigma, lab->data, NULL, n, 1);
     edm_loss_backward(&c->net.edm, n);
@@ -130,7 +130,7 @@ static void critic_save(Critic *c, void *sock, const WireMsg *req) {
         serve_error(sock, req, WIRE_STATUS_BAD_REQUEST, "save: this critic has no --ckpt file");
         return;
     }
-    if (fs_mkdir_parent(c->ckpt, err, sizeof err) || toynet_save(&c->net, c->ckpt, "critic", err, sizeof err)) {
+    if (fs_mkdir_parent(c->ckpt, err, sizeof err) || edmmlp_save(&c->net, c->ckpt, "critic", err, sizeof err)) {
         serve_error(sock, req, WIRE_STATUS_INTERNAL, "save: %s", err);
         return;
     }
@@ -183,14 +183,14 @@ static int critic_open(Proc *p, Critic *c) {
     oc.lr = lr;
     oc.weight_decay = 0;
     oc.grad_clip = 10;
-    if (toynet_new(&c->net, spec, c->mog.dim, c->mog.nclasses, cap, (float)mog_data_std(&c->mog), &oc, c->seed, err,
+    if (edmmlp_new(&c->net, spec, c->mog.dim, c->mog.nclasses, cap, (float)mog_data_std(&c->mog), &oc, c->seed, err,
                    sizeof err)) {
         fprintf(stderr, "[%s] ERROR --net: %s\n", p->name, err);
         return 2;
     }
     struct stat st;
     if (c->ckpt && stat(c->ckpt, &st) == 0) {
-        if (toynet_load(&c->net, c->ckpt, 0, err, sizeof err)) {
+        if (edmmlp_load(&c->net, c->ckpt, 0, err, sizeof err)) {
             fprintf(stderr, "[%s] ERROR resuming: %s\n", p->name, err);
             return 2;
         }
@@ -251,7 +251,7 @@ int main(int argc, char **argv) {
     }
     busy_report(&c.busy, "critic");
     if (mog) {
-        toynet_free(&c.net);
+        edmmlp_free(&c.net);
         mog_free(&c.mog);
         free(c.noise); free(c.out); free(c.sigma);
     }

@@ -6,7 +6,7 @@
  *   --mode gauss (default)  d = x / (1 + sigma^2), the exact denoiser for x0 ~ N(0, I): the
  *                           walking skeleton's formula, any shape, no labels
  *   --mode mog --mix FILE   the exact class-conditional denoiser of a Gaussian mixture
- *                           (common/mog.h): "x" (N, dim), "sigma" (N), "label" (N)
+ *                           (common/msd/mog.h): "x" (N, dim), "sigma" (N), "label" (N)
  *   --mode serve --ckpt F   a trained EDM UNet (unet.c), EMA weights: "x" (N, C, H, W), "sigma"
  *                           (N), "label" (N) for a class-conditional net
  *   --mode train            stage 0: trains the UNet teacher on batches from data (train.c)

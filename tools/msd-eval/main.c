@@ -29,8 +29,8 @@
 #include "fid.h"
 #include "image.h"
 #include "log.h"
-#include "optim.h"
-#include "rng.h"
+#include "optimizer.h"
+#include "philox.h"
 #include "safetensors.h"
 
 #define EVAL_DEFAULT_CLASSIFIER "models/fmnist_classifier.safetensors"

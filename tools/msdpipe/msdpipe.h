@@ -18,7 +18,7 @@
 #include <stdio.h>
 #include <sys/types.h>
 
-#include "pipeline.h"
+#include "pipefile.h"
 #include "wire.h"
 
 #define MSDPIPE_EXIT_OK 0

@@ -1,7 +1,7 @@
 /* plan.c: from a parsed Pipeline to what runs: each process's command line (local, or through
  * ${MSDPIPE_SSH:-ssh} for another host), and `msdpipe check`'s printout of the graph.
  *
- * Not here: assigning endpoints (pipeline_plan in common/pipeline.c), starting anything
+ * Not here: assigning endpoints (pipeline_plan in tools/msdpipe/pipefile.c), starting anything
  * (supervise.c). */
 #include "msdpipe.h"
 

@@ -9,7 +9,7 @@
  * of the launcher leaves no orphan. Remote processes start through ${MSDPIPE_SSH:-ssh} HOST
  * with tcp endpoints and the run's CURVE key file on ssh's stdin.
  *
- * Not here: the file format (common/pipeline.c), command lines (plan.c). */
+ * Not here: the file format (tools/msdpipe/pipefile.c), command lines (plan.c). */
 #include "msdpipe.h"
 
 #include "log.h"

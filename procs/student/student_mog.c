@@ -1,0 +1,441 @@
+/* mog.c: msd-student on the 2-D mixture toy (ALGORITHMS.md sections 2 and 3).
+ *
+ * mog-train: the student owns the classes of its partition (msd-data draws its conditions).
+ * Its generator is an EDM-preconditioned MLP evaluated at sigma_max: x = G(z, c) =
+ * D_G(80 z; 80, c). One training step:
+ *   - TTUR: --ttur batches of fresh generator samples (detached) go to its critic as
+ *     FAKE_TRAIN, one fake-score update each;
+ *   - generator: x = G(z, c); t ~ U{20..980}, sigma = table[t], x_t = x + sigma eps; DENOISE
+ *     of (x_t, sigma, c) goes to the teacher and to the critic at the same time; the DMD
+ *     gradient g = (D_fake - D_real) / mean|x - D_real| is backpropagated through G; AdamW.
+ * Before the first step the critic is warmed up on the initial generator's samples
+ * (--critic-warmup updates), since an analytic teacher has no weights to copy into it.
+ * Every --ckpt-every steps (and at the end) the critic checkpoints (SAVE), then the student
+ * (weights, EMA, AdamW state): a restart resumes from there. Progress lines and JSON-lines
+ * metrics (--metrics) report step, losses, rate and time left.
+ *
+ * mog-serve: binds serve; GENERATE {"label" (N), "seed" (1)} -> "x" (N, dim) from the EMA
+ * weights of --ckpt, noise keyed by the request's seed. */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "args.h"
+#include "dmd.h"
+#include "fsutil.h"
+#include "log.h"
+#include "mog.h"
+#include "philox.h"
+#include "rpc.h"
+#include "serve.h"
+#include "student.h"
+#include "edmmlp.h"
+
+#define STREAM_T 0x73740001u
+#define STREAM_EPS 0x73740002u
+#define STREAM_SERVE 0x73740003u
+#define WARMUP_DATA_BASE ((int64_t)1 << 40)
+
+typedef struct MogTrain {
+    Proc *p;
+    Rpc rpc;
+    void *data, *teacher, *critic;
+    Mog mog;
+    EdmMlp g;
+    int index, batch, steps, ttur, warmup, ckpt_every, log_every;
+    uint64_t seed;
+    char ckpt[4096];
+    FILE *metrics;
+    float table[DMD_TABLE_N];
+    float *z80, *x, *xt, *sigma, *eps, *dx, *sig80;
+    int32_t *label;
+    double fake_loss_sum;
+    long fake_loss_n;
+    Busy busy;
+} MogTrain;
+
+/* BATCH from data for data step `step`: z scaled by sigma_max into s->z80, labels. */
+static int mog_fetch(MogTrain *s, int64_t step) {
+    int32_t who = s->index, count = s->batch;
+    int64_t one = 1;
+    WireMsg req, rep;
+    wire_msg_init(&req, WIRE_OP_BATCH, rpc_id(&s->rpc));
+    wire_msg_add(&req, "student", WIRE_I32, 1, &one, &who);
+    wire_msg_add(&req, "count", WIRE_I32, 1, &one, &count);
+    wire_msg_add(&req, "step", WIRE_I64, 1, &one, &step);
+    if (rpc_call(&s->rpc, s->data, "data", &req, &rep)) return -1;
+    const WireTensor *z = rpc_tensor(&s->rpc, &rep, "data", "z", WIRE_F32, 2);
+    const WireTensor *l = z ? rpc_tensor(&s->rpc, &rep, "data", "label", WIRE_I32, 1) : NULL;
+    int ok = l && z->shape[0] == count && z->shape[1] == s->mog.dim && l->shape[0] == count;
+    if (l && !ok) snprintf(s->rpc.err, sizeof s->rpc.err, "data: batch of the wrong shape");
+    if (ok) {
+        const float *zs = z->data;
+        const int32_t *ls = l->data;
+        for (int64_t i = 0; i < (int64_t)count * s->mog.dim; i++) s->z80[i] = DMD_SIGMA_GEN * zs[i];
+        for (int i = 0; i < count; i++) {
+            if (ls[i] < 0 || ls[i] >= s->mog.nclasses) {
+                snprintf(s->rpc.err, sizeof s->rpc.err, "data: label %d is not a class", ls[i]);
+                ok = 0;
+                break;
+            }
+            s->label[i] = ls[i];
+        }
+    }
+    wire_msg_close(&rep);
+    return ok ? 0 : -1;
+}
+
+/* One round of critic updates: n batches of detached generator samples as FAKE_TRAIN, sent
+ * back to back, then their replies awaited in order. */
+static int mog_critic_round(MogTrain *s, int n, int64_t data_step0) {
+    int64_t shape[2] = {s->batch, s->mog.dim};
+    uint64_t ids[64];
+    MSD_CHECK(n <= 64);
+    for (int j = 0; j < n; j++) {
+        if (mog_fetch(s, data_step0 + j)) return -1;
+        busy_begin(&s->busy);
+        edm_forward(&s->g.edm, s->x, s->z80, s->sig80, s->label, NULL, s->batch, 0);
+        busy_end(&s->busy);
+        WireMsg req;
+        ids[j] = rpc_id(&s->rpc);
+        wire_msg_init(&req, WIRE_OP_FAKE_TRAIN, ids[j]);
+        wire_msg_add(&req, "x", WIRE_F32, 2, shape, s->x);
+        wire_msg_add(&req, "label", WIRE_I32, 1, shape, s->label);
+        if (rpc_send(&s->rpc, s->critic, "critic", &req)) return -1;
+    }
+    for (int j = 0; j < n; j++) {
+        WireMsg rep;
+        const char *peer = "critic";
+        uint32_t op = WIRE_OP_FAKE_TRAIN;
+        if (rpc_await(&s->rpc, 1, &s->critic, &peer, &ids[j], &op, &rep)) return -1;
+        const WireTensor *l = rpc_tensor(&s->rpc, &rep, "critic", "loss", WIRE_F32, 1);
+        if (l && l->shape[0] == 1) {
+            s->fake_loss_sum += *(const float *)l->data;
+            s->fake_loss_n++;
+        }
+        wire_msg_close(&rep);
+        if (!l) return -1;
+    }
+    return 0;
+}
+
+/* One generator step; returns L_DM in *loss. */
+static int mog_generator_step(MogTrain *s, int64_t step, int64_t data_step, double *loss) {
+    if (mog_fetch(s, data_step)) return -1;
+    int64_t B = s->batch, D = s->mog.dim, shape[2] = {B, D};
+    busy_begin(&s->busy);
+    edm_forward(&s->g.edm, s->x, s->z80, s->sig80, s->label, NULL, B, 1);
+    uint64_t base = (uint64_t)step * (uint64_t)B;
+    for (int64_t i = 0; i < B; i++)
+        s->sigma[i] = s->table[DMD_GEN_T_MIN + rng_uniform_int(s->seed, STREAM_T, base + (uint64_t)i,
+                                                                DMD_GEN_T_MAX - DMD_GEN_T_MIN + 1)];
+    rng_normal_fill(s->eps, B * D, s->seed, STREAM_EPS, base * (uint64_t)D);
+    for (int64_t i = 0; i < B; i++)
+        for (int64_t j = 0; j < D; j++) s->xt[i * D + j] = s->x[i * D + j] + s->sigma[i] * s->eps[i * D + j];
+    busy_end(&s->busy);
+    WireMsg req;
+    uint64_t id = rpc_id(&s->rpc);
+    wire_msg_init(&req, WIRE_OP_DENOISE, id);
+    wire_msg_add(&req, "x", WIRE_F32, 2, shape, s->xt);
+    wire_msg_add(&req, "sigma", WIRE_F32, 1, shape, s->sigma);
+    wire_msg_add(&req, "label", WIRE_I32, 1, shape, s->label);
+    if (rpc_send(&s->rpc, s->teacher, "teacher", &req) || rpc_send(&s->rpc, s->critic, "critic", &req)) return -1;
+    void *socks[2] = {s->teacher, s->critic};
+    const char *peers[2] = {"teacher", "critic"};
+    uint64_t ids[2] = {id, id};
+    uint32_t ops[2] = {WIRE_OP_DENOISE, WIRE_OP_DENOISE};
+    WireMsg reps[2];
+    if (rpc_await(&s->rpc, 2, socks, peers, ids, ops, reps)) return -1;
+    const WireTensor *dr = rpc_tensor(&s->rpc, &reps[0], "teacher", "d", WIRE_F32, 2);
+    const WireTensor *df = dr ? rpc_tensor(&s->rpc, &reps[1], "critic", "d", WIRE_F32, 2) : NULL;
+    int ok = df && dr->shape[0] == B && dr->shape[1] == D && df->shape[0] == B && df->shape[1] == D;
+    if (df && !ok) snprintf(s->rpc.err, sizeof s->rpc.err, "denoiser reply of the wrong shape");
+    if (ok) {
+        busy_begin(&s->busy);
+        *loss = dmd_generator_grad(s->dx, s->x, dr->data, df->data, B, D);
+        params_zero_grad(mlp_params(s->g.mlp));
+        edm_backward(&s->g.edm, NULL, s->dx, NULL, B);
+        optim_step(s->g.opt);
+        busy_end(&s->busy);
+    }
+    wire_msg_close(&reps[0]);
+    wire_msg_close(&reps[1]);
+    return ok ? 0 : -1;
+}
+
+static int mog_checkpoint(MogTrain *s) {
+    WireMsg req, rep;
+    int64_t one = 1, step = s->g.opt->step;
+    wire_msg_init(&req, WIRE_OP_SAVE, rpc_id(&s->rpc));
+    wire_msg_add(&req, "step", WIRE_I64, 1, &one, &step);
+    if (rpc_call(&s->rpc, s->critic, "critic", &req, &rep)) return -1;
+    wire_msg_close(&rep);
+    char err[1024];
+    if (edmmlp_save(&s->g, s->ckpt, "student", err, sizeof err)) {
+        snprintf(s->rpc.err, sizeof s->rpc.err, "checkpoint: %s", err);
+        return -1;
+    }
+    return 0;
+}
+
+static int mog_train_loop(MogTrain *s) {
+    int64_t start = s->g.opt->step;
+    if (start == 0 && s->warmup > 0) {
+        log_info("warming up the critic: %d updates on the initial generator's samples", s->warmup);
+        for (int w = 0; w < s->warmup; w += 64) {
+            int n = s->warmup - w < 64 ? s->warmup - w : 64;
+            if (mog_critic_round(s, n, WARMUP_DATA_BASE + w)) return -1;
+        }
+        log_info("critic warm-up done: fake-score loss %.4f", s->fake_loss_sum / (s->fake_loss_n ? s->fake_loss_n : 1));
+        s->fake_loss_sum = 0;
+        s->fake_loss_n = 0;
+    } else if (start > 0) {
+        log_info("resuming at step %lld of %d", (long long)start, s->steps);
+    }
+    double t0 = msd_now(), loss_sum = 0;
+    int loss_n = 0;
+    for (int64_t step = start; step < s->steps; step++) {
+        int64_t data0 = step * (s->ttur + 1);
+        if (s->ttur > 0 && mog_critic_round(s, s->ttur, data0)) return -1;
+        double loss;
+        if (mog_generator_step(s, step, data0 + s->ttur, &loss)) return -1;
+        loss_sum += loss;
+        loss_n++;
+        int64_t done = step + 1;
+        if (done % s->log_every == 0 || done == s->steps) {
+            double el = msd_now() - t0, rate = (double)(done - start) * s->batch / (el > 0 ? el : 1e-9);
+            double eta = (double)(s->steps - done) * s->batch / (rate > 0 ? rate : 1e-9);
+            double lf = s->fake_loss_n ? s->fake_loss_sum / s->fake_loss_n : 0;
+            log_info("step %lld/%d  loss_dm %.5f  loss_fake %.4f  grad_norm %.3g  %.0f img/s  %.1f s left", (long long)done,
+                     s->steps, loss_sum / loss_n, lf, s->g.opt->last_grad_norm, rate, eta);
+            if (s->metrics) {
+                fprintf(s->metrics,
+                        "{\"student\": %d, \"step\": %lld, \"loss_dm\": %.6g, \"loss_fake\": %.6g, \"grad_norm\": %.6g, "
+                        "\"lr\": %.6g, \"images_per_s\": %.1f, \"elapsed_s\": %.3f, \"eta_s\": %.3f}\n",
+                        s->index, (long long)done, loss_sum / loss_n, lf, s->g.opt->last_grad_norm, s->g.opt->last_lr,
+                        rate, el, eta);
+                fflush(s->metrics);
+            }
+            loss_sum = 0;
+            loss_n = 0;
+            s->fake_loss_sum = 0;
+            s->fake_loss_n = 0;
+        }
+        if ((s->ckpt_every > 0 && done % s->ckpt_every == 0) || done == s->steps)
+            if (mog_checkpoint(s)) return -1;
+    }
+    /* nothing left to train (--steps 0, or resumed at the end): still leave a checkpoint, so
+     * an untrained generator can be served and judged */
+    if (start >= s->steps && mog_checkpoint(s)) return -1;
+    return 0;
+}
+
+/* Options shared by both modes. */
+typedef struct MogOpts {
+    const char *mix, *spec, *ckpt_dir, *ckpt, *metrics;
+    int index, batch, steps, ttur, warmup, ckpt_every, log_every, timeout_ms, cap;
+    float lr, ema;
+    uint64_t seed;
+} MogOpts;
+
+static int mog_opts_parse(Proc *p, MogOpts *o) {
+    *o = (MogOpts){.spec = "mlp,width=128,depth=4", .index = -1, .batch = 256, .steps = 2000, .ttur = 5,
+                   .warmup = 200, .ckpt_every = 500, .log_every = 100, .timeout_ms = 30000, .cap = 4096,
+                   .lr = 1e-3f, .ema = 0.995f, .seed = 1};
+    for (int i = 1; i < p->argc; i++) {
+        const char *a = p->argv[i];
+        if (args_is(a, "--mode")) i++;
+        else if (args_is(a, "--mix")) { if (args_str(p, &i, &o->mix)) return 2; }
+        else if (args_is(a, "--net")) { if (args_str(p, &i, &o->spec)) return 2; }
+        else if (args_is(a, "--index")) { if (args_int(p, &i, &o->index, 0, 1 << 20)) return 2; }
+        else if (args_is(a, "--batch")) { if (args_int(p, &i, &o->batch, 1, 1 << 16)) return 2; }
+        else if (args_is(a, "--steps")) { if (args_int(p, &i, &o->steps, 0, 1 << 30)) return 2; }
+        else if (args_is(a, "--ttur")) { if (args_int(p, &i, &o->ttur, 0, 64)) return 2; }
+        else if (args_is(a, "--critic-warmup")) { if (args_int(p, &i, &o->warmup, 0, 1 << 20)) return 2; }
+        else if (args_is(a, "--ckpt-dir")) { if (args_str(p, &i, &o->ckpt_dir)) return 2; }
+        else if (args_is(a, "--ckpt")) { if (args_str(p, &i, &o->ckpt)) return 2; }
+        else if (args_is(a, "--ckpt-every")) { if (args_int(p, &i, &o->ckpt_every, 0, 1 << 30)) return 2; }
+        else if (args_is(a, "--log-every")) { if (args_int(p, &i, &o->log_every, 1, 1 << 30)) return 2; }
+        else if (args_is(a, "--metrics")) { if (args_str(p, &i, &o->metrics)) return 2; }
+        else if (args_is(a, "--lr")) { if (args_float(p, &i, &o->lr, 0, 1)) return 2; }
+        else if (args_is(a, "--ema")) { if (args_float(p, &i, &o->ema, 0, 1)) return 2; }
+        else if (args_is(a, "--seed")) { if (args_u64(p, &i, &o->seed)) return 2; }
+        else if (args_is(a, "--timeout-ms")) { if (args_int(p, &i, &o->timeout_ms, 1, 86400000)) return 2; }
+        else if (args_is(a, "--cap")) { if (args_int(p, &i, &o->cap, 1, 1 << 20)) return 2; }
+        else return args_unknown(p, a);
+    }
+    if (!o->mix) { fprintf(stderr, "[%s] ERROR needs --mix FILE\n", p->name); return 2; }
+    if (o->index < 0) { /* from the process name: student.K */
+        const char *dot = strrchr(p->name, '.');
+        char *end;
+        long k = dot ? strtol(dot + 1, &end, 10) : -1;
+        if (!dot || *end || k < 0) {
+            fprintf(stderr, "[%s] ERROR no --index K and the name does not end in .K\n", p->name);
+            return 2;
+        }
+        o->index = (int)k;
+    }
+    return 0;
+}
+
+int student_mog_train(Proc *p) {
+    MogOpts o;
+    int rc = mog_opts_parse(p, &o);
+    if (rc) return rc;
+    if (!o.ckpt_dir) { fprintf(stderr, "[%s] ERROR mog-train needs --ckpt-dir DIR\n", p->name); return 2; }
+    MogTrain s;
+    memset(&s, 0, sizeof s);
+    s.p = p;
+    s.index = o.index;
+    s.batch = o.batch;
+    s.steps = o.steps;
+    s.ttur = o.ttur;
+    s.warmup = o.warmup;
+    s.ckpt_every = o.ckpt_every;
+    s.log_every = o.log_every;
+    s.seed = o.seed;
+    rpc_init(&s.rpc, p, o.timeout_ms);
+    s.rpc.busy_reply = "a training student takes no input lines";
+    s.data = proc_connected(p, "data");
+    s.teacher = proc_connected(p, "teacher");
+    s.critic = proc_connected(p, "critic");
+    if (!s.data || !s.teacher || !s.critic) {
+        fprintf(stderr, "[%s] ERROR mog-train needs --connect data=... teacher=... critic=...\n", p->name);
+        return 2;
+    }
+    char err[1024];
+    if (mog_load(&s.mog, o.mix, err, sizeof err)) { fprintf(stderr, "[%s] ERROR %s\n", p->name, err); return 2; }
+    if (fs_mkdir_p(o.ckpt_dir, err, sizeof err) || (o.metrics && fs_mkdir_parent(o.metrics, err, sizeof err))) {
+        fprintf(stderr, "[%s] ERROR %s\n", p->name, err);
+        return 2;
+    }
+    snprintf(s.ckpt, sizeof s.ckpt, "%s/student.%d.safetensors", o.ckpt_dir, s.index);
+    OptimConfig oc;
+    optim_config_default(&oc);
+    oc.lr = o.lr;
+    oc.weight_decay = 0;
+    oc.grad_clip = 10;
+    oc.ema = 1;
+    oc.ema_decay = o.ema;
+    if (edmmlp_new(&s.g, o.spec, s.mog.dim, s.mog.nclasses, s.batch, (float)mog_data_std(&s.mog), &oc,
+                   o.seed * 1000 + (uint64_t)s.index, err, sizeof err)) {
+        fprintf(stderr, "[%s] ERROR --net: %s\n", p->name, err);
+        return 2;
+    }
+    struct stat st;
+    if (stat(s.ckpt, &st) == 0 && edmmlp_load(&s.g, s.ckpt, 0, err, sizeof err)) {
+        fprintf(stderr, "[%s] ERROR resuming: %s\n", p->name, err);
+        return 2;
+    }
+    if (o.metrics && !(s.metrics = fopen(o.metrics, "a"))) {
+        fprintf(stderr, "[%s] ERROR --metrics %s: %s\n", p->name, o.metrics, strerror(errno));
+        return 2;
+    }
+    dmd_sigma_table(s.table, DMD_TABLE_N);
+    size_t n = (size_t)s.batch * (size_t)s.mog.dim;
+    s.z80 = msd_malloc(sizeof(float) * n);
+    s.x = msd_malloc(sizeof(float) * n);
+    s.xt = msd_malloc(sizeof(float) * n);
+    s.eps = msd_malloc(sizeof(float) * n);
+    s.dx = msd_malloc(sizeof(float) * n);
+    s.sigma = msd_malloc(sizeof(float) * (size_t)s.batch);
+    s.sig80 = msd_malloc(sizeof(float) * (size_t)s.batch);
+    s.label = msd_malloc(sizeof(int32_t) * (size_t)s.batch);
+    for (int i = 0; i < s.batch; i++) s.sig80[i] = DMD_SIGMA_GEN;
+    log_info("student %d: generator %s, batch %d, %d steps, TTUR %d, lr %g, checkpoint %s", s.index, s.g.spec,
+             s.batch, s.steps, s.ttur, o.lr, s.ckpt);
+    busy_init(&s.busy);
+    proc_ready(p);
+    rc = mog_train_loop(&s);
+    busy_report(&s.busy, "student");
+    if (s.metrics) fclose(s.metrics);
+    edmmlp_free(&s.g);
+    mog_free(&s.mog);
+    free(s.z80); free(s.x); free(s.xt); free(s.eps); free(s.dx); free(s.sigma); free(s.sig80); free(s.label);
+    if (rc == 0) {
+        log_info("finished %d steps", s.steps);
+        proc_done(p);
+        return proc_finish(p);
+    }
+    int zero = 0;
+    for (int i = 0; i < p->nconnect; i++) zmq_setsockopt(p->connects[i].sock, ZMQ_LINGER, &zero, sizeof zero);
+    int st2 = proc_finish(p);
+    if (st2 == 0 && !proc_should_stop(p)) {
+        log_error("%s", s.rpc.err);
+        return 1;
+    }
+    if (st2 == 0) log_info("%s", s.rpc.err);
+    return st2;
+}
+
+int student_mog_serve(Proc *p) {
+    MogOpts o;
+    int rc = mog_opts_parse(p, &o);
+    if (rc) return rc;
+    char path[4096], err[1024];
+    if (o.ckpt) snprintf(path, sizeof path, "%s", o.ckpt);
+    else if (o.ckpt_dir) snprintf(path, sizeof path, "%s/student.%d.safetensors", o.ckpt_dir, o.index);
+    else { fprintf(stderr, "[%s] ERROR mog-serve needs --ckpt FILE or --ckpt-dir DIR\n", p->name); return 2; }
+    void *serve = proc_bound(p, "serve");
+    if (!serve) { fprintf(stderr, "[%s] ERROR mog-serve needs --bind serve=ENDPOINT\n", p->name); return 2; }
+    Mog mog;
+    if (mog_load(&mog, o.mix, err, sizeof err)) { fprintf(stderr, "[%s] ERROR %s\n", p->name, err); return 2; }
+    EdmMlp g;
+    OptimConfig oc;
+    optim_config_default(&oc);
+    oc.ema = 1;
+    if (edmmlp_new(&g, o.spec, mog.dim, mog.nclasses, o.cap, (float)mog_data_std(&mog), &oc, 0, err, sizeof err) ||
+        edmmlp_load(&g, path, 1, err, sizeof err)) {
+        fprintf(stderr, "[%s] ERROR %s\n", p->name, err);
+        mog_free(&mog);
+        return 2;
+    }
+    log_info("serving %s (%s)", path, g.spec);
+    int64_t D = mog.dim;
+    float *z = msd_malloc(sizeof(float) * (size_t)(o.cap * D)), *x = msd_malloc(sizeof(float) * (size_t)(o.cap * D));
+    float *sig = msd_malloc(sizeof(float) * (size_t)o.cap);
+    for (int i = 0; i < o.cap; i++) sig[i] = DMD_SIGMA_GEN;
+    Busy busy;
+    busy_init(&busy);
+    proc_ready(p);
+    while (!proc_should_stop(p)) {
+        WireMsg req;
+        /* one request per poll: the control socket is served between requests */
+        if (serve_wait(p, serve, 500) && serve_recv(serve, &req)) {
+            busy_begin(&busy);
+            const WireTensor *l = NULL, *sd = NULL;
+            if (req.op != WIRE_OP_GENERATE) serve_unknown(serve, &req, "generate");
+            else if ((l = serve_tensor(serve, &req, "label", WIRE_I32, 1, -1)) &&
+                     (sd = serve_tensor(serve, &req, "seed", WIRE_I64, 1, 1))) {
+                int64_t n = l->shape[0];
+                const int32_t *lb = l->data;
+                int bad = n < 1 || n > o.cap;
+                for (int64_t i = 0; !bad && i < n; i++) bad = lb[i] < 0 || lb[i] >= mog.nclasses;
+                if (bad) {
+                    serve_error(serve, &req, WIRE_STATUS_BAD_REQUEST,
+                                "generate: \"label\" must hold 1..%d classes in 0..%d", o.cap, mog.nclasses - 1);
+                } else {
+                    uint64_t seed = (uint64_t)*(const int64_t *)sd->data;
+                    rng_normal_fill(z, n * D, seed, STREAM_SERVE, 0);
+                    for (int64_t i = 0; i < n * D; i++) z[i] *= DMD_SIGMA_GEN;
+                    edm_forward(&g.edm, x, z, sig, lb, NULL, n, 0);
+                    int64_t shape[2] = {n, D};
+                    WireMsg rep;
+                    wire_reply_init(&rep, &req, WIRE_OP_GENERATE, WIRE_STATUS_OK);
+                    wire_msg_add(&rep, "x", WIRE_F32, 2, shape, x);
+                    serve_reply(serve, &rep);
+                }
+            }
+            busy_end(&busy);
+            wire_msg_close(&req);
+        }
+    }
+    busy_report(&busy, "student");
+    free(z); free(x); free(sig);
+    edmmlp_free(&g);
+    mog_free(&mog);
+    return proc_finish(p);
+}
