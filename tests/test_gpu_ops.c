@@ -26,6 +26,7 @@
 
 #include "backend.h"
 #include "check.h"
+#include "op_count.h"
 #define TEST_RAND_SEED 0x2545F4914F6CDD1Dull
 #include "rand.h"
 #include "checkpoint.h"
@@ -754,6 +755,9 @@ static void test_fmnist_run_and_checkpoint(void) {
     free(xh);
 }
 
+/* Every op of the CUDA table was called by the op tests above (op_count.h). */
+static void test_every_op_covered(void) { opc_check(NULL); }
+
 int main(void) {
     const char *sel = getenv("MSD_TEST_GPU");
     Device dev = {DEVICE_CUDA, sel ? atoi(sel) : 0};
@@ -764,6 +768,9 @@ int main(void) {
         printf("# %s: 0 passed, 0 failed\n", __FILE__);
         return 77;
     }
+    static Backend counted; /* every op of the list must be compared with the CPU (op_count.h) */
+    counted = opc_wrap(gpu);
+    gpu = &counted;
     const char *tf = getenv("MSD_TF32");
     if (tf && tf[0] && strcmp(tf, "0") != 0) tol_mm = 5e-3;
     cctx = backend_ctx_new(cpu, parallel_cpu_count());
@@ -785,6 +792,7 @@ int main(void) {
         TEST_RUN(test_fmnist_step);
         TEST_RUN(test_fmnist_run_and_checkpoint);
     }
+    TEST_RUN(test_every_op_covered);
     backend_ctx_destroy(&gctx);
     backend_ctx_destroy(&cctx);
     return TEST_END();

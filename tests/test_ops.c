@@ -19,6 +19,7 @@
 
 #include "backend.h"
 #include "check.h"
+#include "op_count.h"
 #define TEST_RAND_SEED 0x9E3779B97F4A7C15ull
 #include "cpu_ops.h"
 #include "rand.h"
@@ -604,6 +605,12 @@ static void test_arith(void) {
     CHECK_CLOSE(o, t, n, 0, 0, "fill");
     be->copy(ctx, o, a, n);
     CHECK_CLOSE(o, a, n, 0, 0, "copy");
+    be->fill(ctx, o, 0.0f, n);
+    be->upload(ctx, o, b, n);
+    CHECK_CLOSE(o, b, n, 0, 0, "upload");
+    be->fill(ctx, t, 0.0f, n);
+    be->download(ctx, t, a, n);
+    CHECK_CLOSE(t, a, n, 0, 0, "download");
     /* scale_rows with and without y */
     int64_t N = 3, D = 7;
     float sa[3] = {0.5f, -2.0f, 1.0f}, sb[3] = {1.5f, 0.0f, -1.0f};
@@ -1059,8 +1066,21 @@ static void test_norm_act(void) {
     check_norm_act(8, 64, 49, 32, 0, 1, 2);  /* pool path, 2 channels per group */
 }
 
+/* Every op of the list called by the tests above (op_count.h); those tested by another
+ * program are named here. */
+static void test_every_op_covered(void) {
+    static const char *const elsewhere[][2] = {{"adamw_update", "test_optim.c"},
+                                               {"ema_update", "test_optim.c"},
+                                               {"rng_normal", "test_rng.c"},
+                                               {"rng_uniform", "test_rng.c"},
+                                               {NULL, NULL}};
+    opc_check(elsewhere);
+}
+
 int main(int argc, char **argv) {
-    be = &backend_cpu;
+    static Backend counted;
+    counted = opc_wrap(&backend_cpu);
+    be = &counted;
     ctx = backend_ctx_new(be, 2);
     TEST_RUN(test_table);
     TEST_RUN(test_conv_grad_small);
@@ -1088,6 +1108,7 @@ int main(int argc, char **argv) {
     TEST_RUN(test_norm_act); /* last: their random inputs do not shift the other tests' */
     TEST_RUN(test_winograd);
     TEST_RUN(test_expf);
+    TEST_RUN(test_every_op_covered);
     backend_ctx_destroy(&ctx);
     return TEST_END();
 }

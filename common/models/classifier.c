@@ -155,7 +155,6 @@ void classifier_forward(Classifier *c, float *logits, const float *x, int64_t N)
     be->linear_forward(ctx, logits, c->feat, PD(c->fc1_w), PD(c->fc1_b), N, CLS_FEATURES, CLS_CLASSES);
 }
 
-const float *classifier_features(const Classifier *c) { return c->feat; }
 
 void classifier_backward(Classifier *c, const float *dlogits, int64_t N) {
     MSD_CHECK(c->slab && N == c->last_n);

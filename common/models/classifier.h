@@ -42,8 +42,6 @@ int64_t classifier_alloc_batch(Classifier *c, int64_t N);
 
 /* logits (N, 10) = f(x (N, 1, 28, 28)); device pointers; N <= the allocated batch. */
 void classifier_forward(Classifier *c, float *logits, const float *x, int64_t N);
-/* The (N, 128) features of the last forward (device; valid until the next forward). */
-const float *classifier_features(const Classifier *c);
 /* Backward of the last forward: ADDS into the parameter gradients (no input gradient). */
 void classifier_backward(Classifier *c, const float *dlogits, int64_t N);
 

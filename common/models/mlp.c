@@ -107,7 +107,6 @@ void mlp_destroy(Mlp **pm) {
 }
 
 ParamSet *mlp_params(Mlp *m) { return &m->ps; }
-const MlpConfig *mlp_config(const Mlp *m) { return &m->cfg; }
 
 void mlp_init(Mlp *m, uint64_t seed) {
     edm_embed_init(&m->embed, &m->ps, seed);

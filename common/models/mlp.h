@@ -34,7 +34,6 @@ typedef struct Mlp Mlp;
 Mlp *mlp_new(const MlpConfig *cfg, const Backend *be, BackendCtx *ctx);  /* params allocated, zero */
 void mlp_destroy(Mlp **m);
 ParamSet *mlp_params(Mlp *m);
-const MlpConfig *mlp_config(const Mlp *m);
 void mlp_init(Mlp *m, uint64_t seed);
 int64_t mlp_alloc_batch(Mlp *m, int64_t N);
 /* out (N, in_dim) = F(x_in; c_noise, cond); conventions as unet_forward (no dropout). */

@@ -397,7 +397,6 @@ void unet_destroy(UNet **pu) {
 
 ParamSet *unet_params(UNet *u) { return &u->ps; }
 const UNetConfig *unet_config(const UNet *u) { return &u->cfg; }
-int64_t unet_batch_capacity(const UNet *u) { return u->cap; }
 void unet_set_dropout_seed(UNet *u, uint64_t seed) { u->drop_seed = seed; }
 
 void unet_init(UNet *u, uint64_t seed) {

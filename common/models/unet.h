@@ -63,7 +63,6 @@ int64_t unet_alloc_batch(UNet *u, int64_t N);
  * and the per-block intermediates share buffers (about half the memory); unet_backward after
  * this is a bug. The bottleneck stays available. */
 int64_t unet_alloc_batch_inference(UNet *u, int64_t N);
-int64_t unet_batch_capacity(const UNet *u);
 
 /* F = UNet(x_in; c_noise, c). x_in, out (N, in_ch, res, res); c_noise (N); cond (N, cdim) (the
  * one-hot of the labels or the conditioning vector; NULL when cdim is 0). All device pointers;

@@ -13,12 +13,12 @@
 #include "parallel.h"
 
 /* Every op slot of struct Backend, by name and offset, generated from the op list. */
-#define SLOT(RET, NAME, PARAMS) {#NAME, offsetof(Backend, NAME)},
+#define SLOT(RET, NAME, PARAMS, ARGS) {#NAME, offsetof(Backend, NAME)},
 static const struct { const char *name; size_t off; } slots[] = {
     MSD_BACKEND_OPS(SLOT) MSD_BACKEND_OPTIONAL_OPS(SLOT)
 };
 #undef SLOT
-#define NAME_OF(RET, NAME, PARAMS) #NAME,
+#define NAME_OF(RET, NAME, PARAMS, ARGS) #NAME,
 const char *const backend_op_names[] = {MSD_BACKEND_OPS(NAME_OF) MSD_BACKEND_OPTIONAL_OPS(NAME_OF) NULL};
 #undef NAME_OF
 /* The struct holds the name, the device and the listed slots, nothing else. */

@@ -28,7 +28,6 @@ static const char *const dtype_names[ST_NDTYPES] = {"F32", "F16", "BF16", "F64",
                                                     "I32", "I16", "I8",   "U8",  "BOOL"};
 static const size_t dtype_sizes[ST_NDTYPES] = {4, 2, 2, 8, 8, 4, 2, 1, 1, 1};
 
-const char *st_dtype_name(StDtype d) { return (unsigned)d < ST_NDTYPES ? dtype_names[d] : "?"; }
 size_t st_dtype_size(StDtype d) { return (unsigned)d < ST_NDTYPES ? dtype_sizes[d] : 0; }
 
 /* A name and where it came from, so sorting needs no global context (thread-safe). */

@@ -37,7 +37,6 @@ typedef enum {
     ST_F32 = 0, ST_F16, ST_BF16, ST_F64, ST_I64, ST_I32, ST_I16, ST_I8, ST_U8, ST_BOOL, ST_NDTYPES
 } StDtype;
 
-const char *st_dtype_name(StDtype d);  /* "F32" */
 size_t st_dtype_size(StDtype d);       /* bytes per element */
 
 typedef struct StTensor {

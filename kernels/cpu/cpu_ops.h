@@ -16,7 +16,7 @@
 /* cpu_NAME for every op of the list in backend.h (memory.c, linear.c, conv.c, norm.c,
  * normact.c, elementwise.c, attention.c, loss.c, optim.c, rng.c), generated from it so that a
  * prototype cannot drift from its slot. */
-#define CPU_OP_PROTO_(RET, NAME, PARAMS) RET cpu_##NAME PARAMS;
+#define CPU_OP_PROTO_(RET, NAME, PARAMS, ARGS) RET cpu_##NAME PARAMS;
 MSD_BACKEND_OPS(CPU_OP_PROTO_)
 MSD_BACKEND_OPTIONAL_OPS(CPU_OP_PROTO_)
 #undef CPU_OP_PROTO_

@@ -9,7 +9,7 @@
 #include "backend_internal.h"
 #include "cpu_ops.h"
 
-#define CPU_SLOT_(RET, NAME, PARAMS) .NAME = cpu_##NAME,
+#define CPU_SLOT_(RET, NAME, PARAMS, ARGS) .NAME = cpu_##NAME,
 const Backend backend_cpu = {
     .name = "cpu",
     .device = DEVICE_CPU,

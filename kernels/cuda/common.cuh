@@ -128,7 +128,7 @@ __device__ __forceinline__ float dev_expf(float x) {
 /* ---- the ops (argument order and semantics: backend.h) ----
  * cuda_NAME for every required op of the list in backend.h, generated from it (memory ops in
  * table.cu, the rest in the .cu file named after the op family, as in kernels/cpu). */
-#define CUDA_OP_PROTO_(RET, NAME, PARAMS) RET cuda_##NAME PARAMS;
+#define CUDA_OP_PROTO_(RET, NAME, PARAMS, ARGS) RET cuda_##NAME PARAMS;
 MSD_BACKEND_OPS(CUDA_OP_PROTO_)
 #undef CUDA_OP_PROTO_
 /* conv.cu: drop the context's cached convolution plans (at context release) */

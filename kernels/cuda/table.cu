@@ -191,7 +191,7 @@ static Backend cuda_table(void) {
     memset(&b, 0, sizeof b);
     b.name = "cuda";
     b.device = DEVICE_CUDA;
-#define CUDA_SLOT_(RET, NAME, PARAMS) b.NAME = cuda_##NAME;
+#define CUDA_SLOT_(RET, NAME, PARAMS, ARGS) b.NAME = cuda_##NAME;
     MSD_BACKEND_OPS(CUDA_SLOT_)
 #undef CUDA_SLOT_
     return b;
