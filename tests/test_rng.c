@@ -69,8 +69,10 @@ static void test_golden_values(void) {
     }
 }
 
+/* Bulk fills against single draws, split at every offset parity, over more than two of the
+ * fills' 256-word chunks. */
 static void test_determinism_and_offsets(void) {
-    enum { N = 67 };
+    enum { N = 601 };
     float a[N], b[N], c[N];
     for (int kind = 0; kind < 2; kind++) {
         void (*fn)(BackendCtx *, float *, int64_t, uint64_t, uint64_t, uint64_t) =

@@ -86,27 +86,33 @@ void rng_permutation(int32_t *perm, int64_t n, uint64_t seed, uint64_t stream) {
     }
 }
 
+/* The fills draw words through rng_u32_fill in chunks of RNG_CHUNK (even, so a chunk that
+ * starts on a pair's first word ends on a pair's last). */
+#define RNG_CHUNK 256
+
 void rng_uniform_fill(float *out, int64_t n, uint64_t seed, uint64_t stream, uint64_t offset) {
     MSD_CHECK(n >= 0);
-    int64_t j = 0;
-    while (j < n) {
-        uint64_t idx = offset + (uint64_t)j;
-        uint32_t x[4];
-        rng_block(seed, stream, idx / 4, x);
-        for (unsigned lane = (unsigned)(idx % 4); lane < 4 && j < n; lane++) out[j++] = rng_u32_to_uniform(x[lane]);
+    uint32_t w[RNG_CHUNK];
+    for (int64_t j = 0; j < n; j += RNG_CHUNK) {
+        int64_t m = n - j < RNG_CHUNK ? n - j : RNG_CHUNK;
+        rng_u32_fill(w, m, seed, stream, offset + (uint64_t)j);
+        for (int64_t k = 0; k < m; k++) out[j + k] = rng_u32_to_uniform(w[k]);
     }
 }
 
 void rng_normal_fill(float *out, int64_t n, uint64_t seed, uint64_t stream, uint64_t offset) {
     MSD_CHECK(n >= 0);
+    uint32_t w[RNG_CHUNK];
     int64_t j = 0;
     while (j < n) {
-        uint64_t idx = offset + (uint64_t)j;
-        uint32_t x[4];
-        rng_block(seed, stream, idx / 4, x);
-        float z[4];
-        rng_box_muller(x[0], x[1], &z[0], &z[1]);
-        rng_box_muller(x[2], x[3], &z[2], &z[3]);
-        for (unsigned lane = (unsigned)(idx % 4); lane < 4 && j < n; lane++) out[j++] = z[lane];
+        uint64_t idx = offset + (uint64_t)j, first = idx & ~(uint64_t)1; /* the pair's first word */
+        int64_t want = (int64_t)(idx - first) + (n - j);
+        int64_t m = want < RNG_CHUNK ? (want + 1) & ~(int64_t)1 : RNG_CHUNK;
+        rng_u32_fill(w, m, seed, stream, first);
+        for (int64_t k = 0; k < m && j < n; k += 2) {
+            float z[2];
+            rng_box_muller(w[k], w[k + 1], &z[0], &z[1]);
+            for (int l = k == 0 && idx != first; l < 2 && j < n; l++) out[j++] = z[l];
+        }
     }
 }
