@@ -351,6 +351,47 @@ static int leftover_temps(void) {
     return system(cmd) == 0;
 }
 
+/* st_read refuses what is not a regular file without blocking on it (a FIFO with no writer
+ * used to hang every reader: an alarm turns a hang into a failure), and checks the header
+ * before it reads the data: a 1 GiB sparse file with a bad header is refused without its
+ * pages being read (the peak resident size does not grow by the file). */
+static void on_alarm(int sig) {
+    (void)sig;
+    static const char msg[] = "  st_read blocked on a FIFO for 20 s\n# tests/test_safetensors.c: 0 passed, 1 failed\n";
+    if (write(1, msg, sizeof msg - 1) < 0) _exit(3);
+    _exit(2);
+}
+static void test_read_fifo_and_header_first(void) {
+    char err[512];
+    const char *fifo = path_in("fifo.safetensors");
+    unlink(fifo);
+    REQUIRE(mkfifo(fifo, 0600) == 0, "mkfifo: %s", strerror(errno));
+    signal(SIGALRM, on_alarm);
+    alarm(20);
+    StFile f;
+    CHECK(st_read(&f, fifo, err, sizeof err) == -1 && strstr(err, "not a regular file"), "fifo: %s", err);
+    alarm(0);
+    unlink(fifo);
+
+    const char *big = path_in("big.safetensors");
+    FILE *fp = fopen(big, "wb");
+    REQUIRE(fp, "create %s", big);
+    static const char hdr[] = "{\"w\": {\"dtype\": \"F99\", \"shape\": [1], \"data_offsets\": [0, 4]}}";
+    unsigned char len8[8] = {0};
+    for (int k = 0; k < 8; k++) len8[k] = (unsigned char)((sizeof hdr - 1) >> (8 * k));
+    REQUIRE(fwrite(len8, 1, 8, fp) == 8 && fwrite(hdr, 1, sizeof hdr - 1, fp) == sizeof hdr - 1, "write");
+    REQUIRE(ftruncate(fileno(fp), (off_t)1 << 30) == 0, "ftruncate: %s", strerror(errno));
+    fclose(fp);
+    struct rusage r0, r1;
+    getrusage(RUSAGE_SELF, &r0);
+    CHECK(st_read(&f, big, err, sizeof err) == -1 && strstr(err, "F99"), "bad dtype: %s", err);
+    getrusage(RUSAGE_SELF, &r1);
+    long grew_mb = (r1.ru_maxrss - r0.ru_maxrss) / 1024;
+    printf("  1 GiB file with a bad header: peak resident size grew by %ld MB\n", grew_mb);
+    CHECK(grew_mb < 64, "the data of a file with a bad header was read (%ld MB)", grew_mb);
+    unlink(big);
+}
+
 static void test_atomic_write_keeps_old_file(void) {
     char err[512];
     const char *p = path_in("atomic.safetensors");
@@ -468,6 +509,7 @@ int main(void) {
     TEST_RUN(test_python_fixture);
     TEST_RUN(test_corrupt_files);
     TEST_RUN(test_params_save_load);
+    TEST_RUN(test_read_fifo_and_header_first);
     TEST_RUN(test_atomic_write_keeps_old_file);
     TEST_RUN(test_checkpoint_exact_resume);
     backend_ctx_destroy(&g_ctx);

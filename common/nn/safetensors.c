@@ -224,9 +224,24 @@ int st_parse(StFile *f, const void *buf, size_t len, const char *label, char *er
     return rc;
 }
 
+/* Read n bytes at the file's current position into p: 0, or -1 with a message. */
+static int read_full(int fd, unsigned char *p, size_t n, const char *path, char *err, size_t errlen) {
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = read(fd, p + got, n - got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0)
+            return msd_errf(err, errlen, "%s: read: %s", path, r < 0 ? strerror(errno) : "file shrank while reading");
+        got += (size_t)r;
+    }
+    return 0;
+}
+
 int st_read(StFile *f, const char *path, char *err, size_t errlen) {
     memset(f, 0, sizeof *f);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: opening a FIFO with no writer would otherwise wait forever; it is refused
+     * below as not a regular file (for regular files the flag changes nothing) */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) return msd_errf(err, errlen, "%s: open: %s", path, strerror(errno));
     struct stat st;
     if (fstat(fd, &st) != 0) {
@@ -238,22 +253,22 @@ int st_read(StFile *f, const char *path, char *err, size_t errlen) {
         close(fd);
         return msd_errf(err, errlen, "%s: not a regular file", path);
     }
-    size_t len = (size_t)st.st_size;
-    unsigned char *buf = msd_malloc(len);
-    size_t got = 0;
-    while (got < len) {
-        ssize_t r = read(fd, buf + got, len - got);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) {
-            int e = errno;
-            free(buf);
-            close(fd);
-            return msd_errf(err, errlen, "%s: read: %s", path, r < 0 ? strerror(e) : "file shrank while reading");
-        }
-        got += (size_t)r;
+    /* The header first: a file whose header is wrong is refused before its data is read (the
+     * buffer is allocated for the real file size, but its pages are only touched by reads). */
+    size_t len = (size_t)st.st_size, head = len < 8 ? len : 8;
+    unsigned char *buf = msd_malloc(len ? len : 1);
+    int rc = read_full(fd, buf, head, path, err, errlen);
+    if (rc == 0 && len >= 8) {
+        uint64_t hlen = 0;
+        for (int k = 7; k >= 0; k--) hlen = (hlen << 8) | buf[k];
+        if (hlen <= len - 8 && hlen <= ST_MAX_HEADER) head = 8 + (size_t)hlen;
+        rc = read_full(fd, buf + 8, head - 8, path, err, errlen);
     }
+    if (rc == 0) rc = st_parse(f, buf, len, path, err, errlen);
+    if (rc == 0) rc = read_full(fd, buf + head, len - head, path, err, errlen);
     close(fd);
-    if (st_parse(f, buf, len, path, err, errlen)) {
+    if (rc) {
+        st_free(f);
         free(buf);
         return -1;
     }
