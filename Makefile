@@ -137,12 +137,19 @@ $(BUILD)/tests/test_pipeline.o: CFLAGS += -Itools/msdpipe
 $(BUILD)/bench/bench_%: $(BUILD)/bench/bench_%.o $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-# libFuzzer targets (clang); built by `make fuzz`, run briefly by the test suite.
+# libFuzzer targets (clang); built by `make fuzz`, run briefly by the test suite. The library
+# sources are compiled once with the sanitizers and fuzzer instrumentation, then each target
+# links them.
 FUZZ_BINS := $(patsubst tests/%.c,build/fuzz/%,$(FUZZ_SRC))
-build/fuzz/fuzz_%: tests/fuzz_%.c $(COMMON_SRC)
+FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=address,undefined $(INC) -Itools/msdpipe $(BLAS_INC) \
+               $(DEPINC) -DMSD_FUZZING=1 -MMD -MP -pthread
+FUZZ_OBJ := $(patsubst %.c,build/fuzz/obj/%.o,$(COMMON_SRC) $(PIPEFILE_SRC))
+build/fuzz/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined $(INC) $(BLAS_INC) $(DEPINC) \
-	    -DMSD_FUZZING=1 -o $@ $^ $(DEPLIB) -pthread $(LDLIBS)
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
+build/fuzz/fuzz_%: tests/fuzz_%.c $(FUZZ_OBJ)
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $^ $(DEPLIB) $(LDLIBS)
 fuzz: $(FUZZ_BINS)
 
 tests-build: all
