@@ -1,4 +1,4 @@
-/* bench_unet.c: the reference network fmnist-s (DESIGN.md, docs/UNET.md) on the CPU backend:
+/* bench_unet.c: the reference network fmnist-s (docs/ARCHITECTURE.md, docs/UNET.md) on the CPU backend:
  * an EDM training step (forward, backward, AdamW) at batch 32 and 128, and forward-only
  * throughput at batch 256. Prints JSON lines, one per metric:
  *   {"bench":"unet","metric":"train_step_b32","value":412.3,"unit":"ms"}

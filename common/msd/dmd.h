@@ -1,4 +1,4 @@
-/* dmd.h: the pieces of DMD2 distillation (ALGORITHMS.md section 2) that the student and the
+/* dmd.h: the pieces of DMD2 distillation (docs/ALGORITHMS.md section 2) that the student and the
  * critic share: the Karras noise table and the distribution-matching gradient.
  *
  * Not here: the networks (edm.h), the messages that carry D_real and D_fake (wire.h). Host

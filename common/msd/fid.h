@@ -1,5 +1,5 @@
 /* fid.h: the Frechet distance between Gaussians fitted to two sets of feature vectors (the FID
- * when the features come from an image classifier; ALGORITHMS.md section 5):
+ * when the features come from an image classifier; docs/ALGORITHMS.md section 5):
  *
  *   FID = ||m1 - m2||^2 + Tr(S1) + Tr(S2) - 2 Tr((S1 S2)^(1/2))
  *

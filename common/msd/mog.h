@@ -1,6 +1,6 @@
 /* mog.h: class-conditional Gaussian mixtures in d dimensions (d = 2 for the toy problem):
  * the specification file, sampling, and the exact (closed-form) denoiser E[x0 | x_t, c]
- * under the variance-exploding noising x_t = x0 + sigma * eps (ALGORITHMS.md section 4).
+ * under the variance-exploding noising x_t = x0 + sigma * eps (docs/ALGORITHMS.md section 4).
  *
  * Specification file (docs/MOG.md has the full grammar), one statement per line, '#' starts
  * a comment:

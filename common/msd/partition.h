@@ -1,5 +1,5 @@
 /* partition.h: splitting a condition set (classes, prompts) into K disjoint groups, one per
- * student (ALGORITHMS.md section 3), and the partition file that records the split.
+ * student (docs/ALGORITHMS.md section 3), and the partition file that records the split.
  *
  * Strategies: k-means++ under a fixed seed on condition embeddings (plain, which can give
  * very uneven groups, or balanced: group sizes differ by at most one), random (equal sizes),

@@ -1,4 +1,4 @@
-/* sampler.h: the EDM sampler (Karras et al. 2022, Algorithm 2; ALGORITHMS.md section 1): Heun
+/* sampler.h: the EDM sampler (Karras et al. 2022, Algorithm 2; docs/ALGORITHMS.md section 1): Heun
  * steps on the Karras sigma schedule, deterministic (S_churn = 0) or stochastic, over any
  * denoiser given as a callback on host memory (the teacher process wraps edm_forward, tests
  * wrap the exact mixture denoiser mog_denoise).

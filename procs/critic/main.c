@@ -5,7 +5,7 @@
  *   --mode gauss (default)  the walking skeleton: DENOISE answers d = x / (1 + sigma^2)
  *   --mode mog              an EDM-preconditioned MLP (common/models/edmmlp.h) on the 2-D mixture toy:
  *                           FAKE_TRAIN {"x" (N, dim), "label" (N)} takes one update of the DMD2
- *                           fake-score loss (ALGORITHMS.md section 2): t ~ U{0..999}, sigma from
+ *                           fake-score loss (docs/ALGORITHMS.md section 2): t ~ U{0..999}, sigma from
  *                           the Karras table, mean(lambda(sigma) (D_fake(x + sigma eps) - x)^2),
  *                           AdamW; DENOISE {"x", "sigma", "label"} answers D_fake with the
  *                           current weights; SAVE writes the checkpoint (--ckpt).

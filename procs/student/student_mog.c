@@ -1,4 +1,4 @@
-/* mog.c: msd-student on the 2-D mixture toy (ALGORITHMS.md sections 2 and 3).
+/* mog.c: msd-student on the 2-D mixture toy (docs/ALGORITHMS.md sections 2 and 3).
  *
  * mog-train: the student owns the classes of its partition (msd-data draws its conditions).
  * Its generator is an EDM-preconditioned MLP evaluated at sigma_max: x = G(z, c) =

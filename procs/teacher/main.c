@@ -13,7 +13,7 @@
  * The serving modes answer DENOISE through one batching loop: requests that arrive within
  * --window-ms of the first one (from any student or critic) are answered with one denoiser
  * call over their concatenation, up to --max-batch rows. They also answer SAMPLE (mog, serve):
- * N samples of the EDM Heun sampler (ALGORITHMS.md section 1) for the request's labels, noise
+ * N samples of the EDM Heun sampler (docs/ALGORITHMS.md section 1) for the request's labels, noise
  * keyed by its seed. The teacher logs its batch sizes and its busy time. */
 #include <math.h>
 #include <stdio.h>

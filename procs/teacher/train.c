@@ -1,5 +1,5 @@
 /* train.c: msd-teacher --mode train, stage 0: trains the class-conditional EDM UNet teacher
- * (ALGORITHMS.md section 1) on batches from the data process (--connect data=...).
+ * (docs/ALGORITHMS.md section 1) on batches from the data process (--connect data=...).
  *
  * One step s: BATCH {"count" B, "step" s} from data (the next batch is requested before this
  * step computes, so data and compute overlap); the EDM loss with ln sigma ~ N(-1.2, 1.2^2)

@@ -1,5 +1,5 @@
 /* msd-sample: draw images from a trained UNet teacher checkpoint with the EDM Heun sampler
- * (ALGORITHMS.md section 1), in the formats msd-eval reads (docs/EVAL.md):
+ * (docs/ALGORITHMS.md section 1), in the formats msd-eval reads (docs/EVAL.md):
  *
  *   msd-sample --ckpt FILE [--net SPEC] --n N [--classes LIST] [--steps 18] [--churn S]
  *              [--seed S] [--batch B] [--threads T] [--gpu I]
