@@ -7,7 +7,7 @@
  * pytorch-fid). Tr((S1 S2)^(1/2)) = Tr((S1^(1/2) S2 S1^(1/2))^(1/2)): the square root of the
  * symmetric positive semi-definite S1 and the eigenvalues of the symmetric product come from
  * LAPACK's dsyevd (OpenBLAS); eigenvalues below 0 (rounding) count as 0. Stable for singular
- * covariances, unlike the Newton iterations of scipy.linalg.sqrtm.
+ * covariances, unlike scipy.linalg.sqrtm (a blocked Schur method).
  *
  * Not here: the feature network (classifier.h). */
 #ifndef MSD_FID_H
