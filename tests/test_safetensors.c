@@ -4,6 +4,7 @@
  * of corrupt files that must each fail with a message naming the problem, ParamSet loading
  * errors, atomic writes that leave the old file intact, and exact training resume. */
 #include <errno.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -325,6 +326,18 @@ static void test_params_save_load(void) {
     CHECK(st_load_params(p2, &b, "", 0, err, sizeof err) < 0 && strstr(err, "unexpected tensor 'extra.weight'"),
           "extra: %s", err);
     CHECK(st_load_params(p2, &b, "", ST_ALLOW_EXTRA, err, sizeof err) == 0, "allow extra: %s", err);
+    /* non-finite values are refused with the tensor named (they used to load without a word) */
+    params_free(&b);
+    make_ps(&b, 0);
+    params_data(&b, 1)[1] = NAN;
+    params_data(&b, 1)[2] = -INFINITY;
+    const char *p4 = path_in("params_nan.safetensors");
+    REQUIRE(st_save_params(p4, &b, "", NULL, 0, err, sizeof err) == 0, "%s", err);
+    params_free(&b);
+    make_ps(&b, 0);
+    char want[256];
+    snprintf(want, sizeof want, "tensor '%s': 2 of %lld values are not finite", a.p[1].name, (long long)a.p[1].numel);
+    CHECK(st_load_params(p4, &b, "", 0, err, sizeof err) < 0 && strstr(err, want) && strstr(err, p4), "nan: %s", err);
     /* prefix */
     const char *p3 = path_in("params_ema.safetensors");
     REQUIRE(st_save_params(p3, &a, "ema.", NULL, 0, err, sizeof err) == 0, "%s", err);

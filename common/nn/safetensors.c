@@ -5,6 +5,7 @@
 #include "safetensors.h"
 
 #include <errno.h>
+#include <math.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <libgen.h>
@@ -561,6 +562,14 @@ int st_load_slab(const StFile *f, const ParamSet *ps, float *slab, const char *p
             host = msd_malloc((size_t)hcap * sizeof *host);
         }
         st_tensor_to_f32(t, host);
+        int64_t bad = 0, first = -1;
+        for (int64_t k = 0; k < p->numel; k++)
+            if (!isfinite(host[k])) { bad++; if (first < 0) first = k; }
+        if (bad) {
+            rc = msd_errf(err, errlen, "tensor '%s': %lld of %lld values are not finite (first at element %lld: %g)",
+                          name, (long long)bad, (long long)p->numel, (long long)first, (double)host[first]);
+            break;
+        }
         if (p->numel) ps->be->upload(ps->ctx, slab + p->offset, host, p->numel);
         if (used) used[t - f->t] = 1;
     }
