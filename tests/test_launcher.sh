@@ -193,7 +193,7 @@ printf 'a\nb\nc\n' | MSDPIPE_SSH="$here/fake_ssh" MSDPIPE_VERBOSE=1 "$M" up "$TP
     >"$T_TMP/remote.out" 2>"$T_TMP/remote.err"; rc=$?
 if [ $rc -eq 0 ] && [ "$(sed -E 's/^student\.[0-9]+: //' "$T_TMP/remote.out" | tr '\n' ' ')" = "a b c " ]; then t_ok remote_serves
 else t_fail remote_serves "rc=$rc: $(cat "$T_TMP/remote.out") / $(tail -n 20 "$T_TMP/remote.err")"; fi
-if grep -q "fake_ssh far umask 077 .*--control' 'tcp://127.0.0.1:[0-9]*' '--curve-keys'" "$T_TMP/remote.err" \
+if grep -q "fake_ssh -- far umask 077 .*--control' 'tcp://127.0.0.1:[0-9]*' '--curve-keys'" "$T_TMP/remote.err" \
    && grep -qE "router: .* --curve-keys .* --connect student.0=tcp://127.0.0.1:[0-9]+" "$T_TMP/remote.err"; then
     t_ok remote_uses_tcp_curve
 else t_fail remote_uses_tcp_curve "$(grep DEBUG "$T_TMP/remote.err")"; fi

@@ -98,6 +98,9 @@ int pf_valid_ident(const char *s) {
 int pf_valid_hostish(const char *s) {
     size_t n = strlen(s);
     if (n == 0 || n >= PIPE_MAX_NAME * 4) return 0;
+    /* a leading '-' would read as an ssh option; '.' or '..' (or any leading dot) would put the
+     * host's key folder (RUNDIR/HOST) outside the run folder or hide it */
+    if (!(isalnum((unsigned char)s[0]) || s[0] == '[')) return 0;
     for (size_t i = 0; i < n; i++) {
         int c = (unsigned char)s[i];
         if (!(isalnum(c) || strchr(".-_:[]", c))) return 0;

@@ -133,13 +133,14 @@ char **plan_argv(const Pipeline *pl, int i, const char *bindir, const char *cont
     const PipeProc *p = &pl->procs[i];
     Argv cmd = proc_command(pl, i, bindir, control, keys);
     if (p->host == 0) return cmd.v;
-    /* Another host: ${MSDPIPE_SSH:-ssh} HOST 'umask 077 && mkdir -p DIR && cat > KEYS && exec CMD'.
+    /* Another host: ${MSDPIPE_SSH:-ssh} -- HOST 'umask 077 && mkdir -p DIR && cat > KEYS && exec CMD'.
      * The key file arrives on ssh's stdin, so it never shows in a command line. */
     Argv a = {0};
     const char *ssh = getenv("MSDPIPE_SSH");
     char *words = msd_strdup(ssh && *ssh ? ssh : "ssh"), *save = NULL;
     for (char *w = strtok_r(words, " \t", &save); w; w = strtok_r(NULL, " \t", &save)) av_add(&a, w);
     free(words);
+    av_add(&a, "--"); /* the destination is never an option, whatever its name */
     av_add(&a, pl->hosts[p->host].name);
     char *s = NULL, q[PATH_MAX * 4 + 16];
     size_t len = 0, cap = 0;
