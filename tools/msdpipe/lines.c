@@ -2,8 +2,9 @@
  * stdin process as a LINE request (tensor "text", u8) with ids 1, 2, 3...; replies may come
  * back in any order and are printed to stdout in input order, one output line per input
  * line. At most LINES_WINDOW lines are in flight; stdin is not read while the window is full.
- * A line the process answers with an error (or one too long to send) prints as an empty line
- * on stdout and a warning on stderr, so output line N still belongs to input line N.
+ * A line the process answers with an error (or one too long to send, or holding a NUL byte)
+ * prints as an empty line on stdout and a warning on stderr, so output line N still belongs to
+ * input line N. Warnings show control bytes as \xNN.
  *
  * Not here: when to stop at EOF (supervise.c waits up to reply_timeout for the replies). */
 #include "msdpipe.h"
@@ -58,10 +59,22 @@ static int flush_in_order(Lines *q) {
     return 0;
 }
 
+/* in with control bytes (ESC, NUL, ...) and DEL written as \xNN, so a warning never carries
+ * terminal escapes from stdin or from a peer's message onto the user's terminal */
+static void printable(char *out, size_t cap, const char *in) {
+    size_t o = 0;
+    for (const unsigned char *p = (const unsigned char *)in; *p && o + 5 < cap; p++) {
+        if (*p < 0x20 || *p == 0x7f) o += (size_t)snprintf(out + o, cap - o, "\\x%02x", *p);
+        else out[o++] = (char)*p;
+    }
+    out[o < cap ? o : cap - 1] = 0;
+}
+
 static void fail_line(Lines *q, uint64_t id, const char *fmt, const char *a, const char *b) {
     LineSlot *s = &q->slots[id % LINES_WINDOW];
-    char msg[512];
-    snprintf(msg, sizeof msg, fmt, a, b);
+    char raw[512], msg[2048];
+    snprintf(raw, sizeof raw, fmt, a, b);
+    printable(msg, sizeof msg, raw);
     log_warn("line %llu: %s", (unsigned long long)id, msg);
     s->have = 1;
     s->failed = 1;
@@ -92,7 +105,15 @@ int lines_pump(Lines *q, void *ctl) {
         } else {
             size_t len = end - start;
             if (len > 0 && q->inbuf[start + len - 1] == '\r') len--;
-            send_line(q, ctl, q->inbuf + start, len);
+            const char *nul = memchr(q->inbuf + start, 0, len);
+            if (nul) {
+                /* text lines carry no NUL: a reader of C strings would see only its front part */
+                char col[32];
+                snprintf(col, sizeof col, "%zu", (size_t)(nul - (q->inbuf + start)) + 1);
+                fail_line(q, q->next_id++, "line has a NUL byte (column %s)%s; not sent", col, "");
+            } else {
+                send_line(q, ctl, q->inbuf + start, len);
+            }
         }
         start = nl ? end + 1 : end;
     }
