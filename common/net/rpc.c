@@ -113,3 +113,19 @@ const WireTensor *rpc_tensor(Rpc *r, const WireMsg *m, const char *peer, const c
     }
     return t;
 }
+
+const WireTensor *rpc_labels(Rpc *r, const WireMsg *m, const char *peer, const char *name, int64_t n, int nclasses) {
+    const WireTensor *t = rpc_tensor(r, m, peer, name, WIRE_I32, 1);
+    if (!t) return NULL;
+    if (n >= 0 && t->shape[0] != n) {
+        snprintf(r->err, sizeof r->err, "%s: tensor \"%s\" has %lld entries, expected %lld", peer, name,
+                 (long long)t->shape[0], (long long)n);
+        return NULL;
+    }
+    char err[256];
+    if (wire_check_labels(t, nclasses, err, sizeof err)) {
+        snprintf(r->err, sizeof r->err, "%s: %s", peer, err);
+        return NULL;
+    }
+    return t;
+}

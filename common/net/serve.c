@@ -69,6 +69,49 @@ const WireTensor *serve_tensor(void *sock, const WireMsg *req, const char *name,
     return t;
 }
 
+const WireTensor *serve_labels(void *sock, const WireMsg *req, const char *name, int64_t n, int nclasses) {
+    const WireTensor *l = serve_tensor(sock, req, name, WIRE_I32, 1, n);
+    char err[256];
+    if (l && wire_check_labels(l, nclasses, err, sizeof err)) {
+        serve_error(sock, req, WIRE_STATUS_BAD_REQUEST, "%s: %s", wire_op_name(req->op), err);
+        return NULL;
+    }
+    return l;
+}
+
+void serve_loop(Proc *p, void *sock, const ServeOp *ops, int nops, void *ctx, void (*idle)(void *ctx),
+                const char *what) {
+    char served[256];
+    size_t n = 0;
+    for (int i = 0; i < nops && n < sizeof served; i++)
+        n += (size_t)snprintf(served + n, sizeof served - n, "%s%s", i == 0 ? "" : i + 1 < nops ? ", " : " and ",
+                              wire_op_name(ops[i].op));
+    Busy busy;
+    busy_init(&busy);
+    proc_ready(p);
+    while (!proc_should_stop(p)) {
+        WireMsg req;
+        /* one request per poll: the control socket is served between requests */
+        if (serve_wait(p, sock, 500) && serve_recv(sock, &req)) {
+            busy_begin(&busy);
+            int i = 0;
+            while (i < nops && ops[i].op != req.op) i++;
+            if (i < nops) ops[i].handle(ctx, sock, &req);
+            else serve_unknown(sock, &req, served);
+            busy_end(&busy);
+            wire_msg_close(&req);
+        }
+        if (idle) idle(ctx);
+    }
+    busy_report(&busy, what);
+}
+
+void *serve_socket(Proc *p, const char *what) {
+    void *s = proc_bound(p, "serve");
+    if (!s) msd_fail(2, "%s needs --bind serve=ENDPOINT", what);
+    return s;
+}
+
 void serve_unknown(void *sock, const WireMsg *req, const char *what_it_serves) {
     serve_error(sock, req, WIRE_STATUS_UNKNOWN_OP, "msd-%s serves %s, not %s", log_get_name(), what_it_serves,
                 wire_op_name(req->op));
