@@ -49,15 +49,21 @@ static const ArgSpec *args_find(const ArgSpec *t, const char *a, size_t len) {
         if (t->kind == ARG_INCLUDE) {
             const ArgSpec *s = args_find(t->ptr, a, len);
             if (s) return s;
-        } else if (strlen(t->name) == len && !strncmp(t->name, a, len)) {
+        } else if (t->name && strlen(t->name) == len && !strncmp(t->name, a, len)) {
             return t;
         }
     }
     return NULL;
 }
 
-static int args_set(const ArgSpec *s, const char *v) {
+static int args_set(const ArgSpec *s, char *v) {
     switch (s->kind) {
+    case ARG_LIST: {
+        ArgList *l = s->ptr;
+        if (l->n >= l->cap) return msd_fail(-1, "%s: given more than %d times", s->name, l->cap);
+        l->v[l->n++] = v;
+        return 0;
+    }
     case ARG_STR: *(const char **)s->ptr = v; return 0;
     case ARG_INT: return args_num_int(s->name, v, (int)s->lo, (int)s->hi, s->ptr);
     case ARG_LONG: return args_num_long(s->name, v, (long)s->lo, (long)s->hi, s->ptr);
@@ -74,6 +80,21 @@ static int args_set(const ArgSpec *s, const char *v) {
     return -1;
 }
 
+/* The first positional entry of table (or of a table it includes) not in seen[], or NULL. */
+static const ArgSpec *args_next_pos(const ArgSpec *t, const ArgSpec **seen, int nseen) {
+    for (; t && t->kind != ARG_END; t++) {
+        if (t->kind == ARG_INCLUDE) {
+            const ArgSpec *s = args_next_pos(t->ptr, seen, nseen);
+            if (s) return s;
+        } else if (t->kind == ARG_POS) {
+            int used = 0;
+            for (int i = 0; i < nseen && !used; i++) used = seen[i] == t;
+            if (!used) return t;
+        }
+    }
+    return NULL;
+}
+
 /* Required options not seen: seen[] holds the entries that were given. */
 static int args_check_required(const ArgSpec *t, const ArgSpec **seen, int nseen, const char *what) {
     for (; t && t->kind != ARG_END; t++) {
@@ -84,6 +105,8 @@ static int args_check_required(const ArgSpec *t, const ArgSpec **seen, int nseen
         if (!t->required) continue;
         int found = 0;
         for (int i = 0; i < nseen && !found; i++) found = seen[i] == t;
+        if (!found && t->kind == ARG_POS)
+            return msd_fail(2, "%s%sneeds %s", what ? what : "", what ? " " : "", t->meta ? t->meta : "an argument");
         if (!found)
             return msd_fail(2, "%s%sneeds %s%s%s", what ? what : "", what ? " " : "", t->name, t->meta ? " " : "",
                             t->meta ? t->meta : "");
@@ -98,8 +121,11 @@ int args_parse(int argc, char **argv, int first, const ArgSpec *table, const cha
     for (int i = first; i < argc && !rc; i++) {
         const char *a = argv[i], *eq = a[0] == '-' && a[1] == '-' ? strchr(a, '=') : NULL;
         size_t len = eq ? (size_t)(eq - a) : strlen(a);
-        if (len == 6 && !strncmp(a, "--mode", 6)) {
-            if (!eq) i++;
+        if (strncmp(a, "--", 2) != 0) {
+            const ArgSpec *s = args_next_pos(table, seen, nseen);
+            if (!s) { rc = msd_fail(2, "unexpected argument '%s' (try --help)", a); break; }
+            seen[nseen++] = s;
+            *(const char **)s->ptr = a;
             continue;
         }
         const ArgSpec *s = args_find(table, a, len);
@@ -110,7 +136,7 @@ int args_parse(int argc, char **argv, int first, const ArgSpec *table, const cha
             *(int *)s->ptr = 1;
             continue;
         }
-        const char *v = eq ? eq + 1 : NULL;
+        char *v = eq ? (char *)eq + 1 : NULL;
         if (!v) {
             if (i + 1 >= argc) { rc = msd_fail(2, "%s needs a value (try --help)", a); break; }
             v = argv[++i];
@@ -126,7 +152,8 @@ static void args_usage_at(FILE *f, const ArgSpec *t) {
     for (; t && t->kind != ARG_END; t++) {
         if (t->kind == ARG_INCLUDE) { args_usage_at(f, t->ptr); continue; }
         char left[96];
-        snprintf(left, sizeof left, "%s%s%s", t->name, t->meta ? " " : "", t->meta ? t->meta : "");
+        if (t->kind == ARG_POS) snprintf(left, sizeof left, "%s", t->meta ? t->meta : "ARG");
+        else snprintf(left, sizeof left, "%s%s%s", t->name, t->meta ? " " : "", t->meta ? t->meta : "");
         fprintf(f, "  %-22s ", left);
         if (strlen(left) > 22) fprintf(f, "\n  %-22s ", "");
         for (const char *h = t->help ? t->help : ""; *h; h++) {
@@ -138,6 +165,17 @@ static void args_usage_at(FILE *f, const ArgSpec *t) {
 }
 
 void args_usage(FILE *f, const ArgSpec *table) { args_usage_at(f, table); }
+
+int args_tool(int argc, char **argv, int first, const char *synopsis, const char *about, const ArgSpec *table) {
+    for (int i = first; i < argc; i++)
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            printf("usage: %s\n", synopsis);
+            if (about) printf("%s", about);
+            args_usage(stdout, table);
+            exit(0);
+        }
+    return args_parse(argc, argv, first, table, NULL);
+}
 
 const char *args_mode(int argc, char **argv, const char *def) {
     for (int i = 1; i < argc; i++) {

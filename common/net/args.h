@@ -34,7 +34,15 @@ typedef enum {
     ARG_DOUBLE,    /* double in [lo, hi], finite */
     ARG_FLAG,      /* int set to 1; takes no value */
     ARG_INCLUDE,   /* ptr is another ArgSpec table, parsed and listed as if written here */
+    ARG_POS,       /* const char *: the next argument not starting with "--" (name NULL) */
+    ARG_LIST,      /* ArgList: every value of a repeated option, in order */
 } ArgKind;
+
+/* A repeated option's values (ARG_LIST): the caller provides v with room for cap. */
+typedef struct ArgList {
+    char **v;
+    int n, cap;
+} ArgList;
 
 typedef struct ArgSpec {
     const char *name;      /* "--steps" */
@@ -54,13 +62,18 @@ typedef struct ArgSpec {
 #define ARG_FLOAT(n, p, lo, hi, meta, help) {n, ARG_FLOAT, (void *)(p), lo, hi, meta, help, 0}
 #define ARG_DOUBLE(n, p, lo, hi, meta, help) {n, ARG_DOUBLE, (void *)(p), lo, hi, meta, help, 0}
 #define ARG_FLAG(n, p, help) {n, ARG_FLAG, (void *)(p), 0, 0, NULL, help, 0}
+#define ARG_LIST(n, p, meta, help) {n, ARG_LIST, (void *)(p), 0, 0, meta, help, 0}
+#define ARG_POS(p, meta, help) {NULL, ARG_POS, (void *)(p), 0, 0, meta, help, 0}
 #define ARG_INCLUDE(table) {NULL, ARG_INCLUDE, (void *)(table), 0, 0, NULL, NULL, 0}
 #define ARG_END_ {NULL, ARG_END, NULL, 0, 0, NULL, NULL, 0}
 
-/* Parse argv[first..argc-1] against the table. "--mode VALUE" is skipped (the mode was picked
- * before, proc.h). what names the context in "needs" messages ("--mode mog needs --mix FILE";
+/* Parse argv[first..argc-1] against the table. what names the context in "needs" messages ("--mode mog needs --mix FILE";
  * NULL: "needs --mix FILE"). 0, or 2 after a message. */
 int args_parse(int argc, char **argv, int first, const ArgSpec *table, const char *what);
+/* A tool's command line (argv[first..]): with --help or -h anywhere, prints "usage: SYNOPSIS",
+ * about (may be NULL) and the table's lines to stdout and exits 0; else args_parse (what
+ * NULL). 0, or 2 after a message. Processes use proc_main (proc.h) instead. */
+int args_tool(int argc, char **argv, int first, const char *synopsis, const char *about, const ArgSpec *table);
 /* The table's lines for --help: "  --opt META   help", aligned, to f. */
 void args_usage(FILE *f, const ArgSpec *table);
 /* The value of the first "--mode VALUE" (or "--mode=VALUE") in argv, or def. */

@@ -362,8 +362,9 @@ int proc_main(const ProcDesc *d, int argc, char **argv) {
                         m->cpu_only);
     char what[96];
     snprintf(what, sizeof what, "--mode %s", m->name);
-    static const ArgSpec none[] = {ARG_END_};
-    if (args_parse(p.argc, p.argv, 1, m->args ? m->args : none, what)) return 2;
+    const char *picked = NULL; /* --mode itself was read above */
+    const ArgSpec table[] = {ARG_STR("--mode", &picked, "MODE", NULL), ARG_INCLUDE(m->args), ARG_END_};
+    if (args_parse(p.argc, p.argv, 1, table, what)) return 2;
     return m->run(&p);
 }
 
