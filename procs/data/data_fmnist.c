@@ -1,4 +1,4 @@
-/* fmnist.c: msd-data --mode fmnist: labelled image batches (Fashion-MNIST or a PNG folder,
+/* data_fmnist.c: msd-data --mode fmnist: labelled image batches (Fashion-MNIST or a PNG folder,
  * dataset.h) for the teacher trainer and, restricted to their partition, for the students.
  *
  * BATCH request: "count" i32 (1), "step" i64 (1), optionally "student" i32 (1) (-1 or absent:

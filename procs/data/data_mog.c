@@ -1,4 +1,4 @@
-/* mog.c: msd-data --mode mog: conditions and noise for the students of the 2-D mixture toy.
+/* data_mog.c: msd-data --mode mog: conditions and noise for the students of the 2-D mixture toy.
  *
  * BATCH request: "student" i32 (1) (-1: every class), "count" i32 (1), "step" i64 (1), and
  * optionally "truth" u8 (1) = 1. Reply: "z" f32 (count, dim) standard normals (the generator's

@@ -5,9 +5,9 @@
  *                               fixed formula of the request id and the element index, and
  *                               "label" i32 (N) = (id + n) mod 10, so a client can recompute both
  *   --mode mog                  the 2-D mixture toy: conditions from a student's partition,
- *                               generator noise and true samples (mog.c)
+ *                               generator noise and true samples (data_mog.c)
  *   --mode fmnist               labelled images (Fashion-MNIST IDX files, PNG folders), shuffled
- *                               batches keyed by step, per student from a partition (fmnist.c) */
+ *                               batches keyed by step, per student from a partition (data_fmnist.c) */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>

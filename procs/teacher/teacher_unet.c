@@ -1,4 +1,4 @@
-/* unet.c: msd-teacher --mode serve: a trained EDM UNet (the stage-0 checkpoint, its EMA
+/* teacher_unet.c: msd-teacher --mode serve: a trained EDM UNet (the stage-0 checkpoint, its EMA
  * weights) as the denoiser of the serving loop (main.c): DENOISE "x" (N, C, H, W), "sigma" (N)
  * in (0, 1e6], "label" (N) for a class-conditional net, answered in chunks of --cap rows; and
  * SAMPLE through the same denoiser. On the GPU with --gpu N (the launcher's gpu=).
