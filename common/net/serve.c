@@ -79,31 +79,53 @@ const WireTensor *serve_labels(void *sock, const WireMsg *req, const char *name,
     return l;
 }
 
-void serve_loop(Proc *p, void *sock, const ServeOp *ops, int nops, void *ctx, void (*idle)(void *ctx),
-                const char *what) {
-    char served[256];
-    size_t n = 0;
-    for (int i = 0; i < nops && n < sizeof served; i++)
-        n += (size_t)snprintf(served + n, sizeof served - n, "%s%s", i == 0 ? "" : i + 1 < nops ? ", " : " and ",
-                              wire_op_name(ops[i].op));
-    Busy busy;
-    busy_init(&busy);
+void serve_run(Proc *p, void *sock, void (*on_readable)(void *ctx, void *sock), void (*idle)(void *ctx), void *ctx) {
     proc_ready(p);
     while (!proc_should_stop(p)) {
-        WireMsg req;
-        /* one request per poll: the control socket is served between requests */
-        if (serve_wait(p, sock, 500) && serve_recv(sock, &req)) {
-            busy_begin(&busy);
-            int i = 0;
-            while (i < nops && ops[i].op != req.op) i++;
-            if (i < nops) ops[i].handle(ctx, sock, &req);
-            else serve_unknown(sock, &req, served);
-            busy_end(&busy);
-            wire_msg_close(&req);
-        }
+        if (serve_wait(p, sock, 500)) on_readable(ctx, sock);
         if (idle) idle(ctx);
     }
-    busy_report(&busy, what);
+}
+
+/* serve_loop's state: the ops, the caller's context and the compute clock. */
+typedef struct ServeDispatch {
+    const ServeOp *ops;
+    int nops;
+    void *ctx;
+    void (*idle)(void *ctx);
+    char served[256];      /* "denoise, fake-train and save" */
+    Busy busy;
+} ServeDispatch;
+
+/* One request per poll: the control socket is served between requests. */
+static void serve_dispatch(void *arg, void *sock) {
+    ServeDispatch *d = arg;
+    WireMsg req;
+    if (!serve_recv(sock, &req)) return;
+    busy_begin(&d->busy);
+    int i = 0;
+    while (i < d->nops && d->ops[i].op != req.op) i++;
+    if (i < d->nops) d->ops[i].handle(d->ctx, sock, &req);
+    else serve_unknown(sock, &req, d->served);
+    busy_end(&d->busy);
+    wire_msg_close(&req);
+}
+
+static void serve_idle(void *arg) {
+    ServeDispatch *d = arg;
+    if (d->idle) d->idle(d->ctx);
+}
+
+void serve_loop(Proc *p, void *sock, const ServeOp *ops, int nops, void *ctx, void (*idle)(void *ctx),
+                const char *what) {
+    ServeDispatch d = {ops, nops, ctx, idle, "", {0, 0, 0}};
+    size_t n = 0;
+    for (int i = 0; i < nops && n < sizeof d.served; i++)
+        n += (size_t)snprintf(d.served + n, sizeof d.served - n, "%s%s", i == 0 ? "" : i + 1 < nops ? ", " : " and ",
+                              wire_op_name(ops[i].op));
+    busy_init(&d.busy);
+    serve_run(p, sock, serve_dispatch, serve_idle, &d);
+    busy_report(&d.busy, what);
 }
 
 void *serve_socket(Proc *p, const char *what) {

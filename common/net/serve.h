@@ -48,6 +48,11 @@ typedef struct ServeOp {
  * busy_report(what). */
 void serve_loop(Proc *p, void *sock, const ServeOp *ops, int nops, void *ctx, void (*idle)(void *ctx),
                 const char *what);
+/* The loop under serve_loop, for a mode that takes its requests itself (the teacher batches
+ * requests across peers): READY, then until a stop: wait up to 500 ms for sock (serving the
+ * control socket), on_readable(ctx, sock) when it is readable, idle(ctx) (may be NULL) after
+ * every wait. */
+void serve_run(Proc *p, void *sock, void (*on_readable)(void *ctx, void *sock), void (*idle)(void *ctx), void *ctx);
 /* The socket of --bind serve=ENDPOINT, or NULL after a message naming what needs it. */
 void *serve_socket(Proc *p, const char *what);
 

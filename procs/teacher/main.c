@@ -51,6 +51,7 @@ static const ArgSpec mog_args[] = {
 };
 
 typedef struct Teacher {
+    Proc *p;
     TeacherNet net;
     int max_batch, window_ms;
     /* batch buffers, grown to the largest batch then kept */
@@ -60,6 +61,7 @@ typedef struct Teacher {
     /* statistics */
     long requests, batches, rows, max_rows, samples;
     Busy busy;
+    double next_log;
 } Teacher;
 
 /* ---- the exact denoisers ---- */
@@ -340,6 +342,19 @@ static int exact_open(Proc *p, const char *mode, Teacher *t) {
     return 0;
 }
 
+static void teacher_readable(void *ctx, void *sock) {
+    Teacher *t = ctx;
+    teacher_collect(t, t->p, sock);
+}
+
+/* Every 10 s: the batching statistics. */
+static void teacher_idle(void *ctx) {
+    Teacher *t = ctx;
+    if (msd_now() <= t->next_log || !t->batches) return;
+    teacher_log_stats(t);
+    t->next_log = msd_now() + 10;
+}
+
 /* Every serving mode: open the denoiser, then DENOISE batching and SAMPLE until stopped. */
 static int teacher_serve(Proc *p, const char *mode) {
     static Teacher t;
@@ -353,17 +368,11 @@ static int teacher_serve(Proc *p, const char *mode) {
         return 2;
     }
     log_info("serving %s", t.net.what);
+    t.p = p;
     busy_init(&t.busy);
-    proc_ready(p);
-    double next_log = msd_now() + 10;
-    /* not serve_loop: requests are batched across peers (teacher_collect) */
-    while (!proc_should_stop(p)) {
-        if (serve_wait(p, serve, 500)) teacher_collect(&t, p, serve);
-        if (msd_now() > next_log && t.batches) {
-            teacher_log_stats(&t);
-            next_log = msd_now() + 10;
-        }
-    }
+    t.next_log = msd_now() + 10;
+    /* serve_run, not serve_loop: requests are batched across peers (teacher_collect) */
+    serve_run(p, serve, teacher_readable, teacher_idle, &t);
     teacher_log_stats(&t);
     if (t.net.destroy) t.net.destroy(t.net.self);
     free(t.x); free(t.d); free(t.sigma); free(t.label);
