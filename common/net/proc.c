@@ -222,11 +222,9 @@ static const char *opt_value(int argc, char **argv, int *i, const char *opt) {
 }
 
 static int parse_int(const char *opt, const char *s, int lo, int hi) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) proc_usage_fail("%s %s: expected an integer in range", opt, s);
-    return (int)v;
+    int v = 0;
+    if (args_num_int(opt, s, lo, hi, &v)) exit(2);
+    return v;
 }
 
 /* ---- start ---------------------------------------------------------------------------- */

@@ -141,25 +141,31 @@ static int cmd_check(Options *o) {
     return 0;
 }
 
+/* The prose above, then each command's arguments from the tables that parse them. */
+static int print_help(void) {
+    fputs(usage_text, stdout);
+    static const struct { const char *cmd; const ArgSpec *args; } cmds[] = {
+        {"up", up_args}, {"check", check_args}, {"ps", run_dir_args}, {"down", down_args}};
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
+        printf("\n%s:\n", cmds[i].cmd);
+        args_usage(stdout, cmds[i].args);
+    }
+    return 0;
+}
+
 int main(int argc, char **argv) {
     log_set_name("msdpipe");
     Options o = {0};
     find_bindir(&o, argv[0]);
     if (argc < 2) return msd_fail(MSDPIPE_EXIT_USAGE, "missing command (try --help)");
     const char *cmd = argv[1];
-    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
-        fputs(usage_text, stdout);
-        return 0;
-    }
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) return print_help();
     int is_up = strcmp(cmd, "up") == 0, is_check = strcmp(cmd, "check") == 0;
     int is_ps = strcmp(cmd, "ps") == 0, is_down = strcmp(cmd, "down") == 0;
     if (!is_up && !is_check && !is_ps && !is_down)
         return msd_fail(MSDPIPE_EXIT_USAGE, "unknown command '%s' (try --help)", cmd);
     for (int i = 2; i < argc; i++)
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            fputs(usage_text, stdout);
-            return 0;
-        }
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) return print_help();
     g_sets = (ArgList){msd_calloc((size_t)argc, sizeof *g_sets.v), 0, argc};
     const ArgSpec *table = is_up ? up_args : is_check ? check_args : is_ps ? run_dir_args : down_args;
     int rc = MSDPIPE_EXIT_USAGE;
