@@ -3,8 +3,9 @@
  * requests are answered), check its tensors, reply. Every check of an untrusted request
  * answers the peer with BAD_REQUEST naming the tensor, so a handler can simply return.
  *
- * Also the compute/wait clock every process reports at exit. Not here: the client side
- * (rpc.h). */
+ * serve_loop is the loop of every serving mode (a handler per op), on serve_run (the
+ * READY/wait/stop skeleton under it). Also the compute/wait clock every process reports at
+ * exit. Not here: the client side (rpc.h). */
 #ifndef MSD_SERVE_H
 #define MSD_SERVE_H
 
