@@ -67,16 +67,14 @@ static int mog_fetch(MogTrain *s, int64_t step) {
     wire_msg_add(&req, "count", WIRE_I32, 1, &one, &count);
     wire_msg_add(&req, "step", WIRE_I64, 1, &one, &step);
     if (rpc_call(&s->rpc, s->data, "data", &req, &rep)) return -1;
-    const WireTensor *z = rpc_tensor(&s->rpc, &rep, "data", "z", WIRE_F32, 2);
-    const WireTensor *l = z ? rpc_tensor(&s->rpc, &rep, "data", "label", WIRE_I32, 1) : NULL;
-    int ok = l && z->shape[0] == count && z->shape[1] == s->mog.dim && l->shape[0] == count;
-    if (l && !ok) snprintf(s->rpc.err, sizeof s->rpc.err, "data: batch of the wrong shape");
+    int64_t zshape[2] = {count, s->mog.dim};
+    const WireTensor *z = rpc_tensor_shape(&s->rpc, &rep, "data", "z", WIRE_F32, 2, zshape);
+    const WireTensor *l = z ? rpc_labels(&s->rpc, &rep, "data", "label", count, s->mog.nclasses) : NULL;
+    int ok = l != NULL;
     if (ok) {
         const float *zs = z->data;
-        const int32_t *ls = l->data;
         for (int64_t i = 0; i < (int64_t)count * s->mog.dim; i++) s->z80[i] = DMD_SIGMA_GEN * zs[i];
-        if (!rpc_labels(&s->rpc, &rep, "data", "label", count, s->mog.nclasses)) ok = 0;
-        else memcpy(s->label, ls, sizeof(int32_t) * (size_t)count);
+        memcpy(s->label, l->data, sizeof(int32_t) * (size_t)count);
     }
     wire_msg_close(&rep);
     return ok ? 0 : -1;
@@ -105,8 +103,9 @@ static int mog_critic_round(MogTrain *s, int n, int64_t data_step0) {
         const char *peer = "critic";
         uint32_t op = WIRE_OP_FAKE_TRAIN;
         if (rpc_await(&s->rpc, 1, &s->critic, &peer, &ids[j], &op, &rep)) return -1;
-        const WireTensor *l = rpc_tensor(&s->rpc, &rep, "critic", "loss", WIRE_F32, 1);
-        if (l && l->shape[0] == 1) {
+        int64_t one = 1;
+        const WireTensor *l = rpc_tensor_shape(&s->rpc, &rep, "critic", "loss", WIRE_F32, 1, &one);
+        if (l) {
             s->fake_loss_sum += *(const float *)l->data;
             s->fake_loss_n++;
         }
@@ -143,10 +142,9 @@ static int mog_generator_step(MogTrain *s, int64_t step, int64_t data_step, doub
     uint32_t ops[2] = {WIRE_OP_DENOISE, WIRE_OP_DENOISE};
     WireMsg reps[2];
     if (rpc_await(&s->rpc, 2, socks, peers, ids, ops, reps)) return -1;
-    const WireTensor *dr = rpc_tensor(&s->rpc, &reps[0], "teacher", "d", WIRE_F32, 2);
-    const WireTensor *df = dr ? rpc_tensor(&s->rpc, &reps[1], "critic", "d", WIRE_F32, 2) : NULL;
-    int ok = df && dr->shape[0] == B && dr->shape[1] == D && df->shape[0] == B && df->shape[1] == D;
-    if (df && !ok) snprintf(s->rpc.err, sizeof s->rpc.err, "denoiser reply of the wrong shape");
+    const WireTensor *dr = rpc_tensor_shape(&s->rpc, &reps[0], "teacher", "d", WIRE_F32, 2, shape);
+    const WireTensor *df = dr ? rpc_tensor_shape(&s->rpc, &reps[1], "critic", "d", WIRE_F32, 2, shape) : NULL;
+    int ok = df != NULL;
     if (ok) {
         busy_begin(&s->busy);
         *loss = dmd_generator_grad(s->dx, s->x, dr->data, df->data, B, D);

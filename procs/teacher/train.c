@@ -117,17 +117,14 @@ static int batch_recv(Trainer *t) {
     t->pending_id = 0;
     if (rpc_await(&t->rpc, 1, &t->data, &peer, &id, &op, &rep)) return -1;
     const UNetConfig *c = &t->net.cfg;
-    const WireTensor *x = rpc_tensor(&t->rpc, &rep, "data", "x", WIRE_F32, 4);
-    const WireTensor *l = x ? rpc_tensor(&t->rpc, &rep, "data", "label", WIRE_I32, 1) : NULL;
-    int ok = l && x->shape[0] == t->o.batch && x->shape[1] == c->in_ch && x->shape[2] == c->res &&
-             x->shape[3] == c->res && l->shape[0] == t->o.batch;
-    if (l && !ok)
-        snprintf(t->rpc.err, sizeof t->rpc.err, "data: a batch of (%lld, %lld, %lld, %lld) images; the network %s needs "
-                 "(%d, %d, %d, %d)", (long long)x->shape[0], (long long)x->shape[1], (long long)x->shape[2],
-                 (long long)x->shape[3], t->net.spec, t->o.batch, c->in_ch, c->res, c->res);
+    int64_t xshape[4] = {t->o.batch, c->in_ch, c->res, c->res}; /* what the network needs */
+    const WireTensor *x = rpc_tensor_shape(&t->rpc, &rep, "data", "x", WIRE_F32, 4, xshape);
+    const WireTensor *l = !x ? NULL
+                          : c->label_dim > 0 ? rpc_labels(&t->rpc, &rep, "data", "label", t->o.batch, c->label_dim)
+                                             : rpc_tensor_shape(&t->rpc, &rep, "data", "label", WIRE_I32, 1, xshape);
+    int ok = l != NULL;
     if (ok) {
         memcpy(t->hx, x->data, x->nbytes);
-        if (c->label_dim > 0 && !rpc_labels(&t->rpc, &rep, "data", "label", t->o.batch, c->label_dim)) ok = 0;
         memcpy(t->hy, l->data, sizeof(int32_t) * (size_t)t->o.batch);
     }
     wire_msg_close(&rep);
