@@ -60,4 +60,15 @@ if [ $rc -eq 2 ] && grep -q -- "--curve-keys" "$D/tcp.log"; then t_ok "tcp:// wi
 if [ $rc -ne 0 ] && grep -q -- "--gpu 0" "$D/gpu.log"; then t_ok "--gpu without a usable GPU fails naming the option"; else t_fail "--gpu" "rc=$rc $(cat "$D/gpu.log")"; fi
 "$BIN/msd-data" --shape 4,x --bind serve=ipc://$D/s 2>"$D/shape.log"; rc=$?
 if [ $rc -eq 2 ] && grep -q -- "--shape" "$D/shape.log"; then t_ok "bad --shape exits 2"; else t_fail "bad --shape" "rc=$rc"; fi
+# the option tables (common/net/args.h): --help lists every mode with its options; a required
+# option is named when missing; another mode's option is refused
+t_check "--help lists every mode and its options" bash -c "'$BIN/msd-student' --help | grep -q -- '--mode skeleton-train' \
+    && '$BIN/msd-student' --help | grep -q -- '--critic-warmup' && '$BIN/msd-teacher' --help | grep -q -- '--ema-rampup' \
+    && '$BIN/msd-router' --help | grep -q -- '--max-samples' && '$BIN/msd-data' --help | grep -q -- '--mode fmnist'"
+"$BIN/msd-critic" --mode mog 2>"$D/req.log"; rc=$?
+if [ $rc -eq 2 ] && grep -q -- "--mode mog needs --mix FILE" "$D/req.log"; then t_ok "a missing required option is named"
+else t_fail "required option" "rc=$rc $(cat "$D/req.log")"; fi
+"$BIN/msd-teacher" --mode gauss --ckpt x 2>"$D/other.log"; rc=$?
+if [ $rc -eq 2 ] && grep -q -- "unknown option --ckpt" "$D/other.log"; then t_ok "another mode's option is refused"
+else t_fail "another mode's option" "rc=$rc $(cat "$D/other.log")"; fi
 t_end

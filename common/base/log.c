@@ -40,6 +40,14 @@ void msd_die(const char *fmt, ...) {
     exit(1);
 }
 
+int msd_fail(int status, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vlog(LOG_LVL_ERROR, fmt, ap);
+    va_end(ap);
+    return status;
+}
+
 void msd_check_fail(const char *file, int line, const char *cond) {
     fprintf(stderr, "[%s] BUG %s:%d: check failed: %s\n", g_name[0] ? g_name : "msd", file, line, cond);
     abort();

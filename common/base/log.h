@@ -3,6 +3,10 @@
  *   MSD_CHECK(cond)   a bug: prints file:line and the condition, then aborts. Always on.
  *   msd_die(...)      the environment failed (missing file, failed bind, OOM): one message,
  *                     exit status 1. The process is the unit of failure.
+ *   msd_fail(st, ...) a usage or setup failure a process or tool reports itself: one log line
+ *                     "[name] ERROR message", then returns st so callers write
+ *                     `return msd_fail(2, "--mix %s: %s", path, err);`. The one error format
+ *                     of processes and tools alike (a tool sets its name with log_set_name).
  *   untrusted input   is not handled here: functions return an error code and fill a message
  *                     buffer (see msd_errf) that the caller reports or sends to the peer.
  *
@@ -30,6 +34,9 @@ void msd_check_fail(const char *file, int line, const char *cond) __attribute__(
 
 #define MSD_CHECK(cond) \
     do { if (!(cond)) msd_check_fail(__FILE__, __LINE__, #cond); } while (0)
+
+/* Log "[name] ERROR message" and return status (see the top of this file). */
+int msd_fail(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Error-message buffer for untrusted-input paths: write a formatted message into err
  * (size errlen, may be NULL) and return -1, so callers can `return msd_errf(...)`. */

@@ -37,10 +37,9 @@ typedef struct ProcCurve {
 } ProcCurve;
 
 static void proc_usage_fail(const char *fmt, const char *a, const char *b) {
-    fprintf(stderr, "[%s] ERROR ", log_get_name()[0] ? log_get_name() : "msd");
-    fprintf(stderr, fmt, a, b);
-    fprintf(stderr, " (try --help)\n");
-    exit(2);
+    char msg[1024];
+    snprintf(msg, sizeof msg, fmt, a, b);
+    exit(msd_fail(2, "%s (try --help)", msg));
 }
 
 /* Read the launcher's key file: lines "server-public Z85" ... ; '#' comments and blank lines
@@ -187,10 +186,18 @@ static void proc_add_endpoint(Proc *p, ProcEndpoint *eps, int *n, const char *op
     (*n)++;
 }
 
-static void proc_print_help(const char *role, const char *usage) {
-    printf("usage: msd-%s [skeleton options] [%s options]\n\n", role, role);
-    if (usage && usage[0]) printf("%s options:\n%s\n", role, usage);
-    printf("skeleton options (every msdpipe process):\n"
+static void proc_print_help(const char *role, const ProcDesc *d) {
+    printf("usage: msd-%s [--mode MODE] [MODE options] [skeleton options]\n", role);
+    if (d && d->about) printf("%s\n", d->about);
+    for (const ProcMode *m = d ? d->modes : NULL; m && m->name; m++) {
+        printf("\n--mode %s%s%s%s:\n    ", m->name, m == d->modes ? " (default)" : "", m->alias ? ", or " : "",
+               m->alias ? m->alias : "");
+        for (const char *h = m->help; *h; h++) printf(*h == '\n' ? "\n    " : "%c", *h);
+        printf("\n");
+        args_usage(stdout, m->args);
+    }
+    if (d && d->notes) printf("\n%s", d->notes);
+    printf("\nskeleton options (every msdpipe process):\n"
            "  --name NAME              name in the pipeline: log prefix and routing id (default %s)\n"
            "  --control ENDPOINT       the launcher's control socket; absent: run standalone\n"
            "  --bind NAME=ENDPOINT     serve on ENDPOINT (ROUTER); repeatable\n"
@@ -215,16 +222,14 @@ static const char *opt_value(int argc, char **argv, int *i, const char *opt) {
 }
 
 static int parse_int(const char *opt, const char *s, int lo, int hi) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) proc_usage_fail("%s %s: expected an integer in range", opt, s);
-    return (int)v;
+    int v = 0;
+    if (args_num_int(opt, s, lo, hi, &v)) exit(2);
+    return v;
 }
 
 /* ---- start ---------------------------------------------------------------------------- */
 
-void proc_start(Proc *p, const char *role, const char *usage, int argc, char **argv) {
+void proc_start(Proc *p, const char *role, const ProcDesc *d, int argc, char **argv) {
     memset(p, 0, sizeof *p);
     p->role = role;
     p->gpu = -1;
@@ -238,7 +243,7 @@ void proc_start(Proc *p, const char *role, const char *usage, int argc, char **a
     p->argv[p->argc++] = argv[0];
     for (int i = 1; i < argc; i++) {
         const char *v;
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { proc_print_help(role, usage); exit(0); }
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { proc_print_help(role, d); exit(0); }
         else if ((v = opt_value(argc, argv, &i, "--name"))) {
             if (!valid_name(v)) proc_usage_fail("--name %s: %s", v, "use 1-63 letters, digits, '.', '_' or '-'");
             snprintf(p->name, sizeof p->name, "%s", v);
@@ -261,10 +266,7 @@ void proc_start(Proc *p, const char *role, const char *usage, int argc, char **a
 #else
     if (p->gpu >= 0) {
         char err[256];
-        if (!proc_gpu(p, err, sizeof err)) {
-            fprintf(stderr, "[%s] ERROR --gpu %d: %s\n", p->name, p->gpu, err);
-            exit(1);
-        }
+        if (!proc_gpu(p, err, sizeof err)) exit(msd_fail(1, "--gpu %d: %s", p->gpu, err));
     }
 #endif
 
@@ -284,10 +286,7 @@ void proc_start(Proc *p, const char *role, const char *usage, int argc, char **a
     for (int i = 0; i < p->nbind; i++) need_curve |= is_tcp(p->binds[i].endpoint);
     for (int i = 0; i < p->nconnect; i++) need_curve |= is_tcp(p->connects[i].endpoint);
     if (need_curve && !keys) proc_usage_fail("a tcp:// endpoint needs --curve-keys FILE%s%s", "", "");
-    if (need_curve && !zmq_has("curve")) {
-        fprintf(stderr, "[%s] ERROR this libzmq has no CURVE support; tcp:// endpoints are refused\n", p->name);
-        exit(1);
-    }
+    if (need_curve && !zmq_has("curve")) exit(msd_fail(1, "this libzmq has no CURVE support; tcp:// endpoints are refused"));
 
     p->zctx = wire_ctx_new();
     if (!p->zctx) msd_die("zmq_ctx_new: %s", zmq_strerror(zmq_errno()));
@@ -324,6 +323,47 @@ void proc_start(Proc *p, const char *role, const char *usage, int argc, char **a
     }
     p->last_heard = msd_now();
     p->last_sent_hb = p->last_heard;
+}
+
+long proc_name_index(const char *name) {
+    const char *dot = strrchr(name, '.');
+    if (!dot || dot[1] < '0' || dot[1] > '9') return -1;
+    char *end;
+    errno = 0;
+    long v = strtol(dot + 1, &end, 10);
+    return *end || errno ? -1 : v;
+}
+
+int proc_main(const ProcDesc *d, int argc, char **argv) {
+    static Proc p;
+    proc_start(&p, d->role, d, argc, argv);
+    const char *name = args_mode(p.argc, p.argv, NULL);
+    const ProcMode *m = NULL;
+    for (const ProcMode *q = d->modes; q->name && !name && !m; q++)
+        for (int i = 1; q->alias && i < p.argc && !m; i++)
+            if (!strcmp(p.argv[i], q->alias)) m = q;
+    if (!m && !name) m = d->modes;
+    for (const ProcMode *q = d->modes; q->name && !m; q++)
+        if (!strcmp(q->name, name)) m = q;
+    if (!m) {
+        char list[512];
+        size_t n = 0;
+        int count = 0;
+        for (const ProcMode *q = d->modes; q->name; q++) count++;
+        for (int i = 0; i < count && n < sizeof list; i++)
+            n += (size_t)snprintf(list + n, sizeof list - n, "%s%s", i == 0 ? "" : i + 1 < count ? ", " : " or ",
+                                  d->modes[i].name);
+        return msd_fail(2, "--mode %s: expected %s", name, list);
+    }
+    if (m->cpu_only && p.gpu >= 0)
+        return msd_fail(2, "--gpu %d: %s runs on the CPU only; leave out --gpu (gpu= in the pipeline)", p.gpu,
+                        m->cpu_only);
+    char what[96];
+    snprintf(what, sizeof what, "--mode %s", m->name);
+    const char *picked = NULL; /* --mode itself was read above */
+    const ArgSpec table[] = {ARG_STR("--mode", &picked, "MODE", NULL), ARG_INCLUDE(m->args), ARG_END_};
+    if (args_parse(p.argc, p.argv, 1, table, what)) return 2;
+    return m->run(&p);
 }
 
 #ifdef MSD_HAVE_CUDA
@@ -529,6 +569,21 @@ void proc_keepalive_end(Proc *p) {
     pthread_join(k->thread, NULL);
     while (read(k->wake[0], &c, 1) < 0 && errno == EINTR) {}
     k->active = 0;
+}
+
+int proc_end_job(Proc *p, int rc, const char *err) {
+    if (rc == 0) {
+        proc_done(p);
+        return proc_finish(p);
+    }
+    int zero = 0; /* requests still queued to a failed peer need not go out */
+    for (int i = 0; i < p->nconnect; i++)
+        if (p->connects[i].sock) zmq_setsockopt(p->connects[i].sock, ZMQ_LINGER, &zero, sizeof zero);
+    int st = proc_finish(p);
+    if (rc > 0) return st;
+    if (st == 0 && !proc_should_stop(p)) return msd_fail(1, "%s", err);
+    if (st == 0) log_info("%s", err); /* a signal or STOP: a clean stop */
+    return st;
 }
 
 int proc_finish(Proc *p) {

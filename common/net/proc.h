@@ -31,6 +31,7 @@
 #ifndef MSD_PROC_H
 #define MSD_PROC_H
 
+#include "args.h"
 #include "wire.h"
 
 #define PROC_HEARTBEAT_MS 500
@@ -73,11 +74,36 @@ typedef struct Proc {
     char **argv;
 } Proc;
 
+/* One mode of a process (--mode NAME): its options as a table (args.h), which both parses
+ * them and prints --help, and the function that runs it. */
+typedef struct ProcMode {
+    const char *name;      /* "--mode NAME" */
+    const char *help;      /* what the mode does, for --help */
+    const ArgSpec *args;   /* its options (NULL: none but the skeleton's) */
+    int (*run)(Proc *p);   /* the mode: returns the process's exit status */
+    const char *cpu_only;  /* non-NULL: runs on the CPU only; --gpu is refused naming this */
+    const char *alias;     /* an option that also picks this mode ("--serve"), or NULL */
+} ProcMode;
+
+/* A process: its modes (the first is the default), ended by an entry with name NULL. */
+typedef struct ProcDesc {
+    const char *role;      /* "critic": the binary is msd-critic */
+    const char *about;     /* what the process is, for --help */
+    const ProcMode *modes;
+    const char *notes;     /* trailing --help text (what it serves, connects to), or NULL */
+} ProcDesc;
+
+/* The whole of a process's main(): proc_start, pick the mode (--mode NAME, an alias option,
+ * else the first), refuse --gpu for a CPU-only mode, parse the mode's options (a bad one:
+ * exit status 2), then return the mode's run(). */
+int proc_main(const ProcDesc *d, int argc, char **argv);
 /* Parse the skeleton options out of argv, set the log name, install signal handlers, create
- * the ZeroMQ context and sockets, bind/connect. `usage` is the process's own options text for
- * --help. Exits 0 after --help, exits 2 with a message on a bad argument, 1 when an endpoint
- * cannot be bound. */
-void proc_start(Proc *p, const char *role, const char *usage, int argc, char **argv);
+ * the ZeroMQ context and sockets, bind/connect. --help prints the usage generated from d's
+ * tables (d may be NULL: the skeleton's options only) and exits 0. Exits 2 with a message on
+ * a bad argument, 1 when an endpoint cannot be bound. */
+void proc_start(Proc *p, const char *role, const ProcDesc *d, int argc, char **argv);
+/* The K of a name "ROLE.K" (the number after the last '.'), or -1. */
+long proc_name_index(const char *name);
 /* Send READY to the launcher (no-op standalone). */
 void proc_ready(Proc *p);
 /* The socket of a --bind/--connect name, or NULL. */
@@ -109,5 +135,12 @@ void proc_done(Proc *p);
 /* Close sockets (linger bounded so queued messages go out) and the context. Returns the exit
  * status the process should use: 0 after a clean stop, 3 if the launcher went silent. */
 int proc_finish(Proc *p);
+/* The end of a job (a training run, a job step) and the process's exit status:
+ *   rc == 0  done: DONE to the launcher, proc_finish's status;
+ *   rc > 0   stopped cleanly part-way (STOP, a signal; state saved): proc_finish's status;
+ *   rc < 0   failed as err says: requests still queued to peers are dropped, and 1 with err
+ *            logged as an error, unless the process was told to stop meanwhile (then err is
+ *            only an INFO line and the stop's status is returned). */
+int proc_end_job(Proc *p, int rc, const char *err);
 
 #endif

@@ -113,3 +113,39 @@ const WireTensor *rpc_tensor(Rpc *r, const WireMsg *m, const char *peer, const c
     }
     return t;
 }
+
+/* "(2, 3)", with "*" for a size < 0. */
+static const char *shape_text(int ndim, const int64_t *shape, char *buf, size_t len) {
+    size_t k = (size_t)snprintf(buf, len, "(");
+    for (int i = 0; i < ndim && k < len; i++) {
+        if (shape[i] < 0) k += (size_t)snprintf(buf + k, len - k, "%s*", i ? ", " : "");
+        else k += (size_t)snprintf(buf + k, len - k, "%s%lld", i ? ", " : "", (long long)shape[i]);
+    }
+    if (k < len) snprintf(buf + k, len - k, ")");
+    return buf;
+}
+
+const WireTensor *rpc_tensor_shape(Rpc *r, const WireMsg *m, const char *peer, const char *name, WireDType dt,
+                                   int ndim, const int64_t *shape) {
+    const WireTensor *t = rpc_tensor(r, m, peer, name, dt, ndim);
+    if (!t) return NULL;
+    for (int i = 0; i < ndim; i++)
+        if (shape[i] >= 0 && t->shape[i] != shape[i]) {
+            char got[160], want[160];
+            snprintf(r->err, sizeof r->err, "%s: tensor \"%s\" is %s, expected %s", peer, name,
+                     shape_text(t->ndim, t->shape, got, sizeof got), shape_text(ndim, shape, want, sizeof want));
+            return NULL;
+        }
+    return t;
+}
+
+const WireTensor *rpc_labels(Rpc *r, const WireMsg *m, const char *peer, const char *name, int64_t n, int nclasses) {
+    const WireTensor *t = rpc_tensor_shape(r, m, peer, name, WIRE_I32, 1, &n);
+    if (!t) return NULL;
+    char err[256];
+    if (wire_check_labels(t, nclasses, err, sizeof err)) {
+        snprintf(r->err, sizeof r->err, "%s: %s", peer, err);
+        return NULL;
+    }
+    return t;
+}

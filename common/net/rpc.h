@@ -36,5 +36,12 @@ int rpc_call(Rpc *r, void *sock, const char *peer, const WireMsg *req, WireMsg *
 /* Look up a reply tensor with the expected dtype and number of dims (ndim < 0: any); fills
  * r->err and returns NULL when it is missing or different. */
 const WireTensor *rpc_tensor(Rpc *r, const WireMsg *m, const char *peer, const char *name, WireDType dt, int ndim);
+/* rpc_tensor with exactly the dims shape[0..ndim-1] (shape[i] < 0: any size); r->err names
+ * the tensor, its shape and the one expected otherwise. */
+const WireTensor *rpc_tensor_shape(Rpc *r, const WireMsg *m, const char *peer, const char *name, WireDType dt,
+                                   int ndim, const int64_t *shape);
+/* rpc_tensor of an i32 label tensor of n entries (n < 0: any), each a class in
+ * 0..nclasses-1 (wire_check_labels); NULL with r->err otherwise. */
+const WireTensor *rpc_labels(Rpc *r, const WireMsg *m, const char *peer, const char *name, int64_t n, int nclasses);
 
 #endif

@@ -69,6 +69,71 @@ const WireTensor *serve_tensor(void *sock, const WireMsg *req, const char *name,
     return t;
 }
 
+const WireTensor *serve_labels(void *sock, const WireMsg *req, const char *name, int64_t n, int nclasses) {
+    const WireTensor *l = serve_tensor(sock, req, name, WIRE_I32, 1, n);
+    char err[256];
+    if (l && wire_check_labels(l, nclasses, err, sizeof err)) {
+        serve_error(sock, req, WIRE_STATUS_BAD_REQUEST, "%s: %s", wire_op_name(req->op), err);
+        return NULL;
+    }
+    return l;
+}
+
+void serve_run(Proc *p, void *sock, void (*on_readable)(void *ctx, void *sock), void (*idle)(void *ctx), void *ctx) {
+    proc_ready(p);
+    while (!proc_should_stop(p)) {
+        if (serve_wait(p, sock, 500)) on_readable(ctx, sock);
+        if (idle) idle(ctx);
+    }
+}
+
+/* serve_loop's state: the ops, the caller's context and the compute clock. */
+typedef struct ServeDispatch {
+    const ServeOp *ops;
+    int nops;
+    void *ctx;
+    void (*idle)(void *ctx);
+    char served[256];      /* "denoise, fake-train and save" */
+    Busy busy;
+} ServeDispatch;
+
+/* One request per poll: the control socket is served between requests. */
+static void serve_dispatch(void *arg, void *sock) {
+    ServeDispatch *d = arg;
+    WireMsg req;
+    if (!serve_recv(sock, &req)) return;
+    busy_begin(&d->busy);
+    int i = 0;
+    while (i < d->nops && d->ops[i].op != req.op) i++;
+    if (i < d->nops) d->ops[i].handle(d->ctx, sock, &req);
+    else serve_unknown(sock, &req, d->served);
+    busy_end(&d->busy);
+    wire_msg_close(&req);
+}
+
+static void serve_idle(void *arg) {
+    ServeDispatch *d = arg;
+    if (d->idle) d->idle(d->ctx);
+}
+
+void serve_loop(Proc *p, void *sock, const ServeOp *ops, int nops, void *ctx, void (*idle)(void *ctx),
+                const char *what) {
+    ServeDispatch d = {ops, nops, ctx, idle, "", {0, 0, 0}};
+    size_t n = 0;
+    for (int i = 0; i < nops && n < sizeof d.served; i++)
+        n += (size_t)snprintf(d.served + n, sizeof d.served - n, "%s%s", i == 0 ? "" : i + 1 < nops ? ", " : " and ",
+                              wire_op_name(ops[i].op));
+    busy_init(&d.busy);
+    serve_run(p, sock, serve_dispatch, serve_idle, &d);
+    busy_report(&d.busy, what);
+}
+
+void *serve_socket(Proc *p, const char *what) {
+    void *s = proc_bound(p, "serve");
+    if (!s) msd_fail(2, "%s needs --bind serve=ENDPOINT", what);
+    return s;
+}
+
 void serve_unknown(void *sock, const WireMsg *req, const char *what_it_serves) {
     serve_error(sock, req, WIRE_STATUS_UNKNOWN_OP, "msd-%s serves %s, not %s", log_get_name(), what_it_serves,
                 wire_op_name(req->op));

@@ -84,12 +84,13 @@ void wire_msg_init(WireMsg *m, uint32_t op, uint64_t id) {
     m->id = id;
 }
 
-int wire_msg_add(WireMsg *m, const char *name, WireDType dtype, int ndim, const int64_t *shape, const void *data) {
-    if (m->ntensors >= WIRE_MAX_TENSORS || !name || strlen(name) == 0 || strlen(name) >= WIRE_MAX_NAME ||
-        ndim < 0 || ndim > WIRE_MAX_DIMS || wire_dtype_size(dtype) == 0)
-        return -1;
+void wire_msg_add(WireMsg *m, const char *name, WireDType dtype, int ndim, const int64_t *shape, const void *data) {
+    /* every caller builds its message from its own names and shapes: a failure here is a bug */
+    MSD_CHECK(m->ntensors < WIRE_MAX_TENSORS);
+    MSD_CHECK(name && strlen(name) > 0 && strlen(name) < WIRE_MAX_NAME);
+    MSD_CHECK(ndim >= 0 && ndim <= WIRE_MAX_DIMS && wire_dtype_size(dtype) != 0);
     int64_t bytes = wire_shape_bytes(dtype, ndim, shape);
-    if (bytes < 0 || (bytes > 0 && !data)) return -1;
+    MSD_CHECK(bytes >= 0 && (bytes == 0 || data));
     WireTensor *t = &m->tensors[m->ntensors++];
     memset(t, 0, sizeof *t);
     snprintf(t->name, sizeof t->name, "%s", name);
@@ -98,6 +99,15 @@ int wire_msg_add(WireMsg *m, const char *name, WireDType dtype, int ndim, const 
     for (int i = 0; i < ndim; i++) t->shape[i] = shape[i];
     t->data = (void *)data;
     t->nbytes = (size_t)bytes;
+}
+
+int wire_check_labels(const WireTensor *t, int nclasses, char *err, size_t errlen) {
+    MSD_CHECK(t->dtype == WIRE_I32);
+    const int32_t *lb = t->data;
+    int64_t n = (int64_t)(t->nbytes / sizeof(int32_t));
+    for (int64_t i = 0; i < n; i++)
+        if (lb[i] < 0 || lb[i] >= nclasses)
+            return msd_errf(err, errlen, "label[%lld] = %d is not a class (0..%d)", (long long)i, lb[i], nclasses - 1);
     return 0;
 }
 

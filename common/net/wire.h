@@ -120,9 +120,13 @@ size_t wire_dtype_size(WireDType d);          /* 0 for an invalid dtype */
 
 /* Start a message: zero everything, set version, op, id. */
 void wire_msg_init(WireMsg *m, uint32_t op, uint64_t id);
-/* Append a tensor descriptor pointing at caller memory (not copied until send).
- * Returns -1 (bug) when full or the name is too long. */
-int wire_msg_add(WireMsg *m, const char *name, WireDType dtype, int ndim, const int64_t *shape, const void *data);
+/* Append a tensor descriptor pointing at caller memory (not copied until send). A full
+ * message, a bad name, dtype or shape, or NULL data for a non-empty tensor is a bug: it
+ * aborts (MSD_CHECK), so a tensor never goes silently missing. */
+void wire_msg_add(WireMsg *m, const char *name, WireDType dtype, int ndim, const int64_t *shape, const void *data);
+/* A label tensor from a peer: every entry of the i32 tensor t a class in 0..nclasses-1;
+ * else -1 with "label[i] = v is not a class (0..K-1)" in err. */
+int wire_check_labels(const WireTensor *t, int nclasses, char *err, size_t errlen);
 /* Find a tensor by name; NULL if absent. */
 const WireTensor *wire_msg_find(const WireMsg *m, const char *name);
 /* Release received frames. Safe on an initialised or zeroed message; idempotent. */

@@ -30,15 +30,22 @@
 #define STREAM_T 0x63720001u
 #define STREAM_EPS 0x63720002u
 
-static const char *usage =
-    "  --mode gauss|mog     gauss (default): d = x / (1 + sigma^2); mog: the fake-score MLP\n"
-    "  --mix FILE           mixture specification (mode mog): dimension, classes, sigma_data\n"
-    "  --net SPEC           MLP spec (default mlp,width=128,depth=4)\n"
-    "  --lr LR              AdamW learning rate (default 1e-3)\n"
-    "  --cap N              largest batch (default 4096)\n"
-    "  --seed S             seed of the initial weights and the draws (default 2)\n"
-    "  --ckpt FILE          checkpoint written on SAVE and read at start when it exists\n"
-    "serves (--bind serve=ENDPOINT): DENOISE, FAKE_TRAIN, SAVE (docs/PROTOCOL.md)\n";
+static struct {
+    const char *mix, *spec, *ckpt;
+    float lr;
+    int cap;
+    uint64_t seed;
+} opt = {NULL, "mlp,width=128,depth=4", NULL, 1e-3f, 4096, 2};
+
+static const ArgSpec mog_args[] = {
+    ARG_STR_REQ("--mix", &opt.mix, "FILE", "mixture specification: dimension, classes, sigma_data"),
+    ARG_STR("--net", &opt.spec, "SPEC", "MLP spec (default mlp,width=128,depth=4)"),
+    ARG_FLOAT("--lr", &opt.lr, 0, 1, "LR", "AdamW learning rate (default 1e-3)"),
+    ARG_INT("--cap", &opt.cap, 1, 1 << 20, "N", "largest batch (default 4096)"),
+    ARG_U64("--seed", &opt.seed, "S", "seed of the initial weights and the draws (default 2)"),
+    ARG_STR("--ckpt", &opt.ckpt, "FILE", "checkpoint written on SAVE and read at start when it exists"),
+    ARG_END_,
+};
 
 typedef struct Critic {
     EdmMlp net;
@@ -49,19 +56,8 @@ typedef struct Critic {
     float *noise, *sigma, *out;
     double loss_sum;
     long updates_logged;
-    Busy busy;
+    double next_log;
 } Critic;
-
-static int check_labels(void *sock, const WireMsg *req, const WireTensor *l, int nclasses) {
-    const int32_t *lb = l->data;
-    for (int64_t i = 0; i < l->shape[0]; i++)
-        if (lb[i] < 0 || lb[i] >= nclasses) {
-            serve_error(sock, req, WIRE_STATUS_BAD_REQUEST, "label[%lld] = %d is not a class (0..%d)", (long long)i,
-                        lb[i], nclasses - 1);
-            return -1;
-        }
-    return 0;
-}
 
 /* x (N, dim) f32 and label (N) i32, N <= cap, finite. */
 static const WireTensor *critic_points(Critic *c, void *sock, const WireMsg *req, const WireTensor **lab) {
@@ -79,12 +75,13 @@ static const WireTensor *critic_points(Critic *c, void *sock, const WireMsg *req
             serve_error(sock, req, WIRE_STATUS_BAD_REQUEST, "x[%lld] is not finite", (long long)i);
             return NULL;
         }
-    *lab = serve_tensor(sock, req, "label", WIRE_I32, 1, n);
-    if (!*lab || check_labels(sock, req, *lab, c->mog.nclasses)) return NULL;
+    *lab = serve_labels(sock, req, "label", n, c->mog.nclasses);
+    if (!*lab) return NULL;
     return x;
 }
 
-static void critic_train(Critic *c, void *sock, const WireMsg *req) {
+static void critic_train(void *ctx, void *sock, const WireMsg *req) {
+    Critic *c = ctx;
     const WireTensor *lab, *x = critic_points(c, sock, req, &lab);
     if (!x) return;
     int64_t n = x->shape[0], D = c->net.dim;
@@ -105,7 +102,8 @@ static void critic_train(Critic *c, void *sock, const WireMsg *req) {
     serve_reply(sock, &rep);
 }
 
-static void critic_denoise(Critic *c, void *sock, const WireMsg *req) {
+static void critic_denoise(void *ctx, void *sock, const WireMsg *req) {
+    Critic *c = ctx;
     const WireTensor *lab, *x = critic_points(c, sock, req, &lab);
     if (!x) return;
     int64_t n = x->shape[0];
@@ -124,7 +122,8 @@ static void critic_denoise(Critic *c, void *sock, const WireMsg *req) {
     serve_reply(sock, &rep);
 }
 
-static void critic_save(Critic *c, void *sock, const WireMsg *req) {
+static void critic_save(void *ctx, void *sock, const WireMsg *req) {
+    Critic *c = ctx;
     char err[1024];
     if (!c->ckpt) {
         serve_error(sock, req, WIRE_STATUS_BAD_REQUEST, "save: this critic has no --ckpt file");
@@ -139,7 +138,7 @@ static void critic_save(Critic *c, void *sock, const WireMsg *req) {
     serve_reply(sock, &rep);
 }
 
-static void gauss_denoise(void *sock, const WireMsg *req) {
+static void gauss_denoise(void *ctx, void *sock, const WireMsg *req) {
     const WireTensor *x = serve_tensor(sock, req, "x", WIRE_F32, -1, -1);
     if (!x) return;
     int64_t n = x->shape[0];
@@ -160,100 +159,77 @@ static void gauss_denoise(void *sock, const WireMsg *req) {
 }
 
 static int critic_open(Proc *p, Critic *c) {
-    const char *mix = NULL, *spec = "mlp,width=128,depth=4";
-    float lr = 1e-3f;
-    int cap = 4096;
-    c->seed = 2;
-    for (int i = 1; i < p->argc; i++) {
-        const char *a = p->argv[i];
-        if (args_is(a, "--mode")) i++;
-        else if (args_is(a, "--mix")) { if (args_str(p, &i, &mix)) return 2; }
-        else if (args_is(a, "--net")) { if (args_str(p, &i, &spec)) return 2; }
-        else if (args_is(a, "--lr")) { if (args_float(p, &i, &lr, 0, 1)) return 2; }
-        else if (args_is(a, "--cap")) { if (args_int(p, &i, &cap, 1, 1 << 20)) return 2; }
-        else if (args_is(a, "--seed")) { if (args_u64(p, &i, &c->seed)) return 2; }
-        else if (args_is(a, "--ckpt")) { if (args_str(p, &i, &c->ckpt)) return 2; }
-        else return args_unknown(p, a);
-    }
+    c->seed = opt.seed;
+    c->ckpt = opt.ckpt;
     char err[1024];
-    if (!mix) { fprintf(stderr, "[%s] ERROR --mode mog needs --mix FILE\n", p->name); return 2; }
-    if (mog_load(&c->mog, mix, err, sizeof err)) { fprintf(stderr, "[%s] ERROR %s\n", p->name, err); return 2; }
+    if (mog_load(&c->mog, opt.mix, err, sizeof err)) return msd_fail(2, "%s", err);
     OptimConfig oc;
     optim_config_default(&oc);
-    oc.lr = lr;
+    oc.lr = opt.lr;
     oc.weight_decay = 0;
     oc.grad_clip = 10;
-    if (edmmlp_new(&c->net, spec, c->mog.dim, c->mog.nclasses, cap, (float)mog_data_std(&c->mog), &oc, c->seed, err,
-                   sizeof err)) {
-        fprintf(stderr, "[%s] ERROR --net: %s\n", p->name, err);
-        return 2;
-    }
+    if (edmmlp_new(&c->net, opt.spec, c->mog.dim, c->mog.nclasses, opt.cap, (float)mog_data_std(&c->mog), &oc,
+                   c->seed, err, sizeof err))
+        return msd_fail(2, "--net: %s", err);
     struct stat st;
     if (c->ckpt && stat(c->ckpt, &st) == 0) {
-        if (edmmlp_load(&c->net, c->ckpt, 0, err, sizeof err)) {
-            fprintf(stderr, "[%s] ERROR resuming: %s\n", p->name, err);
-            return 2;
-        }
+        if (edmmlp_load(&c->net, c->ckpt, 0, err, sizeof err)) return msd_fail(2, "resuming: %s", err);
         log_info("resumed from %s at update %lld", c->ckpt, (long long)c->net.opt->step);
     }
     dmd_sigma_table(c->table, DMD_TABLE_N);
-    c->noise = msd_malloc(sizeof(float) * (size_t)cap * c->mog.dim);
-    c->out = msd_malloc(sizeof(float) * (size_t)cap * c->mog.dim);
-    c->sigma = msd_malloc(sizeof(float) * (size_t)cap);
-    log_info("fake-score net %s, sigma_data %.3f, lr %g", c->net.spec, c->net.edm.sigma_data, lr);
+    c->noise = msd_malloc(sizeof(float) * (size_t)opt.cap * c->mog.dim);
+    c->out = msd_malloc(sizeof(float) * (size_t)opt.cap * c->mog.dim);
+    c->sigma = msd_malloc(sizeof(float) * (size_t)opt.cap);
+    log_info("fake-score net %s, sigma_data %.3f, lr %g", c->net.spec, c->net.edm.sigma_data, opt.lr);
     return 0;
 }
 
-int main(int argc, char **argv) {
-    Proc p;
-    proc_start(&p, "critic", usage, argc, argv);
-    const char *mode = args_mode(&p, "gauss");
-    if (args_cpu_only(&p, "the critic's toy modes (gauss, mog)")) return 2;
-    Critic c;
-    memset(&c, 0, sizeof c);
-    int mog = !strcmp(mode, "mog");
-    if (mog) {
-        int rc = critic_open(&p, &c);
-        if (rc) return rc;
-    } else if (strcmp(mode, "gauss") != 0) {
-        fprintf(stderr, "[%s] ERROR --mode %s: expected gauss or mog\n", p.name, mode);
-        return 2;
-    } else {
-        for (int i = 1; i < p.argc; i++)
-            if (args_is(p.argv[i], "--mode")) i++;
-            else return args_unknown(&p, p.argv[i]);
-    }
-    void *serve = proc_bound(&p, "serve");
-    if (!serve) { fprintf(stderr, "[%s] ERROR needs --bind serve=ENDPOINT\n", p.name); return 2; }
-    busy_init(&c.busy);
-    proc_ready(&p);
-    double next_log = msd_now() + 5;
-    while (!proc_should_stop(&p)) {
-        WireMsg req;
-        /* one request per poll: the control socket is served between requests */
-        if (serve_wait(&p, serve, 500) && serve_recv(serve, &req)) {
-            busy_begin(&c.busy);
-            if (!mog && req.op == WIRE_OP_DENOISE) gauss_denoise(serve, &req);
-            else if (mog && req.op == WIRE_OP_DENOISE) critic_denoise(&c, serve, &req);
-            else if (mog && req.op == WIRE_OP_FAKE_TRAIN) critic_train(&c, serve, &req);
-            else if (mog && req.op == WIRE_OP_SAVE) critic_save(&c, serve, &req);
-            else serve_unknown(serve, &req, mog ? "denoise, fake-train and save" : "denoise");
-            busy_end(&c.busy);
-            wire_msg_close(&req);
-        }
-        if (mog && msd_now() > next_log && c.updates_logged) {
-            log_info("update %lld: fake-score loss %.4f (mean of the last %ld)", (long long)c.net.opt->step,
-                     c.loss_sum / c.updates_logged, c.updates_logged);
-            c.loss_sum = 0;
-            c.updates_logged = 0;
-            next_log = msd_now() + 5;
-        }
-    }
-    busy_report(&c.busy, "critic");
-    if (mog) {
-        edmmlp_free(&c.net);
-        mog_free(&c.mog);
-        free(c.noise); free(c.out); free(c.sigma);
-    }
-    return proc_finish(&p);
+/* Every few seconds: the mean fake-score loss since the last line. */
+static void critic_log(void *ctx) {
+    Critic *c = ctx;
+    if (msd_now() <= c->next_log || !c->updates_logged) return;
+    log_info("update %lld: fake-score loss %.4f (mean of the last %ld)", (long long)c->net.opt->step,
+             c->loss_sum / c->updates_logged, c->updates_logged);
+    c->loss_sum = 0;
+    c->updates_logged = 0;
+    c->next_log = msd_now() + 5;
 }
+
+static int run_gauss(Proc *p) {
+    void *serve = serve_socket(p, "--mode gauss");
+    if (!serve) return 2;
+    static const ServeOp ops[] = {{WIRE_OP_DENOISE, gauss_denoise}};
+    serve_loop(p, serve, ops, 1, NULL, NULL, "critic");
+    return proc_finish(p);
+}
+
+static int run_mog(Proc *p) {
+    static Critic c;
+    int rc = critic_open(p, &c);
+    if (rc) return rc;
+    void *serve = serve_socket(p, "--mode mog");
+    if (!serve) return 2;
+    static const ServeOp ops[] = {
+        {WIRE_OP_DENOISE, critic_denoise}, {WIRE_OP_FAKE_TRAIN, critic_train}, {WIRE_OP_SAVE, critic_save}};
+    c.next_log = msd_now() + 5;
+    serve_loop(p, serve, ops, 3, &c, critic_log, "critic");
+    edmmlp_free(&c.net);
+    mog_free(&c.mog);
+    free(c.noise); free(c.out); free(c.sigma);
+    return proc_finish(p);
+}
+
+static const ProcMode modes[] = {
+    {"gauss", "d = x / (1 + sigma^2), the exact denoiser of N(0, I) (the walking skeleton's)", NULL, run_gauss,
+     "the critic's toy modes (gauss, mog)", NULL},
+    {"mog", "the fake-score MLP of the 2-D mixture toy, trained online (FAKE_TRAIN)", mog_args, run_mog,
+     "the critic's toy modes (gauss, mog)", NULL},
+    {0},
+};
+
+static const ProcDesc desc = {
+    "critic", "msd-critic: one per student, the fake-score network trained on that student's samples.", modes,
+    "serves (--bind serve=ENDPOINT): DENOISE (gauss, mog); FAKE_TRAIN, SAVE (mog) (docs/PROTOCOL.md)\n",
+};
+
+int main(int argc, char **argv) { return proc_main(&desc, argc, argv); }

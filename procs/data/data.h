@@ -12,10 +12,12 @@ typedef struct DataSource {
     void (*destroy)(void *self);
 } DataSource;
 
-/* --mode mog: parses its options from p->argv (those it does not know are an error);
+/* --mode mog: the mixture toy; its options (data_mog_args) were parsed before the call.
  * 0, or 2 after a message. */
+extern const ArgSpec data_mog_args[];
 int data_mog_open(Proc *p, DataSource *src);
-/* --mode fmnist: labelled images (Fashion-MNIST, PNG folders; fmnist.c). Same contract. */
+/* --mode fmnist: labelled images (Fashion-MNIST, PNG folders; data_fmnist.c). Same contract. */
+extern const ArgSpec data_fmnist_args[];
 int data_fmnist_open(Proc *p, DataSource *src);
 
 #endif

@@ -1,4 +1,4 @@
-/* fmnist.c: msd-data --mode fmnist: labelled image batches (Fashion-MNIST or a PNG folder,
+/* data_fmnist.c: msd-data --mode fmnist: labelled image batches (Fashion-MNIST or a PNG folder,
  * dataset.h) for the teacher trainer and, restricted to their partition, for the students.
  *
  * BATCH request: "count" i32 (1), "step" i64 (1), optionally "student" i32 (1) (-1 or absent:
@@ -126,29 +126,34 @@ static void fmnist_destroy(void *self) {
     free(f);
 }
 
+static struct {
+    const char *spec, *classes, *part;
+    uint64_t seed;
+} opt = {"fmnist:train", NULL, NULL, 1};
+
+const ArgSpec data_fmnist_args[] = {
+    ARG_STR("--data", &opt.spec, "SPEC", "fmnist:train (default), fmnist:test, fmnist:DIR:train, png:FOLDER, ..."),
+    ARG_STR("--classes", &opt.classes, "LIST", "keep these classes: ids 0..9 or tshirt trouser pullover dress coat\n"
+            "sandal shirt sneaker bag boot"),
+    ARG_STR("--partition", &opt.part, "FILE", "per-student batches: which student owns which class"),
+    ARG_U64("--seed", &opt.seed, "S", "seed of the shuffles (default 1)"),
+    ARG_END_,
+};
+
 int data_fmnist_open(Proc *p, DataSource *src) {
-    const char *spec = "fmnist:train", *classes = NULL, *part = NULL;
-    uint64_t seed = 1;
-    for (int i = 1; i < p->argc; i++) {
-        const char *a = p->argv[i];
-        if (args_is(a, "--mode")) i++;
-        else if (args_is(a, "--data")) { if (args_str(p, &i, &spec)) return 2; }
-        else if (args_is(a, "--classes")) { if (args_str(p, &i, &classes)) return 2; }
-        else if (args_is(a, "--partition")) { if (args_str(p, &i, &part)) return 2; }
-        else if (args_is(a, "--seed")) { if (args_u64(p, &i, &seed)) return 2; }
-        else return args_unknown(p, a);
-    }
+    const char *spec = opt.spec, *classes = opt.classes, *part = opt.part;
+    uint64_t seed = opt.seed;
     char err[1024];
     FmnistData *f = msd_calloc(1, sizeof *f);
     f->seed = seed;
     if (dataset_load(&f->d, spec, err, sizeof err)) {
-        fprintf(stderr, "[%s] ERROR --data %s: %s\n", p->name, spec, err);
+        msd_fail(2, "--data %s: %s", spec, err);
         free(f);
         return 2;
     }
     if (f->d.nclasses == 0) {
-        fprintf(stderr, "[%s] ERROR --data %s: the images are unlabelled; a class-conditional trainer needs labels "
-                        "(PNG folders as FOLDER/<class>/*.png)\n", p->name, spec);
+        msd_fail(2, "--data %s: the images are unlabelled; a class-conditional trainer needs labels "
+                        "(PNG folders as FOLDER/<class>/*.png)", spec);
         fmnist_destroy(f);
         return 2;
     }
@@ -156,7 +161,7 @@ int data_fmnist_open(Proc *p, DataSource *src) {
         int32_t list[DATASET_MAX_CLASSES];
         int n = dataset_parse_classes(classes, list, DATASET_MAX_CLASSES, err, sizeof err);
         if (n < 0 || dataset_filter(&f->d, list, n, err, sizeof err) < 0) {
-            fprintf(stderr, "[%s] ERROR --classes %s: %s\n", p->name, classes, err);
+            msd_fail(2, "--classes %s: %s", classes, err);
             fmnist_destroy(f);
             return 2;
         }
@@ -167,7 +172,7 @@ int data_fmnist_open(Proc *p, DataSource *src) {
         int n = f->d.nclasses, *assign = msd_calloc((size_t)n, sizeof(int));
         Lookup lk = {n, !strncmp(spec, "fmnist:", 7) && n == 10};
         if (partition_read(part, assign, n, &f->K, fmnist_lookup, &lk, err, sizeof err)) {
-            fprintf(stderr, "[%s] ERROR --partition: %s\n", p->name, err);
+            msd_fail(2, "--partition: %s", err);
             free(assign);
             f->K = 0;
             fmnist_destroy(f);
@@ -179,7 +184,7 @@ int data_fmnist_open(Proc *p, DataSource *src) {
             int64_t m = 0;
             for (int64_t i = 0; i < f->d.n; i++) m += f->d.y[i] >= 0 && assign[f->d.y[i]] == k;
             if (m == 0) {
-                fprintf(stderr, "[%s] ERROR --partition %s: student %d owns no image of %s%s\n", p->name, part, k,
+                msd_fail(2, "--partition %s: student %d owns no image of %s%s", part, k,
                         f->d.source, classes ? " (after --classes)" : "");
                 free(assign);
                 fmnist_destroy(f);

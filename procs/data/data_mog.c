@@ -1,4 +1,4 @@
-/* mog.c: msd-data --mode mog: conditions and noise for the students of the 2-D mixture toy.
+/* data_mog.c: msd-data --mode mog: conditions and noise for the students of the 2-D mixture toy.
  *
  * BATCH request: "student" i32 (1) (-1: every class), "count" i32 (1), "step" i64 (1), and
  * optionally "truth" u8 (1) = 1. Reply: "z" f32 (count, dim) standard normals (the generator's
@@ -96,22 +96,25 @@ static void mog_destroy(void *self) {
     free(d);
 }
 
+static struct {
+    const char *mix, *part;
+    uint64_t seed;
+} opt = {NULL, NULL, 1};
+
+const ArgSpec data_mog_args[] = {
+    ARG_STR_REQ("--mix", &opt.mix, "FILE", "mixture specification (docs/MOG.md)"),
+    ARG_STR("--partition", &opt.part, "FILE", "which student owns which class (none: one student owns all)"),
+    ARG_U64("--seed", &opt.seed, "S", "seed of the draws (default 1)"),
+    ARG_END_,
+};
+
 int data_mog_open(Proc *p, DataSource *src) {
-    const char *mix = NULL, *part = NULL;
-    uint64_t seed = 1;
-    for (int i = 1; i < p->argc; i++) {
-        const char *a = p->argv[i];
-        if (args_is(a, "--mode")) i++;
-        else if (args_is(a, "--mix")) { if (args_str(p, &i, &mix)) return 2; }
-        else if (args_is(a, "--partition")) { if (args_str(p, &i, &part)) return 2; }
-        else if (args_is(a, "--seed")) { if (args_u64(p, &i, &seed)) return 2; }
-        else return args_unknown(p, a);
-    }
-    if (!mix) { fprintf(stderr, "[%s] ERROR --mode mog needs --mix FILE\n", p->name); return 2; }
+    const char *mix = opt.mix, *part = opt.part;
+    uint64_t seed = opt.seed;
     MogData *d = msd_calloc(1, sizeof *d);
     char err[1024];
     if (mog_load(&d->mog, mix, err, sizeof err)) {
-        fprintf(stderr, "[%s] ERROR %s\n", p->name, err);
+        msd_fail(2, "%s", err);
         free(d);
         return 2;
     }
@@ -119,7 +122,7 @@ int data_mog_open(Proc *p, DataSource *src) {
     d->assign = msd_calloc((size_t)n, sizeof(int));
     d->K = 1;
     if (part && partition_read(part, d->assign, n, &d->K, lookup, &d->mog, err, sizeof err)) {
-        fprintf(stderr, "[%s] ERROR %s\n", p->name, err);
+        msd_fail(2, "%s", err);
         mog_destroy(d);
         return 2;
     }

@@ -5,9 +5,9 @@
  *                               fixed formula of the request id and the element index, and
  *                               "label" i32 (N) = (id + n) mod 10, so a client can recompute both
  *   --mode mog                  the 2-D mixture toy: conditions from a student's partition,
- *                               generator noise and true samples (mog.c)
+ *                               generator noise and true samples (data_mog.c)
  *   --mode fmnist               labelled images (Fashion-MNIST IDX files, PNG folders), shuffled
- *                               batches keyed by step, per student from a partition (fmnist.c) */
+ *                               batches keyed by step, per student from a partition (data_fmnist.c) */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,20 +20,6 @@
 #include "serve.h"
 
 #define DATA_MAX_NUMEL ((int64_t)1 << 28)
-
-static const char *usage =
-    "  --mode synthetic     BATCH answers a batch made by a formula of the request id (default)\n"
-    "  --mode mog --mix FILE [--partition FILE] [--seed S]\n"
-    "                       BATCH {\"student\" i32, \"count\" i32, \"step\" i64[, \"truth\" u8]} ->\n"
-    "                       \"z\" f32 (count, dim), \"label\" i32 (count)[, \"x\" f32 (count, dim)]\n"
-    "  --mode fmnist [--data SPEC] [--classes LIST] [--partition FILE] [--seed S]\n"
-    "                       SPEC: fmnist:train (default), fmnist:test, fmnist:DIR:train, png:FOLDER, ...\n"
-    "                       BATCH {\"count\" i32, \"step\" i64[, \"student\" i32]} ->\n"
-    "                       \"x\" f32 (count, C, H, W) in [-1, 1], \"label\" i32 (count)\n"
-    "                       partition classes: ids 0..9 or tshirt trouser pullover dress coat sandal\n"
-    "                       shirt sneaker bag boot\n"
-    "  --shape N,C,H,W      batch shape, 1 to 8 dims (default 4,1,8,8)\n"
-    "serves (--bind serve=ENDPOINT): BATCH -> \"x\" f32 (N, ...), \"label\" i32 (N)\n";
 
 /* The synthetic element: a function of (request id, element index) only. */
 static float data_synthetic_value(uint64_t id, int64_t i) {
@@ -84,24 +70,21 @@ static void synthetic_destroy(void *self) {
     free(s);
 }
 
+static struct {
+    const char *shape;
+} opt = {"4,1,8,8"};
+
+static const ArgSpec synthetic_args[] = {
+    ARG_STR("--shape", &opt.shape, "N,C,H,W", "batch shape, 1 to 8 dims (default 4,1,8,8)"),
+    ARG_END_,
+};
+
 static int synthetic_open(Proc *p, DataSource *src) {
     Synthetic *s = msd_calloc(1, sizeof *s);
-    s->ndim = 4;
-    int64_t def[4] = {4, 1, 8, 8};
-    memcpy(s->shape, def, sizeof def);
-    for (int i = 1; i < p->argc; i++) {
-        const char *a = p->argv[i];
-        if (args_is(a, "--mode")) i++;
-        else if (args_is(a, "--shape")) {
-            const char *v;
-            if (args_str(p, &i, &v)) { free(s); return 2; }
-            if (parse_shape(v, &s->ndim, s->shape) < 0) {
-                fprintf(stderr, "[%s] ERROR --shape %s: expected 1 to %d positive integers like 4,1,28,28 (at most 2^28 elements)\n",
-                        p->name, v, WIRE_MAX_DIMS);
-                free(s);
-                return 2;
-            }
-        } else { free(s); return args_unknown(p, a); }
+    if (parse_shape(opt.shape, &s->ndim, s->shape) < 0) {
+        free(s);
+        return msd_fail(2, "--shape %s: expected 1 to %d positive integers like 4,1,28,28 (at most 2^28 elements)",
+                        opt.shape, WIRE_MAX_DIMS);
     }
     int64_t numel = 1;
     for (int i = 0; i < s->ndim; i++) numel *= s->shape[i];
@@ -113,43 +96,40 @@ static int synthetic_open(Proc *p, DataSource *src) {
     return 0;
 }
 
-int main(int argc, char **argv) {
-    Proc p;
-    proc_start(&p, "data", usage, argc, argv);
-    const char *mode = args_mode(&p, "synthetic");
-    if (args_cpu_only(&p, "the data process")) return 2;
-    DataSource src;
-    int rc;
-    if (!strcmp(mode, "synthetic")) rc = synthetic_open(&p, &src);
-    else if (!strcmp(mode, "mog")) rc = data_mog_open(&p, &src);
-    else if (!strcmp(mode, "fmnist")) rc = data_fmnist_open(&p, &src);
-    else {
-        fprintf(stderr, "[%s] ERROR --mode %s: expected synthetic, mog or fmnist\n", p.name, mode);
-        rc = 2;
-    }
+/* Every mode: open its source, serve BATCH until stopped. */
+static int data_serve(Proc *p, int (*open)(Proc *, DataSource *)) {
+    DataSource src = {0};
+    int rc = open(p, &src);
     if (rc) return rc;
-    void *serve = proc_bound(&p, "serve");
+    void *serve = serve_socket(p, "msd-data");
     if (!serve) {
-        fprintf(stderr, "[%s] ERROR needs --bind serve=ENDPOINT\n", p.name);
         src.destroy(src.self);
         return 2;
     }
-    Busy busy;
-    busy_init(&busy);
-    proc_ready(&p);
-    while (!proc_should_stop(&p)) {
-        if (!serve_wait(&p, serve, 500)) continue;
-        WireMsg req;
-        /* one request per poll: the control socket is served between requests */
-        if (serve_recv(serve, &req)) {
-            busy_begin(&busy);
-            if (req.op == WIRE_OP_BATCH) src.batch(src.self, serve, &req);
-            else serve_unknown(serve, &req, "batch");
-            busy_end(&busy);
-            wire_msg_close(&req);
-        }
-    }
-    busy_report(&busy, "data");
+    ServeOp ops[] = {{WIRE_OP_BATCH, src.batch}};
+    serve_loop(p, serve, ops, 1, src.self, NULL, "data");
     src.destroy(src.self);
-    return proc_finish(&p);
+    return proc_finish(p);
 }
+
+static int run_synthetic(Proc *p) { return data_serve(p, synthetic_open); }
+static int run_mog(Proc *p) { return data_serve(p, data_mog_open); }
+static int run_fmnist(Proc *p) { return data_serve(p, data_fmnist_open); }
+
+#define CPU_ONLY "the data process"
+static const ProcMode modes[] = {
+    {"synthetic", "BATCH answers \"x\" f32 of --shape by a formula of the request id and \"label\" i32 (N) =\n"
+                  "(id + n) mod 10, so a client can recompute both", synthetic_args, run_synthetic, CPU_ONLY, NULL},
+    {"mog", "the 2-D mixture toy: BATCH {\"student\" i32, \"count\" i32, \"step\" i64[, \"truth\" u8]} ->\n"
+            "\"z\" f32 (count, dim), \"label\" i32 (count)[, \"x\" f32 (count, dim)]", data_mog_args, run_mog, CPU_ONLY,
+     NULL},
+    {"fmnist", "labelled images: BATCH {\"count\" i32, \"step\" i64[, \"student\" i32]} ->\n"
+               "\"x\" f32 (count, C, H, W) in [-1, 1], \"label\" i32 (count)", data_fmnist_args, run_fmnist, CPU_ONLY,
+     NULL},
+    {0},
+};
+
+static const ProcDesc desc = {"data", "msd-data: serves batches of training data.", modes,
+                              "serves (--bind serve=ENDPOINT): BATCH -> \"x\" f32 (N, ...), \"label\" i32 (N)\n"};
+
+int main(int argc, char **argv) { return proc_main(&desc, argc, argv); }

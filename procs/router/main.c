@@ -15,7 +15,7 @@
  * "text") to student k = (leading integer of the line, else an FNV-1a hash of it) mod K, and
  * answers the LINE with "student.k: TEXT" once that student replies. Requests are matched by
  * id, so replies may come back in any order; the launcher puts its output in order.
- * Not yet here: prompt embedding, clustering into partitions, the partition file. */
+ * Not yet here: prompt embeddings (partition clusters the toy's class means). */
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,14 +31,33 @@
 #define ROUTER_MAX_PENDING 1024
 #define ROUTER_MAX_TEXT 4096
 
-static const char *usage =
-    "  --mode echo         route each input line to a student and answer with its echo (default)\n"
-    "  --mode partition --mix FILE --k K --out FILE [--strategy balanced|kmeans|random|contiguous|manual]\n"
-    "                      [--from FILE (manual)] [--seed S]: write the partition file and exit\n"
-    "  --mode mog --mix FILE --partition FILE [--png FILE] [--max-samples N]\n"
-    "                      lines \"CLASS [N]\" -> N CSV lines \"class,x,y\" from the owning student\n"
-    "  --timeout-ms MS     how long a student may take to answer (default 10000)\n"
-    "connects: student.0 ... student.K-1 (every --connect name starting with \"student\")\n";
+static struct {
+    const char *mix, *part, *out, *strategy, *from, *png;
+    int k, timeout_ms, max_samples;
+    uint64_t seed;
+} opt = {.strategy = "balanced", .timeout_ms = 10000, .max_samples = 10000, .seed = 1};
+
+static const ArgSpec timeout_args[] = {
+    ARG_INT("--timeout-ms", &opt.timeout_ms, 1, 86400000, "MS", "how long a student may take to answer (default 10000)"),
+    ARG_END_,
+};
+static const ArgSpec partition_args[] = {
+    ARG_STR_REQ("--mix", &opt.mix, "FILE", "mixture specification (docs/MOG.md)"),
+    ARG_STR_REQ("--out", &opt.out, "FILE", "the partition file to write"),
+    ARG_INT("--k", &opt.k, 1, 100000, "K", "number of groups (students); not with manual"),
+    ARG_STR("--strategy", &opt.strategy, "S", "balanced (default), kmeans, random, contiguous or manual"),
+    ARG_STR("--from", &opt.from, "FILE", "the hand-written partition (--strategy manual)"),
+    ARG_U64("--seed", &opt.seed, "S", "seed of the clustering (default 1)"),
+    ARG_END_,
+};
+static const ArgSpec mog_args[] = {
+    ARG_STR_REQ("--mix", &opt.mix, "FILE", "mixture specification (docs/MOG.md)"),
+    ARG_STR_REQ("--partition", &opt.part, "FILE", "which student owns which class"),
+    ARG_STR("--png", &opt.png, "FILE", "scatter plot of every sample served, at the stop (none: off)"),
+    ARG_INT("--max-samples", &opt.max_samples, 1, 1000000, "N", "largest N of a line (default 10000)"),
+    ARG_INCLUDE(timeout_args),
+    ARG_END_,
+};
 
 typedef struct Pending {
     int used;
@@ -67,14 +86,6 @@ typedef struct Router {
     int32_t *served_cls;
     int64_t nserved, served_cap;
 } Router;
-
-static long name_number(const char *s) {
-    const char *dot = strrchr(s, '.');
-    if (!dot || !dot[1]) return -1;
-    char *end;
-    long v = strtol(dot + 1, &end, 10);
-    return *end ? -1 : v;
-}
 
 static int router_pick(const Router *r, const char *text, size_t len) {
     size_t i = 0;
@@ -210,36 +221,24 @@ static int lookup_class(void *ctx, const char *tok) { return mog_class_lookup(ct
 
 /* --mode partition: embed (class means), cluster, write the file. Returns the exit status. */
 static int router_partition(Proc *p) {
-    const char *mix = NULL, *out = NULL, *strategy = "balanced", *from = NULL;
-    int K = 0;
-    uint64_t seed = 1;
-    for (int i = 1; i < p->argc; i++) {
-        const char *a = p->argv[i];
-        if (args_is(a, "--mode")) i++;
-        else if (args_is(a, "--mix")) { if (args_str(p, &i, &mix)) return 2; }
-        else if (args_is(a, "--out")) { if (args_str(p, &i, &out)) return 2; }
-        else if (args_is(a, "--strategy")) { if (args_str(p, &i, &strategy)) return 2; }
-        else if (args_is(a, "--from")) { if (args_str(p, &i, &from)) return 2; }
-        else if (args_is(a, "--k")) { if (args_int(p, &i, &K, 1, 100000)) return 2; }
-        else if (args_is(a, "--seed")) { if (args_u64(p, &i, &seed)) return 2; }
-        else return args_unknown(p, a);
-    }
-    if (!mix || !out) { fprintf(stderr, "[%s] ERROR --mode partition needs --mix FILE and --out FILE\n", p->name); return 2; }
+    const char *mix = opt.mix, *out = opt.out, *strategy = opt.strategy, *from = opt.from;
+    int K = opt.k;
+    uint64_t seed = opt.seed;
     Mog m;
     char err[1024];
-    if (mog_load(&m, mix, err, sizeof err)) { fprintf(stderr, "[%s] ERROR %s\n", p->name, err); return 2; }
+    if (mog_load(&m, mix, err, sizeof err)) return msd_fail(2, "%s", err);
     int n = m.nclasses, rc = 0;
     int *assign = msd_calloc((size_t)n, sizeof(int));
     double *emb = msd_calloc((size_t)n * (size_t)m.dim, sizeof(double));
     for (int c = 0; c < n; c++) mog_class_mean(&m, c, emb + (size_t)c * (size_t)m.dim);
     if (!strcmp(strategy, "manual")) {
-        if (!from) { fprintf(stderr, "[%s] ERROR --strategy manual needs --from FILE\n", p->name); rc = 2; }
+        if (!from) { msd_fail(2, "--strategy manual needs --from FILE"); rc = 2; }
         else if (partition_read(from, assign, n, &K, lookup_class, &m, err, sizeof err)) {
-            fprintf(stderr, "[%s] ERROR %s\n", p->name, err);
+            msd_fail(2, "%s", err);
             rc = 2;
         }
     } else if (K < 1 || K > n) {
-        fprintf(stderr, "[%s] ERROR --k must be in 1..%d (the number of classes)\n", p->name, n);
+        msd_fail(2, "--k must be in 1..%d (the number of classes)", n);
         rc = 2;
     } else if (!strcmp(strategy, "balanced") || !strcmp(strategy, "kmeans")) {
         partition_kmeans(assign, emb, n, m.dim, K, !strcmp(strategy, "balanced"), seed, 100);
@@ -248,14 +247,14 @@ static int router_partition(Proc *p) {
     } else if (!strcmp(strategy, "contiguous")) {
         partition_contiguous(assign, n, K);
     } else {
-        fprintf(stderr, "[%s] ERROR --strategy %s: expected balanced, kmeans, random, contiguous or manual\n", p->name, strategy);
+        msd_fail(2, "--strategy %s: expected balanced, kmeans, random, contiguous or manual", strategy);
         rc = 2;
     }
     if (rc == 0) {
         const char **names = msd_malloc(sizeof(char *) * (size_t)n);
         for (int c = 0; c < n; c++) names[c] = m.class_names[c];
         if (fs_mkdir_parent(out, err, sizeof err) || partition_write(out, assign, n, K, names, err, sizeof err)) {
-            fprintf(stderr, "[%s] ERROR %s\n", p->name, err);
+            msd_fail(2, "%s", err);
             rc = 1;
         }
         free(names);
@@ -273,13 +272,13 @@ static int router_partition(Proc *p) {
         log_info("%s partition of %d classes into %d groups written to %s", strategy, n, K, out);
         free(sizes);
         proc_ready(p);
-        proc_done(p);
     }
     free(assign);
     free(emb);
     mog_free(&m);
-    int st = proc_finish(p);
-    return rc ? rc : st;
+    if (rc == 0) return proc_end_job(p, 0, NULL);
+    proc_finish(p);
+    return rc;
 }
 
 static void router_take_reply(Router *r, int k) {
@@ -330,68 +329,40 @@ static void router_expire(Router *r) {
     }
 }
 
-int main(int argc, char **argv) {
-    Proc p;
-    proc_start(&p, "router", usage, argc, argv);
+/* --mode echo and --mode mog: route the launcher's lines to the students until stopped. */
+static int router_serve(Proc *p, int mog_mode) {
     static Router r;
-    r.p = &p;
-    r.timeout_ms = 10000;
-    const char *mode = "echo", *mix = NULL, *part = NULL;
-    for (int i = 1; i + 1 < p.argc; i++)
-        if (args_is(p.argv[i], "--mode")) mode = p.argv[i + 1];
-    if (args_cpu_only(&p, "the router")) return 2;
-    if (!strcmp(mode, "partition")) return router_partition(&p);
-    if (strcmp(mode, "echo") != 0 && strcmp(mode, "mog") != 0) {
-        fprintf(stderr, "[%s] ERROR --mode %s: expected echo, partition or mog\n", p.name, mode);
-        return 2;
-    }
-    r.mog_mode = !strcmp(mode, "mog");
-    r.max_samples = 10000;
-    for (int i = 1; i < p.argc; i++) {
-        const char *a = p.argv[i];
-        if (args_is(a, "--mode")) i++;
-        else if (args_is(a, "--timeout-ms")) { if (args_int(&p, &i, &r.timeout_ms, 1, 86400000)) return 2; }
-        else if (r.mog_mode && args_is(a, "--mix")) { if (args_str(&p, &i, &mix)) return 2; }
-        else if (r.mog_mode && args_is(a, "--partition")) { if (args_str(&p, &i, &part)) return 2; }
-        else if (r.mog_mode && args_is(a, "--png")) {
-            if (args_str(&p, &i, &r.png)) return 2;
-            if (!strcmp(r.png, "none")) r.png = NULL;
-        }
-        else if (r.mog_mode && args_is(a, "--max-samples")) { if (args_int(&p, &i, &r.max_samples, 1, 1000000)) return 2; }
-        else return args_unknown(&p, a);
-    }
+    r.p = p;
+    r.timeout_ms = opt.timeout_ms;
+    r.mog_mode = mog_mode;
+    r.max_samples = opt.max_samples;
+    r.png = opt.png && strcmp(opt.png, "none") ? opt.png : NULL;
+    const char *mix = opt.mix, *part = opt.part;
     int parts = 0;
     if (r.mog_mode) {
         char err[1024];
-        if (!mix || !part) { fprintf(stderr, "[%s] ERROR --mode mog needs --mix FILE and --partition FILE\n", p.name); return 2; }
-        if (mog_load(&r.mog, mix, err, sizeof err)) { fprintf(stderr, "[%s] ERROR %s\n", p.name, err); return 2; }
+        if (mog_load(&r.mog, mix, err, sizeof err)) return msd_fail(2, "%s", err);
         r.assign = msd_calloc((size_t)r.mog.nclasses, sizeof(int));
-        if (partition_read(part, r.assign, r.mog.nclasses, &parts, lookup_class, &r.mog, err, sizeof err)) {
-            fprintf(stderr, "[%s] ERROR %s\n", p.name, err);
-            return 2;
-        }
+        if (partition_read(part, r.assign, r.mog.nclasses, &parts, lookup_class, &r.mog, err, sizeof err)) return msd_fail(2, "%s", err);
     }
-    for (int i = 0; i < p.nconnect; i++) {
-        if (strncmp(p.connects[i].name, "student", 7) != 0) continue;
-        if (r.k >= 31) { fprintf(stderr, "[%s] ERROR at most 31 students\n", p.name); return 2; }
-        r.socks[r.k] = p.connects[i].sock;
-        r.names[r.k] = p.connects[i].name;
+    for (int i = 0; i < p->nconnect; i++) {
+        if (strncmp(p->connects[i].name, "student", 7) != 0) continue;
+        if (r.k >= 31) return msd_fail(2, "at most 31 students");
+        r.socks[r.k] = p->connects[i].sock;
+        r.names[r.k] = p->connects[i].name;
         r.k++;
     }
-    if (r.k == 0) { fprintf(stderr, "[%s] ERROR needs --connect student.0=ENDPOINT (one per student)\n", p.name); return 2; }
-    if (r.mog_mode && parts != r.k) {
-        fprintf(stderr, "[%s] ERROR the partition has %d students but %d are connected\n", p.name, parts, r.k);
-        return 2;
-    }
+    if (r.k == 0) return msd_fail(2, "needs --connect student.0=ENDPOINT (one per student)");
+    if (r.mog_mode && parts != r.k) return msd_fail(2, "the partition has %d students but %d are connected", parts, r.k);
     for (int i = 1; i < r.k; i++) /* order by the number after the last '.' (student.2 < student.10) */
-        for (int j = i; j > 0 && name_number(r.names[j]) < name_number(r.names[j - 1]); j--) {
+        for (int j = i; j > 0 && proc_name_index(r.names[j]) < proc_name_index(r.names[j - 1]); j--) {
             void *s = r.socks[j]; r.socks[j] = r.socks[j - 1]; r.socks[j - 1] = s;
             const char *n = r.names[j]; r.names[j] = r.names[j - 1]; r.names[j - 1] = n;
         }
-    proc_ready(&p);
-    while (!proc_should_stop(&p)) {
+    proc_ready(p);
+    while (!proc_should_stop(p)) {
         WireMsg line;
-        int got = proc_poll(&p, r.socks, r.k, 200, &line);
+        int got = proc_poll(p, r.socks, r.k, 200, &line);
         if (got & PROC_POLL_LINE) {
             router_take_line(&r, &line);
             wire_msg_close(&line);
@@ -412,5 +383,25 @@ int main(int argc, char **argv) {
         free(r.assign);
         mog_free(&r.mog);
     }
-    return proc_finish(&p);
+    return proc_finish(p);
 }
+
+static int run_echo(Proc *p) { return router_serve(p, 0); }
+static int run_mog(Proc *p) { return router_serve(p, 1); }
+
+static const ProcMode modes[] = {
+    {"echo", "the walking skeleton: each input line goes to a student (its leading integer, else an FNV-1a\n"
+             "hash of it, mod K) as ECHO; the answer is \"student.k: TEXT\"", timeout_args, run_echo, "the router", NULL},
+    {"partition", "split the classes of a mixture into K groups on their embeddings, write the partition\n"
+                  "file and exit (a job step)", partition_args, router_partition, "the router", NULL},
+    {"mog", "lines \"CLASS [N]\" -> N CSV lines \"class,x,y\" from the student that owns CLASS", mog_args, run_mog,
+     "the router", NULL},
+    {0},
+};
+
+static const ProcDesc desc = {
+    "router", "msd-router: routes each request to the student that owns it.", modes,
+    "connects (echo, mog): student.0 ... student.K-1 (every --connect name starting with \"student\")\n",
+};
+
+int main(int argc, char **argv) { return proc_main(&desc, argc, argv); }

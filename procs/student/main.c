@@ -1,16 +1,18 @@
 /* procs/student/main.c: msd-student, one per partition: trains its one-step generator, or
  * serves it.
  *
- * Modes (the mixture toy's are in mog.c):
+ * Modes (the mixture toy's are in student_mog.c):
  *   --mode mog-train        DMD2 distillation of a one-step generator on the 2-D mixture
  *   --mode mog-serve        answers GENERATE from a trained checkpoint
- * and the walking skeleton's two:
- *   --mode train (default)  for --steps N: BATCH from data, then DENOISE of the batch to the
- *                           teacher and the critic, both in flight at once, and checks each
- *                           reply against d = x / (1 + sigma^2); then DONE and exit 0. A peer
- *                           that answers wrongly or stays silent past --timeout-ms: exit 1.
- *   --serve (--mode serve)  binds serve and answers ECHO with the request's tensors.
- * Not yet here: the generator, its optimiser, TSM/DM/ADM losses, checkpoints. */
+ * and the walking skeleton's two, named as such (they train nothing):
+ *   --mode skeleton-train (default)  for --steps N: BATCH from data, then DENOISE of the
+ *                           batch to the teacher and the critic, both in flight at once, and
+ *                           checks each reply against d = x / (1 + sigma^2); then DONE and
+ *                           exit 0. A peer that answers wrongly or stays silent past
+ *                           --timeout-ms: exit 1.
+ *   --mode skeleton-serve (or --serve)  binds serve and answers ECHO with the request's
+ *                           tensors.
+ * Not yet here: the image students (UNet generator, TSM/ADM losses). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,17 +25,20 @@
 #include "serve.h"
 #include "student.h"
 
-static const char *usage =
-    "  --mode train|serve|mog-train|mog-serve\n"
-    "                       train (default): run --steps steps against data, teacher, critic\n"
-    "  mog-train / mog-serve (the 2-D mixture toy; procs/student/mog.c):\n"
-    "    --mix FILE --ckpt-dir DIR [--index K] [--net SPEC] [--batch B] [--steps N] [--ttur T]\n"
-    "    [--critic-warmup W] [--lr LR] [--ema D] [--seed S] [--ckpt-every N] [--log-every N]\n"
-    "    [--metrics FILE.jsonl] [--timeout-ms MS]; serve: --ckpt FILE or --ckpt-dir DIR, [--cap N]\n"
-    "  --serve              same as --mode serve: bind serve=ENDPOINT and answer ECHO\n"
-    "  --steps N            training steps (default 10)\n"
-    "  --timeout-ms MS      how long a peer may take to answer (default 10000)\n"
-    "connects (train): data, teacher, critic\n";
+static struct {
+    int steps, timeout_ms, serve_flag;
+} opt = {10, 10000, 0};
+
+static const ArgSpec skeleton_train_args[] = {
+    ARG_INT("--steps", &opt.steps, 0, 1000000000, "N", "steps (default 10)"),
+    ARG_INT("--timeout-ms", &opt.timeout_ms, 1, 86400000, "MS", "how long a peer may take to answer (default 10000)"),
+    ARG_END_,
+};
+static const ArgSpec skeleton_serve_args[] = {
+    ARG_FLAG("--serve", &opt.serve_flag, "same as --mode skeleton-serve"),
+    ARG_INCLUDE(skeleton_train_args), /* accepted (and unused) as before */
+    ARG_END_,
+};
 
 typedef struct Student {
     Proc *p;
@@ -112,77 +117,57 @@ static int student_train(Student *s, int steps) {
     return -1;
 }
 
-static void student_serve(Proc *p, void *serve) {
-    while (!proc_should_stop(p)) {
-        WireMsg req;
-        if (!serve_wait(p, serve, 500) || !serve_recv(serve, &req)) continue;
-        if (req.op == WIRE_OP_ECHO) {
-            WireMsg rep;
-            wire_reply_init(&rep, &req, req.op, WIRE_STATUS_OK);
-            for (int i = 0; i < req.ntensors; i++) {
-                const WireTensor *t = &req.tensors[i];
-                wire_msg_add(&rep, t->name, t->dtype, t->ndim, t->shape, t->data);
-            }
-            serve_reply(serve, &rep);
-        } else {
-            serve_unknown(serve, &req, "echo");
-        }
-        wire_msg_close(&req);
+/* ECHO: the request's tensors back. */
+static void student_echo(void *ctx, void *sock, const WireMsg *req) {
+    WireMsg rep;
+    wire_reply_init(&rep, req, req->op, WIRE_STATUS_OK);
+    for (int i = 0; i < req->ntensors; i++) {
+        const WireTensor *t = &req->tensors[i];
+        wire_msg_add(&rep, t->name, t->dtype, t->ndim, t->shape, t->data);
     }
+    serve_reply(sock, &rep);
 }
 
-int main(int argc, char **argv) {
-    Proc p;
-    proc_start(&p, "student", usage, argc, argv);
-    const char *mode = args_mode(&p, "train");
-    if (args_cpu_only(&p, "every student mode so far (the skeleton and the toy MLP)")) return 2;
-    if (!strcmp(mode, "mog-train")) return student_mog_train(&p);
-    if (!strcmp(mode, "mog-serve")) return student_mog_serve(&p);
-    int steps = 10, timeout_ms = 10000;
-    for (int i = 1; i < p.argc; i++) {
-        const char *a = p.argv[i];
-        char *end;
-        if (!strcmp(a, "--serve")) mode = "serve";
-        else if (!strcmp(a, "--mode") && i + 1 < p.argc) mode = p.argv[++i];
-        else if (!strcmp(a, "--steps") && i + 1 < p.argc) {
-            long v = strtol(p.argv[++i], &end, 10);
-            if (*end || end == p.argv[i] || v < 0 || v > 1000000000) { fprintf(stderr, "[%s] ERROR --steps %s: expected a count >= 0\n", p.name, p.argv[i]); return 2; }
-            steps = (int)v;
-        } else if (!strcmp(a, "--timeout-ms") && i + 1 < p.argc) {
-            long v = strtol(p.argv[++i], &end, 10);
-            if (*end || end == p.argv[i] || v < 1 || v > 86400000) { fprintf(stderr, "[%s] ERROR --timeout-ms %s: expected milliseconds >= 1\n", p.name, p.argv[i]); return 2; }
-            timeout_ms = (int)v;
-        } else { fprintf(stderr, "[%s] ERROR unknown option %s (try --help)\n", p.name, a); return 2; }
-    }
-    if (!strcmp(mode, "serve")) {
-        void *serve = proc_bound(&p, "serve");
-        if (!serve) { fprintf(stderr, "[%s] ERROR --serve needs --bind serve=ENDPOINT\n", p.name); return 2; }
-        proc_ready(&p);
-        student_serve(&p, serve);
-        return proc_finish(&p);
-    }
-    if (strcmp(mode, "train") != 0) { fprintf(stderr, "[%s] ERROR --mode %s: expected train, serve, mog-train or mog-serve\n", p.name, mode); return 2; }
-    Student s = {.p = &p};
-    rpc_init(&s.rpc, &p, timeout_ms);
-    s.rpc.busy_reply = "a training student takes no input lines";
-    s.data = proc_connected(&p, "data");
-    s.teacher = proc_connected(&p, "teacher");
-    s.critic = proc_connected(&p, "critic");
-    if (!s.data || !s.teacher || !s.critic) {
-        fprintf(stderr, "[%s] ERROR training needs --connect data=... teacher=... critic=...\n", p.name);
-        return 2;
-    }
-    proc_ready(&p);
-    int rc = student_train(&s, steps);
-    if (rc == 0) {
-        log_info("finished %d steps", steps);
-        proc_done(&p);
-        return proc_finish(&p);
-    }
-    int zero = 0; /* requests still queued to a failed peer need not go out */
-    for (int i = 0; i < p.nconnect; i++) zmq_setsockopt(p.connects[i].sock, ZMQ_LINGER, &zero, sizeof zero);
-    int st = proc_finish(&p);
-    if (st == 0 && proc_should_stop(&p) == 0) { log_error("%s", s.rpc.err); return 1; }
-    if (st == 0) log_info("%s", s.rpc.err); /* a signal or STOP: a clean stop */
-    return st;
+static int run_skeleton_serve(Proc *p) {
+    void *serve = serve_socket(p, "--serve");
+    if (!serve) return 2;
+    static const ServeOp ops[] = {{WIRE_OP_ECHO, student_echo}};
+    serve_loop(p, serve, ops, 1, NULL, NULL, "student");
+    return proc_finish(p);
 }
+
+static int run_skeleton_train(Proc *p) {
+    Student s = {.p = p};
+    rpc_init(&s.rpc, p, opt.timeout_ms);
+    s.rpc.busy_reply = "a training student takes no input lines";
+    s.data = proc_connected(p, "data");
+    s.teacher = proc_connected(p, "teacher");
+    s.critic = proc_connected(p, "critic");
+    if (!s.data || !s.teacher || !s.critic)
+        return msd_fail(2, "--mode skeleton-train needs --connect data=... teacher=... critic=...");
+    proc_ready(p);
+    int rc = student_train(&s, opt.steps);
+    if (rc == 0) log_info("finished %d steps", opt.steps);
+    return proc_end_job(p, rc, s.rpc.err);
+}
+
+#define CPU_ONLY "every student mode so far (the skeleton and the toy MLP)"
+static const ProcMode modes[] = {
+    {"skeleton-train", "the walking skeleton's check (it trains nothing): --steps times BATCH from data, DENOISE\n"
+                       "to teacher and critic at once, each reply checked against x / (1 + sigma^2)",
+     skeleton_train_args, run_skeleton_train, CPU_ONLY, NULL},
+    {"skeleton-serve", "the walking skeleton's server: bind serve=ENDPOINT and answer ECHO with the request's tensors",
+     skeleton_serve_args, run_skeleton_serve, CPU_ONLY, "--serve"},
+    {"mog-train", "DMD2 distillation of a one-step generator on the 2-D mixture toy (student_mog.c)",
+     student_mog_train_args, student_mog_train, CPU_ONLY, NULL},
+    {"mog-serve", "GENERATE {\"label\" (N), \"seed\" (1)} -> \"x\" (N, dim) from a trained checkpoint",
+     student_mog_serve_args, student_mog_serve, CPU_ONLY, NULL},
+    {0},
+};
+
+static const ProcDesc desc = {
+    "student", "msd-student: one per partition: trains its one-step generator, or serves it.", modes,
+    "connects (skeleton-train, mog-train): data, teacher, critic\n",
+};
+
+int main(int argc, char **argv) { return proc_main(&desc, argc, argv); }

@@ -1,4 +1,4 @@
-/* mog.c: msd-student on the 2-D mixture toy (docs/ALGORITHMS.md sections 2 and 3).
+/* student_mog.c: msd-student on the 2-D mixture toy (docs/ALGORITHMS.md sections 2 and 3).
  *
  * mog-train: the student owns the classes of its partition (msd-data draws its conditions).
  * Its generator is an EDM-preconditioned MLP evaluated at sigma_max: x = G(z, c) =
@@ -67,22 +67,14 @@ static int mog_fetch(MogTrain *s, int64_t step) {
     wire_msg_add(&req, "count", WIRE_I32, 1, &one, &count);
     wire_msg_add(&req, "step", WIRE_I64, 1, &one, &step);
     if (rpc_call(&s->rpc, s->data, "data", &req, &rep)) return -1;
-    const WireTensor *z = rpc_tensor(&s->rpc, &rep, "data", "z", WIRE_F32, 2);
-    const WireTensor *l = z ? rpc_tensor(&s->rpc, &rep, "data", "label", WIRE_I32, 1) : NULL;
-    int ok = l && z->shape[0] == count && z->shape[1] == s->mog.dim && l->shape[0] == count;
-    if (l && !ok) snprintf(s->rpc.err, sizeof s->rpc.err, "data: batch of the wrong shape");
+    int64_t zshape[2] = {count, s->mog.dim};
+    const WireTensor *z = rpc_tensor_shape(&s->rpc, &rep, "data", "z", WIRE_F32, 2, zshape);
+    const WireTensor *l = z ? rpc_labels(&s->rpc, &rep, "data", "label", count, s->mog.nclasses) : NULL;
+    int ok = l != NULL;
     if (ok) {
         const float *zs = z->data;
-        const int32_t *ls = l->data;
         for (int64_t i = 0; i < (int64_t)count * s->mog.dim; i++) s->z80[i] = DMD_SIGMA_GEN * zs[i];
-        for (int i = 0; i < count; i++) {
-            if (ls[i] < 0 || ls[i] >= s->mog.nclasses) {
-                snprintf(s->rpc.err, sizeof s->rpc.err, "data: label %d is not a class", ls[i]);
-                ok = 0;
-                break;
-            }
-            s->label[i] = ls[i];
-        }
+        memcpy(s->label, l->data, sizeof(int32_t) * (size_t)count);
     }
     wire_msg_close(&rep);
     return ok ? 0 : -1;
@@ -111,8 +103,9 @@ static int mog_critic_round(MogTrain *s, int n, int64_t data_step0) {
         const char *peer = "critic";
         uint32_t op = WIRE_OP_FAKE_TRAIN;
         if (rpc_await(&s->rpc, 1, &s->critic, &peer, &ids[j], &op, &rep)) return -1;
-        const WireTensor *l = rpc_tensor(&s->rpc, &rep, "critic", "loss", WIRE_F32, 1);
-        if (l && l->shape[0] == 1) {
+        int64_t one = 1;
+        const WireTensor *l = rpc_tensor_shape(&s->rpc, &rep, "critic", "loss", WIRE_F32, 1, &one);
+        if (l) {
             s->fake_loss_sum += *(const float *)l->data;
             s->fake_loss_n++;
         }
@@ -149,10 +142,9 @@ static int mog_generator_step(MogTrain *s, int64_t step, int64_t data_step, doub
     uint32_t ops[2] = {WIRE_OP_DENOISE, WIRE_OP_DENOISE};
     WireMsg reps[2];
     if (rpc_await(&s->rpc, 2, socks, peers, ids, ops, reps)) return -1;
-    const WireTensor *dr = rpc_tensor(&s->rpc, &reps[0], "teacher", "d", WIRE_F32, 2);
-    const WireTensor *df = dr ? rpc_tensor(&s->rpc, &reps[1], "critic", "d", WIRE_F32, 2) : NULL;
-    int ok = df && dr->shape[0] == B && dr->shape[1] == D && df->shape[0] == B && df->shape[1] == D;
-    if (df && !ok) snprintf(s->rpc.err, sizeof s->rpc.err, "denoiser reply of the wrong shape");
+    const WireTensor *dr = rpc_tensor_shape(&s->rpc, &reps[0], "teacher", "d", WIRE_F32, 2, shape);
+    const WireTensor *df = dr ? rpc_tensor_shape(&s->rpc, &reps[1], "critic", "d", WIRE_F32, 2, shape) : NULL;
+    int ok = df != NULL;
     if (ok) {
         busy_begin(&s->busy);
         *loss = dmd_generator_grad(s->dx, s->x, dr->data, df->data, B, D);
@@ -233,7 +225,7 @@ static int mog_train_loop(MogTrain *s) {
     return 0;
 }
 
-/* Options shared by both modes. */
+/* Options of both modes (each accepts every one; --mix is required, --ckpt-dir for training). */
 typedef struct MogOpts {
     const char *mix, *spec, *ckpt_dir, *ckpt, *metrics;
     int index, batch, steps, ttur, warmup, ckpt_every, log_every, timeout_ms, cap;
@@ -241,41 +233,47 @@ typedef struct MogOpts {
     uint64_t seed;
 } MogOpts;
 
-static int mog_opts_parse(Proc *p, MogOpts *o) {
-    *o = (MogOpts){.spec = "mlp,width=128,depth=4", .index = -1, .batch = 256, .steps = 2000, .ttur = 5,
-                   .warmup = 200, .ckpt_every = 500, .log_every = 100, .timeout_ms = 30000, .cap = 4096,
-                   .lr = 1e-3f, .ema = 0.995f, .seed = 1};
-    for (int i = 1; i < p->argc; i++) {
-        const char *a = p->argv[i];
-        if (args_is(a, "--mode")) i++;
-        else if (args_is(a, "--mix")) { if (args_str(p, &i, &o->mix)) return 2; }
-        else if (args_is(a, "--net")) { if (args_str(p, &i, &o->spec)) return 2; }
-        else if (args_is(a, "--index")) { if (args_int(p, &i, &o->index, 0, 1 << 20)) return 2; }
-        else if (args_is(a, "--batch")) { if (args_int(p, &i, &o->batch, 1, 1 << 16)) return 2; }
-        else if (args_is(a, "--steps")) { if (args_int(p, &i, &o->steps, 0, 1 << 30)) return 2; }
-        else if (args_is(a, "--ttur")) { if (args_int(p, &i, &o->ttur, 0, 64)) return 2; }
-        else if (args_is(a, "--critic-warmup")) { if (args_int(p, &i, &o->warmup, 0, 1 << 20)) return 2; }
-        else if (args_is(a, "--ckpt-dir")) { if (args_str(p, &i, &o->ckpt_dir)) return 2; }
-        else if (args_is(a, "--ckpt")) { if (args_str(p, &i, &o->ckpt)) return 2; }
-        else if (args_is(a, "--ckpt-every")) { if (args_int(p, &i, &o->ckpt_every, 0, 1 << 30)) return 2; }
-        else if (args_is(a, "--log-every")) { if (args_int(p, &i, &o->log_every, 1, 1 << 30)) return 2; }
-        else if (args_is(a, "--metrics")) { if (args_str(p, &i, &o->metrics)) return 2; }
-        else if (args_is(a, "--lr")) { if (args_float(p, &i, &o->lr, 0, 1)) return 2; }
-        else if (args_is(a, "--ema")) { if (args_float(p, &i, &o->ema, 0, 1)) return 2; }
-        else if (args_is(a, "--seed")) { if (args_u64(p, &i, &o->seed)) return 2; }
-        else if (args_is(a, "--timeout-ms")) { if (args_int(p, &i, &o->timeout_ms, 1, 86400000)) return 2; }
-        else if (args_is(a, "--cap")) { if (args_int(p, &i, &o->cap, 1, 1 << 20)) return 2; }
-        else return args_unknown(p, a);
-    }
-    if (!o->mix) { fprintf(stderr, "[%s] ERROR needs --mix FILE\n", p->name); return 2; }
-    if (o->index < 0) { /* from the process name: student.K */
-        const char *dot = strrchr(p->name, '.');
-        char *end;
-        long k = dot ? strtol(dot + 1, &end, 10) : -1;
-        if (!dot || *end || k < 0) {
-            fprintf(stderr, "[%s] ERROR no --index K and the name does not end in .K\n", p->name);
-            return 2;
-        }
+static MogOpts opt = {.spec = "mlp,width=128,depth=4", .index = -1, .batch = 256, .steps = 2000, .ttur = 5,
+                      .warmup = 200, .ckpt_every = 500, .log_every = 100, .timeout_ms = 30000, .cap = 4096,
+                      .lr = 1e-3f, .ema = 0.995f, .seed = 1};
+
+static const ArgSpec mog_common_args[] = {
+    ARG_STR_REQ("--mix", &opt.mix, "FILE", "mixture specification (docs/MOG.md)"),
+    ARG_INT("--index", &opt.index, 0, 1 << 20, "K", "this student's group in the partition (default: K of the name student.K)"),
+    ARG_STR("--net", &opt.spec, "SPEC", "generator MLP spec (default mlp,width=128,depth=4)"),
+    ARG_INT("--batch", &opt.batch, 1, 1 << 16, "B", "samples per step (default 256)"),
+    ARG_INT("--steps", &opt.steps, 0, 1 << 30, "N", "training steps (default 2000)"),
+    ARG_INT("--ttur", &opt.ttur, 0, 64, "T", "critic updates per generator step (default 5)"),
+    ARG_INT("--critic-warmup", &opt.warmup, 0, 1 << 20, "W", "critic updates before the first step (default 200)"),
+    ARG_INT("--ckpt-every", &opt.ckpt_every, 0, 1 << 30, "N", "steps between checkpoints (default 500)"),
+    ARG_INT("--log-every", &opt.log_every, 1, 1 << 30, "N", "steps between progress lines (default 100)"),
+    ARG_STR("--metrics", &opt.metrics, "FILE", "JSON lines of the progress"),
+    ARG_FLOAT("--lr", &opt.lr, 0, 1, "LR", "AdamW learning rate (default 1e-3)"),
+    ARG_FLOAT("--ema", &opt.ema, 0, 1, "D", "EMA decay of the served weights (default 0.995)"),
+    ARG_U64("--seed", &opt.seed, "S", "seed of the weights and the draws (default 1)"),
+    ARG_INT("--timeout-ms", &opt.timeout_ms, 1, 86400000, "MS", "how long a peer may take to answer (default 30000)"),
+    ARG_INT("--cap", &opt.cap, 1, 1 << 20, "N", "largest GENERATE request (serve; default 4096)"),
+    ARG_END_,
+};
+const ArgSpec student_mog_train_args[] = {
+    ARG_STR_REQ("--ckpt-dir", &opt.ckpt_dir, "DIR", "where student.K.safetensors is written (and resumed from)"),
+    ARG_STR("--ckpt", &opt.ckpt, "FILE", "(mog-serve's)"),
+    ARG_INCLUDE(mog_common_args),
+    ARG_END_,
+};
+const ArgSpec student_mog_serve_args[] = {
+    ARG_STR("--ckpt", &opt.ckpt, "FILE", "the checkpoint served"),
+    ARG_STR("--ckpt-dir", &opt.ckpt_dir, "DIR", "else DIR/student.K.safetensors"),
+    ARG_INCLUDE(mog_common_args),
+    ARG_END_,
+};
+
+/* After parsing: --index from the process name student.K when not given. 0, or 2. */
+static int mog_opts_finish(Proc *p, MogOpts *o) {
+    *o = opt;
+    if (o->index < 0) {
+        long k = proc_name_index(p->name);
+        if (k < 0 || k > (1 << 20)) return msd_fail(2, "no --index K and the name does not end in .K");
         o->index = (int)k;
     }
     return 0;
@@ -283,9 +281,8 @@ static int mog_opts_parse(Proc *p, MogOpts *o) {
 
 int student_mog_train(Proc *p) {
     MogOpts o;
-    int rc = mog_opts_parse(p, &o);
+    int rc = mog_opts_finish(p, &o);
     if (rc) return rc;
-    if (!o.ckpt_dir) { fprintf(stderr, "[%s] ERROR mog-train needs --ckpt-dir DIR\n", p->name); return 2; }
     MogTrain s;
     memset(&s, 0, sizeof s);
     s.p = p;
@@ -302,16 +299,10 @@ int student_mog_train(Proc *p) {
     s.data = proc_connected(p, "data");
     s.teacher = proc_connected(p, "teacher");
     s.critic = proc_connected(p, "critic");
-    if (!s.data || !s.teacher || !s.critic) {
-        fprintf(stderr, "[%s] ERROR mog-train needs --connect data=... teacher=... critic=...\n", p->name);
-        return 2;
-    }
+    if (!s.data || !s.teacher || !s.critic) return msd_fail(2, "mog-train needs --connect data=... teacher=... critic=...");
     char err[1024];
-    if (mog_load(&s.mog, o.mix, err, sizeof err)) { fprintf(stderr, "[%s] ERROR %s\n", p->name, err); return 2; }
-    if (fs_mkdir_p(o.ckpt_dir, err, sizeof err) || (o.metrics && fs_mkdir_parent(o.metrics, err, sizeof err))) {
-        fprintf(stderr, "[%s] ERROR %s\n", p->name, err);
-        return 2;
-    }
+    if (mog_load(&s.mog, o.mix, err, sizeof err)) return msd_fail(2, "%s", err);
+    if (fs_mkdir_p(o.ckpt_dir, err, sizeof err) || (o.metrics && fs_mkdir_parent(o.metrics, err, sizeof err))) return msd_fail(2, "%s", err);
     snprintf(s.ckpt, sizeof s.ckpt, "%s/student.%d.safetensors", o.ckpt_dir, s.index);
     OptimConfig oc;
     optim_config_default(&oc);
@@ -321,19 +312,10 @@ int student_mog_train(Proc *p) {
     oc.ema = 1;
     oc.ema_decay = o.ema;
     if (edmmlp_new(&s.g, o.spec, s.mog.dim, s.mog.nclasses, s.batch, (float)mog_data_std(&s.mog), &oc,
-                   o.seed * 1000 + (uint64_t)s.index, err, sizeof err)) {
-        fprintf(stderr, "[%s] ERROR --net: %s\n", p->name, err);
-        return 2;
-    }
+                   o.seed * 1000 + (uint64_t)s.index, err, sizeof err)) return msd_fail(2, "--net: %s", err);
     struct stat st;
-    if (stat(s.ckpt, &st) == 0 && edmmlp_load(&s.g, s.ckpt, 0, err, sizeof err)) {
-        fprintf(stderr, "[%s] ERROR resuming: %s\n", p->name, err);
-        return 2;
-    }
-    if (o.metrics && !(s.metrics = fopen(o.metrics, "a"))) {
-        fprintf(stderr, "[%s] ERROR --metrics %s: %s\n", p->name, o.metrics, strerror(errno));
-        return 2;
-    }
+    if (stat(s.ckpt, &st) == 0 && edmmlp_load(&s.g, s.ckpt, 0, err, sizeof err)) return msd_fail(2, "resuming: %s", err);
+    if (o.metrics && !(s.metrics = fopen(o.metrics, "a"))) return msd_fail(2, "--metrics %s: %s", o.metrics, strerror(errno));
     dmd_sigma_table(s.table, DMD_TABLE_N);
     size_t n = (size_t)s.batch * (size_t)s.mog.dim;
     s.z80 = msd_malloc(sizeof(float) * n);
@@ -355,87 +337,75 @@ int student_mog_train(Proc *p) {
     edmmlp_free(&s.g);
     mog_free(&s.mog);
     free(s.z80); free(s.x); free(s.xt); free(s.eps); free(s.dx); free(s.sigma); free(s.sig80); free(s.label);
-    if (rc == 0) {
-        log_info("finished %d steps", s.steps);
-        proc_done(p);
-        return proc_finish(p);
+    if (rc == 0) log_info("finished %d steps", s.steps);
+    return proc_end_job(p, rc, s.rpc.err);
+}
+
+/* mog-serve's state: the generator and its buffers. */
+typedef struct MogServe {
+    Mog mog;
+    EdmMlp g;
+    int cap;
+    float *z, *x, *sig;
+} MogServe;
+
+/* GENERATE {"label" (N), "seed" (1)} -> "x" (N, dim). */
+static void mog_generate(void *ctx, void *sock, const WireMsg *req) {
+    MogServe *m = ctx;
+    const WireTensor *l = serve_tensor(sock, req, "label", WIRE_I32, 1, -1);
+    const WireTensor *sd = l ? serve_tensor(sock, req, "seed", WIRE_I64, 1, 1) : NULL;
+    if (!sd) return;
+    int64_t n = l->shape[0], D = m->mog.dim;
+    if (n < 1 || n > m->cap) {
+        serve_error(sock, req, WIRE_STATUS_BAD_REQUEST, "generate: \"label\" must hold 1..%d classes in 0..%d", m->cap,
+                    m->mog.nclasses - 1);
+        return;
     }
-    int zero = 0;
-    for (int i = 0; i < p->nconnect; i++) zmq_setsockopt(p->connects[i].sock, ZMQ_LINGER, &zero, sizeof zero);
-    int st2 = proc_finish(p);
-    if (st2 == 0 && !proc_should_stop(p)) {
-        log_error("%s", s.rpc.err);
-        return 1;
-    }
-    if (st2 == 0) log_info("%s", s.rpc.err);
-    return st2;
+    if (!serve_labels(sock, req, "label", n, m->mog.nclasses)) return;
+    uint64_t seed = (uint64_t)*(const int64_t *)sd->data;
+    rng_normal_fill(m->z, n * D, seed, STREAM_SERVE, 0);
+    for (int64_t i = 0; i < n * D; i++) m->z[i] *= DMD_SIGMA_GEN;
+    edm_forward(&m->g.edm, m->x, m->z, m->sig, l->data, NULL, n, 0);
+    int64_t shape[2] = {n, D};
+    WireMsg rep;
+    wire_reply_init(&rep, req, WIRE_OP_GENERATE, WIRE_STATUS_OK);
+    wire_msg_add(&rep, "x", WIRE_F32, 2, shape, m->x);
+    serve_reply(sock, &rep);
 }
 
 int student_mog_serve(Proc *p) {
     MogOpts o;
-    int rc = mog_opts_parse(p, &o);
+    int rc = mog_opts_finish(p, &o);
     if (rc) return rc;
     char path[4096], err[1024];
     if (o.ckpt) snprintf(path, sizeof path, "%s", o.ckpt);
     else if (o.ckpt_dir) snprintf(path, sizeof path, "%s/student.%d.safetensors", o.ckpt_dir, o.index);
-    else { fprintf(stderr, "[%s] ERROR mog-serve needs --ckpt FILE or --ckpt-dir DIR\n", p->name); return 2; }
-    void *serve = proc_bound(p, "serve");
-    if (!serve) { fprintf(stderr, "[%s] ERROR mog-serve needs --bind serve=ENDPOINT\n", p->name); return 2; }
-    Mog mog;
-    if (mog_load(&mog, o.mix, err, sizeof err)) { fprintf(stderr, "[%s] ERROR %s\n", p->name, err); return 2; }
-    EdmMlp g;
+    else return msd_fail(2, "mog-serve needs --ckpt FILE or --ckpt-dir DIR");
+    void *serve = serve_socket(p, "mog-serve");
+    if (!serve) return 2;
+    static MogServe m;
+    m.cap = o.cap;
+    if (mog_load(&m.mog, o.mix, err, sizeof err)) return msd_fail(2, "%s", err);
     OptimConfig oc;
     optim_config_default(&oc);
     oc.ema = 1;
-    if (edmmlp_new(&g, o.spec, mog.dim, mog.nclasses, o.cap, (float)mog_data_std(&mog), &oc, 0, err, sizeof err) ||
-        edmmlp_load(&g, path, 1, err, sizeof err)) {
-        fprintf(stderr, "[%s] ERROR %s\n", p->name, err);
-        mog_free(&mog);
+    if (edmmlp_new(&m.g, o.spec, m.mog.dim, m.mog.nclasses, o.cap, (float)mog_data_std(&m.mog), &oc, 0, err,
+                   sizeof err) ||
+        edmmlp_load(&m.g, path, 1, err, sizeof err)) {
+        msd_fail(2, "%s", err);
+        mog_free(&m.mog);
         return 2;
     }
-    log_info("serving %s (%s)", path, g.spec);
-    int64_t D = mog.dim;
-    float *z = msd_malloc(sizeof(float) * (size_t)(o.cap * D)), *x = msd_malloc(sizeof(float) * (size_t)(o.cap * D));
-    float *sig = msd_malloc(sizeof(float) * (size_t)o.cap);
-    for (int i = 0; i < o.cap; i++) sig[i] = DMD_SIGMA_GEN;
-    Busy busy;
-    busy_init(&busy);
-    proc_ready(p);
-    while (!proc_should_stop(p)) {
-        WireMsg req;
-        /* one request per poll: the control socket is served between requests */
-        if (serve_wait(p, serve, 500) && serve_recv(serve, &req)) {
-            busy_begin(&busy);
-            const WireTensor *l = NULL, *sd = NULL;
-            if (req.op != WIRE_OP_GENERATE) serve_unknown(serve, &req, "generate");
-            else if ((l = serve_tensor(serve, &req, "label", WIRE_I32, 1, -1)) &&
-                     (sd = serve_tensor(serve, &req, "seed", WIRE_I64, 1, 1))) {
-                int64_t n = l->shape[0];
-                const int32_t *lb = l->data;
-                int bad = n < 1 || n > o.cap;
-                for (int64_t i = 0; !bad && i < n; i++) bad = lb[i] < 0 || lb[i] >= mog.nclasses;
-                if (bad) {
-                    serve_error(serve, &req, WIRE_STATUS_BAD_REQUEST,
-                                "generate: \"label\" must hold 1..%d classes in 0..%d", o.cap, mog.nclasses - 1);
-                } else {
-                    uint64_t seed = (uint64_t)*(const int64_t *)sd->data;
-                    rng_normal_fill(z, n * D, seed, STREAM_SERVE, 0);
-                    for (int64_t i = 0; i < n * D; i++) z[i] *= DMD_SIGMA_GEN;
-                    edm_forward(&g.edm, x, z, sig, lb, NULL, n, 0);
-                    int64_t shape[2] = {n, D};
-                    WireMsg rep;
-                    wire_reply_init(&rep, &req, WIRE_OP_GENERATE, WIRE_STATUS_OK);
-                    wire_msg_add(&rep, "x", WIRE_F32, 2, shape, x);
-                    serve_reply(serve, &rep);
-                }
-            }
-            busy_end(&busy);
-            wire_msg_close(&req);
-        }
-    }
-    busy_report(&busy, "student");
-    free(z); free(x); free(sig);
-    edmmlp_free(&g);
-    mog_free(&mog);
+    log_info("serving %s (%s)", path, m.g.spec);
+    int64_t D = m.mog.dim;
+    m.z = msd_malloc(sizeof(float) * (size_t)(o.cap * D));
+    m.x = msd_malloc(sizeof(float) * (size_t)(o.cap * D));
+    m.sig = msd_malloc(sizeof(float) * (size_t)o.cap);
+    for (int i = 0; i < o.cap; i++) m.sig[i] = DMD_SIGMA_GEN;
+    static const ServeOp ops[] = {{WIRE_OP_GENERATE, mog_generate}};
+    serve_loop(p, serve, ops, 1, &m, NULL, "student");
+    free(m.z); free(m.x); free(m.sig);
+    edmmlp_free(&m.g);
+    mog_free(&m.mog);
     return proc_finish(p);
 }

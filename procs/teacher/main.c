@@ -7,7 +7,7 @@
  *                           walking skeleton's formula, any shape, no labels
  *   --mode mog --mix FILE   the exact class-conditional denoiser of a Gaussian mixture
  *                           (common/msd/mog.h): "x" (N, dim), "sigma" (N), "label" (N)
- *   --mode serve --ckpt F   a trained EDM UNet (unet.c), EMA weights: "x" (N, C, H, W), "sigma"
+ *   --mode serve --ckpt F   a trained EDM UNet (teacher_unet.c), EMA weights: "x" (N, C, H, W), "sigma"
  *                           (N), "label" (N) for a class-conditional net
  *   --mode train            stage 0: trains the UNet teacher on batches from data (train.c)
  * The serving modes answer DENOISE through one batching loop: requests that arrive within
@@ -33,46 +33,25 @@
 #define SAMPLE_MAX_STEPS 1000
 #define SIGMA_MAX_OK 1e6f
 
-static const char *usage =
-    "  --mode gauss|mog|serve|train\n"
-    "                      gauss (default): d = x / (1 + sigma^2); mog: exact mixture denoiser;\n"
-    "                      serve: a trained UNet checkpoint; train: stage-0 training (below)\n"
-    "  --mix FILE          mixture specification (mode mog; docs/MOG.md)\n"
-    "  --ckpt FILE         the UNet checkpoint (mode serve; its EMA weights are served)\n"
-    "  --net SPEC          the UNet CONFIG-SPEC (mode serve; default: the checkpoint's)\n"
-    "  --cap N             rows per network call (mode serve; default 256)\n"
-    "  --threads T         CPU threads (mode serve; default: all cores)\n"
-    "  --max-batch N       rows per denoiser call (default 4096)\n"
-    "  --window-ms MS      how long to collect concurrent requests after the first (default 1)\n"
-    "serves (--bind serve=ENDPOINT): DENOISE \"x\" f32 (N, ...), \"sigma\" f32 (N)[, \"label\" i32 (N)]\n"
-    "  -> \"d\" like x; SAMPLE (mog, serve) \"label\" i32 (N), \"seed\" i64 (1), \"steps\" i32 (1)\n"
-    "  [, \"churn\" f32 (1)] -> \"x\" f32 (N, ...)\n"
-    "--mode train: stage 0, train the UNet teacher on batches from data (--connect data=EP)\n"
-    "  --ckpt FILE            checkpoint: written every --ckpt-every steps, at the end and on STOP;\n"
-    "                         a run resumes from it when it exists (required)\n"
-    "  --init FILE            a new run starts from FILE's (EMA) weights, not random ones; fresh\n"
-    "                         AdamW moments and warm-up; ignored when --ckpt exists (none: off)\n"
-    "  --net SPEC             UNet CONFIG-SPEC (default fmnist-s; docs/UNET.md)\n"
-    "  --steps N              training steps in all (default 100000)\n"
-    "  --batch B              images per step (default 128)\n"
-    "  --lr LR                AdamW peak learning rate (default 2e-4)\n"
-    "  --warmup N             linear warm-up steps (default 1000)\n"
-    "  --weight-decay W       AdamW decoupled weight decay (default 0)\n"
-    "  --grad-clip C          global gradient-norm clip, 0: none (default 1)\n"
-    "  --ema-halflife-kimg H  EMA half-life in thousands of images (default 50)\n"
-    "  --ema-rampup R         EMA ramp-up ratio: half-life <= R * images seen (default 0.05; 0: off)\n"
-    "  --seed S               seed of the initial weights and the noise (default 1)\n"
-    "  --ckpt-every N         steps between checkpoints (default 1000; 0: only at the end)\n"
-    "  --log-every N          steps between progress lines and metrics (default 50)\n"
-    "  --metrics FILE         JSON lines: step, loss, grad_norm, lr, nimg, images_per_s, ...\n"
-    "  --grid-every N         steps between sample grids (default 5000; 0: only at the end)\n"
-    "  --grid-dir DIR         where grid-STEP.png go (default: the checkpoint's folder/grids)\n"
-    "  --grid-steps N         Heun steps of the grid sampler (default 18, NFE 35)\n"
-    "  --grid-per-class N     images per class (a grid row; default 10)\n"
-    "  --threads T            CPU threads (default: all cores)\n"
-    "  --timeout-ms MS        how long to wait for a batch (default 60000)\n";
+static struct {
+    const char *mix;
+    int max_batch, window_ms;
+} opt = {NULL, 4096, 1};
+
+const ArgSpec teacher_loop_args[] = {
+    ARG_INT("--max-batch", &opt.max_batch, 1, 1 << 24, "N", "rows per denoiser call (default 4096)"),
+    ARG_INT("--window-ms", &opt.window_ms, 0, 10000, "MS", "how long to collect concurrent requests after the first\n"
+            "(default 1)"),
+    ARG_END_,
+};
+static const ArgSpec mog_args[] = {
+    ARG_STR_REQ("--mix", &opt.mix, "FILE", "mixture specification (docs/MOG.md)"),
+    ARG_INCLUDE(teacher_loop_args),
+    ARG_END_,
+};
 
 typedef struct Teacher {
+    Proc *p;
     TeacherNet net;
     int max_batch, window_ms;
     /* batch buffers, grown to the largest batch then kept */
@@ -82,6 +61,7 @@ typedef struct Teacher {
     /* statistics */
     long requests, batches, rows, max_rows, samples;
     Busy busy;
+    double next_log;
 } Teacher;
 
 /* ---- the exact denoisers ---- */
@@ -123,16 +103,8 @@ static const char *net_shape_str(const TeacherNet *n, char *buf, size_t len) {
 static const WireTensor *check_labels(const TeacherNet *net, void *sock, const WireMsg *req, int64_t n, int *ok) {
     *ok = 1;
     if (net->nclasses <= 0) return NULL;
-    const WireTensor *l = serve_tensor(sock, req, "label", WIRE_I32, 1, n);
-    if (!l) { *ok = 0; return NULL; }
-    const int32_t *lb = l->data;
-    for (int64_t i = 0; i < n; i++)
-        if (lb[i] < 0 || lb[i] >= net->nclasses) {
-            serve_error(sock, req, WIRE_STATUS_BAD_REQUEST, "%s: label[%lld] = %d is not a class (0..%d)",
-                        wire_op_name(req->op), (long long)i, lb[i], net->nclasses - 1);
-            *ok = 0;
-            return NULL;
-        }
+    const WireTensor *l = serve_labels(sock, req, "label", n, net->nclasses);
+    if (!l) *ok = 0;
     return l;
 }
 
@@ -342,16 +314,9 @@ static void teacher_log_stats(Teacher *t) {
     busy_report(&t->busy, "teacher");
 }
 
-/* The options of the exact modes (and the loop's); --mode serve parses its own. */
+/* The exact denoisers as a TeacherNet. */
 static int exact_open(Proc *p, const char *mode, Teacher *t) {
-    const char *mix = NULL;
-    for (int i = 1; i < p->argc; i++) {
-        const char *a = p->argv[i];
-        if (args_is(a, "--mode")) i++;
-        else if (args_is(a, "--mix")) { if (args_str(p, &i, &mix)) return 2; }
-        else if (args_is(a, "--max-batch") || args_is(a, "--window-ms")) i++;
-        else return args_unknown(p, a);
-    }
+    const char *mix = opt.mix;
     TeacherNet *net = &t->net;
     if (!strcmp(mode, "gauss")) {
         snprintf(net->what, sizeof net->what, "d = x / (1 + sigma^2)");
@@ -360,12 +325,10 @@ static int exact_open(Proc *p, const char *mode, Teacher *t) {
         return 0;
     }
     char err[1024];
-    if (!mix) { fprintf(stderr, "[%s] ERROR --mode mog needs --mix FILE\n", p->name); return 2; }
     Mog *mog = msd_calloc(1, sizeof *mog);
     if (mog_load(mog, mix, err, sizeof err)) {
-        fprintf(stderr, "[%s] ERROR %s\n", p->name, err);
         free(mog);
-        return 2;
+        return msd_fail(2, "%s", err);
     }
     snprintf(net->what, sizeof net->what, "the exact denoiser of the mixture %s", mix);
     net->self = mog;
@@ -379,45 +342,66 @@ static int exact_open(Proc *p, const char *mode, Teacher *t) {
     return 0;
 }
 
-int main(int argc, char **argv) {
-    Proc p;
-    proc_start(&p, "teacher", usage, argc, argv);
-    const char *mode = args_mode(&p, "gauss");
-    if (!strcmp(mode, "train")) return teacher_train(&p);
-    Teacher t = {.max_batch = 4096, .window_ms = 1};
-    for (int i = 1; i < p.argc; i++) {
-        const char *a = p.argv[i];
-        if (args_is(a, "--max-batch")) { if (args_int(&p, &i, &t.max_batch, 1, 1 << 24)) return 2; }
-        else if (args_is(a, "--window-ms")) { if (args_int(&p, &i, &t.window_ms, 0, 10000)) return 2; }
-    }
-    int rc;
-    if (!strcmp(mode, "gauss") || !strcmp(mode, "mog"))
-        rc = args_cpu_only(&p, "the exact teachers (gauss, mog)") ? 2 : exact_open(&p, mode, &t);
-    else if (!strcmp(mode, "serve")) rc = teacher_unet_open(&p, &t.net);
-    else {
-        fprintf(stderr, "[%s] ERROR --mode %s: expected gauss, mog, serve or train\n", p.name, mode);
-        rc = 2;
-    }
+static void teacher_readable(void *ctx, void *sock) {
+    Teacher *t = ctx;
+    teacher_collect(t, t->p, sock);
+}
+
+/* Every 10 s: the batching statistics. */
+static void teacher_idle(void *ctx) {
+    Teacher *t = ctx;
+    if (msd_now() <= t->next_log || !t->batches) return;
+    teacher_log_stats(t);
+    t->next_log = msd_now() + 10;
+}
+
+/* Every serving mode: open the denoiser, then DENOISE batching and SAMPLE until stopped. */
+static int teacher_serve(Proc *p, const char *mode) {
+    static Teacher t;
+    t.max_batch = opt.max_batch;
+    t.window_ms = opt.window_ms;
+    int rc = !strcmp(mode, "serve") ? teacher_unet_open(p, &t.net) : exact_open(p, mode, &t);
     if (rc) return rc;
-    void *serve = proc_bound(&p, "serve");
+    void *serve = serve_socket(p, "msd-teacher");
     if (!serve) {
-        fprintf(stderr, "[%s] ERROR needs --bind serve=ENDPOINT\n", p.name);
         if (t.net.destroy) t.net.destroy(t.net.self);
         return 2;
     }
     log_info("serving %s", t.net.what);
+    t.p = p;
     busy_init(&t.busy);
-    proc_ready(&p);
-    double next_log = msd_now() + 10;
-    while (!proc_should_stop(&p)) {
-        if (serve_wait(&p, serve, 500)) teacher_collect(&t, &p, serve);
-        if (msd_now() > next_log && t.batches) {
-            teacher_log_stats(&t);
-            next_log = msd_now() + 10;
-        }
-    }
+    t.next_log = msd_now() + 10;
+    /* serve_run, not serve_loop: requests are batched across peers (teacher_collect) */
+    serve_run(p, serve, teacher_readable, teacher_idle, &t);
     teacher_log_stats(&t);
     if (t.net.destroy) t.net.destroy(t.net.self);
     free(t.x); free(t.d); free(t.sigma); free(t.label);
-    return proc_finish(&p);
+    return proc_finish(p);
 }
+
+static int run_gauss(Proc *p) { return teacher_serve(p, "gauss"); }
+static int run_mog(Proc *p) { return teacher_serve(p, "mog"); }
+static int run_serve(Proc *p) { return teacher_serve(p, "serve"); }
+
+#define EXACT "the exact teachers (gauss, mog)"
+static const ProcMode modes[] = {
+    {"gauss", "d = x / (1 + sigma^2), the exact denoiser of N(0, I) (the walking skeleton's), any shape, no labels",
+     teacher_loop_args, run_gauss, EXACT, NULL},
+    {"mog", "the exact class-conditional denoiser of a Gaussian mixture: \"x\" (N, dim), \"sigma\" (N),\n"
+            "\"label\" (N); and SAMPLE", mog_args, run_mog, EXACT, NULL},
+    {"serve", "a trained EDM UNet checkpoint (its EMA weights): \"x\" (N, C, H, W), \"sigma\" (N), \"label\" (N)\n"
+              "for a class-conditional net; and SAMPLE", teacher_unet_args, run_serve, NULL, NULL},
+    {"train", "stage 0: train the UNet teacher on batches from data (--connect data=EP)", teacher_train_args,
+     teacher_train, NULL, NULL},
+    {0},
+};
+
+static const ProcDesc desc = {
+    "teacher", "msd-teacher: serves teacher denoiser outputs D(x_t; sigma, c) to every student and critic,\n"
+    "samples from the teacher, and (stage 0) trains it.", modes,
+    "serves (--bind serve=ENDPOINT; gauss, mog, serve): DENOISE \"x\" f32 (N, ...), \"sigma\" f32 (N)\n"
+    "  [, \"label\" i32 (N)] -> \"d\" like x; SAMPLE (mog, serve) \"label\" i32 (N), \"seed\" i64 (1),\n"
+    "  \"steps\" i32 (1)[, \"churn\" f32 (1)] -> \"x\" f32 (N, ...)\n",
+};
+
+int main(int argc, char **argv) { return proc_main(&desc, argc, argv); }

@@ -1,6 +1,6 @@
 /* teacher.h: what the files of msd-teacher share. main.c holds the serving loop (DENOISE
  * batching, SAMPLE) over any denoiser given as a TeacherNet, and the two exact denoisers (gauss,
- * mog); unet.c opens a trained UNet checkpoint as a TeacherNet; train.c is stage 0, the
+ * mog); teacher_unet.c opens a trained UNet checkpoint as a TeacherNet; train.c is stage 0, the
  * trainer (its own loop: it connects to data and serves nothing). */
 #ifndef MSD_PROCS_TEACHER_H
 #define MSD_PROCS_TEACHER_H
@@ -27,11 +27,15 @@ typedef struct TeacherNet {
     int slow;                /* a call may take longer than a heartbeat: compute under proc_keepalive */
 } TeacherNet;
 
-/* --mode serve: the UNet of --ckpt (EMA weights) as a TeacherNet; parses its options from
- * p->argv (--ckpt, --net, --cap, --threads, and the loop's --max-batch/--window-ms, which it
- * skips). 0, or 2 after a message. */
+/* The serving loop's options (--max-batch, --window-ms; main.c), included by every serving mode. */
+extern const ArgSpec teacher_loop_args[];
+/* --mode serve: the UNet of --ckpt (EMA weights) as a TeacherNet; its options are
+ * teacher_unet_args (parsed by proc_main before the call). 0, or 2 after a message. */
+extern const ArgSpec teacher_unet_args[];
 int teacher_unet_open(Proc *p, TeacherNet *net);
-/* --mode train: stage 0 (train.c). Runs to the end; returns the exit status. */
+/* --mode train: stage 0 (train.c), options teacher_train_args. Runs to the end; returns the
+ * exit status. */
+extern const ArgSpec teacher_train_args[];
 int teacher_train(Proc *p);
 
 #endif

@@ -1,4 +1,4 @@
-/* unet.c: msd-teacher --mode serve: a trained EDM UNet (the stage-0 checkpoint, its EMA
+/* teacher_unet.c: msd-teacher --mode serve: a trained EDM UNet (the stage-0 checkpoint, its EMA
  * weights) as the denoiser of the serving loop (main.c): DENOISE "x" (N, C, H, W), "sigma" (N)
  * in (0, 1e6], "label" (N) for a class-conditional net, answered in chunks of --cap rows; and
  * SAMPLE through the same denoiser. On the GPU with --gpu N (the launcher's gpu=).
@@ -35,29 +35,30 @@ static void unet_teacher_destroy(void *self) {
     free(u);
 }
 
+static struct {
+    const char *ckpt, *spec;
+    int cap, threads;
+} opt = {NULL, NULL, 256, 0};
+
+const ArgSpec teacher_unet_args[] = {
+    ARG_STR_REQ("--ckpt", &opt.ckpt, "FILE", "the UNet checkpoint (its EMA weights are served)"),
+    ARG_STR("--net", &opt.spec, "SPEC", "the UNet CONFIG-SPEC (default: the checkpoint's)"),
+    ARG_INT("--cap", &opt.cap, 1, 1 << 16, "N", "rows per network call (default 256)"),
+    ARG_INT("--threads", &opt.threads, 0, 1024, "T", "CPU threads (default: all cores)"),
+    ARG_INCLUDE(teacher_loop_args),
+    ARG_END_,
+};
+
 int teacher_unet_open(Proc *p, TeacherNet *net) {
-    const char *ckpt = NULL, *spec = NULL;
-    int cap = 256, threads = 0;
-    for (int i = 1; i < p->argc; i++) {
-        const char *a = p->argv[i];
-        if (args_is(a, "--mode") || args_is(a, "--max-batch") || args_is(a, "--window-ms")) i++;
-        else if (args_is(a, "--ckpt")) { if (args_str(p, &i, &ckpt)) return 2; }
-        else if (args_is(a, "--net")) { if (args_str(p, &i, &spec)) return 2; }
-        else if (args_is(a, "--cap")) { if (args_int(p, &i, &cap, 1, 1 << 16)) return 2; }
-        else if (args_is(a, "--threads")) { if (args_int(p, &i, &threads, 0, 1024)) return 2; }
-        else return args_unknown(p, a);
-    }
-    if (!ckpt) { fprintf(stderr, "[%s] ERROR --mode serve needs --ckpt FILE\n", p->name); return 2; }
+    const char *ckpt = opt.ckpt, *spec = opt.spec;
+    int cap = opt.cap, threads = opt.threads;
     char err[1024];
     const Backend *be = p->gpu >= 0 ? proc_gpu(p, err, sizeof err) : backend_get(device_cpu(), err, sizeof err);
-    if (!be || backend_missing(be, err, sizeof err)) {
-        fprintf(stderr, "[%s] ERROR backend: %s\n", p->name, err);
-        return 1;
-    }
+    if (!be || backend_missing(be, err, sizeof err)) return msd_fail(1, "backend: %s", err);
     UNetTeacher *u = msd_calloc(1, sizeof *u);
     u->ctx = backend_ctx_new(be, threads);
     if (edmunet_open(&u->net, ckpt, spec, be, u->ctx, cap, err, sizeof err)) {
-        fprintf(stderr, "[%s] ERROR --ckpt: %s\n", p->name, err);
+        msd_fail(2, "--ckpt: %s", err);
         backend_ctx_destroy(&u->ctx);
         free(u);
         return 2;

@@ -61,41 +61,38 @@ typedef struct Trainer {
     Busy busy;
 } Trainer;
 
-static int train_opts_parse(Proc *p, TrainOpts *o) {
-    *o = (TrainOpts){.spec = "fmnist-s", .steps = 100000, .batch = 128, .warmup = 1000, .ckpt_every = 1000,
-                     .log_every = 50, .grid_every = 5000, .grid_steps = 18, .grid_per_class = 10,
-                     .timeout_ms = 60000, .lr = 2e-4f, .grad_clip = 1.0f, .ema_kimg = 50.0f, .ema_rampup = 0.05f,
-                     .seed = 1};
-    for (int i = 1; i < p->argc; i++) {
-        const char *a = p->argv[i];
-        if (args_is(a, "--mode")) i++;
-        else if (args_is(a, "--ckpt")) { if (args_str(p, &i, &o->ckpt)) return 2; }
-        else if (args_is(a, "--init")) { if (args_str(p, &i, &o->init)) return 2; }
-        else if (args_is(a, "--net")) { if (args_str(p, &i, &o->spec)) return 2; }
-        else if (args_is(a, "--steps")) { if (args_long(p, &i, &o->steps, 0, 1000000000L)) return 2; }
-        else if (args_is(a, "--batch")) { if (args_int(p, &i, &o->batch, 1, 1 << 16)) return 2; }
-        else if (args_is(a, "--lr")) { if (args_float(p, &i, &o->lr, 0, 1)) return 2; }
-        else if (args_is(a, "--warmup")) { if (args_int(p, &i, &o->warmup, 0, 1 << 30)) return 2; }
-        else if (args_is(a, "--weight-decay")) { if (args_float(p, &i, &o->weight_decay, 0, 1)) return 2; }
-        else if (args_is(a, "--grad-clip")) { if (args_float(p, &i, &o->grad_clip, 0, 1e9)) return 2; }
-        else if (args_is(a, "--ema-halflife-kimg")) { if (args_float(p, &i, &o->ema_kimg, 1e-6, 1e9)) return 2; }
-        else if (args_is(a, "--ema-rampup")) { if (args_float(p, &i, &o->ema_rampup, 0, 1)) return 2; }
-        else if (args_is(a, "--seed")) { if (args_u64(p, &i, &o->seed)) return 2; }
-        else if (args_is(a, "--ckpt-every")) { if (args_int(p, &i, &o->ckpt_every, 0, 1 << 30)) return 2; }
-        else if (args_is(a, "--log-every")) { if (args_int(p, &i, &o->log_every, 1, 1 << 30)) return 2; }
-        else if (args_is(a, "--metrics")) { if (args_str(p, &i, &o->metrics)) return 2; }
-        else if (args_is(a, "--grid-every")) { if (args_int(p, &i, &o->grid_every, 0, 1 << 30)) return 2; }
-        else if (args_is(a, "--grid-dir")) { if (args_str(p, &i, &o->grid_dir)) return 2; }
-        else if (args_is(a, "--grid-steps")) { if (args_int(p, &i, &o->grid_steps, 1, 1000)) return 2; }
-        else if (args_is(a, "--grid-per-class")) { if (args_int(p, &i, &o->grid_per_class, 1, 64)) return 2; }
-        else if (args_is(a, "--threads")) { if (args_int(p, &i, &o->threads, 0, 1024)) return 2; }
-        else if (args_is(a, "--timeout-ms")) { if (args_int(p, &i, &o->timeout_ms, 1, 86400000)) return 2; }
-        else return args_unknown(p, a);
-    }
-    if (!o->ckpt) { fprintf(stderr, "[%s] ERROR --mode train needs --ckpt FILE\n", p->name); return 2; }
-    if (o->init && (!*o->init || !strcmp(o->init, "none"))) o->init = NULL;
-    return 0;
-}
+static TrainOpts opt = {.spec = "fmnist-s", .steps = 100000, .batch = 128, .warmup = 1000, .ckpt_every = 1000,
+                        .log_every = 50, .grid_every = 5000, .grid_steps = 18, .grid_per_class = 10,
+                        .timeout_ms = 60000, .lr = 2e-4f, .grad_clip = 1.0f, .ema_kimg = 50.0f, .ema_rampup = 0.05f,
+                        .seed = 1};
+
+const ArgSpec teacher_train_args[] = {
+    ARG_STR_REQ("--ckpt", &opt.ckpt, "FILE", "checkpoint: written every --ckpt-every steps, at the end and on STOP;\n"
+                "a run resumes from it when it exists"),
+    ARG_STR("--init", &opt.init, "FILE", "a new run starts from FILE's (EMA) weights, not random ones; fresh\n"
+            "AdamW moments and warm-up; ignored when --ckpt exists (none: off)"),
+    ARG_STR("--net", &opt.spec, "SPEC", "UNet CONFIG-SPEC (default fmnist-s; docs/UNET.md)"),
+    ARG_LONG("--steps", &opt.steps, 0, 1000000000L, "N", "training steps in all (default 100000)"),
+    ARG_INT("--batch", &opt.batch, 1, 1 << 16, "B", "images per step (default 128)"),
+    ARG_FLOAT("--lr", &opt.lr, 0, 1, "LR", "AdamW peak learning rate (default 2e-4)"),
+    ARG_INT("--warmup", &opt.warmup, 0, 1 << 30, "N", "linear warm-up steps (default 1000)"),
+    ARG_FLOAT("--weight-decay", &opt.weight_decay, 0, 1, "W", "AdamW decoupled weight decay (default 0)"),
+    ARG_FLOAT("--grad-clip", &opt.grad_clip, 0, 1e9, "C", "global gradient-norm clip, 0: none (default 1)"),
+    ARG_FLOAT("--ema-halflife-kimg", &opt.ema_kimg, 1e-6, 1e9, "H", "EMA half-life in thousands of images (default 50)"),
+    ARG_FLOAT("--ema-rampup", &opt.ema_rampup, 0, 1, "R", "EMA ramp-up ratio: half-life <= R * images seen\n"
+              "(default 0.05; 0: off)"),
+    ARG_U64("--seed", &opt.seed, "S", "seed of the initial weights and the noise (default 1)"),
+    ARG_INT("--ckpt-every", &opt.ckpt_every, 0, 1 << 30, "N", "steps between checkpoints (default 1000; 0: only at the end)"),
+    ARG_INT("--log-every", &opt.log_every, 1, 1 << 30, "N", "steps between progress lines and metrics (default 50)"),
+    ARG_STR("--metrics", &opt.metrics, "FILE", "JSON lines: step, loss, grad_norm, lr, nimg, images_per_s, ..."),
+    ARG_INT("--grid-every", &opt.grid_every, 0, 1 << 30, "N", "steps between sample grids (default 5000; 0: only at the end)"),
+    ARG_STR("--grid-dir", &opt.grid_dir, "DIR", "where grid-STEP.png go (default: the checkpoint's folder/grids)"),
+    ARG_INT("--grid-steps", &opt.grid_steps, 1, 1000, "N", "Heun steps of the grid sampler (default 18, NFE 35)"),
+    ARG_INT("--grid-per-class", &opt.grid_per_class, 1, 64, "N", "images per class (a grid row; default 10)"),
+    ARG_INT("--threads", &opt.threads, 0, 1024, "T", "CPU threads (default: all cores)"),
+    ARG_INT("--timeout-ms", &opt.timeout_ms, 1, 86400000, "MS", "how long to wait for a batch (default 60000)"),
+    ARG_END_,
+};
 
 /* ---- data ---- */
 
@@ -120,25 +117,15 @@ static int batch_recv(Trainer *t) {
     t->pending_id = 0;
     if (rpc_await(&t->rpc, 1, &t->data, &peer, &id, &op, &rep)) return -1;
     const UNetConfig *c = &t->net.cfg;
-    const WireTensor *x = rpc_tensor(&t->rpc, &rep, "data", "x", WIRE_F32, 4);
-    const WireTensor *l = x ? rpc_tensor(&t->rpc, &rep, "data", "label", WIRE_I32, 1) : NULL;
-    int ok = l && x->shape[0] == t->o.batch && x->shape[1] == c->in_ch && x->shape[2] == c->res &&
-             x->shape[3] == c->res && l->shape[0] == t->o.batch;
-    if (l && !ok)
-        snprintf(t->rpc.err, sizeof t->rpc.err, "data: a batch of (%lld, %lld, %lld, %lld) images; the network %s needs "
-                 "(%d, %d, %d, %d)", (long long)x->shape[0], (long long)x->shape[1], (long long)x->shape[2],
-                 (long long)x->shape[3], t->net.spec, t->o.batch, c->in_ch, c->res, c->res);
+    int64_t xshape[4] = {t->o.batch, c->in_ch, c->res, c->res}; /* what the network needs */
+    const WireTensor *x = rpc_tensor_shape(&t->rpc, &rep, "data", "x", WIRE_F32, 4, xshape);
+    const WireTensor *l = !x ? NULL
+                          : c->label_dim > 0 ? rpc_labels(&t->rpc, &rep, "data", "label", t->o.batch, c->label_dim)
+                                             : rpc_tensor_shape(&t->rpc, &rep, "data", "label", WIRE_I32, 1, xshape);
+    int ok = l != NULL;
     if (ok) {
         memcpy(t->hx, x->data, x->nbytes);
-        const int32_t *ls = l->data;
-        for (int i = 0; ok && i < t->o.batch; i++) {
-            if (c->label_dim > 0 && (ls[i] < 0 || ls[i] >= c->label_dim)) {
-                snprintf(t->rpc.err, sizeof t->rpc.err, "data: label %d is not a class of the network (0..%d)", ls[i],
-                         c->label_dim - 1);
-                ok = 0;
-            }
-            t->hy[i] = ls[i];
-        }
+        memcpy(t->hy, l->data, sizeof(int32_t) * (size_t)t->o.batch);
     }
     wire_msg_close(&rep);
     return ok ? 0 : -1;
@@ -278,17 +265,14 @@ int teacher_train(Proc *p) {
     Trainer t;
     memset(&t, 0, sizeof t);
     t.p = p;
-    int rc = train_opts_parse(p, &t.o);
-    if (rc) return rc;
+    t.o = opt;
     TrainOpts *o = &t.o;
+    if (o->init && (!*o->init || !strcmp(o->init, "none"))) o->init = NULL;
     t.data = proc_connected(p, "data");
-    if (!t.data) { fprintf(stderr, "[%s] ERROR --mode train needs --connect data=ENDPOINT\n", p->name); return 2; }
+    if (!t.data) return msd_fail(2, "--mode train needs --connect data=ENDPOINT");
     char err[1024];
     t.be = p->gpu >= 0 ? proc_gpu(p, err, sizeof err) : backend_get(device_cpu(), err, sizeof err);
-    if (!t.be || backend_missing(t.be, err, sizeof err)) {
-        fprintf(stderr, "[%s] ERROR backend: %s\n", p->name, err);
-        return 1;
-    }
+    if (!t.be || backend_missing(t.be, err, sizeof err)) return msd_fail(1, "backend: %s", err);
     if (o->grid_dir) snprintf(t.grid_dir, sizeof t.grid_dir, "%s", o->grid_dir);
     else {
         const char *slash = strrchr(o->ckpt, '/');
@@ -296,10 +280,7 @@ int teacher_train(Proc *p) {
                  slash ? "/" : "");
     }
     if (fs_mkdir_parent(o->ckpt, err, sizeof err) || fs_mkdir_p(t.grid_dir, err, sizeof err) ||
-        (o->metrics && fs_mkdir_parent(o->metrics, err, sizeof err))) {
-        fprintf(stderr, "[%s] ERROR %s\n", p->name, err);
-        return 2;
-    }
+        (o->metrics && fs_mkdir_parent(o->metrics, err, sizeof err))) return msd_fail(2, "%s", err);
     OptimConfig oc;
     optim_config_default(&oc);
     oc.lr = o->lr;
@@ -312,7 +293,7 @@ int teacher_train(Proc *p) {
     oc.images_per_step = o->batch;
     t.ctx = backend_ctx_new(t.be, o->threads);
     if (edmunet_new(&t.net, o->spec, t.be, t.ctx, o->batch, &oc, o->seed, err, sizeof err)) {
-        fprintf(stderr, "[%s] ERROR --net: %s\n", p->name, err);
+        msd_fail(2, "--net: %s", err);
         backend_ctx_destroy(&t.ctx);
         return 2;
     }
@@ -320,7 +301,7 @@ int teacher_train(Proc *p) {
     if (stat(o->ckpt, &st) == 0) {
         CheckpointMeta meta = {0};
         if (edmunet_load(&t.net, o->ckpt, 0, &meta, err, sizeof err)) {
-            fprintf(stderr, "[%s] ERROR resuming from --ckpt: %s\n", p->name, err);
+            msd_fail(2, "resuming from --ckpt: %s", err);
             edmunet_free(&t.net);
             backend_ctx_destroy(&t.ctx);
             return 2;
@@ -342,7 +323,7 @@ int teacher_train(Proc *p) {
         int rc = edmunet_load(&t.net, o->init, 1, NULL, err, sizeof err);
         t.net.opt = opt;
         if (rc) {
-            fprintf(stderr, "[%s] ERROR --init: %s\n", p->name, err);
+            msd_fail(2, "--init: %s", err);
             edmunet_free(&t.net);
             backend_ctx_destroy(&t.ctx);
             return 2;
@@ -351,7 +332,7 @@ int teacher_train(Proc *p) {
         log_info("initialised from %s (a new run from step 0: fresh AdamW moments, warm-up again)", o->init);
     }
     if (o->metrics && !(t.metrics = fopen(o->metrics, "a"))) {
-        fprintf(stderr, "[%s] ERROR --metrics %s: %s\n", p->name, o->metrics, strerror(errno));
+        msd_fail(2, "--metrics %s: %s", o->metrics, strerror(errno));
         edmunet_free(&t.net);
         backend_ctx_destroy(&t.ctx);
         return 2;
@@ -367,7 +348,7 @@ int teacher_train(Proc *p) {
              o->ckpt, t.grid_dir);
     busy_init(&t.busy);
     proc_ready(p);
-    rc = train_loop(&t);
+    int rc = train_loop(&t);
     busy_report(&t.busy, "teacher");
     if (t.metrics) fclose(t.metrics);
     t.be->free(t.ctx, t.dx0);
@@ -376,19 +357,6 @@ int teacher_train(Proc *p) {
     if (t.ema_ready) edmunet_free(&t.ema);
     edmunet_free(&t.net);
     backend_ctx_destroy(&t.ctx);
-    if (rc == 0) {
-        log_info("finished %ld steps", o->steps);
-        proc_done(p);
-        return proc_finish(p);
-    }
-    int zero = 0;
-    for (int i = 0; i < p->nconnect; i++) zmq_setsockopt(p->connects[i].sock, ZMQ_LINGER, &zero, sizeof zero);
-    int st2 = proc_finish(p);
-    if (rc > 0) return st2;  /* stopped (STOP, signal, silent launcher) after a checkpoint */
-    if (st2 == 0 && !proc_should_stop(p)) {
-        log_error("%s", t.rpc.err);
-        return 1;
-    }
-    if (st2 == 0) log_info("%s", t.rpc.err);
-    return st2;
+    if (rc == 0) log_info("finished %ld steps", o->steps);
+    return proc_end_job(p, rc, t.rpc.err); /* rc > 0: stopped (STOP, signal, silent launcher) after a checkpoint */
 }

@@ -28,6 +28,7 @@
 #include "dataset.h"
 #include "fid.h"
 #include "image.h"
+#include "args.h"
 #include "log.h"
 #include "optimizer.h"
 #include "philox.h"
@@ -36,22 +37,16 @@
 #define EVAL_DEFAULT_CLASSIFIER "models/fmnist_classifier.safetensors"
 #define EVAL_STREAM_SUBSET 0x4556414cull
 
-static void usage(FILE *f) {
-    fprintf(f,
-            "usage: msd-eval COMMAND [options]\n"
-            "  train-classifier --out FILE [--epochs E] [--batch B] [--lr LR] [--seed S]\n"
-            "        train the feature classifier on Fashion-MNIST train; JSON line per epoch\n"
-            "  accuracy [--n N]   test accuracy of the classifier on the first N test images\n"
-            "  fid --images GEN.safetensors|PNG-FOLDER [--labels FILE] [--n N]\n"
-            "        FID vs the 10k test images and the conditional accuracy, as JSON\n"
-            "  floor --n N [--seed S]   FID of N training images vs the test set\n"
-            "  (fid, floor: --ref-n N   use only the first N test images as the reference; default all)\n"
-            "  export --n N --out FILE.safetensors|FOLDER [--split train|test] [--seed S]\n"
-            "        N real images (seeded subset) in the generated-image formats\n"
-            "options: --classifier FILE (default %s, also looked up next to the binary's\n"
-            "         ../models), --data DIR (Fashion-MNIST IDX folder), --threads T, --gpu I\n",
-            EVAL_DEFAULT_CLASSIFIER);
-}
+static const char *about =
+    "  train-classifier --out FILE [--epochs E] [--batch B] [--lr LR] [--seed S]\n"
+    "        train the feature classifier on Fashion-MNIST train; JSON line per epoch\n"
+    "  accuracy [--n N]   test accuracy of the classifier on the first N test images\n"
+    "  fid --images GEN.safetensors|PNG-FOLDER [--labels FILE] [--n N]\n"
+    "        FID vs the 10k test images and the conditional accuracy, as JSON\n"
+    "  floor --n N [--seed S]   FID of N training images vs the test set\n"
+    "  export --n N --out FILE.safetensors|FOLDER [--split train|test] [--seed S]\n"
+    "        N real images (seeded subset) in the generated-image formats\n"
+    "options (every command):\n";
 
 typedef struct Opts {
     const char *cmd, *out, *classifier, *data, *images, *labels, *split;
@@ -61,49 +56,27 @@ typedef struct Opts {
     int threads, gpu;
 } Opts;
 
-static int parse_long(const char *opt, const char *v, long lo, long hi, long *out) {
-    char *end;
-    errno = 0;
-    long x = strtol(v, &end, 10);
-    if (!*v || *end || errno || x < lo || x > hi) {
-        fprintf(stderr, "msd-eval: %s '%s': expected an integer in %ld..%ld\n", opt, v, lo, hi);
-        return -1;
-    }
-    *out = x;
-    return 0;
-}
+static Opts opt = {.gpu = -1, .seed = 1};
 
-static int parse_opts(int argc, char **argv, Opts *o) {
-    long t;
-    for (int i = 2; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); exit(0); }
-        if (i + 1 >= argc) { fprintf(stderr, "msd-eval: %s needs a value\n", a); return -1; }
-        const char *v = argv[++i];
-        if (!strcmp(a, "--out")) o->out = v;
-        else if (!strcmp(a, "--classifier")) o->classifier = v;
-        else if (!strcmp(a, "--data")) o->data = v;
-        else if (!strcmp(a, "--images")) o->images = v;
-        else if (!strcmp(a, "--labels")) o->labels = v;
-        else if (!strcmp(a, "--split")) {
-            if (strcmp(v, "train") && strcmp(v, "test")) { fprintf(stderr, "msd-eval: --split must be train or test\n"); return -1; }
-            o->split = v;
-        }
-        else if (!strcmp(a, "--epochs")) { if (parse_long(a, v, 1, 1000, &o->epochs)) return -1; }
-        else if (!strcmp(a, "--batch")) { if (parse_long(a, v, 1, 4096, &o->batch)) return -1; }
-        else if (!strcmp(a, "--n")) { if (parse_long(a, v, 2, 10000000, &o->n)) return -1; }
-        else if (!strcmp(a, "--ref-n")) { if (parse_long(a, v, 2, 10000000, &o->ref_n)) return -1; }
-        else if (!strcmp(a, "--threads")) { if (parse_long(a, v, 1, 256, &t)) return -1; o->threads = (int)t; }
-        else if (!strcmp(a, "--gpu")) { if (parse_long(a, v, 0, 64, &t)) return -1; o->gpu = (int)t; }
-        else if (!strcmp(a, "--seed")) { if (parse_long(a, v, 0, LONG_MAX, &t)) return -1; o->seed = (uint64_t)t; }
-        else if (!strcmp(a, "--lr")) {
-            char *end;
-            o->lr = strtod(v, &end);
-            if (!*v || *end || !(o->lr > 0 && o->lr < 1)) { fprintf(stderr, "msd-eval: --lr '%s': expected 0 < lr < 1\n", v); return -1; }
-        } else { fprintf(stderr, "msd-eval: unknown option '%s'\n", a); return -1; }
-    }
-    return 0;
-}
+static const ArgSpec args[] = {
+    ARG_STR("--out", &opt.out, "FILE", "train-classifier: the classifier; export: FILE.safetensors or FOLDER"),
+    ARG_STR("--classifier", &opt.classifier, "FILE", "default " EVAL_DEFAULT_CLASSIFIER ", also looked up next to\n"
+            "the binary's ../models"),
+    ARG_STR("--data", &opt.data, "DIR", "the Fashion-MNIST IDX folder"),
+    ARG_STR("--images", &opt.images, "FILE|DIR", "fid: GEN.safetensors or a PNG folder"),
+    ARG_STR("--labels", &opt.labels, "FILE", "fid: the generated images' labels (safetensors or text)"),
+    ARG_STR("--split", &opt.split, "S", "export: train or test"),
+    ARG_LONG("--epochs", &opt.epochs, 1, 1000, "E", "train-classifier: epochs"),
+    ARG_LONG("--batch", &opt.batch, 1, 4096, "B", "train-classifier: batch"),
+    ARG_DOUBLE("--lr", &opt.lr, 1e-12, 0.999999, "LR", "train-classifier: peak learning rate (default 2e-3)"),
+    ARG_LONG("--n", &opt.n, 2, 10000000, "N", "number of images"),
+    ARG_LONG("--ref-n", &opt.ref_n, 2, 10000000, "N", "fid, floor: use only the first N test images as the reference\n"
+             "(default all)"),
+    ARG_U64("--seed", &opt.seed, "S", "seed (default 1)"),
+    ARG_INT("--threads", &opt.threads, 1, 256, "T", "CPU threads (default: all cores)"),
+    ARG_INT("--gpu", &opt.gpu, 0, 64, "I", "run on GPU I (a CUDA build)"),
+    ARG_END_,
+};
 
 static int file_exists(const char *p) {
     struct stat st;
@@ -133,11 +106,11 @@ static int load_split(const Opts *o, const char *split, Dataset *d) {
     if (o->data) snprintf(spec, sizeof spec, "fmnist:%s:%s", o->data, split);
     else snprintf(spec, sizeof spec, "fmnist:%s", split);
     if (dataset_load(d, spec, err, sizeof err)) {
-        fprintf(stderr, "msd-eval: %s\n", err);
+        log_error("%s", err);
         return -1;
     }
     if (d->c != 1 || d->h != CLS_IN_H || d->w != CLS_IN_W) {
-        fprintf(stderr, "msd-eval: %s: images are %dx%dx%d, the classifier needs 1x28x28\n", d->source, d->c, d->h, d->w);
+        log_error("%s: images are %dx%dx%d, the classifier needs 1x28x28", d->source, d->c, d->h, d->w);
         dataset_free(d);
         return -1;
     }
@@ -155,18 +128,18 @@ static int engine_open(Engine *e, const Opts *o, int load, int64_t batch) {
     Device dev = device_cpu();
     if (o->gpu >= 0) { dev.type = DEVICE_CUDA; dev.index = o->gpu; }
     e->be = backend_get(dev, err, sizeof err);
-    if (!e->be) { fprintf(stderr, "msd-eval: %s\n", err); return -1; }
+    if (!e->be) { log_error("%s", err); return -1; }
     static const char *const ops[] = {"alloc", "free", "upload", "download", "fill", "linear_forward", "linear_backward",
                                       "conv2d_forward", "conv2d_backward", "groupnorm_forward", "groupnorm_backward",
                                       "silu_forward", "silu_backward", "sumsq", "adamw_update", NULL};
-    if (backend_require(e->be, ops, err, sizeof err)) { fprintf(stderr, "msd-eval: %s\n", err); return -1; }
+    if (backend_require(e->be, ops, err, sizeof err)) { log_error("%s", err); return -1; }
     e->ctx = backend_ctx_new(e->be, o->threads);
     e->net = classifier_new(e->be, e->ctx);
     if (load) {
         char buf[PATH_MAX + 64];
         const char *path = classifier_path(o, buf, sizeof buf);
         if (classifier_load(e->net, path, err, sizeof err)) {
-            fprintf(stderr, "msd-eval: %s\n(train one with: msd-eval train-classifier --out %s)\n", err,
+            log_error("%s\n(train one with: msd-eval train-classifier --out %s)", err,
                     EVAL_DEFAULT_CLASSIFIER);
             classifier_destroy(&e->net);
             backend_ctx_destroy(&e->ctx);
@@ -194,7 +167,7 @@ static double accuracy_of(Engine *e, const float *x, const int32_t *y, int64_t n
 /* ---- train-classifier ---- */
 
 static int cmd_train(const Opts *o) {
-    if (!o->out) { fprintf(stderr, "msd-eval: train-classifier needs --out FILE\n"); return 2; }
+    if (!o->out) return msd_fail(2, "train-classifier needs --out FILE");
     Dataset train, test;
     if (load_split(o, "train", &train)) return 1;
     if (load_split(o, "test", &test)) { dataset_free(&train); return 1; }
@@ -224,7 +197,7 @@ static int cmd_train(const Opts *o) {
     int64_t ok_acc = 0, seen = 0;
     char err[1024];
     int rc = 0;
-    fprintf(stderr, "msd-eval: training %lld steps (%ld epochs of %lld, batch %lld), %lld parameters\n",
+    log_info("training %lld steps (%ld epochs of %lld, batch %lld), %lld parameters",
             (long long)total, epochs, (long long)steps_per_epoch, (long long)B, (long long)ps->total);
     for (int64_t step = 0; step < total; step++) {
         /* cosine decay after the warm-up (optim applies the warm-up factor to cfg.lr) */
@@ -242,7 +215,7 @@ static int cmd_train(const Opts *o) {
         classifier_backward(e.net, dd, B);
         optim_step(opt);
         if ((step + 1) % 100 == 0)
-            fprintf(stderr, "msd-eval: step %lld/%lld loss %.4f acc %.4f lr %.2e (%.0f s)\n", (long long)step + 1,
+            log_info("step %lld/%lld loss %.4f acc %.4f lr %.2e (%.0f s)", (long long)step + 1,
                     (long long)total, loss_acc / (double)(seen / B), (double)ok_acc / (double)seen, opt->last_lr,
                     msd_now() - t0);
         if ((step + 1) % steps_per_epoch == 0) {
@@ -259,7 +232,7 @@ static int cmd_train(const Opts *o) {
             snprintf(ep_s, sizeof ep_s, "%lld", (long long)((step + 1) / steps_per_epoch));
             StMeta meta[] = {{"format", "msdpipe-fmnist-classifier-1"}, {"test_acc", acc_s}, {"epochs", ep_s}};
             if (st_save_params(o->out, ps, "", meta, 3, err, sizeof err)) {
-                fprintf(stderr, "msd-eval: %s\n", err);
+                log_error("%s", err);
                 rc = 1;
                 break;
             }
@@ -341,7 +314,7 @@ static int st_labels(const StFile *f, const char *path, int64_t n, int32_t **out
     if (!t) t = st_find(f, "label");
     if (!t) return 1;
     if (t->ndim != 1 || t->numel != n) {
-        fprintf(stderr, "msd-eval: %s: labels tensor must be (%lld), not %d-dimensional with %lld entries\n", path,
+        log_error("%s: labels tensor must be (%lld), not %d-dimensional with %lld entries", path,
                 (long long)n, t->ndim, (long long)t->numel);
         return -1;
     }
@@ -350,7 +323,7 @@ static int st_labels(const StFile *f, const char *path, int64_t n, int32_t **out
     *out = msd_malloc(sizeof(int32_t) * (size_t)n);
     for (int64_t i = 0; i < n; i++) {
         if (!(v[i] >= 0 && v[i] < CLS_CLASSES) || v[i] != floorf(v[i])) {
-            fprintf(stderr, "msd-eval: %s: label %g at index %lld is not a class 0..%d\n", path, v[i], (long long)i,
+            log_error("%s: label %g at index %lld is not a class 0..%d", path, v[i], (long long)i,
                     CLS_CLASSES - 1);
             free(v);
             free(*out);
@@ -365,14 +338,14 @@ static int st_labels(const StFile *f, const char *path, int64_t n, int32_t **out
 
 static int text_labels(const char *path, int64_t n, int32_t **out) {
     FILE *f = fopen(path, "r");
-    if (!f) { fprintf(stderr, "msd-eval: %s: %s\n", path, strerror(errno)); return -1; }
+    if (!f) { log_error("%s: %s", path, strerror(errno)); return -1; }
     *out = msd_malloc(sizeof(int32_t) * (size_t)n);
     int64_t k = 0;
     long v;
     int r;
     while ((r = fscanf(f, "%ld", &v)) == 1) {
         if (k == n || v < 0 || v >= CLS_CLASSES) {
-            fprintf(stderr, "msd-eval: %s: %s\n", path, k == n ? "more labels than images" : "label outside 0..9");
+            log_error("%s: %s", path, k == n ? "more labels than images" : "label outside 0..9");
             fclose(f);
             free(*out);
             *out = NULL;
@@ -383,7 +356,7 @@ static int text_labels(const char *path, int64_t n, int32_t **out) {
     int bad = r != EOF || k != n;
     fclose(f);
     if (bad) {
-        fprintf(stderr, "msd-eval: %s: expected %lld integer labels, read %lld%s\n", path, (long long)n, (long long)k,
+        log_error("%s: expected %lld integer labels, read %lld%s", path, (long long)n, (long long)k,
                 r != EOF ? " before a non-number" : "");
         free(*out);
         *out = NULL;
@@ -398,12 +371,12 @@ static int load_generated(const Opts *o, float **x, int32_t **y, int64_t *n) {
     *x = NULL;
     *y = NULL;
     struct stat st;
-    if (stat(o->images, &st) != 0) { fprintf(stderr, "msd-eval: %s: %s\n", o->images, strerror(errno)); return -1; }
+    if (stat(o->images, &st) != 0) { log_error("%s: %s", o->images, strerror(errno)); return -1; }
     if (S_ISDIR(st.st_mode)) {
         Dataset d;
-        if (dataset_load_png(&d, o->images, 1, err, sizeof err)) { fprintf(stderr, "msd-eval: %s\n", err); return -1; }
+        if (dataset_load_png(&d, o->images, 1, err, sizeof err)) { log_error("%s", err); return -1; }
         if (d.h != CLS_IN_H || d.w != CLS_IN_W) {
-            fprintf(stderr, "msd-eval: %s: images are %dx%d, the classifier needs 28x28\n", o->images, d.w, d.h);
+            log_error("%s: images are %dx%d, the classifier needs 28x28", o->images, d.w, d.h);
             dataset_free(&d);
             return -1;
         }
@@ -414,15 +387,15 @@ static int load_generated(const Opts *o, float **x, int32_t **y, int64_t *n) {
         else free(d.y);
     } else {
         StFile f;
-        if (st_read(&f, o->images, err, sizeof err)) { fprintf(stderr, "msd-eval: %s\n", err); return -1; }
+        if (st_read(&f, o->images, err, sizeof err)) { log_error("%s", err); return -1; }
         const StTensor *t = st_find(&f, "images");
         if (!t) t = st_find(&f, "x");
         int64_t per = t && t->ndim > 0 ? t->numel / (t->shape[0] ? t->shape[0] : 1) : 0;
         if (!t || t->ndim < 2 || per != CLS_IN_H * CLS_IN_W || t->shape[0] < 2 ||
             (t->ndim == 4 && (t->shape[1] != 1 || t->shape[2] != CLS_IN_H)) || (t->ndim == 3 && t->shape[1] != CLS_IN_H) ||
             t->ndim > 4) {
-            fprintf(stderr, "msd-eval: %s: need a tensor \"images\" (or \"x\") of shape (N, 1, 28, 28), (N, 28, 28) "
-                            "or (N, 784) with N >= 2\n", o->images);
+            log_error("%s: need a tensor \"images\" (or \"x\") of shape (N, 1, 28, 28), (N, 28, 28) "
+                            "or (N, 784) with N >= 2", o->images);
             st_free(&f);
             return -1;
         }
@@ -436,7 +409,7 @@ static int load_generated(const Opts *o, float **x, int32_t **y, int64_t *n) {
     for (int64_t i = 0; i < *n * CLS_IN_H * CLS_IN_W; i++) {
         float v = (*x)[i];
         if (!isfinite(v)) {
-            fprintf(stderr, "msd-eval: %s: image %lld holds a non-finite value\n", o->images, (long long)(i / (CLS_IN_H * CLS_IN_W)));
+            log_error("%s: image %lld holds a non-finite value", o->images, (long long)(i / (CLS_IN_H * CLS_IN_W)));
             free(*x);
             free(*y);
             *x = NULL;
@@ -451,10 +424,10 @@ static int load_generated(const Opts *o, float **x, int32_t **y, int64_t *n) {
         int r;
         if (ends_with(o->labels, ".safetensors")) {
             StFile f;
-            if (st_read(&f, o->labels, err, sizeof err)) { fprintf(stderr, "msd-eval: %s\n", err); r = -1; }
+            if (st_read(&f, o->labels, err, sizeof err)) { log_error("%s", err); r = -1; }
             else {
                 r = st_labels(&f, o->labels, *n, y);
-                if (r > 0) fprintf(stderr, "msd-eval: %s: no tensor \"labels\" or \"label\"\n", o->labels);
+                if (r > 0) log_error("%s: no tensor \"labels\" or \"label\"", o->labels);
                 st_free(&f);
             }
         } else {
@@ -481,7 +454,7 @@ static int fid_vs_test(const Opts *o, const float *x, const int32_t *y, int64_t 
 }
 
 static int cmd_fid(const Opts *o) {
-    if (!o->images) { fprintf(stderr, "msd-eval: fid needs --images GEN.safetensors|PNG-FOLDER\n"); return 2; }
+    if (!o->images) return msd_fail(2, "fid needs --images GEN.safetensors|PNG-FOLDER");
     float *x;
     int32_t *y;
     int64_t n;
@@ -514,7 +487,7 @@ static int subset(const Opts *o, const char *split, int64_t *n, float **x, int32
 }
 
 static int cmd_floor(const Opts *o) {
-    if (!o->n) { fprintf(stderr, "msd-eval: floor needs --n N\n"); return 2; }
+    if (!o->n) return msd_fail(2, "floor needs --n N");
     int64_t n = o->n;
     float *x;
     int32_t *y;
@@ -529,7 +502,7 @@ static int cmd_floor(const Opts *o) {
 
 /* Real images in the generated-image formats: the perfect generator, for checking pipelines. */
 static int cmd_export(const Opts *o) {
-    if (!o->n || !o->out) { fprintf(stderr, "msd-eval: export needs --n N and --out FILE.safetensors|FOLDER\n"); return 2; }
+    if (!o->n || !o->out) return msd_fail(2, "export needs --n N and --out FILE.safetensors|FOLDER");
     const char *split = o->split ? o->split : "train";
     int64_t n = o->n;
     float *x;
@@ -544,7 +517,7 @@ static int cmd_export(const Opts *o) {
     } else {
         rc = image_write_folder(o->out, x, y, n, 1, CLS_IN_H, CLS_IN_W, 0, err, sizeof err);
     }
-    if (rc) fprintf(stderr, "msd-eval: %s\n", err);
+    if (rc) log_error("%s", err);
     else printf("{\"out\": \"%s\", \"split\": \"%s\", \"n\": %lld, \"seed\": %llu}\n", o->out, split, (long long)n,
                 (unsigned long long)o->seed);
     free(x);
@@ -554,19 +527,21 @@ static int cmd_export(const Opts *o) {
 
 int main(int argc, char **argv) {
     log_set_name("msd-eval");
-    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
-        usage(argc < 2 ? stderr : stdout);
-        return argc < 2 ? 2 : 0;
-    }
+    const char *synopsis = "msd-eval COMMAND [options]";
+    if (argc < 2) return msd_fail(2, "needs a COMMAND: train-classifier, accuracy, fid, floor or export (try --help)");
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    Opts o = {.cmd = argv[1], .threads = ncpu > 0 ? (int)ncpu : 1, .gpu = -1, .seed = 1};
-    if (parse_opts(argc, argv, &o)) { usage(stderr); return 2; }
+    opt.threads = ncpu > 0 ? (int)ncpu : 1;
+    int first = argv[1][0] == '-' ? 1 : 2; /* "msd-eval --help" */
+    if (args_tool(argc, argv, first, synopsis, about, args)) return 2;
+    if (first == 1) return msd_fail(2, "needs a COMMAND before its options (try --help)");
+    if (opt.split && strcmp(opt.split, "train") && strcmp(opt.split, "test"))
+        return msd_fail(2, "--split %s: expected train or test", opt.split);
+    Opts o = opt;
+    o.cmd = argv[1];
     if (!strcmp(o.cmd, "train-classifier")) return cmd_train(&o);
     if (!strcmp(o.cmd, "accuracy")) return cmd_accuracy(&o);
     if (!strcmp(o.cmd, "fid")) return cmd_fid(&o);
     if (!strcmp(o.cmd, "floor")) return cmd_floor(&o);
     if (!strcmp(o.cmd, "export")) return cmd_export(&o);
-    fprintf(stderr, "msd-eval: unknown command '%s'\n", o.cmd);
-    usage(stderr);
-    return 2;
+    return msd_fail(2, "unknown command '%s' (try --help)", o.cmd);
 }

@@ -27,18 +27,28 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "args.h"
 #include "log.h"
 #include "mog.h"
 #include "sampledist.h"
 
-static void usage(FILE *f) {
-    fprintf(f, "usage: msd-mog-eval --mix FILE [--samples FILE|-] [--seed S] [--directions L]\n"
-               "  reads CSV lines class,x,y and prints one JSON object with the energy distance,\n"
-               "  sliced W2, mode coverage and on-support share, overall and per class\n"
-               "       msd-mog-eval --mix FILE --draw N [--seed S]\n"
-               "  prints N true samples of the mixture as CSV (classes in turn): the perfect generator\n"
-               "  --plot FILE.png  scatter plot of the samples over the true mixture (grey)\n");
-}
+static struct {
+    const char *mix, *samples, *plot;
+    uint64_t seed;
+    int directions;
+    long draw;
+} opt = {NULL, "-", NULL, 1, 128, 0};
+
+static const ArgSpec args[] = {
+    ARG_STR_REQ("--mix", &opt.mix, "FILE", "mixture specification (docs/MOG.md)"),
+    ARG_STR("--samples", &opt.samples, "FILE|-", "CSV lines class,x,y (default -: stdin)"),
+    ARG_U64("--seed", &opt.seed, "S", "seed of the reference samples and directions (default 1)"),
+    ARG_INT("--directions", &opt.directions, 1, 100000, "L", "directions of the sliced W2 (default 128)"),
+    ARG_LONG("--draw", &opt.draw, 1, 10000000, "N", "print N true samples of the mixture as CSV (classes in turn):\n"
+             "the perfect generator"),
+    ARG_STR("--plot", &opt.plot, "FILE.png", "scatter plot of the samples over the true mixture (grey)"),
+    ARG_END_,
+};
 
 typedef struct Stats { double energy, sw2, coverage, on_support; int n, covered, ncomp; } Stats;
 
@@ -68,37 +78,19 @@ static void print_stats(const Stats *s) {
 
 int main(int argc, char **argv) {
     log_set_name("msd-mog-eval");
-    const char *mix = NULL, *samples = "-", *plot_path = NULL;
-    uint64_t seed = 1;
-    int L = 128;
-    long draw = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); return 0; }
-        if (i + 1 >= argc) { fprintf(stderr, "msd-mog-eval: %s needs a value\n", a); usage(stderr); return 2; }
-        const char *v = argv[++i];
-        char *end;
-        if (!strcmp(a, "--mix")) mix = v;
-        else if (!strcmp(a, "--samples")) samples = v;
-        else if (!strcmp(a, "--plot")) plot_path = v;
-        else if (!strcmp(a, "--seed")) {
-            errno = 0;
-            seed = strtoull(v, &end, 10);
-            if (*end || errno || !*v) { fprintf(stderr, "msd-mog-eval: --seed '%s' is not a number\n", v); return 2; }
-        } else if (!strcmp(a, "--directions")) {
-            long l = strtol(v, &end, 10);
-            if (*end || l < 1 || l > 100000) { fprintf(stderr, "msd-mog-eval: --directions must be 1..100000\n"); return 2; }
-            L = (int)l;
-        } else if (!strcmp(a, "--draw")) {
-            draw = strtol(v, &end, 10);
-            if (*end || draw < 1 || draw > 10000000) { fprintf(stderr, "msd-mog-eval: --draw must be 1..10000000\n"); return 2; }
-        } else { fprintf(stderr, "msd-mog-eval: unknown option '%s'\n", a); usage(stderr); return 2; }
-    }
-    if (!mix) { fprintf(stderr, "msd-mog-eval: --mix FILE is required\n"); usage(stderr); return 2; }
+    if (args_tool(argc, argv, 1, "msd-mog-eval --mix FILE [--samples FILE|-] [--draw N] [options]",
+                  "reads CSV lines class,x,y and prints one JSON object with the energy distance, sliced W2,\n"
+                  "mode coverage and on-support share, overall and per class; with --draw N it prints true\n"
+                  "samples instead\n", args))
+        return 2;
+    const char *mix = opt.mix, *samples = opt.samples, *plot_path = opt.plot;
+    uint64_t seed = opt.seed;
+    int L = opt.directions;
+    long draw = opt.draw;
     Mog m;
     char err[1024];
-    if (mog_load(&m, mix, err, sizeof err)) { fprintf(stderr, "msd-mog-eval: %s\n", err); return 1; }
-    if (m.dim != 2) { fprintf(stderr, "msd-mog-eval: %s: only 2-D mixtures are evaluated\n", mix); return 1; }
+    if (mog_load(&m, mix, err, sizeof err)) return msd_fail(1, "%s", err);
+    if (m.dim != 2) return msd_fail(1, "%s: only 2-D mixtures are evaluated", mix);
     if (draw) {
         printf("class,x,y\n");
         for (long i = 0; i < draw; i++) {
@@ -111,7 +103,7 @@ int main(int argc, char **argv) {
         return 0;
     }
     FILE *f = strcmp(samples, "-") ? fopen(samples, "r") : stdin;
-    if (!f) { fprintf(stderr, "msd-mog-eval: %s: %s\n", samples, strerror(errno)); return 1; }
+    if (!f) return msd_fail(1, "%s: %s", samples, strerror(errno));
     const char *fname = strcmp(samples, "-") ? samples : "<stdin>";
     int cap = 1024, n = 0, lineno = 0;
     float *xy = msd_malloc(sizeof(float) * 2 * (size_t)cap);
@@ -122,7 +114,7 @@ int main(int argc, char **argv) {
         lineno++;
         size_t len = strlen(line);
         if (len == sizeof line - 1 && line[len - 1] != '\n') {
-            fprintf(stderr, "msd-mog-eval: %s:%d: line too long\n", fname, lineno);
+            log_error("%s:%d: line too long", fname, lineno);
             rc = 1;
             break;
         }
@@ -130,7 +122,7 @@ int main(int argc, char **argv) {
         if (!len || line[0] == '#' || !strcmp(line, "class,x,y")) continue;
         char *c1 = strchr(line, ','), *c2 = c1 ? strchr(c1 + 1, ',') : NULL;
         if (!c1 || !c2 || strchr(c2 + 1, ',')) {
-            fprintf(stderr, "msd-mog-eval: %s:%d: expected 'class,x,y', got '%s'\n", fname, lineno, line);
+            log_error("%s:%d: expected 'class,x,y', got '%s'", fname, lineno, line);
             rc = 1;
             break;
         }
@@ -139,18 +131,18 @@ int main(int argc, char **argv) {
         char *e1, *e2;
         double x = strtod(c1 + 1, &e1), y = strtod(c2 + 1, &e2);
         if (c < 0) {
-            fprintf(stderr, "msd-mog-eval: %s:%d: unknown class '%s'\n", fname, lineno, line);
+            log_error("%s:%d: unknown class '%s'", fname, lineno, line);
             rc = 1;
             break;
         }
         if (e1 == c1 + 1 || *e1 || e2 == c2 + 1 || *e2 || !isfinite(x) || !isfinite(y)) {
-            fprintf(stderr, "msd-mog-eval: %s:%d: coordinates '%s,%s' are not finite numbers\n", fname, lineno, c1 + 1,
+            log_error("%s:%d: coordinates '%s,%s' are not finite numbers", fname, lineno, c1 + 1,
                     c2 + 1);
             rc = 1;
             break;
         }
         if (n == cap) {
-            if (cap >= 1 << 22) { fprintf(stderr, "msd-mog-eval: more than %d samples\n", cap); rc = 1; break; }
+            if (cap >= 1 << 22) { log_error("more than %d samples", cap); rc = 1; break; }
             cap *= 2;
             xy = realloc(xy, sizeof(float) * 2 * (size_t)cap);
             cls = realloc(cls, sizeof(int32_t) * (size_t)cap);
@@ -161,9 +153,9 @@ int main(int argc, char **argv) {
         cls[n++] = c;
     }
     if (f != stdin) fclose(f);
-    if (!rc && n < 2) { fprintf(stderr, "msd-mog-eval: %s: need at least 2 samples, got %d\n", fname, n); rc = 1; }
+    if (!rc && n < 2) { log_error("%s: need at least 2 samples, got %d", fname, n); rc = 1; }
     if (!rc && plot_path && mog_scatter_png(plot_path, &m, xy, cls, n, seed, err, sizeof err)) {
-        fprintf(stderr, "msd-mog-eval: %s\n", err);
+        log_error("%s", err);
         rc = 1;
     }
     if (!rc) {

@@ -30,21 +30,20 @@
 #include "backend.h"
 #include "edmunet.h"
 #include "edm.h"
+#include "args.h"
 #include "log.h"
 #include "mlp.h"
 #include "safetensors.h"
 #include "unet.h"
 
-static void usage(void) {
-    fprintf(stderr,
-            "usage: msd-nn init --config SPEC --seed S --out W.safetensors\n"
-            "       msd-nn forward --config SPEC --weights W.safetensors --inputs IN.safetensors --out OUT.safetensors\n"
-            "                      [--grad-out DOUT.safetensors] [--prefix P] [--threads T]\n"
-            "       msd-nn info --config SPEC\n"
-            "       msd-nn compare GOT.safetensors WANT.safetensors [--atol-frac A] [--rtol R]\n"
-            "       msd-nn export --weights CKPT.safetensors --out W.safetensors   (EMA weights of a UNet checkpoint)\n"
-            "SPEC: fmnist-s | tiny | key=value,... (docs/UNET.md) | mlp,key=value,...\n");
-}
+static const char *synopsis =
+    "msd-nn init --config SPEC --seed S --out W.safetensors\n"
+    "       msd-nn forward --config SPEC --weights W.safetensors --inputs IN.safetensors --out OUT.safetensors\n"
+    "                      [--grad-out DOUT.safetensors] [--prefix P] [--threads T]\n"
+    "       msd-nn info --config SPEC\n"
+    "       msd-nn compare GOT.safetensors WANT.safetensors [--atol-frac A] [--rtol R]\n"
+    "       msd-nn export --weights CKPT.safetensors --out W.safetensors   (EMA weights of a UNet checkpoint)";
+static const char *about = "SPEC: fmnist-s | tiny | key=value,... (docs/UNET.md) | mlp,key=value,...\noptions:\n";
 
 /* One of the two networks behind a common face. */
 typedef struct Model {
@@ -103,59 +102,31 @@ static EdmNet model_net(Model *m, int64_t N, int backward) {
 /* ---- argument parsing ---- */
 
 typedef struct Args {
-    const char *config, *weights, *inputs, *out, *grad, *prefix, *seed, *threads, *atol, *rtol;
-    const char *pos[2];
-    int npos;
+    const char *config, *weights, *inputs, *out, *grad, *prefix, *got, *want;
+    uint64_t seed;         /* UINT64_MAX: not given */
+    int threads;
+    double atol, rtol;
 } Args;
 
-static int parse_args(int argc, char **argv, Args *a) {
-    memset(a, 0, sizeof *a);
-    for (int i = 2; i < argc; i++) {
-        const char *k = argv[i];
-        const char **slot = NULL;
-        if (!strcmp(k, "--config")) slot = &a->config;
-        else if (!strcmp(k, "--weights")) slot = &a->weights;
-        else if (!strcmp(k, "--inputs")) slot = &a->inputs;
-        else if (!strcmp(k, "--out")) slot = &a->out;
-        else if (!strcmp(k, "--grad-out")) slot = &a->grad;
-        else if (!strcmp(k, "--prefix")) slot = &a->prefix;
-        else if (!strcmp(k, "--seed")) slot = &a->seed;
-        else if (!strcmp(k, "--threads")) slot = &a->threads;
-        else if (!strcmp(k, "--atol-frac")) slot = &a->atol;
-        else if (!strcmp(k, "--rtol")) slot = &a->rtol;
-        else if (k[0] == '-' && k[1] == '-') {
-            fprintf(stderr, "msd-nn: unknown option '%s'\n", k);
-            return -1;
-        } else {
-            if (a->npos >= 2) { fprintf(stderr, "msd-nn: unexpected argument '%s'\n", k); return -1; }
-            a->pos[a->npos++] = k;
-            continue;
-        }
-        if (i + 1 >= argc) { fprintf(stderr, "msd-nn: option %s needs a value\n", k); return -1; }
-        *slot = argv[++i];
-    }
-    return 0;
-}
+static Args opt = {.seed = UINT64_MAX, .atol = 1e-4, .rtol = 1e-3};
 
-static int need(const char *v, const char *opt) {
-    if (v) return 0;
-    fprintf(stderr, "msd-nn: missing %s\n", opt);
-    return -1;
-}
+static const ArgSpec args[] = {
+    ARG_STR("--config", &opt.config, "SPEC", "the network (init, forward, info)"),
+    ARG_STR("--weights", &opt.weights, "FILE", "weights (forward) or a UNet checkpoint (export)"),
+    ARG_STR("--inputs", &opt.inputs, "FILE", "forward: the inputs"),
+    ARG_STR("--out", &opt.out, "FILE", "what init, forward or export writes"),
+    ARG_STR("--grad-out", &opt.grad, "FILE", "forward: gradients of the outputs, for a backward pass"),
+    ARG_STR("--prefix", &opt.prefix, "P", "forward: prefix of the tensor names"),
+    ARG_U64("--seed", &opt.seed, "S", "init: seed of the weights"),
+    ARG_INT("--threads", &opt.threads, 0, 256, "T", "CPU threads (default: all cores)"),
+    ARG_DOUBLE("--atol-frac", &opt.atol, 0, 1e300, "A", "compare: |d| <= A max|want| + R |want| (default 1e-4)"),
+    ARG_DOUBLE("--rtol", &opt.rtol, 0, 1e300, "R", "compare (default 1e-3)"),
+    ARG_POS(&opt.got, "GOT", "compare: the file checked"),
+    ARG_POS(&opt.want, "WANT", "compare: the reference"),
+    ARG_END_,
+};
 
-static int parse_u64(const char *s, unsigned long long *out) {
-    char *end;
-    if (!s || !*s || *s == '-') return -1;
-    *out = strtoull(s, &end, 10);
-    return *end ? -1 : 0;
-}
-
-static int parse_double(const char *s, double *out) {
-    char *end;
-    if (!s || !*s) return -1;
-    *out = strtod(s, &end);
-    return (*end || !isfinite(*out) || *out < 0) ? -1 : 0;
-}
+static int need(const char *v, const char *opt) { return v ? 0 : msd_fail(-1, "missing %s", opt); }
 
 /* ---- reading inputs (untrusted) ---- */
 
@@ -301,17 +272,18 @@ out:
 /* ---- commands ---- */
 
 static int cmd_init(const Args *a, BackendCtx *ctx) {
-    unsigned long long seed;
-    if (need(a->config, "--config") || need(a->out, "--out") || need(a->seed, "--seed")) return 2;
-    if (parse_u64(a->seed, &seed) != 0) { fprintf(stderr, "msd-nn: --seed '%s' is not a non-negative integer\n", a->seed); return 2; }
+    if (need(a->config, "--config") || need(a->out, "--out") ||
+        need(a->seed == UINT64_MAX ? NULL : "", "--seed"))
+        return 2;
+    uint64_t seed = a->seed;
     char err[512];
     Model m;
-    if (model_new(&m, a->config, ctx, err, sizeof err) != 0) { fprintf(stderr, "msd-nn: %s\n", err); return 2; }
+    if (model_new(&m, a->config, ctx, err, sizeof err) != 0) return msd_fail(2, "%s", err);
     if (m.unet) unet_init(m.unet, seed);
     else mlp_init(m.mlp, seed);
     StMeta meta[1] = {{"config", m.spec}};
     int rc = st_save_params(a->out, m.ps, "", meta, 1, err, sizeof err);
-    if (rc != 0) fprintf(stderr, "msd-nn: %s\n", err);
+    if (rc != 0) log_error("%s", err);
     else {
         int64_t count = 0;
         for (int i = 0; i < m.ps->n; i++) count += m.ps->p[i].numel;
@@ -325,7 +297,7 @@ static int cmd_info(const Args *a, BackendCtx *ctx) {
     if (need(a->config, "--config")) return 2;
     char err[512], sbuf[96];
     Model m;
-    if (model_new(&m, a->config, ctx, err, sizeof err) != 0) { fprintf(stderr, "msd-nn: %s\n", err); return 2; }
+    if (model_new(&m, a->config, ctx, err, sizeof err) != 0) return msd_fail(2, "%s", err);
     int64_t count = 0;
     for (int i = 0; i < m.ps->n; i++) {
         printf("%s %s\n", m.ps->p[i].name, shape_str(m.ps->p[i].ndim, m.ps->p[i].shape, sbuf, sizeof sbuf));
@@ -344,7 +316,7 @@ static int cmd_forward(const Args *a, BackendCtx *ctx) {
         return 2;
     char err[512];
     Model m;
-    if (model_new(&m, a->config, ctx, err, sizeof err) != 0) { fprintf(stderr, "msd-nn: %s\n", err); return 2; }
+    if (model_new(&m, a->config, ctx, err, sizeof err) != 0) return msd_fail(2, "%s", err);
     int rc = 1;
     Inputs in = {0};
     float *dout = NULL, *dbott = NULL, *out = NULL, *dx = NULL, *bott = NULL;
@@ -390,7 +362,7 @@ static int cmd_forward(const Args *a, BackendCtx *ctx) {
     rc = 0;
     goto done;
 fail:
-    fprintf(stderr, "msd-nn: %s\n", err);
+    log_error("%s", err);
 done:
     edm_free(&e);
     inputs_free(&in);
@@ -400,17 +372,13 @@ done:
 }
 
 static int cmd_compare(const Args *a) {
-    if (a->npos != 2) { fprintf(stderr, "msd-nn: compare needs GOT and WANT files\n"); return 2; }
-    double atol_frac = 1e-4, rtol = 1e-3;
-    if ((a->atol && parse_double(a->atol, &atol_frac)) || (a->rtol && parse_double(a->rtol, &rtol))) {
-        fprintf(stderr, "msd-nn: bad --atol-frac or --rtol\n");
-        return 2;
-    }
+    if (!a->want) return msd_fail(2, "compare needs GOT and WANT files");
+    double atol_frac = a->atol, rtol = a->rtol;
     char err[512], s1[96], s2[96];
     StFile got, want;
-    if (st_read(&got, a->pos[0], err, sizeof err) != 0) { fprintf(stderr, "msd-nn: %s\n", err); return 1; }
-    if (st_read(&want, a->pos[1], err, sizeof err) != 0) {
-        fprintf(stderr, "msd-nn: %s\n", err);
+    if (st_read(&got, a->got, err, sizeof err) != 0) return msd_fail(1, "%s", err);
+    if (st_read(&want, a->want, err, sizeof err) != 0) {
+        log_error("%s", err);
         st_free(&got);
         return 1;
     }
@@ -420,7 +388,7 @@ static int cmd_compare(const Args *a) {
     for (int i = 0; i < want.n; i++) {
         const StTensor *w = &want.t[i], *g = st_find(&got, w->name);
         if (!g || !shape_is(g, w->ndim, w->shape)) {
-            printf("FAIL %s: %s in %s, %s wanted\n", w->name, g ? tshape(g, s1, sizeof s1) : "missing", a->pos[0],
+            printf("FAIL %s: %s in %s, %s wanted\n", w->name, g ? tshape(g, s1, sizeof s1) : "missing", a->got,
                    tshape(w, s2, sizeof s2));
             bad++;
             continue;
@@ -457,7 +425,7 @@ static int cmd_export(const Args *a, BackendCtx *ctx) {
     if (need(a->weights, "--weights") || need(a->out, "--out")) return 2;
     char err[512];
     StFile f;
-    if (st_read(&f, a->weights, err, sizeof err)) { fprintf(stderr, "msd-nn: %s\n", err); return 1; }
+    if (st_read(&f, a->weights, err, sizeof err)) return msd_fail(1, "%s", err);
     char step[32], nimg[48];
     const char *v = st_meta_get(&f, "msd.step");
     snprintf(step, sizeof step, "%s", v ? v : "unknown");
@@ -467,13 +435,10 @@ static int cmd_export(const Args *a, BackendCtx *ctx) {
     for (int i = 0; i < f.n && !has_ema; i++) has_ema = !strncmp(f.t[i].name, "ema.", 4);
     st_free(&f);
     EdmUNet t;
-    if (edmunet_open(&t, a->weights, NULL, &backend_cpu, ctx, 1, err, sizeof err)) {
-        fprintf(stderr, "msd-nn: %s\n", err);
-        return 1;
-    }
+    if (edmunet_open(&t, a->weights, NULL, &backend_cpu, ctx, 1, err, sizeof err)) return msd_fail(1, "%s", err);
     StMeta meta[3] = {{"export.step", step}, {"export.nimg", nimg}, {"export.weights", has_ema ? "ema" : "raw"}};
     int rc = edmunet_save(&t, a->out, meta, 3, err, sizeof err);
-    if (rc) fprintf(stderr, "msd-nn: %s\n", err);
+    if (rc) log_error("%s", err);
     else
         printf("%s: the %s weights of %s (%s, step %s, %s images), %lld parameters\n", a->out, has_ema ? "EMA" : "raw",
                a->weights, t.spec, step, nimg, (long long)params_count(unet_params(t.unet)));
@@ -483,26 +448,17 @@ static int cmd_export(const Args *a, BackendCtx *ctx) {
 
 int main(int argc, char **argv) {
     log_set_name("msd-nn");
-    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
-        usage();
-        return argc < 2 ? 2 : 0;
-    }
-    Args a;
-    if (parse_args(argc, argv, &a) != 0) { usage(); return 2; }
+    if (argc < 2) return msd_fail(2, "needs a command: init, forward, info, compare or export; usage: %s", synopsis);
+    int first = argv[1][0] == '-' ? 1 : 2; /* "msd-nn --help" */
+    if (args_tool(argc, argv, first, synopsis, about, args)) return 2;
+    if (first == 1) return msd_fail(2, "needs a command before its options (try --help)");
+    const Args a = opt;
     const char *cmd = argv[1];
     if (!strcmp(cmd, "compare")) return cmd_compare(&a);
-    unsigned long long threads = 0;
-    if (a.threads && (parse_u64(a.threads, &threads) != 0 || threads > 256)) {
-        fprintf(stderr, "msd-nn: --threads '%s' is not a thread count\n", a.threads);
-        return 2;
-    }
-    if (strcmp(cmd, "init") && strcmp(cmd, "forward") && strcmp(cmd, "info") && strcmp(cmd, "export")) {
-        fprintf(stderr, "msd-nn: unknown command '%s'\n", cmd);
-        usage();
-        return 2;
-    }
-    if (a.npos) { fprintf(stderr, "msd-nn: unexpected argument '%s'\n", a.pos[0]); return 2; }
-    BackendCtx *ctx = backend_ctx_new(&backend_cpu, (int)threads);
+    if (strcmp(cmd, "init") && strcmp(cmd, "forward") && strcmp(cmd, "info") && strcmp(cmd, "export"))
+        return msd_fail(2, "unknown command '%s' (try --help)", cmd);
+    if (a.got) return msd_fail(2, "unexpected argument '%s'", a.got);
+    BackendCtx *ctx = backend_ctx_new(&backend_cpu, a.threads);
     int rc = !strcmp(cmd, "init")     ? cmd_init(&a, ctx)
              : !strcmp(cmd, "info")   ? cmd_info(&a, ctx)
              : !strcmp(cmd, "export") ? cmd_export(&a, ctx)

@@ -26,17 +26,9 @@
 #include "edmunet.h"
 #include "fsutil.h"
 #include "image.h"
+#include "args.h"
 #include "log.h"
 #include "safetensors.h"
-
-static void usage(FILE *f) {
-    fprintf(f,
-            "usage: msd-sample --ckpt FILE [--net SPEC] --n N --out FILE.safetensors|FOLDER\n"
-            "                  [--classes LIST] [--steps N (18)] [--churn S (0)] [--seed S (1)]\n"
-            "                  [--grid FILE.png] [--batch B (100)] [--threads T] [--gpu I]\n"
-            "  EMA samples of a teacher checkpoint (EDM Heun sampler, NFE 2*steps-1); image i is of\n"
-            "  class classes[i mod K]; --out as msd-eval fid --images reads it\n");
-}
 
 typedef struct Opts {
     const char *ckpt, *spec, *classes, *out, *grid;
@@ -45,51 +37,23 @@ typedef struct Opts {
     uint64_t seed;
 } Opts;
 
-static int num(const char *opt, const char *v, long lo, long hi, long *out) {
-    char *end;
-    errno = 0;
-    long x = strtol(v, &end, 10);
-    if (!*v || *end || errno || x < lo || x > hi) {
-        fprintf(stderr, "msd-sample: %s '%s': expected an integer in %ld..%ld\n", opt, v, lo, hi);
-        return -1;
-    }
-    *out = x;
-    return 0;
-}
+static Opts opt = {.steps = 18, .batch = 100, .gpu = -1, .seed = 1};
 
-static int parse(int argc, char **argv, Opts *o) {
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); exit(0); }
-        if (i + 1 >= argc) { fprintf(stderr, "msd-sample: %s needs a value\n", a); return -1; }
-        const char *v = argv[++i];
-        long t;
-        if (!strcmp(a, "--ckpt")) o->ckpt = v;
-        else if (!strcmp(a, "--net")) o->spec = v;
-        else if (!strcmp(a, "--classes")) o->classes = v;
-        else if (!strcmp(a, "--out")) o->out = v;
-        else if (!strcmp(a, "--grid")) o->grid = v;
-        else if (!strcmp(a, "--n")) { if (num(a, v, 1, 10000000, &o->n)) return -1; }
-        else if (!strcmp(a, "--steps")) { if (num(a, v, 1, 1000, &o->steps)) return -1; }
-        else if (!strcmp(a, "--batch")) { if (num(a, v, 1, 65536, &o->batch)) return -1; }
-        else if (!strcmp(a, "--threads")) { if (num(a, v, 0, 1024, &o->threads)) return -1; }
-        else if (!strcmp(a, "--gpu")) { if (num(a, v, 0, 64, &o->gpu)) return -1; }
-        else if (!strcmp(a, "--seed")) { if (num(a, v, 0, __LONG_MAX__, &t)) return -1; o->seed = (uint64_t)t; }
-        else if (!strcmp(a, "--churn")) {
-            char *end;
-            o->churn = strtod(v, &end);
-            if (!*v || *end || !(o->churn >= 0 && o->churn <= 1000)) {
-                fprintf(stderr, "msd-sample: --churn '%s': expected a number in [0, 1000]\n", v);
-                return -1;
-            }
-        } else { fprintf(stderr, "msd-sample: unknown option '%s'\n", a); return -1; }
-    }
-    if (!o->ckpt || !o->n || !o->out) {
-        fprintf(stderr, "msd-sample: --ckpt, --n and --out are required\n");
-        return -1;
-    }
-    return 0;
-}
+static const ArgSpec args[] = {
+    ARG_STR_REQ("--ckpt", &opt.ckpt, "FILE", "the teacher checkpoint (its EMA weights)"),
+    ARG_STR("--net", &opt.spec, "SPEC", "the UNet CONFIG-SPEC (only for a file without \"unet.spec\")"),
+    {"--n", ARG_LONG, &opt.n, 1, 10000000, "N", "number of images", 1},
+    ARG_STR_REQ("--out", &opt.out, "FILE|DIR", "FILE.safetensors, or a FOLDER of <class>/<index>.png"),
+    ARG_STR("--classes", &opt.classes, "LIST", "image i is of class LIST[i mod K] (default: every class)"),
+    ARG_LONG("--steps", &opt.steps, 1, 1000, "N", "Heun steps, NFE 2*steps-1 (default 18)"),
+    ARG_DOUBLE("--churn", &opt.churn, 0, 1000, "S", "stochastic churn (default 0)"),
+    ARG_U64("--seed", &opt.seed, "S", "noise of image i keyed by (seed, i) (default 1)"),
+    ARG_STR("--grid", &opt.grid, "FILE.png", "the first min(N, 100) images as one PNG"),
+    ARG_LONG("--batch", &opt.batch, 1, 65536, "B", "images per network call (default 100)"),
+    ARG_LONG("--threads", &opt.threads, 0, 1024, "T", "CPU threads (default: all cores)"),
+    ARG_LONG("--gpu", &opt.gpu, 0, 64, "I", "run on GPU I (a CUDA build)"),
+    ARG_END_,
+};
 
 static int ends_with(const char *s, const char *suf) {
     size_t a = strlen(s), b = strlen(suf);
@@ -98,18 +62,21 @@ static int ends_with(const char *s, const char *suf) {
 
 int main(int argc, char **argv) {
     log_set_name("msd-sample");
-    Opts o = {.steps = 18, .batch = 100, .gpu = -1, .seed = 1};
-    if (parse(argc, argv, &o)) { usage(stderr); return 2; }
+    if (args_tool(argc, argv, 1, "msd-sample --ckpt FILE --n N --out FILE.safetensors|FOLDER [options]",
+                  "EMA samples of a teacher checkpoint (EDM Heun sampler, NFE 2*steps-1); image i is of\n"
+                  "class classes[i mod K]; --out as msd-eval fid --images reads it\n", args))
+        return 2;
+    Opts o = opt;
     char err[1024];
     Device dev = device_cpu();
     if (o.gpu >= 0) { dev.type = DEVICE_CUDA; dev.index = (int)o.gpu; }
     const Backend *be = backend_get(dev, err, sizeof err);
-    if (!be || backend_missing(be, err, sizeof err)) { fprintf(stderr, "msd-sample: %s\n", err); return 1; }
+    if (!be || backend_missing(be, err, sizeof err)) return msd_fail(1, "%s", err);
     BackendCtx *ctx = backend_ctx_new(be, (int)o.threads);
     int64_t cap = o.batch < o.n ? o.batch : o.n;
     EdmUNet net;
     if (edmunet_open(&net, o.ckpt, o.spec, be, ctx, cap, err, sizeof err)) {
-        fprintf(stderr, "msd-sample: %s\n", err);
+        log_error("%s", err);
         backend_ctx_destroy(&ctx);
         return 1;
     }
@@ -119,12 +86,12 @@ int main(int argc, char **argv) {
     int32_t *labels = NULL;
     float *x = NULL;
     if (o.classes) {
-        if (ncls == 0) { fprintf(stderr, "msd-sample: --classes: the network %s is unconditional\n", net.spec); rc = 2; goto out; }
+        if (ncls == 0) { log_error("--classes: the network %s is unconditional", net.spec); rc = 2; goto out; }
         int k = dataset_parse_classes(o.classes, classes, DATASET_MAX_CLASSES, err, sizeof err);
-        if (k < 0) { fprintf(stderr, "msd-sample: --classes %s: %s\n", o.classes, err); rc = 2; goto out; }
+        if (k < 0) { log_error("--classes %s: %s", o.classes, err); rc = 2; goto out; }
         for (int i = 0; i < k; i++)
             if (classes[i] >= ncls) {
-                fprintf(stderr, "msd-sample: --classes %s: class %d is not one of the network's 0..%d\n", o.classes,
+                log_error("--classes %s: class %d is not one of the network's 0..%d", o.classes,
                         classes[i], ncls - 1);
                 rc = 2;
                 goto out;
@@ -139,12 +106,12 @@ int main(int argc, char **argv) {
     sc.s_churn = o.churn;
     int64_t D = net.dim, n = o.n;
     x = malloc(sizeof(float) * (size_t)(n * D));
-    if (!x) { fprintf(stderr, "msd-sample: out of memory for %lld images\n", (long long)n); goto out; }
+    if (!x) { log_error("out of memory for %lld images", (long long)n); goto out; }
     if (ncls > 0) {
         labels = msd_malloc(sizeof(int32_t) * (size_t)n);
         for (int64_t i = 0; i < n; i++) labels[i] = classes[i % ncls];
     }
-    fprintf(stderr, "msd-sample: %lld images of %s from %s on %s, %d Heun steps (NFE %d)%s\n", (long long)n, net.spec,
+    log_info("%lld images of %s from %s on %s, %d Heun steps (NFE %d)%s\n", (long long)n, net.spec,
             o.ckpt, be->name, sc.steps, sampler_nfe(&sc), o.churn > 0 ? ", stochastic" : "");
     double t0 = msd_now(), next = t0 + 10;
     for (int64_t b = 0; b < n; b += cap) {
@@ -152,7 +119,7 @@ int main(int argc, char **argv) {
         edmunet_sample(&net, &sc, x + b * D, labels ? labels + b : NULL, m, o.seed, (uint64_t)b);
         if (msd_now() > next || b + m == n) {
             double el = msd_now() - t0;
-            fprintf(stderr, "msd-sample: %lld/%lld images, %.1f images/s\n", (long long)(b + m), (long long)n,
+            log_info("%lld/%lld images, %.1f images/s\n", (long long)(b + m), (long long)n,
                     (double)(b + m) / el);
             next = msd_now() + 10;
         }
@@ -166,12 +133,12 @@ int main(int argc, char **argv) {
         snprintf(steps_s, sizeof steps_s, "%d", sc.steps);
         StMeta meta[3] = {{"format", "msdpipe-samples-1"}, {"unet.spec", net.spec}, {"sampler.steps", steps_s}};
         if (fs_mkdir_parent(o.out, err, sizeof err) || st_write(o.out, t, labels ? 2 : 1, meta, 3, err, sizeof err)) {
-            fprintf(stderr, "msd-sample: %s\n", err);
+            log_error("%s", err);
             goto out;
         }
     } else if (fs_mkdir_p(o.out, err, sizeof err) ||
                image_write_folder(o.out, x, labels, n, c->in_ch, c->res, c->res, 0, err, sizeof err)) {
-        fprintf(stderr, "msd-sample: %s\n", err);
+        log_error("%s", err);
         goto out;
     }
     if (o.grid) {
@@ -181,7 +148,7 @@ int main(int argc, char **argv) {
         if (cols) g -= g % cols;
         if (fs_mkdir_parent(o.grid, err, sizeof err) ||
             image_write_grid(o.grid, x, g, c->in_ch, c->res, c->res, cols, err, sizeof err)) {
-            fprintf(stderr, "msd-sample: %s\n", err);
+            log_error("%s", err);
             goto out;
         }
     }

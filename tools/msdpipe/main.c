@@ -3,6 +3,7 @@
  * rundir.c (ps, down). */
 #include "msdpipe.h"
 
+#include "args.h"
 #include "log.h"
 
 #include <errno.h>
@@ -37,12 +38,25 @@ static const char *usage_text =
     "Exit status of up: 0 job finished, 1 a process failed, 2 bad usage or pipeline file,\n"
     "128+N stopped by signal N. The file format: docs/PIPELINES.md.\n";
 
-static int usage_error(const char *fmt, const char *arg) {
-    fprintf(stderr, "msdpipe: ");
-    fprintf(stderr, fmt, arg);
-    fprintf(stderr, "\n(msdpipe --help for usage)\n");
-    return MSDPIPE_EXIT_USAGE;
-}
+/* The options of each command, into these (main copies them into Options). */
+static ArgList g_sets;
+static const char *g_run_dir, *g_file, *g_target;
+
+static const ArgSpec set_args[] = {
+    ARG_LIST("--set", &g_sets, "NAME=VALUE", "give a pipeline variable a value; repeatable"),
+    ARG_END_,
+};
+static const ArgSpec run_dir_args[] = {
+    ARG_STR("--run-dir", &g_run_dir, "DIR", "the folder holding run directories"),
+    ARG_END_,
+};
+static const ArgSpec up_args[] = {
+    ARG_POS(&g_file, "FILE.pipe", "the pipeline file"), ARG_INCLUDE(set_args), ARG_INCLUDE(run_dir_args), ARG_END_,
+};
+static const ArgSpec check_args[] = {ARG_POS(&g_file, "FILE.pipe", "the pipeline file"), ARG_INCLUDE(set_args), ARG_END_};
+static const ArgSpec down_args[] = {
+    ARG_POS(&g_target, "PIPELINE", "its name, NAME-PID or launcher pid"), ARG_INCLUDE(run_dir_args), ARG_END_,
+};
 
 static int is_file(const char *p) {
     struct stat st;
@@ -89,10 +103,7 @@ int find_pipeline_file(Options *o, char *err, size_t errlen) {
 
 int load_pipeline(Options *o, Pipeline *pl) {
     char err[8192];
-    if (find_pipeline_file(o, err, sizeof err) < 0) {
-        fprintf(stderr, "msdpipe: %s\n", err);
-        return MSDPIPE_EXIT_USAGE;
-    }
+    if (find_pipeline_file(o, err, sizeof err) < 0) return msd_fail(MSDPIPE_EXIT_USAGE, "%s", err);
     if (pipeline_load(pl, o->path, o->nsets, o->sets, err, sizeof err) < 0) {
         fputs(err, stderr);
         return MSDPIPE_EXIT_USAGE;
@@ -122,12 +133,23 @@ static int cmd_check(Options *o) {
     if (rc) return rc;
     char err[1024];
     if (pipeline_plan(&pl, NULL, NULL, NULL, err, sizeof err) < 0) {
-        fprintf(stderr, "msdpipe: %s\n", err);
         pipeline_free(&pl);
-        return MSDPIPE_EXIT_USAGE;
+        return msd_fail(MSDPIPE_EXIT_USAGE, "%s", err);
     }
     plan_print(&pl, o->bindir, stdout);
     pipeline_free(&pl);
+    return 0;
+}
+
+/* The prose above, then each command's arguments from the tables that parse them. */
+static int print_help(void) {
+    fputs(usage_text, stdout);
+    static const struct { const char *cmd; const ArgSpec *args; } cmds[] = {
+        {"up", up_args}, {"check", check_args}, {"ps", run_dir_args}, {"down", down_args}};
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
+        printf("\n%s:\n", cmds[i].cmd);
+        args_usage(stdout, cmds[i].args);
+    }
     return 0;
 }
 
@@ -135,49 +157,31 @@ int main(int argc, char **argv) {
     log_set_name("msdpipe");
     Options o = {0};
     find_bindir(&o, argv[0]);
-    if (argc < 2) return usage_error("%s", "missing command");
+    if (argc < 2) return msd_fail(MSDPIPE_EXIT_USAGE, "missing command (try --help)");
     const char *cmd = argv[1];
-    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
-        fputs(usage_text, stdout);
-        return 0;
-    }
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) return print_help();
     int is_up = strcmp(cmd, "up") == 0, is_check = strcmp(cmd, "check") == 0;
     int is_ps = strcmp(cmd, "ps") == 0, is_down = strcmp(cmd, "down") == 0;
-    if (!is_up && !is_check && !is_ps && !is_down) return usage_error("unknown command '%s'", cmd);
-    o.sets = msd_calloc((size_t)argc, sizeof *o.sets);
+    if (!is_up && !is_check && !is_ps && !is_down)
+        return msd_fail(MSDPIPE_EXIT_USAGE, "unknown command '%s' (try --help)", cmd);
+    for (int i = 2; i < argc; i++)
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) return print_help();
+    g_sets = (ArgList){msd_calloc((size_t)argc, sizeof *g_sets.v), 0, argc};
+    const ArgSpec *table = is_up ? up_args : is_check ? check_args : is_ps ? run_dir_args : down_args;
     int rc = MSDPIPE_EXIT_USAGE;
-    for (int i = 2; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            fputs(usage_text, stdout);
-            rc = 0;
-            goto out;
-        } else if ((is_up || is_check) && (strcmp(a, "--set") == 0 || strncmp(a, "--set=", 6) == 0)) {
-            const char *v = a[5] == '=' ? a + 6 : (i + 1 < argc ? argv[++i] : NULL);
-            if (!v) { rc = usage_error("%s needs NAME=VALUE", "--set"); goto out; }
-            o.sets[o.nsets++] = (char *)v;
-        } else if ((is_up || is_ps || is_down) && (strcmp(a, "--run-dir") == 0 || strncmp(a, "--run-dir=", 10) == 0)) {
-            const char *v = a[9] == '=' ? a + 10 : (i + 1 < argc ? argv[++i] : NULL);
-            if (!v || !*v) { rc = usage_error("%s needs a folder", "--run-dir"); goto out; }
-            o.run_base = v;
-        } else if (a[0] == '-' && a[1]) {
-            rc = usage_error("unknown option '%s'", a);
-            goto out;
-        } else if ((is_up || is_check) && !o.file) {
-            o.file = a;
-        } else if (is_down && !o.target) {
-            o.target = a;
-        } else {
-            rc = usage_error("unexpected argument '%s'", a);
-            goto out;
-        }
-    }
-    if ((is_up || is_check) && !o.file) { rc = usage_error("%s needs a pipeline file", cmd); goto out; }
+    if (args_parse(argc, argv, 2, table, NULL)) goto out;
+    if (g_run_dir && !*g_run_dir) { msd_fail(rc, "--run-dir needs a folder"); goto out; }
+    if ((is_up || is_check) && !g_file) { msd_fail(rc, "%s needs a pipeline file", cmd); goto out; }
+    o.sets = g_sets.v;
+    o.nsets = g_sets.n;
+    o.run_base = g_run_dir;
+    o.file = g_file;
+    o.target = g_target;
     if (is_check) rc = cmd_check(&o);
     else if (is_up) rc = cmd_up(&o);
     else if (is_ps) rc = cmd_ps(&o);
     else rc = cmd_down(&o);
 out:
-    free(o.sets);
+    free(g_sets.v);
     return rc;
 }

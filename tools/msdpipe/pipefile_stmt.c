@@ -52,7 +52,7 @@ static PipeVar *add_var(Parser *P, const char *name, const char *value, int line
 }
 
 /* var NAME = VALUE */
-static void st_var(Parser *P, const char *rest) {
+static void stmt_var(Parser *P, const char *rest) {
     const char *s = rest;
     while (*s == ' ' || *s == '\t') s++;
     const char *name = s;
@@ -96,7 +96,7 @@ static const char *one_name(Parser *P, const char *rest, const char *what) {
     return P->toks.v[k];
 }
 
-static void st_pipeline(Parser *P, const char *rest) {
+static void stmt_pipeline(Parser *P, const char *rest) {
     const char *name = one_name(P, rest, "pipeline");
     if (!name) return;
     if (!pf_valid_name(name, PIPE_MAX_NAME)) {
@@ -106,7 +106,7 @@ static void st_pipeline(Parser *P, const char *rest) {
     snprintf(P->pl->name, sizeof P->pl->name, "%s", name);
 }
 
-static void st_stdin(Parser *P, const char *rest) {
+static void stmt_stdin(Parser *P, const char *rest) {
     const char *name = one_name(P, rest, "stdin");
     if (!name) return;
     if (P->stdin_line) { perr(P, "stdin given twice (first at line %d)", P->stdin_line); return; }
@@ -125,7 +125,7 @@ static int parse_port(const char *s, long long *v) {
 }
 
 /* host NAME address=ADDR bindir=DIR ports=LO-HI */
-static void st_host(Parser *P, const char *rest) {
+static void stmt_host(Parser *P, const char *rest) {
     Pipeline *pl = P->pl;
     if (pf_tokenize(P, rest) < 0) return;
     Toks *t = &P->toks;
@@ -292,7 +292,7 @@ static int proc_keys(Parser *P, PipeProc *p) {
 }
 
 /* proc NAME[VAR in FIRST..LAST] key=value ... -- args ... */
-static void st_proc(Parser *P, const char *rest) {
+static void stmt_proc(Parser *P, const char *rest) {
     Pipeline *pl = P->pl;
     const char *s = rest;
     while (*s == ' ' || *s == '\t') s++;
@@ -406,11 +406,11 @@ static void parse_line(Parser *P, char *s) {
     char *kw = s;
     while (*s && *s != ' ' && *s != '\t') s++;
     if (*s) *s++ = 0;
-    if (strcmp(kw, "var") == 0) st_var(P, s);
-    else if (strcmp(kw, "proc") == 0) st_proc(P, s);
-    else if (strcmp(kw, "host") == 0) st_host(P, s);
-    else if (strcmp(kw, "stdin") == 0) st_stdin(P, s);
-    else if (strcmp(kw, "pipeline") == 0) st_pipeline(P, s);
+    if (strcmp(kw, "var") == 0) stmt_var(P, s);
+    else if (strcmp(kw, "proc") == 0) stmt_proc(P, s);
+    else if (strcmp(kw, "host") == 0) stmt_host(P, s);
+    else if (strcmp(kw, "stdin") == 0) stmt_stdin(P, s);
+    else if (strcmp(kw, "pipeline") == 0) stmt_pipeline(P, s);
     else perr(P, "unknown statement '%.40s' (expected pipeline, var, host, proc or stdin)", kw);
 }
 

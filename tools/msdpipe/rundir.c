@@ -177,7 +177,7 @@ static int list_running(const char *base, State **out) {
         if (snprintf(dir, sizeof dir, "%s/%s", base, e->d_name) >= (int)sizeof dir) continue;
         if (read_state(dir, e->d_name, tmp) < 0) continue;
         if (!pid_alive(tmp->launcher)) {
-            fprintf(stderr, "[msdpipe] %s: launcher %d is gone; removed its stale run directory\n", e->d_name, tmp->launcher);
+            log_info("%s: launcher %d is gone; removed its stale run directory", e->d_name, tmp->launcher);
             rundir_remove(dir);
             continue;
         }
@@ -198,7 +198,7 @@ static int list_running(const char *base, State **out) {
 int cmd_ps(Options *o) {
     char base[PATH_MAX], err[512];
     if (rundir_base(o->run_base, base, sizeof base, err, sizeof err) < 0) {
-        fprintf(stderr, "msdpipe: %s\n", err);
+        log_error("%s", err);
         return MSDPIPE_EXIT_FAILED;
     }
     State *v;
@@ -223,7 +223,7 @@ int cmd_ps(Options *o) {
 int cmd_down(Options *o) {
     char base[PATH_MAX], err[512];
     if (rundir_base(o->run_base, base, sizeof base, err, sizeof err) < 0) {
-        fprintf(stderr, "msdpipe: %s\n", err);
+        log_error("%s", err);
         return MSDPIPE_EXIT_FAILED;
     }
     State *v;
@@ -238,18 +238,20 @@ int cmd_down(Options *o) {
     }
     int rc = 0;
     if (matches == 0) {
-        fprintf(stderr, "msdpipe: no running pipeline%s%s (in %s)\n", o->target ? " matches " : "", o->target ? o->target : "", base);
+        log_error("no running pipeline%s%s (in %s)", o->target ? " matches " : "", o->target ? o->target : "", base);
         rc = MSDPIPE_EXIT_FAILED;
     } else if (matches > 1) {
-        fprintf(stderr, "msdpipe: %d pipelines match; name one of:", matches);
-        for (int i = 0; i < n; i++) fprintf(stderr, " %s", v[i].id);
-        fprintf(stderr, "\n");
+        char names[2048];
+        size_t len = 0;
+        for (int i = 0; i < n && len < sizeof names; i++)
+            len += (size_t)snprintf(names + len, sizeof names - len, " %s", v[i].id);
+        log_error("%d pipelines match; name one of:%s", matches, names);
         rc = MSDPIPE_EXIT_USAGE;
     } else {
         State *s = &v[pick];
-        fprintf(stderr, "[msdpipe] stopping %s (launcher %d)\n", s->id, s->launcher);
+        log_info("stopping %s (launcher %d)", s->id, s->launcher);
         if (kill(s->launcher, SIGTERM) != 0) {
-            fprintf(stderr, "msdpipe: kill %d: %s\n", s->launcher, strerror(errno));
+            log_error("kill %d: %s", s->launcher, strerror(errno));
             rc = MSDPIPE_EXIT_FAILED;
         } else {
             /* the launcher stops its processes within stop_timeout, then kills what is left */
@@ -260,10 +262,10 @@ int cmd_down(Options *o) {
                 nanosleep(&ts, NULL);
             }
             if (pid_alive(s->launcher)) {
-                fprintf(stderr, "msdpipe: %s: launcher %d still running after %.0f s\n", s->id, s->launcher, limit);
+                log_error("%s: launcher %d still running after %.0f s", s->id, s->launcher, limit);
                 rc = MSDPIPE_EXIT_FAILED;
             } else {
-                fprintf(stderr, "[msdpipe] stopped %s\n", s->id);
+                log_info("stopped %s", s->id);
             }
         }
     }
