@@ -178,6 +178,18 @@ if start_idle; then
     else t_fail ps_removes_stale "$out"; fi
 else t_fail launcher_kill9_no_orphans "pipeline did not come up"; kill -9 "$LPID" 2>/dev/null; fi
 
+# ---- a stale state file whose launcher pid now belongs to another process: down must not
+# signal it (the pid alone is not trusted), and the stale folder is removed
+sleep 120 & SPID=$!
+mkdir -p "$RUNS/reused-$SPID" && chmod 700 "$RUNS/reused-$SPID"
+printf 'msdpipe-state 1\npipeline reused\nfile x.pipe\nlauncher %d\nlauncher_start 1\nstarted 0\nstop_timeout 1\nstate up\n' \
+    "$SPID" >"$RUNS/reused-$SPID/state"
+out=$("$M" down reused --run-dir "$RUNS" 2>&1)
+if kill -0 "$SPID" 2>/dev/null && [ ! -e "$RUNS/reused-$SPID" ] && echo "$out" | grep -q "belongs to another process"; then
+    t_ok down_ignores_reused_pid
+else t_fail down_ignores_reused_pid "sleep alive: $(kill -0 "$SPID" 2>/dev/null && echo yes || echo no); $out"; fi
+kill "$SPID" 2>/dev/null; wait "$SPID" 2>/dev/null
+
 # ---- stdin: replies in input order --------------------------------------------------------
 seq 1 40 | sed 's/^/line /' >"$T_TMP/in.txt"
 "$M" up echo_serve.pipe --set K=3 --run-dir "$RUNS" <"$T_TMP/in.txt" >"$T_TMP/serve.out" 2>"$T_TMP/serve.err"; rc=$?

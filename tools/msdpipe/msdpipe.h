@@ -62,6 +62,9 @@ int rundir_create(const char *base, const char *name, char *out, size_t cap, cha
 void rundir_remove(const char *dir);
 /* Replace DIR/state with text (written to state.tmp, then renamed). */
 int rundir_write_state(const char *dir, const char *text);
+/* The start time of process pid in clock ticks since boot (/proc/PID/stat field 22), 0 if it
+ * cannot be read: with the pid it identifies a process, since pids are reused. */
+unsigned long long rundir_start_ticks(int pid);
 int cmd_ps(Options *o);
 int cmd_down(Options *o);
 

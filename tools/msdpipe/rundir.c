@@ -7,12 +7,15 @@
  *     pipeline NAME
  *     file PATH
  *     launcher PID
+ *     launcher_start TICKS            the launcher's start time (/proc/PID/stat field 22)
  *     started UNIX-SECONDS
  *     stop_timeout SECONDS
  *     state starting|up|stopping
  *     proc NAME PID STATE HOST        one per process; STATE starting|ready|done|exited|killed
  * BASE is --run-dir, else $XDG_RUNTIME_DIR/msdpipe, else /tmp/msdpipe-UID. `ps` and `down`
- * read these files; a directory whose launcher is gone (kill -9) is reported and removed. */
+ * read these files; a directory whose launcher is gone (kill -9) is reported and removed. A pid
+ * alone is not trusted: after a kill -9 the launcher's pid may be reused by an unrelated
+ * process, so `down` signals only a process whose start time matches launcher_start. */
 #include "msdpipe.h"
 
 #include "log.h"
@@ -105,6 +108,7 @@ typedef struct StateProc {
 typedef struct State {
     char dir[PATH_MAX], id[256], name[PIPE_MAX_NAME], file[PATH_MAX], state[16];
     int launcher;
+    unsigned long long launcher_start;
     long started;
     double stop_timeout;
     int nprocs;
@@ -135,6 +139,7 @@ static int read_state(const char *dir, const char *id, State *s) {
         else if (strncmp(line, "file ", 5) == 0) copy_field(s->file, sizeof s->file, line + 5);
         else if (strncmp(line, "state ", 6) == 0) copy_field(s->state, sizeof s->state, line + 6);
         else if (strncmp(line, "launcher ", 9) == 0) s->launcher = atoi(line + 9);
+        else if (strncmp(line, "launcher_start ", 15) == 0) s->launcher_start = strtoull(line + 15, NULL, 10);
         else if (strncmp(line, "started ", 8) == 0) s->started = atol(line + 8);
         else if (strncmp(line, "stop_timeout ", 13) == 0) s->stop_timeout = atof(line + 13);
         else if (strncmp(line, "proc ", 5) == 0 && s->nprocs < PIPE_MAX_PROCS) {
@@ -161,6 +166,29 @@ static int pid_alive(int pid) {
     return !(rp && rp[1] == ' ' && (rp[2] == 'Z' || rp[2] == 'X'));
 }
 
+unsigned long long rundir_start_ticks(int pid) {
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    FILE *f = fopen(path, "re");
+    if (!f) return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    /* after "(comm)": field 3 is the state; starttime is field 22, the 20th after ')' */
+    char *p = strrchr(buf, ')');
+    if (!p) return 0;
+    p++;
+    for (int field = 3; field < 22 && p; field++) p = strchr(p + 1, ' ');
+    return p ? strtoull(p + 1, NULL, 10) : 0;
+}
+
+/* The state file's launcher is alive and is the launcher that wrote it: same pid and same
+ * start time (a state file without one, from an older launcher, is not trusted). */
+static int launcher_alive(const State *s) {
+    if (!pid_alive(s->launcher)) return 0;
+    return s->launcher_start != 0 && rundir_start_ticks(s->launcher) == s->launcher_start;
+}
+
 /* Every run directory under the base with a live launcher, into *out (caller frees);
  * stale ones (launcher gone) are reported on stderr and removed. */
 static int list_running(const char *base, State **out) {
@@ -176,8 +204,9 @@ static int list_running(const char *base, State **out) {
         char dir[PATH_MAX];
         if (snprintf(dir, sizeof dir, "%s/%s", base, e->d_name) >= (int)sizeof dir) continue;
         if (read_state(dir, e->d_name, tmp) < 0) continue;
-        if (!pid_alive(tmp->launcher)) {
-            log_info("%s: launcher %d is gone; removed its stale run directory", e->d_name, tmp->launcher);
+        if (!launcher_alive(tmp)) {
+            log_info("%s: launcher %d is gone%s; removed its stale run directory", e->d_name, tmp->launcher,
+                     pid_alive(tmp->launcher) ? " (its pid now belongs to another process)" : "");
             rundir_remove(dir);
             continue;
         }
@@ -257,11 +286,11 @@ int cmd_down(Options *o) {
             /* the launcher stops its processes within stop_timeout, then kills what is left */
             double limit = (s->stop_timeout > 0 ? s->stop_timeout : 5) + 10;
             double end = msd_now() + limit;
-            while (pid_alive(s->launcher) && msd_now() < end) {
+            while (launcher_alive(s) && msd_now() < end) {
                 struct timespec ts = {0, 50 * 1000000};
                 nanosleep(&ts, NULL);
             }
-            if (pid_alive(s->launcher)) {
+            if (launcher_alive(s)) {
                 log_error("%s: launcher %d still running after %.0f s", s->id, s->launcher, limit);
                 rc = MSDPIPE_EXIT_FAILED;
             } else {

@@ -147,8 +147,9 @@ static const char *child_state_name(const Child *c) {
 static void write_state(Launcher *L) {
     size_t cap = 1024 + (size_t)L->pl.nprocs * 160, o = 0;
     char *buf = msd_malloc(cap);
-    o += (size_t)snprintf(buf + o, cap - o, "msdpipe-state 1\npipeline %s\nfile %s\nlauncher %d\nstarted %ld\nstop_timeout %g\nstate %s\n",
-                          L->pl.name, L->o->path, (int)getpid(), (long)L->started_wall, L->pl.stop_timeout, L->phase);
+    o += (size_t)snprintf(buf + o, cap - o, "msdpipe-state 1\npipeline %s\nfile %s\nlauncher %d\nlauncher_start %llu\nstarted %ld\n"
+                          "stop_timeout %g\nstate %s\n",
+                          L->pl.name, L->o->path, (int)getpid(), rundir_start_ticks((int)getpid()), (long)L->started_wall, L->pl.stop_timeout, L->phase);
     for (int i = 0; i < L->pl.nprocs && o < cap; i++)
         o += (size_t)snprintf(buf + o, cap - o, "proc %s %d %s %s\n", L->pl.procs[i].name, (int)L->ch[i].pid,
                               child_state_name(&L->ch[i]), L->pl.hosts[L->pl.procs[i].host].name);
