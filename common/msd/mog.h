@@ -41,6 +41,10 @@ typedef struct Mog {
     MogComponent *comp;
 } Mog;
 
+/* The most samples one serving request of the toy asks for: the router's limit on a line's N
+ * and the students' default batch capacity, stated once (docs/MOG.md). */
+#define MOG_SERVE_MAX_SAMPLES 4096
+
 /* Parse a specification from text (name is used in messages). 0 on success, -1 with
  * "name:line: message" in err. */
 int mog_parse(Mog *m, const char *text, size_t len, const char *name, char *err, size_t errlen);

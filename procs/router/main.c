@@ -17,6 +17,7 @@
  * id, so replies may come back in any order; the launcher puts its output in order.
  * Not yet here: prompt embeddings (partition clusters the toy's class means). */
 #include <ctype.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,7 +36,7 @@ static struct {
     const char *mix, *part, *out, *strategy, *from, *png;
     int k, timeout_ms, max_samples;
     uint64_t seed;
-} opt = {.strategy = "balanced", .timeout_ms = 10000, .max_samples = 10000, .seed = 1};
+} opt = {.strategy = "balanced", .timeout_ms = 10000, .max_samples = MOG_SERVE_MAX_SAMPLES, .seed = 1};
 
 static const ArgSpec timeout_args[] = {
     ARG_INT("--timeout-ms", &opt.timeout_ms, 1, 86400000, "MS", "how long a student may take to answer (default 10000)"),
@@ -54,7 +55,8 @@ static const ArgSpec mog_args[] = {
     ARG_STR_REQ("--mix", &opt.mix, "FILE", "mixture specification (docs/MOG.md)"),
     ARG_STR_REQ("--partition", &opt.part, "FILE", "which student owns which class"),
     ARG_STR("--png", &opt.png, "FILE", "scatter plot of every sample served, at the stop (none: off)"),
-    ARG_INT("--max-samples", &opt.max_samples, 1, 1000000, "N", "largest N of a line (default 10000)"),
+    ARG_INT("--max-samples", &opt.max_samples, 1, MOG_SERVE_MAX_SAMPLES, "N",
+            "largest N of a line (default and most: MOG_SERVE_MAX_SAMPLES, the students' limit, 4096)"),
     ARG_INCLUDE(timeout_args),
     ARG_END_,
 };
@@ -196,12 +198,28 @@ static void router_mog_reply(Router *r, int k, const WireMsg *m, const Pending *
     }
     int64_t n = x->shape[0], D = r->mog.dim;
     const float *xs = x->data;
-    size_t cap = (size_t)n * (MOG_MAX_NAME + 16 * (size_t)D) + 1, len = 0;
+    for (int64_t i = 0; i < n * D; i++) {
+        if (!isfinite(xs[i])) {
+            snprintf(msg, sizeof msg, "%s produced a non-finite sample (%g at sample %lld); none served",
+                     r->names[k], (double)xs[i], (long long)(i / D));
+            router_answer(r, pd->line_id, msg, WIRE_STATUS_INTERNAL);
+            return;
+        }
+    }
+    /* Sized from the values themselves: every field is measured (snprintf with no room) before
+     * it is written, so no class name or magnitude can run past the buffer. */
+    size_t cap = 1, len = 0;
+    const char *name = r->mog.class_names[pd->cls];
+    for (int64_t i = 0; i < n; i++) {
+        cap += strlen(name) + 1;
+        for (int64_t j = 0; j < D; j++) cap += (size_t)snprintf(NULL, 0, ",%.6f", xs[i * D + j]);
+    }
     char *out = msd_malloc(cap);
     for (int64_t i = 0; i < n; i++) {
-        len += (size_t)snprintf(out + len, cap - len, "%s%s", i ? "\n" : "", r->mog.class_names[pd->cls]);
+        len += (size_t)snprintf(out + len, cap - len, "%s%s", i ? "\n" : "", name);
         for (int64_t j = 0; j < D; j++) len += (size_t)snprintf(out + len, cap - len, ",%.6f", xs[i * D + j]);
     }
+    MSD_CHECK(len < cap);
     router_answer(r, pd->line_id, out, WIRE_STATUS_OK);
     free(out);
     if (r->png && D == 2 && r->nserved + n <= 1000000) {

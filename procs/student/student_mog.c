@@ -234,7 +234,7 @@ typedef struct MogOpts {
 } MogOpts;
 
 static MogOpts opt = {.spec = "mlp,width=128,depth=4", .index = -1, .batch = 256, .steps = 2000, .ttur = 5,
-                      .warmup = 200, .ckpt_every = 500, .log_every = 100, .timeout_ms = 30000, .cap = 4096,
+                      .warmup = 200, .ckpt_every = 500, .log_every = 100, .timeout_ms = 30000, .cap = MOG_SERVE_MAX_SAMPLES,
                       .lr = 1e-3f, .ema = 0.995f, .seed = 1};
 
 static const ArgSpec mog_common_args[] = {
@@ -252,7 +252,7 @@ static const ArgSpec mog_common_args[] = {
     ARG_FLOAT("--ema", &opt.ema, 0, 1, "D", "EMA decay of the served weights (default 0.995)"),
     ARG_U64("--seed", &opt.seed, "S", "seed of the weights and the draws (default 1)"),
     ARG_INT("--timeout-ms", &opt.timeout_ms, 1, 86400000, "MS", "how long a peer may take to answer (default 30000)"),
-    ARG_INT("--cap", &opt.cap, 1, 1 << 20, "N", "largest GENERATE request (serve; default 4096)"),
+    ARG_INT("--cap", &opt.cap, 1, 1 << 20, "N", "largest GENERATE request (serve; default MOG_SERVE_MAX_SAMPLES, 4096)"),
     ARG_END_,
 };
 const ArgSpec student_mog_train_args[] = {
