@@ -233,7 +233,7 @@ def build(spec):
     return (MLP(cfg) if cfg["kind"] == "mlp" else UNet(cfg)), cfg
 
 
-def st_write(path, tensors):
+def st_write(path, tensors, generator="tests/torch_unet.py"):
     """Minimal safetensors writer: name -> tensor (float32 or int32), sorted by name."""
     header, blobs, off = {}, [], 0
     for name in sorted(tensors):
@@ -245,7 +245,7 @@ def st_write(path, tensors):
         header[name] = {"dtype": dt, "shape": list(t.shape), "data_offsets": [off, off + len(raw)]}
         blobs.append(raw)
         off += len(raw)
-    h = json.dumps({"__metadata__": {"generator": "tests/torch_unet.py"}, **header}, separators=(",", ":")).encode()
+    h = json.dumps({"__metadata__": {"generator": generator}, **header}, separators=(",", ":")).encode()
     h += b" " * ((8 - len(h) % 8) % 8)
     tmp = path + ".tmp"
     with open(tmp, "wb") as f:
