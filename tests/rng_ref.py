@@ -2,6 +2,7 @@
 # rng_ref.py: an independent Python implementation of the mapping documented in common/base/philox.h,
 # printing the golden values embedded in tests/test_rng.c (test_golden_values):
 #   python3 tests/rng_ref.py
+# (tests/torch_unet.py imports it for the dropout masks.)
 import math
 import struct
 
@@ -41,9 +42,10 @@ def normal(seed, stream, i):
     return f32(r * (math.sin(a) if i % 2 else math.cos(a)))
 
 
-SEED, STREAM, OFF = 0x123456789ABCDEF0, 0xFEDCBA9876543, (1 << 34) + 1
-print("seed %#x stream %#x offset %d" % (SEED, STREAM, OFF))
-print("u32:     " + ", ".join("0x%08xu" % word(SEED, STREAM, OFF + j) for j in range(6)))
-print("uniform: " + ", ".join("%.9gf" % uniform(SEED, STREAM, OFF + j) for j in range(6)))
-print("normal:  " + ", ".join("%.9gf" % normal(SEED, STREAM, OFF + j) for j in range(6)))
-print("int961:  " + ", ".join("%du" % ((word(SEED, STREAM, OFF + j) * 961) >> 32) for j in range(6)))
+if __name__ == "__main__":
+    SEED, STREAM, OFF = 0x123456789ABCDEF0, 0xFEDCBA9876543, (1 << 34) + 1
+    print("seed %#x stream %#x offset %d" % (SEED, STREAM, OFF))
+    print("u32:     " + ", ".join("0x%08xu" % word(SEED, STREAM, OFF + j) for j in range(6)))
+    print("uniform: " + ", ".join("%.9gf" % uniform(SEED, STREAM, OFF + j) for j in range(6)))
+    print("normal:  " + ", ".join("%.9gf" % normal(SEED, STREAM, OFF + j) for j in range(6)))
+    print("int961:  " + ", ".join("%du" % ((word(SEED, STREAM, OFF + j) * 961) >> 32) for j in range(6)))

@@ -250,6 +250,18 @@ static double net_loss(Classifier *c, const float *x, const int32_t *y, int N, f
     return classifier_xent(logits, y, N, CLS_CLASSES, NULL, NULL);
 }
 
+/* The classifier's backward against 4-point central differences of the loss,
+ * fd = (8 (L(p+h) - L(p-h)) - (L(p+2h) - L(p-2h))) / (12 h), h = 1e-2 max(1, |p|) (truncation
+ * O(h^4); the float32 forward's rounding, ~1e-7 of the loss over h, is the floor). Checked: every
+ * coordinate of the 1-D tensors (biases, GroupNorm gains and biases) and of conv0.weight; of
+ * every other weight tensor the largest gradient of each output row, more spread over rows,
+ * inputs and taps up to 64, and its 3 largest gradients: 1446 coordinates. Tolerance
+ * |fd - g| <= 3e-5 + 1e-3 |fd|: the measured errors are up to 1.2e-5 on small gradients
+ * (conv0.weight, where the rounding floor is highest; h = 5e-3 and 2e-2 do worse) and up to
+ * 5e-4 relative on gradients above 0.02; the worst coordinate uses 0.32 of its tolerance
+ * (printed), a margin of 3. An error of 1% in any gradient above 3.3e-3 fails; every tensor has
+ * larger ones (its largest: 0.016-0.28), and so does every row of every weight tensor (the
+ * smallest row maximum is 6.6e-3). */
 static void test_classifier_gradients(void) {
     BackendCtx *ctx = backend_ctx_new(&backend_cpu, 1);
     Classifier *c = classifier_new(&backend_cpu, ctx);
@@ -257,6 +269,7 @@ static void test_classifier_gradients(void) {
     classifier_alloc_batch(c, 3);
     ParamSet *ps = classifier_params(c);
     enum { N = 3 };
+    const double atol = 3e-5, rtol = 1e-3;
     float x[N * 784], logits[N * 10], dl[N * 10];
     int32_t y[N] = {4, 0, 7};
     rng_uniform_fill(x, N * 784, 5, 1, 0);
@@ -270,34 +283,52 @@ static void test_classifier_gradients(void) {
     classifier_xent(logits, y, N, CLS_CLASSES, dl, NULL);
     params_zero_grad(ps);
     classifier_backward(c, dl, N);
-    /* for every tensor, the 3 coordinates with the largest analytic gradient */
     int checked = 0;
+    double worst_abs = 0, worst_share = 0;
     for (int i = 0; i < ps->n; i++) {
         const float *g = params_grad(ps, i);
         float *p = params_data(ps, i);
-        int64_t pick[3] = {-1, -1, -1};
-        for (int64_t k = 0; k < ps->p[i].numel; k++)
+        const Param *P = &ps->p[i];
+        int64_t numel = P->numel, rows = P->shape[0], inner = numel / rows;
+        /* the coordinates: all (1-D tensors, up to 512 elements), else each row's largest gradient
+         * and more spread over rows and inputs up to 64; then the tensor's top 3 */
+        int all = P->ndim == 1 || numel <= 512;
+        int64_t nk = all ? numel : (rows > 64 ? rows : 64), top[3] = {-1, -1, -1};
+        for (int64_t k = 0; k < numel; k++)
             for (int s = 0; s < 3; s++)
-                if (pick[s] < 0 || fabsf(g[k]) > fabsf(g[pick[s]])) {
-                    for (int t = 2; t > s; t--) pick[t] = pick[t - 1];
-                    pick[s] = k;
+                if (top[s] < 0 || fabsf(g[k]) > fabsf(g[top[s]])) {
+                    for (int t = 2; t > s; t--) top[t] = top[t - 1];
+                    top[s] = k;
                     break;
                 }
-        for (int s = 0; s < 3 && pick[s] >= 0; s++) {
-            int64_t k = pick[s];
+        int bad = 0;
+        for (int64_t j = 0; j < nk + 3; j++) {
+            int64_t k = j >= nk ? top[j - nk] : all ? j : j >= rows ? (j % rows) * inner + (j * 7919) % inner : -1;
+            if (j < nk && !all && j < rows) /* row j: its largest gradient */
+                for (int64_t q = j * inner; q < (j + 1) * inner; q++)
+                    if (k < 0 || fabsf(g[q]) > fabsf(g[k])) k = q;
+            if (k < 0) continue;
             float keep = p[k], h = 1e-2f * fmaxf(1.0f, fabsf(keep));
-            p[k] = keep + h;
-            double lp = net_loss(c, x, y, N, logits);
-            p[k] = keep - h;
-            double lm = net_loss(c, x, y, N, logits);
+            double l[4];
+            const float off[4] = {h, -h, 2 * h, -2 * h};
+            for (int q = 0; q < 4; q++) {
+                p[k] = keep + off[q];
+                l[q] = net_loss(c, x, y, N, logits);
+            }
             p[k] = keep;
-            double fd = (lp - lm) / (2 * h);
-            CHECK(fabs(fd - g[k]) <= 2e-3 + 0.03 * fabs(fd), "%s[%lld]: backward %.6g, finite difference %.6g",
-                  ps->p[i].name, (long long)k, g[k], fd);
+            double fd = (8 * (l[0] - l[1]) - (l[2] - l[3])) / (12.0 * h), e = fabs(fd - g[k]);
+            worst_abs = fmax(worst_abs, e);
+            worst_share = fmax(worst_share, e / (atol + rtol * fabs(fd)));
+            if (!(e <= atol + rtol * fabs(fd)) && bad++ < 3)
+                CHECK(0, "%s[%lld]: backward %.7g, finite difference %.7g (|diff| %.3g > %g + %g |fd|)", P->name,
+                      (long long)k, g[k], fd, e, atol, rtol);
             checked++;
         }
+        CHECK(bad == 0, "%s: %d coordinates outside the tolerance", P->name, bad);
     }
-    CHECK(checked == 3 * ps->n, "checked %d coordinates", checked);
+    printf("  classifier gradients: %d coordinates, worst |backward - finite difference| %.3g, worst share of the "
+           "tolerance %.2f\n", checked, worst_abs, worst_share);
+    CHECK(checked > 1000, "only %d coordinates checked", checked);
     classifier_destroy(&c);
     backend_ctx_destroy(&ctx);
 }

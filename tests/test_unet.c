@@ -1,7 +1,8 @@
 /* test_unet.c: the UNet (common/models/unet.c) and the EDM wrapper (common/models/edm.c) against the PyTorch
  * twin's fixtures (tests/torch_unet.py, tests/fixtures/unet_tiny_*.safetensors): forward output,
  * bottleneck, input gradient and every parameter gradient; a short EDM training run that must
- * repeat bit for bit and lower the loss; fmnist-s's parameter count; config-spec errors.
+ * repeat bit for bit and lower the loss; fmnist-s's parameter count; config-spec errors; dropout
+ * against the twin's masks rebuilt from the documented Philox stream (unet_tiny_dropout_expect).
  *
  * Tolerance of the fixture comparison: the reference is float64 PyTorch on the same float32
  * weights and inputs; each tensor passes when |ours - ref| <= 1e-4 * max|ref| + 1e-3 |ref|
@@ -271,6 +272,96 @@ static void test_dropout_runs(void) {
     unet_destroy(&u);
 }
 
+/* Dropout against the twin's explicit masks (tests/torch_unet.py, unet_tiny_dropout_expect): the
+ * fixture's network and inputs with dropout p = 0.3 and seed 5, masks rebuilt in Python from the
+ * documented Philox stream (docs/UNET.md section 9: element i kept, times 1/(1-p), when uniform
+ * i of stream step * 4096 + layer is >= p). The first training forward's output, bottleneck and,
+ * after the backward, dx and the gradients of every block's conv0.bias, norm1 and conv1 must
+ * match (which mask, its scale and its stream; the backward through the same mask); the second
+ * training forward must match the step-2 masks, and an evaluation forward (train = 0) the
+ * network without dropout. Tolerance as the fixture test above. */
+static void test_dropout_matches_fixture(void) {
+    const Backend *be = &backend_cpu;
+    char err[512], spec[64];
+    StFile in, dfile, ex, dr;
+    REQUIRE(st_read(&dr, fixture("unet_tiny_dropout_expect.safetensors"), err, sizeof err) == 0, "%s", err);
+    REQUIRE(st_read(&in, fixture("unet_tiny_inputs.safetensors"), err, sizeof err) == 0, "%s", err);
+    REQUIRE(st_read(&dfile, fixture("unet_tiny_dout.safetensors"), err, sizeof err) == 0, "%s", err);
+    REQUIRE(st_read(&ex, fixture("unet_tiny_expect.safetensors"), err, sizeof err) == 0, "%s", err);
+    float *pv = st_get(&dr, "dropout_p", 1), *sv = st_get(&dr, "dropout_seed", 1);
+    REQUIRE(pv && sv, "fixture lacks dropout_p / dropout_seed");
+    snprintf(spec, sizeof spec, "tiny,dropout=%.9g", (double)pv[0]);
+    UNetConfig cfg;
+    REQUIRE(unet_config_parse(&cfg, spec, err, sizeof err) == 0, "%s", err);
+    UNet *u = unet_new(&cfg, be, ctx);
+    ParamSet *ps = unet_params(u);
+    REQUIRE(st_load_params(fixture("unet_tiny_weights.safetensors"), ps, "", 0, err, sizeof err) == 0, "%s", err);
+    unet_set_dropout_seed(u, (uint64_t)sv[0]);
+    const StTensor *tx = st_find(&in, "x");
+    REQUIRE(tx && tx->ndim == 4, "x missing");
+    int64_t N = tx->shape[0], D = tx->numel / N, chw[3];
+    unet_bottleneck_shape(u, chw);
+    int64_t nb = N * chw[0] * chw[1] * chw[2];
+    float *x = st_get(&in, "x", -1), *sigma = st_get(&in, "sigma", N), *lab = st_get(&in, "labels", N);
+    float *dout = st_get(&dfile, "dout", N * D), *dbott = st_get(&dfile, "dbottleneck", nb);
+    REQUIRE(x && sigma && lab && dout && dbott && N <= 16, "fixture inputs incomplete");
+    int32_t labels[16];
+    for (int64_t n = 0; n < N; n++) labels[n] = (int32_t)lab[n];
+    unet_alloc_batch(u, N);
+    Edm e;
+    edm_init(&e, unet_edm_net(u), N, be, ctx);
+    float *out = calloc((size_t)(N * D), sizeof(float)), *dx = calloc((size_t)(N * D), sizeof(float));
+    float *out_nodrop = st_get(&ex, "out", N * D);
+    /* step 1: forward and backward */
+    edm_forward(&e, out, x, sigma, labels, NULL, N, 1);
+    float *bott = malloc((size_t)nb * sizeof(float));
+    memcpy(bott, unet_bottleneck(u), (size_t)nb * sizeof(float));
+    params_zero_grad(ps);
+    edm_backward(&e, dx, dout, dbott, N);
+    struct { const char *name; const float *ours; int64_t n; } outs[] = {
+        {"out", out, N * D}, {"bottleneck", bott, nb}, {"dx", dx, N * D}};
+    for (int k = 0; k < 3; k++) {
+        float *ref = st_get(&dr, outs[k].name, outs[k].n);
+        CHECK(ref != NULL, "dropout fixture lacks %s", outs[k].name);
+        if (!ref) continue;
+        char what[64];
+        snprintf(what, sizeof what, "dropout step 1: %s", outs[k].name);
+        CHECK_CLOSE(outs[k].ours, ref, outs[k].n, 1e-4 * max_abs(ref, outs[k].n), 1e-3, what);
+        free(ref);
+    }
+    int checked = 0;
+    for (int i = 0; i < ps->n; i++) {
+        char name[PARAM_MAX_NAME + 8];
+        snprintf(name, sizeof name, "grad.%s", ps->p[i].name);
+        float *ref = st_get(&dr, name, ps->p[i].numel);
+        if (!ref) continue;
+        CHECK_CLOSE(params_grad(ps, i), ref, ps->p[i].numel, 1e-4 * max_abs(ref, ps->p[i].numel) + 1e-7, 1e-3, name);
+        checked++;
+        free(ref);
+    }
+    CHECK(checked == 5 * 8, "%d dropout gradients compared (want conv0.bias, norm1 x2, conv1 x2 of 8 blocks)",
+          checked);
+    /* the mask changed the output (every block's mask sits on the path to it) */
+    double moved = 0;
+    if (out_nodrop)
+        for (int64_t i = 0; i < N * D; i++) moved = fmax(moved, fabs(out[i] - out_nodrop[i]));
+    CHECK(moved > 1e-2 * max_abs(out_nodrop ? out_nodrop : out, N * D), "dropout moved the output by only %g", moved);
+    /* step 2: new masks */
+    edm_forward(&e, out, x, sigma, labels, NULL, N, 1);
+    float *ref2 = st_get(&dr, "out_step2", N * D);
+    CHECK(ref2 != NULL, "dropout fixture lacks out_step2");
+    if (ref2) CHECK_CLOSE(out, ref2, N * D, 1e-4 * max_abs(ref2, N * D), 1e-3, "dropout step 2: out");
+    /* evaluation: no dropout, whatever the step */
+    edm_forward(&e, out, x, sigma, labels, NULL, N, 0);
+    if (out_nodrop) CHECK_CLOSE(out, out_nodrop, N * D, 1e-4 * max_abs(out_nodrop, N * D), 1e-3, "train = 0: out");
+    printf("  dropout: step-1 output, bottleneck, dx and %d gradients, step-2 output, evaluation output\n", checked);
+    edm_free(&e);
+    free(out); free(dx); free(bott); free(ref2); free(out_nodrop);
+    free(x); free(sigma); free(lab); free(dout); free(dbott); free(pv); free(sv);
+    st_free(&in); st_free(&dfile); st_free(&ex); st_free(&dr);
+    unet_destroy(&u);
+}
+
 /* The UNet on a backend without the fused norm_act ops (as the CUDA backend is) composes them
  * from the separate ops; on the CPU both ways must give the same loss and gradients bit for
  * bit, with and without dropout (whose mask sits between the activation and the conv), and so
@@ -359,6 +450,7 @@ int main(int argc, char **argv) {
     TEST_RUN(test_fmnist_s);
     TEST_RUN(test_config_errors);
     TEST_RUN(test_dropout_runs);
+    TEST_RUN(test_dropout_matches_fixture);
     TEST_RUN(test_fused_matches_separate);
     TEST_RUN(test_training_repeats_and_learns);
     backend_ctx_destroy(&ctx);

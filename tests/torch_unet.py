@@ -12,6 +12,14 @@ the float32-rounded weights and inputs):
     unet_tiny_dout.safetensors      dout (N, C, H, W), dbottleneck (bottleneck shape)
     unet_tiny_expect.safetensors    out = D(x; sigma, labels), bottleneck, dx and grad.<param>
                                     of the scalar sum(out * dout) + sum(bottleneck * dbottleneck)
+    unet_tiny_dropout_expect.safetensors
+                                    the same network with dropout p = 0.3 (dropout_p), seed 5
+                                    (dropout_seed), masks rebuilt here from the documented Philox
+                                    stream (docs/UNET.md section 9, tests/rng_ref.py): out,
+                                    bottleneck, dx of the first training forward (step 1) and
+                                    grad.<param> of every block's conv0.bias, norm1 and conv1
+                                    (the parameters next to the mask), out_step2 of the second
+                                    training forward (step 2: new masks)
 The safetensors writer is written out here because torch 1.13 has no safetensors module.
 Needs torch (Debian python3-torch); not run by `make test`.
 """
@@ -24,6 +32,9 @@ import sys
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from rng_ref import f32, philox  # noqa: E402  (the Philox mapping of common/rng.h)
 
 SIGMA_DATA = 0.5
 NAMED = {
@@ -89,12 +100,35 @@ class Embedding(nn.Module):
         return F.silu(emb)
 
 
+def philox_mask(shape, seed, stream, p):
+    """The dropout mask of docs/UNET.md section 9: element i of the (N, C, H, W) activation is
+    1/(1-p) (float32) when uniform number i of the Philox stream is >= p (float32), else 0."""
+    n = math.prod(shape)
+    p32 = f32(p)
+    keep = float(torch.tensor(1.0) / (1 - torch.tensor(p32)))
+    key = [seed & 0xFFFFFFFF, seed >> 32]
+    vals = []
+    for b in range((n + 3) // 4):
+        for w in philox([b & 0xFFFFFFFF, b >> 32, stream & 0xFFFFFFFF, stream >> 32], key):
+            vals.append(keep if (w >> 8) * 2.0 ** -24 >= p32 else 0.0)
+    return torch.tensor(vals[:n], dtype=torch.float64).reshape(shape)
+
+
+def set_dropout(model, seed, step, p):
+    """Masks of training forward number `step` (1 for the first): layer number li of the C layer
+    list (encoder, mid, decoder, in order) draws from stream step * 4096 + li."""
+    for li, m in enumerate(model.layer_list()):
+        if isinstance(m, Block):
+            m.philox = (seed, step * 4096 + li, p)
+
+
 class Block(nn.Module):
     """Section 3: residual block with scale-shift conditioning and optional self-attention."""
 
     def __init__(self, cin, cout, E, attention, cfg):
         super().__init__()
         self.cout, self.dropout = cout, cfg["dropout"]
+        self.philox = None  # (seed, stream, p): the explicit dropout mask of philox_mask
         self.norm0 = gn(cin, cfg["groups"])
         self.conv0 = conv(cin, cout, 3)
         self.affine = nn.Linear(E, 2 * cout)
@@ -112,7 +146,11 @@ class Block(nn.Module):
         ss = self.affine(emb)
         scale, shift = ss[:, :self.cout, None, None], ss[:, self.cout:, None, None]
         h = F.silu(self.norm1(h) * (1 + scale) + shift)
-        h = F.dropout(h, self.dropout, self.training)
+        if self.philox is not None:
+            self.last_mask = philox_mask(h.shape, *self.philox).to(h.dtype)
+            h = h * self.last_mask
+        else:
+            h = F.dropout(h, self.dropout, self.training)
         h = self.conv1(h)
         out = h + (self.skip(x) if self.skip is not None else x)
         if self.heads:
@@ -171,6 +209,11 @@ class UNet(nn.Module):
                 c = widths[l]
         self.out["norm"] = gn(c, cfg["groups"])
         self.out["conv"] = conv(c, cfg["in_ch"], 3)
+
+    def layer_list(self):
+        """The layers in the order of common/unet.c's layer list."""
+        return ([self.enc[n] for n in self.enc_order] + [self.mid["block0"], self.mid["block1"]] +
+                [self.dec[n] for n in self.dec_order])
 
     def forward(self, x, c_noise, c):
         emb = self.emb(c_noise, c)
@@ -233,7 +276,7 @@ def build(spec):
     return (MLP(cfg) if cfg["kind"] == "mlp" else UNet(cfg)), cfg
 
 
-def st_write(path, tensors):
+def st_write(path, tensors, generator="tests/torch_unet.py"):
     """Minimal safetensors writer: name -> tensor (float32 or int32), sorted by name."""
     header, blobs, off = {}, [], 0
     for name in sorted(tensors):
@@ -245,7 +288,7 @@ def st_write(path, tensors):
         header[name] = {"dtype": dt, "shape": list(t.shape), "data_offsets": [off, off + len(raw)]}
         blobs.append(raw)
         off += len(raw)
-    h = json.dumps({"__metadata__": {"generator": "tests/torch_unet.py"}, **header}, separators=(",", ":")).encode()
+    h = json.dumps({"__metadata__": {"generator": generator}, **header}, separators=(",", ":")).encode()
     h += b" " * ((8 - len(h) % 8) % 8)
     tmp = path + ".tmp"
     with open(tmp, "wb") as f:
@@ -290,6 +333,29 @@ def make_fixtures(outdir):
     st_write(os.path.join(outdir, "unet_tiny_inputs.safetensors"), {"x": x, "sigma": sigma, "labels": labels})
     st_write(os.path.join(outdir, "unet_tiny_dout.safetensors"), {"dout": dout, "dbottleneck": dbott})
     st_write(os.path.join(outdir, "unet_tiny_expect.safetensors"), expect)
+
+    # dropout: the same weights and inputs, explicit masks of steps 1 and 2
+    p, seed = 0.3, 5
+    model.zero_grad()
+    set_dropout(model, seed, 1, p)
+    xd = x.double().requires_grad_(True)
+    out, bott = edm(model, xd, sigma.double(), c)
+    (out * dout.double()).sum().add_((bott * dbott.double()).sum()).backward()
+    drop = {"out": out.float(), "bottleneck": bott.float(), "dx": xd.grad.float(),
+            "dropout_p": torch.tensor([p]), "dropout_seed": torch.tensor([float(seed)])}
+    for k, v in state_names(model).items():
+        if any(s in k for s in (".conv0.bias", ".norm1.", ".conv1.")):
+            drop["grad." + k] = v.grad.float()
+    # the masks keep a share 1 - p (within 5 binomial standard errors) and scale by 1/(1-p)
+    masks = [m.last_mask for m in model.layer_list() if isinstance(m, Block)]
+    n_all = sum(mk.numel() for mk in masks)
+    frac = sum(float((mk > 0).sum()) for mk in masks) / n_all
+    assert abs(frac - (1 - p)) <= 5 * math.sqrt(p * (1 - p) / n_all), frac
+    assert all(abs(float(mk.max()) - 1 / (1 - p)) < 1e-6 for mk in masks)
+    set_dropout(model, seed, 2, p)
+    with torch.no_grad():
+        drop["out_step2"] = edm(model, x.double(), sigma.double(), c)[0].float()
+    st_write(os.path.join(outdir, "unet_tiny_dropout_expect.safetensors"), drop)
     print(f"tiny UNet '{TINY}': {sum(p.numel() for p in weights.values())} parameters, fixtures in {outdir}")
 
 
