@@ -190,6 +190,16 @@ static void format_eta(double s, char *buf, size_t len) {
     snprintf(buf, len, "%ld:%02ld:%02ld", v / 3600, v / 60 % 60, v % 60);
 }
 
+/* batch_recv failed: when the process is stopping (STOP, a signal, a silent launcher arrived
+ * while it waited for the batch), the steps done so far are checkpointed as after a step and
+ * the run ends cleanly (1); anything else is a failure (-1). */
+static int train_stopped_waiting(Trainer *t) {
+    if (!proc_should_stop(t->p)) return -1;
+    if (train_checkpoint(t)) return -1;
+    log_info("stopping at step %lld of %ld (checkpointed)", (long long)t->net.opt->step, t->o.steps);
+    return 1;
+}
+
 static int train_loop(Trainer *t) {
     Optim *opt = t->net.opt;
     const TrainOpts *o = &t->o;
@@ -206,7 +216,7 @@ static int train_loop(Trainer *t) {
     if (batch_send(t, start)) return -1;
     for (int64_t step = start; step < o->steps; step++) {
         double t0 = msd_now();
-        if (batch_recv(t)) return -1;
+        if (batch_recv(t)) return train_stopped_waiting(t);
         if (step + 1 < o->steps && batch_send(t, step + 1)) return -1;
         busy_begin(&t->busy);
         proc_keepalive_begin(t->p);
