@@ -34,7 +34,7 @@
 #include "backend.h"
 #include "check.h"
 #include "edm.h"
-#include "rng.h"
+#include "philox.h"
 #include "safetensors.h"
 
 #define RTOL_TIGHT 1e-6
@@ -286,7 +286,7 @@ static void test_loss_step_draws(void) {
     for (int s = 0; s < STEPS; s++) {
         int64_t step = 3 * s + 1; /* steps need not be consecutive */
         edm_loss_step(&e, x0, NULL, NULL, N, seed, step, 1);
-        cpu_rng_normal(NULL, z, N, seed, EDM_STREAM_NOISE, (uint64_t)(step * N));
+        rng_normal_fill(z, N, seed, EDM_STREAM_NOISE, (uint64_t)(step * N));
         for (int n = 0; n < N; n++) {
             double ls = 4.0 * p.c_noise[n], sg = exp(ls), c_in = 1 / sqrt(sg * sg + e.sigma_data * e.sigma_data);
             double ep = p.x_in[n] / (c_in * sg); /* x0 = 0: x_in = c_in sigma eps */
