@@ -44,11 +44,8 @@ static void batch_msg(WireMsg *m, uint64_t id, const int32_t *count, const int64
 static void test_data_fmnist(void) {
     const char *dir = getenv("MSD_FMNIST_DIR");
     char probe[600];
-    snprintf(probe, sizeof probe, "%s/t10k-labels-idx1-ubyte.gz", dir && dir[0] ? dir : DATASET_FMNIST_DIR);
-    if (access(probe, R_OK) != 0) {
-        printf("SKIP test_data_fmnist: %s missing (Debian package dataset-fashion-mnist)\n", probe);
-        return;
-    }
+    snprintf(probe, sizeof probe, "%s/t10k-labels-idx1-ubyte", dir && dir[0] ? dir : DATASET_FMNIST_DIR);
+    if (check_file_missing(probe)) SKIP_MISSING_DATA("%s(.gz) missing (Debian package dataset-fashion-mnist)", probe);
     char ep[512], part[512];
     snprintf(ep, sizeof ep, "serve=ipc://%s/data", g_dir);
     snprintf(part, sizeof part, "%s/partition.txt", g_dir);
