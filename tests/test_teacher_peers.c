@@ -137,8 +137,7 @@ static void test_data_fmnist(void) {
     CHECK(r.status == WIRE_STATUS_OK && r.id == 19, "status %d '%s'", r.status, r.error);
     wire_msg_close(&r);
     zmq_close(s);
-    int st = stop_process(pid);
-    CHECK(st == 0, "SIGTERM: exit status %d", st);
+    stop_and_check(pid, "msd-data after SIGTERM");
 }
 
 static void sample_msg(WireMsg *m, uint64_t id, int64_t n, const int32_t *labels, const int64_t *seed,
@@ -263,8 +262,7 @@ static void test_teacher_unet(void) {
         CHECK_CLOSE((const float *)x->data, want, 784, 1e-4, 1e-4, "image 0 alone vs image 0 of five");
     wire_msg_close(&r);
     zmq_close(s);
-    int st = stop_process(pid);
-    CHECK(st == 0, "SIGTERM: exit status %d", st);
+    stop_and_check(pid, "msd-teacher after SIGTERM");
     edmunet_free(&net);
     backend_ctx_destroy(&ctx);
 }
@@ -279,7 +277,7 @@ int main(void) {
     g_ctx = zmq_ctx_new();
     TEST_RUN(test_data_fmnist);
     TEST_RUN(test_teacher_unet);
-    zmq_ctx_term(g_ctx);
+    peers_finish();
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", g_dir);
