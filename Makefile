@@ -123,7 +123,7 @@ $(BUILD)/bench/bench_%: $(BUILD)/bench/bench_%.o $(LIB)
 FUZZ_BINS := $(patsubst tests/%.c,build/fuzz/%,$(FUZZ_SRC))
 build/fuzz/fuzz_%: tests/fuzz_%.c $(COMMON_SRC)
 	@mkdir -p $(dir $@)
-	clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Icommon $(BLAS_INC) $(DEPINC) \
+	clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -Icommon $(BLAS_INC) $(DEPINC) \
 	    -DMSD_FUZZING=1 -o $@ $^ $(DEPLIB) -pthread $(LDLIBS)
 fuzz: $(FUZZ_BINS)
 
