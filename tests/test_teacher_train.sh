@@ -39,24 +39,38 @@ png() { [ "$(head -c 8 "$1" | od -An -tx1 | tr -d ' \n')" = "89504e470d0a1a0a" ]
 t_check "PNG grids at steps 20 and 40" png "$T_TMP/a/grids/grid-0000020.png"
 t_check "the grid of step 40" png "$T_TMP/a/grids/grid-0000040.png"
 
-# B: killed with SIGKILL after its first checkpoint, then resumed to step 40
-# (steps only bounds the run: the learning rate does not depend on it)
-"$BIN/msdpipe" up train_teacher "${small[@]}" --set run="$T_TMP/b" --set steps=1000 --set ckpt_every=10 \
-    --set grid_every=0 2>b-kill.log &
+# B: killed with SIGKILL at step 20, after its checkpoint there, then resumed to step 40
+# (steps only bounds the run: the learning rate does not depend on it). The kill must land
+# before step 40 however loaded the machine is, so the teacher is held at step 20 rather than
+# raced: B's msdpipe is a copy in a folder whose msd-teacher is a wrapper that makes the
+# temporary file of the step-20 grid (grid-0000020.png.tmp.PID: PID is its own, which exec
+# keeps) a FIFO, so the teacher's open of it blocks until the kill (its heartbeats go on
+# meanwhile: the launcher does not take it for dead). The kill waits for the step-20
+# checkpoint's log line.
+hold=$T_TMP/hold
+mkdir -p "$hold" "$T_TMP/b/grids"
+cp "$BIN/msdpipe" "$hold/"   # msdpipe starts the msd-* programs beside its own binary
+ln -s "$BIN/msd-data" "$hold/msd-data"
+printf '#!/bin/sh\nmkfifo "%s/b/grids/grid-0000020.png.tmp.$$" && exec "%s/msd-teacher" "$@"\n' "$T_TMP" "$BIN" \
+    >"$hold/msd-teacher"
+chmod +x "$hold/msd-teacher"
+"$hold/msdpipe" up "$MSD_TOP/pipelines/train_teacher.pipe" "${small[@]}" --set run="$T_TMP/b" --set steps=1000 \
+    --set ckpt_every=10 --set grid_every=20 2>b-kill.log &
 lpid=$!
 trap 'kill $lpid 2>/dev/null; rm -rf "$T_TMP"' EXIT
 trap 'exit 143' TERM
-t_wait_for 60 test -f "$T_TMP/b/teacher.safetensors"
+t_wait_for 120 grep -q "teacher\] INFO checkpoint .* at step 20 " b-kill.log
 tpid=$(pgrep -f -- "--name teacher --control ipc://.*/train_teacher-$lpid/" | head -n 1)
 if [ -n "$tpid" ]; then kill -9 "$tpid"; fi
 t_wait_for 20 bash -c "! kill -0 $lpid 2>/dev/null" || kill "$lpid"
 wait "$lpid"; rc=$?
 t_check "the launcher exits non-zero after the teacher is killed" test "$rc" -ne 0
 t_check "the launcher names the killed teacher" grep -qE "teacher \(pid $tpid\).*(signal 9|SIGKILL|killed)" b-kill.log
+rm -f "$T_TMP"/b/grids/grid-0000020.png.tmp.*
 t_check "a restart runs to step 40" \
     "$BIN/msdpipe" up train_teacher "${small[@]}" --set run="$T_TMP/b" --set steps=40 --set ckpt_every=10 \
     --set grid_every=0 2>b-resume.log
-t_check "it resumed from the checkpoint" grep -qE 'teacher\] INFO resuming at step [1-3][0-9] of 40' b-resume.log
+t_check "it resumed from the step-20 checkpoint" grep -qE 'teacher\] INFO resuming at step 20 of 40' b-resume.log
 t_check "the resumed run's losses equal the uninterrupted run's, bitwise" python3 - "$T_TMP/a/metrics.jsonl" "$T_TMP/b/metrics.jsonl" <<'EOF'
 import json, sys
 def last(path):  # the last line of each step (a killed run's steps are redone)
