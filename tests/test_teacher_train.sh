@@ -95,6 +95,17 @@ t_check "the sample grid is a PNG" png gen.png
 t_check "msd-sample writes a PNG folder of 10 images" \
     bash -c "'$BIN/msd-sample' --ckpt '$ck' --n 10 --steps 2 --seed 5 --threads 1 --batch 3 --out genpng >/dev/null 2>>sample.log"
 t_check "10 PNG files in class folders" test "$(find genpng -name '*.png' | wc -l)" -eq 10 -a -d genpng/9
+# the images do not depend on --batch (tools/msd-sample: image i's noise is keyed by (seed, i)):
+# --batch 1 and --batch 3 (batches of 3, 3, 3, 1) against all 10 in one batch, within
+# |d| <= 1e-3 max|want| (batched matrix products may round differently; noise keyed by the
+# batch instead would change the images entirely)
+for b in 1 3; do
+    "$BIN/msd-sample" --ckpt "$ck" --n 10 --steps 2 --seed 5 --threads 1 --batch $b --out gen-b$b.safetensors \
+        >/dev/null 2>>sample.log
+    "$BIN/msd-nn" compare gen-b$b.safetensors gen.safetensors --atol-frac 1e-3 --rtol 0 >cmp-b$b.log 2>&1; rc=$?
+    echo "--batch $b vs one batch: $(tail -n 1 cmp-b$b.log)"
+    t_check "--batch $b samples the same images as one batch of 10" test "$rc" -eq 0
+done
 if [ -f "$CLS" ]; then
     "$BIN/msd-eval" fid --images gen.safetensors --classifier "$CLS" --threads 1 >fid.json 2>fid.log
     t_check "msd-eval fid reads the samples (FID and conditional accuracy)" grep -qE '"fid": [0-9.]+.*"cond_acc": [0-9.]+.*"n_labelled": 10' fid.json
