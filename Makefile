@@ -141,7 +141,7 @@ $(BUILD)/bench/bench_%: $(BUILD)/bench/bench_%.o $(LIB)
 # sources are compiled once with the sanitizers and fuzzer instrumentation, then each target
 # links them.
 FUZZ_BINS := $(patsubst tests/%.c,build/fuzz/%,$(FUZZ_SRC))
-FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=address,undefined $(INC) -Itools/msdpipe $(BLAS_INC) \
+FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=address,undefined -fno-sanitize-recover=all $(INC) -Itools/msdpipe $(BLAS_INC) \
                $(DEPINC) -DMSD_FUZZING=1 -MMD -MP -pthread
 FUZZ_OBJ := $(patsubst %.c,build/fuzz/obj/%.o,$(COMMON_SRC) $(PIPEFILE_SRC))
 build/fuzz/obj/%.o: %.c

@@ -3,17 +3,24 @@
  * A test program is tests/test_NAME.c with a main() that calls TEST_RUN(fn) for each test
  * function and returns TEST_END(). Inside a test, CHECK(cond, fmt, ...) records a failure
  * with file:line and a message and goes on; REQUIRE(...) also returns from the test function.
- * TEST_END prints "# NAME: P passed, F failed" which tests/run sums; a program that crashes
- * or prints no such line counts as failed. Numerical checks print the tolerance and the worst
- * element (see CHECK_CLOSE). */
+ * TEST_END prints "# NAME: P passed, F failed" (", S skipped" added when a test skipped) which
+ * tests/run sums; a program that crashes or prints no such line counts as failed. Numerical
+ * checks print the tolerance and the worst element (see CHECK_CLOSE).
+ *
+ * SKIP_MISSING_DATA(fmt, ...) ends a test that cannot run because data from outside the
+ * repository (the Fashion-MNIST files) is not installed: the test counts as skipped, never as
+ * passed, and under MSD_REQUIRE_DATA=1 (make test, whose set-up installs the data) as failed.
+ * Only *missing* data may skip: data that is there but unreadable or wrong is a failure. */
 #ifndef MSD_TEST_CHECK_H
 #define MSD_TEST_CHECK_H
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
-static int check_passed_, check_failed_, check_cur_failed_;
+static int check_passed_, check_failed_, check_skipped_, check_cur_failed_, check_cur_skipped_;
 static const char *check_cur_name_ = "";
 
 #define CHECK(cond, ...)                                                          \
@@ -51,18 +58,50 @@ static const char *check_cur_name_ = "";
               worst_ < 0 ? 0.0 : (double)(b)[worst_], (double)(atol), (double)(rtol));        \
     } while (0)
 
+/* MSD_REQUIRE_DATA=1: missing data is a failure, not a skip */
+static inline int check_require_data_(void) {
+    const char *e = getenv("MSD_REQUIRE_DATA");
+    return e && strcmp(e, "1") == 0;
+}
+
+/* 1 when neither PATH nor PATH.gz exists (a data file that is not installed; one that exists
+ * but cannot be read is not missing) */
+static inline int check_file_missing(const char *path) {
+    char gz[4096];
+    snprintf(gz, sizeof gz, "%s.gz", path);
+    return access(path, F_OK) != 0 && access(gz, F_OK) != 0;
+}
+
+#define SKIP_MISSING_DATA(...)                                                             \
+    do {                                                                                   \
+        if (check_require_data_()) {                                                       \
+            check_cur_failed_++;                                                           \
+            fprintf(stdout, "  %s: data missing under MSD_REQUIRE_DATA=1: ", check_cur_name_); \
+        } else {                                                                           \
+            check_cur_skipped_ = 1;                                                        \
+            fprintf(stdout, "  SKIP %s: ", check_cur_name_);                               \
+        }                                                                                  \
+        fprintf(stdout, __VA_ARGS__);                                                      \
+        fputc('\n', stdout);                                                               \
+        return;                                                                            \
+    } while (0)
+
 #define TEST_RUN(fn)                                                              \
     do {                                                                          \
         check_cur_name_ = #fn;                                                    \
         check_cur_failed_ = 0;                                                    \
+        check_cur_skipped_ = 0;                                                   \
         fn();                                                                     \
         if (check_cur_failed_) { check_failed_++; printf("FAIL %s\n", #fn); }    \
+        else if (check_cur_skipped_) { check_skipped_++; printf("skip %s\n", #fn); } \
         else { check_passed_++; printf("ok   %s\n", #fn); }                       \
         fflush(stdout);                                                           \
     } while (0)
 
-#define TEST_END() \
-    (printf("# %s: %d passed, %d failed\n", __FILE__, check_passed_, check_failed_), \
+#define TEST_END()                                                                                 \
+    ((check_skipped_ ? printf("# %s: %d passed, %d failed, %d skipped\n", __FILE__, check_passed_, \
+                              check_failed_, check_skipped_)                                      \
+                     : printf("# %s: %d passed, %d failed\n", __FILE__, check_passed_, check_failed_)), \
      check_failed_ ? 1 : 0)
 
 #endif

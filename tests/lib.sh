@@ -1,15 +1,26 @@
 # lib.sh: the shell side of the test framework (sourced by tests/test_*.sh).
-# t_ok NAME / t_fail NAME MSG record a result; t_end prints "# FILE: P passed, F failed" and
-# exits with the verdict. BIN is the folder with the binaries under test (tests/run sets it).
-# Every wait in a shell test goes through t_wait_for, which is bounded.
+# t_ok NAME / t_fail NAME MSG record a result; t_end prints "# FILE: P passed, F failed" (with
+# ", S skipped" added when something skipped) and exits with the verdict. BIN is the folder
+# with the binaries under test (tests/run sets it). Every wait in a shell test goes through
+# t_wait_for, which is bounded.
+# t_skip_missing_data NAME WHY: NAME cannot run because data from outside the repository (the
+# Fashion-MNIST files) is not installed: a skip, never a pass, and a failure under
+# MSD_REQUIRE_DATA=1 (make test, whose set-up installs the data). Only for *missing* data: data
+# that is there but unreadable is a failure.
+# t_stop NAME PID LOG / t_exited NAME STATUS LOG: see below (processes a test started).
 T_PASSED=0
 T_FAILED=0
+T_SKIPPED=0
 : "${BIN:=bin}"
 T_TMP=$(mktemp -d "${TMPDIR:-/tmp}/msdtest.XXXXXX")
 trap 'rm -rf "$T_TMP"' EXIT
 
 t_ok() { T_PASSED=$((T_PASSED + 1)); echo "ok   $1"; }
 t_fail() { T_FAILED=$((T_FAILED + 1)); echo "FAIL $1: $2"; }
+t_skip_missing_data() {
+    if [ "${MSD_REQUIRE_DATA:-0}" = 1 ]; then t_fail "$1" "data missing under MSD_REQUIRE_DATA=1: $2"
+    else T_SKIPPED=$((T_SKIPPED + 1)); echo "skip $1: $2"; fi
+}
 t_check() { # NAME COMMAND...: passes when COMMAND exits 0
     local name=$1; shift
     if "$@"; then t_ok "$name"; else t_fail "$name" "command failed: $*"; fi
@@ -23,7 +34,32 @@ t_wait_for() { # SECONDS COMMAND...: poll COMMAND every 0.05 s until it succeeds
     done
     return 1
 }
+# The sanitizer reports a process can print (ASan, LSan, UBSan); t_log_clean LOG fails on any.
+T_SAN_PATTERN='ERROR: AddressSanitizer|runtime error:|LeakSanitizer|ERROR: ThreadSanitizer'
+t_log_clean() { # LOG: true when LOG holds no sanitizer report (prints the report lines otherwise)
+    if grep -qE "$T_SAN_PATTERN" "$1" 2>/dev/null; then grep -E "$T_SAN_PATTERN" "$1" | head -n 5; return 1; fi
+    return 0
+}
+t_exited() { # NAME STATUS LOG: a process the test started exited by itself: status 0 and a clean LOG
+    if [ "$2" -ne 0 ]; then t_fail "$1" "exit status $2: $(tail -n 5 "$3" 2>/dev/null)"
+    elif ! t_log_clean "$3" >/dev/null; then t_fail "$1" "sanitizer report in $3: $(t_log_clean "$3")"
+    else t_ok "$1"; fi
+}
+t_stop() { # NAME PID LOG: SIGTERM a background child of this shell, wait (bounded: 10 s, then
+           # SIGKILL), and pass when it exits with status 0 and LOG (its stderr) is clean
+    local name=$1 pid=$2 log=$3
+    kill -TERM "$pid" 2>/dev/null
+    if ! t_wait_for 10 bash -c "! kill -0 $pid 2>/dev/null"; then
+        kill -KILL "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
+        t_fail "$name" "still running 10 s after SIGTERM (killed)"; return
+    fi
+    wait "$pid"; t_exited "$name" $? "$log"
+}
 t_end() {
-    echo "# $(basename "$0"): $T_PASSED passed, $T_FAILED failed"
+    if [ "$T_SKIPPED" -gt 0 ]; then
+        echo "# $(basename "$0"): $T_PASSED passed, $T_FAILED failed, $T_SKIPPED skipped"
+    else
+        echo "# $(basename "$0"): $T_PASSED passed, $T_FAILED failed"
+    fi
     [ "$T_FAILED" -eq 0 ]
 }

@@ -47,4 +47,48 @@ expect_fail bad_seed "seed" init --config tiny --seed -4 --out "$T/w2.safetensor
 # compare notices a difference
 if ! "$NN" compare "$T/o2.safetensors" "$F/unet_tiny_expect.safetensors" >/dev/null 2>&1; then t_ok compare_detects
 else t_fail compare_detects "two different checkpoints compared equal"; fi
+
+# The FLOP count (docs/UNET.md section 8, unet_forward_flops, printed by `msd-nn info`) against an
+# independent count from the parameter list `msd-nn info` prints: conv 2 O C K^2 Ho Wo with Ho
+# read from the module's name (enc/dec.RxR_*; mid.* at the lowest R; out.* at the highest),
+# linear 2 O I, attention 4 L^2 C per qkv (L = R^2, C its input channels). Exact (tolerance 0),
+# on fmnist-s, tiny and a 3-channel net with attention at two resolutions; and fmnist-s's
+# GFLOP equals what docs/UNET.md says.
+flops_from_params() {
+    awk '
+    function dims(s, a) { gsub(/[(),]/, " ", s); return split(s, a, " ") }
+    /^#/ { next }
+    {
+        name = $1; $1 = ""; n = dims($0, d)
+        if (name !~ /weight$/) next
+        r = 0
+        if (match(name, /^(enc|dec)\.[0-9]+x/)) r = substr(name, 5, RLENGTH - 5) + 0
+        else if (name ~ /^mid\./) r = -1
+        else if (name ~ /^out\./) r = -2
+        if (r > 0 && (rmin == 0 || r < rmin)) rmin = r
+        if (r > rmax) rmax = r
+        if (n == 2) lin += 2 * d[1] * d[2]
+        else if (n == 4) {
+            nc++; O[nc] = d[1]; C[nc] = d[2]; K[nc] = d[3] * d[4]; R[nc] = r
+            if (name ~ /\.qkv\.weight$/) { nq++; QC[nq] = d[2]; QR[nq] = r }
+        }
+    }
+    END {
+        f = lin
+        for (i = 1; i <= nc; i++) { r = R[i] == -1 ? rmin : R[i] == -2 ? rmax : R[i]; f += 2 * O[i] * C[i] * K[i] * r * r }
+        for (i = 1; i <= nq; i++) { r = QR[i] == -1 ? rmin : QR[i]; f += 4 * (r * r) ^ 2 * QC[i] }
+        printf "%.0f\n", f
+    }'
+}
+for cfg in fmnist-s tiny "in=3,res=32,ch=16,mult=1-2-2,blocks=1,attn=16-8,classes=0"; do
+    "$NN" info --config "$cfg" >"$T/info" 2>&1
+    printed=$(tail -n 1 "$T/info" | sed -nE 's/.*\(([0-9]+) FLOP\)$/\1/p')
+    counted=$(flops_from_params <"$T/info")
+    if [ -n "$printed" ] && [ "$printed" = "$counted" ]; then t_ok "flops $cfg ($printed)"
+    else t_fail "flops $cfg" "msd-nn info says '$printed' FLOP, the parameter list gives $counted"; fi
+done
+doc=$(sed -nE 's/.*forward cost ([0-9.]+) GFLOP per image.*/\1/p' "$MSD_TOP/docs/UNET.md" | head -n 1)
+got=$("$NN" info --config fmnist-s | tail -n 1 | sed -nE 's/.* ([0-9.]+) GFLOP per image forward.*/\1/p')
+if [ -n "$doc" ] && [ "$doc" = "$got" ]; then t_ok "fmnist-s: $got GFLOP per image, as docs/UNET.md says"
+else t_fail flops_doc "docs/UNET.md says '$doc' GFLOP per image, msd-nn info '$got'"; fi
 t_end

@@ -837,29 +837,47 @@ static void find_fixture(const char *argv0) {
     snprintf(fixture_path, sizeof fixture_path, "%s/../../../tests/fixtures/ops_ref.safetensors", buf);
 }
 
-/* fixture tensor "case.name" as float32 (malloc'd); records a failure and returns NULL if missing */
-static float *fxt(const char *cas, const char *name, int64_t *numel) {
-    char key[128];
+/* fixture tensor "case.name" as float32 (malloc'd), which must have exactly the shape
+ * dims[0..ndim) the test computes with; records a failure and returns NULL if it is missing or
+ * has another shape (a regenerated fixture of another shape fails here, never skips silently) */
+static float *fxt_dims(const char *cas, const char *name, int ndim, const int64_t *dims) {
+    char key[128], got[96] = "", want[96] = "";
     snprintf(key, sizeof key, "%s.%s", cas, name);
     const StTensor *t = st_find(&fx, key);
     CHECK(t != NULL, "fixture tensor %s missing", key);
     if (!t) return NULL;
+    int same = t->ndim == ndim;
+    for (int i = 0; i < ndim && same; i++) same = t->shape[i] == dims[i];
+    if (!same) {
+        for (int i = 0; i < t->ndim; i++)
+            snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", i ? ", " : "", (long long)t->shape[i]);
+        for (int i = 0; i < ndim; i++)
+            snprintf(want + strlen(want), sizeof want - strlen(want), "%s%lld", i ? ", " : "", (long long)dims[i]);
+    }
+    CHECK(same, "fixture tensor %s has shape (%s), the test needs (%s)", key, got, want);
+    if (!same) return NULL;
     float *out = malloc((size_t)(t->numel ? t->numel : 1) * sizeof(float));
     st_tensor_to_f32(t, out);
-    if (numel) *numel = t->numel;
     return out;
 }
+#define fxt(cas, name, ...) \
+    fxt_dims(cas, name, (int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)), (int64_t[]){__VA_ARGS__})
 
 static void test_torch_conv(void) {
     const char *cases[] = {"conv3x3", "conv4x4s2", "conv1x1", "conv3x3s2"};
     for (int c = 0; c < 4; c++) {
-        int64_t nx, nw, nb, no;
-        float *sh = fxt(cases[c], "shape", NULL), *x = fxt(cases[c], "x", &nx), *w = fxt(cases[c], "w", &nw);
-        float *b = fxt(cases[c], "b", &nb), *want = fxt(cases[c], "out", &no), *dout = fxt(cases[c], "dout", NULL);
-        float *wdx = fxt(cases[c], "dx", NULL), *wdw = fxt(cases[c], "dw", NULL), *wdb = fxt(cases[c], "db", NULL);
-        if (sh && x && w && b && want && dout && wdx && wdw && wdb) {
-            ConvShape s = {(int64_t)sh[0], (int64_t)sh[1], (int64_t)sh[2], (int64_t)sh[3],
-                           (int64_t)sh[4], (int64_t)sh[5], (int64_t)sh[6], (int64_t)sh[7]};
+        float *sh = fxt(cases[c], "shape", 8);
+        if (!sh) continue;
+        ConvShape s = {(int64_t)sh[0], (int64_t)sh[1], (int64_t)sh[2], (int64_t)sh[3],
+                       (int64_t)sh[4], (int64_t)sh[5], (int64_t)sh[6], (int64_t)sh[7]};
+        int64_t Ho = (s.H + 2 * s.pad - s.K) / s.stride + 1, Wo = (s.W + 2 * s.pad - s.K) / s.stride + 1;
+        int64_t nx = s.N * s.C * s.H * s.W, nw = s.O * s.C * s.K * s.K, nb = s.O, no = s.N * s.O * Ho * Wo;
+        /* every tensor has the shape the geometry implies */
+        float *x = fxt(cases[c], "x", s.N, s.C, s.H, s.W), *w = fxt(cases[c], "w", s.O, s.C, s.K, s.K);
+        float *b = fxt(cases[c], "b", s.O), *want = fxt(cases[c], "out", s.N, s.O, Ho, Wo);
+        float *dout = fxt(cases[c], "dout", s.N, s.O, Ho, Wo), *wdx = fxt(cases[c], "dx", s.N, s.C, s.H, s.W);
+        float *wdw = fxt(cases[c], "dw", s.O, s.C, s.K, s.K), *wdb = fxt(cases[c], "db", s.O);
+        if (x && w && b && want && dout && wdx && wdw && wdb) {
             float *out = zeros(no), *dx = zeros(nx), *dw = zeros(nw), *db = zeros(nb);
             be->conv2d_forward(ctx, out, x, w, b, &s);
             be->conv2d_backward(ctx, dx, dw, db, dout, x, w, &s);
@@ -881,10 +899,11 @@ static void test_torch_conv(void) {
 static void test_torch_linear_groupnorm_attention(void) {
     int64_t nx, nw, no;
     /* linear: x (3, 5), w (4, 5) */
-    float *x = fxt("linear", "x", &nx), *w = fxt("linear", "w", &nw), *b = fxt("linear", "b", NULL);
-    float *want = fxt("linear", "out", &no), *dout = fxt("linear", "dout", NULL), *wdx = fxt("linear", "dx", NULL);
-    float *wdw = fxt("linear", "dw", NULL), *wdb = fxt("linear", "db", NULL);
-    if (x && w && b && want && dout && wdx && wdw && wdb && nx == 15 && nw == 20) {
+    nx = 15, nw = 20, no = 12;
+    float *x = fxt("linear", "x", 3, 5), *w = fxt("linear", "w", 4, 5), *b = fxt("linear", "b", 4);
+    float *want = fxt("linear", "out", 3, 4), *dout = fxt("linear", "dout", 3, 4), *wdx = fxt("linear", "dx", 3, 5);
+    float *wdw = fxt("linear", "dw", 4, 5), *wdb = fxt("linear", "db", 4);
+    if (x && w && b && want && dout && wdx && wdw && wdb) {
         float *out = zeros(no), *dx = zeros(nx), *dw = zeros(nw), *db = zeros(4);
         be->linear_forward(ctx, out, x, w, b, 3, 5, 4);
         be->linear_backward(ctx, dx, dw, db, dout, x, w, 3, 5, 4);
@@ -897,14 +916,15 @@ static void test_torch_linear_groupnorm_attention(void) {
     free(x); free(w); free(b); free(want); free(dout); free(wdx); free(wdw); free(wdb);
 
     /* groupnorm: x (2, 6, 4, 5), 3 groups, eps 1e-5 */
-    x = fxt("groupnorm", "x", &nx);
-    float *g = fxt("groupnorm", "g", NULL), *bt = fxt("groupnorm", "b", NULL);
-    want = fxt("groupnorm", "out", NULL);
-    dout = fxt("groupnorm", "dout", NULL);
-    wdx = fxt("groupnorm", "dx", NULL);
-    float *wdg = fxt("groupnorm", "dg", NULL);
-    wdb = fxt("groupnorm", "db", NULL);
-    if (x && g && bt && want && dout && wdx && wdg && wdb && nx == 240) {
+    nx = 240;
+    x = fxt("groupnorm", "x", 2, 6, 4, 5);
+    float *g = fxt("groupnorm", "g", 6), *bt = fxt("groupnorm", "b", 6);
+    want = fxt("groupnorm", "out", 2, 6, 4, 5);
+    dout = fxt("groupnorm", "dout", 2, 6, 4, 5);
+    wdx = fxt("groupnorm", "dx", 2, 6, 4, 5);
+    float *wdg = fxt("groupnorm", "dg", 6);
+    wdb = fxt("groupnorm", "db", 6);
+    if (x && g && bt && want && dout && wdx && wdg && wdb) {
         float *out = zeros(nx), *mean = zeros(6), *rstd = zeros(6), *dx = zeros(nx), *dg = zeros(6), *db = zeros(6);
         be->groupnorm_forward(ctx, out, mean, rstd, x, g, bt, 2, 6, 20, 3, 1e-5f);
         be->groupnorm_backward(ctx, dx, dg, db, dout, x, mean, rstd, g, 2, 6, 20, 3);
@@ -917,11 +937,12 @@ static void test_torch_linear_groupnorm_attention(void) {
     free(x); free(g); free(bt); free(want); free(dout); free(wdx); free(wdg); free(wdb);
 
     /* attention: qkv (2, 24, 5), C 8, heads 2 */
-    float *qkv = fxt("attention", "qkv", &nx);
-    want = fxt("attention", "out", &no);
-    dout = fxt("attention", "dout", NULL);
-    float *wdq = fxt("attention", "dqkv", NULL);
-    if (qkv && want && dout && wdq && nx == 240 && no == 80) {
+    nx = 240, no = 80;
+    float *qkv = fxt("attention", "qkv", 2, 24, 5);
+    want = fxt("attention", "out", 2, 8, 5);
+    dout = fxt("attention", "dout", 2, 8, 5);
+    float *wdq = fxt("attention", "dqkv", 2, 24, 5);
+    if (qkv && want && dout && wdq) {
         float *out = zeros(no), *att = zeros(2 * 2 * 25), *dq = zeros(nx);
         be->attention_forward(ctx, out, att, qkv, 2, 8, 5, 2);
         be->attention_backward(ctx, dq, dout, qkv, att, 2, 8, 5, 2);
@@ -934,11 +955,17 @@ static void test_torch_linear_groupnorm_attention(void) {
 
 static void test_torch_pointwise(void) {
     const char *cases[] = {"silu", "softplus", "upsample", "sinusoidal"};
+    /* the shapes the calls below assume: silu (37), softplus (36), upsample x (2, 3, 3, 5) ->
+     * (2, 3, 6, 10), sinusoidal t (5) -> (5, 16) */
+    const int64_t in_dims[4][4] = {{37}, {36}, {2, 3, 3, 5}, {5}}, out_dims[4][4] = {{37}, {36}, {2, 3, 6, 10}, {5, 16}};
+    const int in_nd[4] = {1, 1, 4, 1}, out_nd[4] = {1, 1, 4, 2};
     for (int c = 0; c < 4; c++) {
         const char *in_name = c == 3 ? "t" : "x", *d_name = c == 3 ? "dt" : "dx";
-        int64_t nx, no;
-        float *x = fxt(cases[c], in_name, &nx), *want = fxt(cases[c], "out", &no);
-        float *dout = fxt(cases[c], "dout", NULL), *wdx = fxt(cases[c], d_name, NULL);
+        int64_t nx = 1, no = 1;
+        for (int i = 0; i < in_nd[c]; i++) nx *= in_dims[c][i];
+        for (int i = 0; i < out_nd[c]; i++) no *= out_dims[c][i];
+        float *x = fxt_dims(cases[c], in_name, in_nd[c], in_dims[c]), *want = fxt_dims(cases[c], "out", out_nd[c], out_dims[c]);
+        float *dout = fxt_dims(cases[c], "dout", out_nd[c], out_dims[c]), *wdx = fxt_dims(cases[c], d_name, in_nd[c], in_dims[c]);
         if (x && want && dout && wdx) {
             float *out = zeros(no), *dx = zeros(nx);
             switch (c) {

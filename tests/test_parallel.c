@@ -1,9 +1,13 @@
 /* test_parallel.c: the thread pool (common/base/parallel.c). Every index of the range is run exactly
  * once, by the chunk the header promises, for many (threads, chunks, n) combinations; a chunk
  * that stalls (as a descheduled thread does) is covered while the other threads take the rest;
+ * work stealing: a chunk that blocks until every other chunk is done is released because the
+ * other thread runs all of them (a static split of the chunks among the threads would leave
+ * some queued behind the blocked one: the bounded wait then times out and the test fails);
  * thousands of back-to-back calls, with and without the spinning phase, lose no chunk and no
  * wake-up; a call from inside a chunk, and calls from two threads at once, run serially and
  * still cover everything. */
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -85,6 +89,62 @@ static void test_stall(void) {
     free(j);
 }
 
+/* Work stealing. One chunk (`blocker`) waits on a condition variable until all the other
+ * chunks are done, for at most STEAL_WAIT_S; the others only count themselves. With the pool
+ * the blocked thread holds just its own chunk and the other thread claims every remaining one,
+ * so the wait ends as soon as they are done. With a static split (thread k runs a fixed share
+ * of the chunks, contiguous or interleaved) some chunks are queued on the blocked thread
+ * itself: they cannot run until its wait times out, and the test sees them missing. */
+#define STEAL_WAIT_S 10
+typedef struct {
+    int nchunks, blocker;
+    pthread_mutex_t m;
+    pthread_cond_t cv;
+    int others_done;          /* chunks other than blocker finished (under m) */
+    int done_while_blocked;   /* others_done when the blocker's wait ended */
+    int timed_out;
+    _Atomic int runs[64];
+} Steal;
+
+static void steal_chunk(void *p, int64_t b, int64_t e, int chunk) {
+    Steal *s = p;
+    (void)b; (void)e;
+    atomic_fetch_add(&s->runs[chunk], 1);
+    pthread_mutex_lock(&s->m);
+    if (chunk == s->blocker) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += STEAL_WAIT_S;
+        while (s->others_done < s->nchunks - 1 && !s->timed_out)
+            if (pthread_cond_timedwait(&s->cv, &s->m, &until) == ETIMEDOUT) s->timed_out = 1;
+        s->done_while_blocked = s->others_done;
+    } else if (++s->others_done == s->nchunks - 1) {
+        pthread_cond_signal(&s->cv);
+    }
+    pthread_mutex_unlock(&s->m);
+}
+
+static void test_work_stealing(void) {
+    const int nchunks = 16, blockers[] = {0, 1, 7, 15};
+    for (size_t k = 0; k < sizeof blockers / sizeof *blockers; k++) {
+        Steal *s = calloc(1, sizeof *s);
+        s->nchunks = nchunks;
+        s->blocker = blockers[k];
+        pthread_mutex_init(&s->m, NULL);
+        pthread_cond_init(&s->cv, NULL);
+        parallel_for_chunks(2, nchunks, nchunks, steal_chunk, s);
+        int once = 1;
+        for (int c = 0; c < nchunks; c++) once &= atomic_load(&s->runs[c]) == 1;
+        CHECK(!s->timed_out && s->done_while_blocked == nchunks - 1,
+              "chunk %d blocked: %d of the other %d chunks ran while it waited (%s)", s->blocker,
+              s->done_while_blocked, nchunks - 1, s->timed_out ? "its wait timed out: chunks were queued behind it" : "woken");
+        CHECK(once, "chunk %d blocked: a chunk did not run exactly once", s->blocker);
+        pthread_mutex_destroy(&s->m);
+        pthread_cond_destroy(&s->cv);
+        free(s);
+    }
+}
+
 static void test_back_to_back(void) {
     /* many short calls: spinning workers, then (MSD_SPIN_US is read once, so a long gap) sleeping ones */
     for (int round = 0; round < 2; round++) {
@@ -148,6 +208,7 @@ static void test_two_callers(void) {
 int main(void) {
     TEST_RUN(test_cover);
     TEST_RUN(test_stall);
+    TEST_RUN(test_work_stealing);
     TEST_RUN(test_back_to_back);
     TEST_RUN(test_nested);
     TEST_RUN(test_two_callers);

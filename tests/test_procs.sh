@@ -1,6 +1,8 @@
 # test_procs.sh: the walking-skeleton processes started standalone (no launcher) over ipc://
 # in a private temporary folder: a student runs N steps against data, teacher and critic;
 # SIGTERM stops a server promptly with status 0; bad arguments and silent peers fail clearly.
+# Every process started here is judged by how it ended: the servers are stopped with SIGTERM
+# and must exit 0, and no process's stderr may hold a sanitizer (ASan/LSan/UBSan) report.
 # Talking to a process with hand-made (malformed) messages is in tests/test_peers.c.
 . "$(dirname "$0")/lib.sh"
 D=$T_TMP
@@ -8,9 +10,9 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; rm -rf "$T_TMP"; }
 trap cleanup EXIT
 
-"$BIN/msd-data" --bind serve=ipc://$D/data 2>"$D/data.log" & pids+=($!)
+"$BIN/msd-data" --bind serve=ipc://$D/data 2>"$D/data.log" & pids+=($!); data=$!
 "$BIN/msd-teacher" --bind serve=ipc://$D/teacher 2>"$D/teacher.log" & pids+=($!); teacher=$!
-"$BIN/msd-critic" --bind serve=ipc://$D/critic 2>"$D/critic.log" & pids+=($!)
+"$BIN/msd-critic" --bind serve=ipc://$D/critic 2>"$D/critic.log" & pids+=($!); critic=$!
 
 # 1. the student finishes its steps and exits 0
 if timeout 20 "$BIN/msd-student" --steps 12 --timeout-ms 5000 --connect data=ipc://$D/data \
@@ -45,7 +47,7 @@ kill -TERM $teacher
 if t_wait_for 3 bash -c "! kill -0 $teacher 2>/dev/null"; then
     wait $teacher; rc=$?
     ms=$(( ($(date +%s%N) - start) / 1000000 ))
-    if [ $rc -eq 0 ]; then t_ok "SIGTERM: teacher exits 0 in ${ms} ms"; else t_fail "SIGTERM" "exit status $rc"; fi
+    t_exited "SIGTERM: teacher exits 0 in ${ms} ms, stderr clean" "$rc" "$D/teacher.log"
 else
     t_fail "SIGTERM" "teacher still running after 3 s"
 fi
@@ -71,4 +73,12 @@ else t_fail "required option" "rc=$rc $(cat "$D/req.log")"; fi
 "$BIN/msd-teacher" --mode gauss --ckpt x 2>"$D/other.log"; rc=$?
 if [ $rc -eq 2 ] && grep -q -- "unknown option --ckpt" "$D/other.log"; then t_ok "another mode's option is refused"
 else t_fail "another mode's option" "rc=$rc $(cat "$D/other.log")"; fi
+
+# 6. the other servers stop on SIGTERM with status 0; no process printed a sanitizer report
+t_stop "SIGTERM: data exits 0, stderr clean" "$data" "$D/data.log"
+t_stop "SIGTERM: critic exits 0, stderr clean" "$critic" "$D/critic.log"
+dirty=
+for l in "$D"/*.log; do t_log_clean "$l" >/dev/null || dirty="$dirty $(basename "$l")"; done
+if [ -z "$dirty" ]; then t_ok "no sanitizer report in any process's stderr"
+else t_fail "sanitizer reports" "in$dirty: $(for l in $dirty; do t_log_clean "$D/$l"; done)"; fi
 t_end

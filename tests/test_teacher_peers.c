@@ -44,11 +44,8 @@ static void batch_msg(WireMsg *m, uint64_t id, const int32_t *count, const int64
 static void test_data_fmnist(void) {
     const char *dir = getenv("MSD_FMNIST_DIR");
     char probe[600];
-    snprintf(probe, sizeof probe, "%s/t10k-labels-idx1-ubyte.gz", dir && dir[0] ? dir : DATASET_FMNIST_DIR);
-    if (access(probe, R_OK) != 0) {
-        printf("SKIP test_data_fmnist: %s missing (Debian package dataset-fashion-mnist)\n", probe);
-        return;
-    }
+    snprintf(probe, sizeof probe, "%s/t10k-labels-idx1-ubyte", dir && dir[0] ? dir : DATASET_FMNIST_DIR);
+    if (check_file_missing(probe)) SKIP_MISSING_DATA("%s(.gz) missing (Debian package dataset-fashion-mnist)", probe);
     char ep[512], part[512];
     snprintf(ep, sizeof ep, "serve=ipc://%s/data", g_dir);
     snprintf(part, sizeof part, "%s/partition.txt", g_dir);
@@ -140,8 +137,7 @@ static void test_data_fmnist(void) {
     CHECK(r.status == WIRE_STATUS_OK && r.id == 19, "status %d '%s'", r.status, r.error);
     wire_msg_close(&r);
     zmq_close(s);
-    int st = stop_process(pid);
-    CHECK(st == 0, "SIGTERM: exit status %d", st);
+    stop_and_check(pid, "msd-data after SIGTERM");
 }
 
 static void sample_msg(WireMsg *m, uint64_t id, int64_t n, const int32_t *labels, const int64_t *seed,
@@ -266,8 +262,7 @@ static void test_teacher_unet(void) {
         CHECK_CLOSE((const float *)x->data, want, 784, 1e-4, 1e-4, "image 0 alone vs image 0 of five");
     wire_msg_close(&r);
     zmq_close(s);
-    int st = stop_process(pid);
-    CHECK(st == 0, "SIGTERM: exit status %d", st);
+    stop_and_check(pid, "msd-teacher after SIGTERM");
     edmunet_free(&net);
     backend_ctx_destroy(&ctx);
 }
@@ -282,7 +277,7 @@ int main(void) {
     g_ctx = zmq_ctx_new();
     TEST_RUN(test_data_fmnist);
     TEST_RUN(test_teacher_unet);
-    zmq_ctx_term(g_ctx);
+    peers_finish();
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", g_dir);

@@ -139,7 +139,11 @@ static int train_checkpoint(Trainer *t) {
     snprintf(s, sizeof s, "%llu", (unsigned long long)t->o.seed);
     StMeta meta[3] = {{"teacher.batch", b}, {"teacher.seed", s}, {"teacher.role", "teacher"}};
     double t0 = msd_now();
-    if (edmunet_save(&t->net, t->o.ckpt, meta, 3, err, sizeof err)) {
+    /* heartbeats go on while the file is written: a slow disk must not look like a dead teacher */
+    proc_keepalive_begin(t->p);
+    int rc = edmunet_save(&t->net, t->o.ckpt, meta, 3, err, sizeof err);
+    proc_keepalive_end(t->p);
+    if (rc) {
         snprintf(t->rpc.err, sizeof t->rpc.err, "checkpoint: %s", err);
         return -1;
     }
@@ -171,10 +175,10 @@ static int train_grid(Trainer *t) {
     double t0 = msd_now();
     proc_keepalive_begin(t->p);
     edmunet_sample(&t->ema, &sc, x, labels, n, t->o.seed, 0);
-    proc_keepalive_end(t->p);
     char path[4200];
     snprintf(path, sizeof path, "%s/grid-%07lld.png", t->grid_dir, (long long)t->net.opt->step);
     int rc = image_write_grid(path, x, n, c->in_ch, c->res, c->res, per, err, sizeof err);
+    proc_keepalive_end(t->p);
     if (rc) snprintf(t->rpc.err, sizeof t->rpc.err, "grid: %s", err);
     else log_info("grid %s: %lld EMA samples, %d Heun steps (%.1f s)", path, (long long)n, sc.steps, msd_now() - t0);
     free(labels);

@@ -304,7 +304,10 @@ static int cmd_info(const Args *a, BackendCtx *ctx) {
         count += m.ps->p[i].numel;
     }
     printf("# %s: %d tensors, %lld parameters", m.spec, m.ps->n, (long long)count);
-    if (m.unet) printf(", %.4f GFLOP per image forward", unet_forward_flops(unet_config(m.unet)) * 1e-9);
+    if (m.unet) {
+        double f = unet_forward_flops(unet_config(m.unet));
+        printf(", %.4f GFLOP per image forward (%.0f FLOP)", f * 1e-9, f);
+    }
     printf("\n");
     model_destroy(&m);
     return 0;
