@@ -18,6 +18,17 @@
 #include "params.h"
 #include "philox.h"
 
+#if defined(__SANITIZE_ADDRESS__)
+#define UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define UNDER_ASAN 1
+#endif
+#endif
+#ifndef UNDER_ASAN
+#define UNDER_ASAN 0
+#endif
+
 /* ---- brute force: Denman-Beavers iteration for sqrt(M) of a matrix with positive eigenvalues ---- */
 
 static void inv(const double *A, double *out, int d) {
@@ -261,7 +272,9 @@ static double net_loss(Classifier *c, const float *x, const int32_t *y, int N, f
  * 5e-4 relative on gradients above 0.02; the worst coordinate uses 0.32 of its tolerance
  * (printed), a margin of 3. An error of 1% in any gradient above 3.3e-3 fails; every tensor has
  * larger ones (its largest: 0.016-0.28), and so does every row of every weight tensor (the
- * smallest row maximum is 6.6e-3). */
+ * smallest row maximum is 6.6e-3). Under ASan (about 10x slower) every 8th of these coordinates
+ * and the top 3 of each tensor: the sanitizer build looks for memory errors, the release build
+ * for the numbers. */
 static void test_classifier_gradients(void) {
     BackendCtx *ctx = backend_ctx_new(&backend_cpu, 1);
     Classifier *c = classifier_new(&backend_cpu, ctx);
@@ -270,6 +283,7 @@ static void test_classifier_gradients(void) {
     ParamSet *ps = classifier_params(c);
     enum { N = 3 };
     const double atol = 3e-5, rtol = 1e-3;
+    const int thin = UNDER_ASAN ? 8 : 1;
     float x[N * 784], logits[N * 10], dl[N * 10];
     int32_t y[N] = {4, 0, 7};
     rng_uniform_fill(x, N * 784, 5, 1, 0);
@@ -303,6 +317,7 @@ static void test_classifier_gradients(void) {
                 }
         int bad = 0;
         for (int64_t j = 0; j < nk + 3; j++) {
+            if (j < nk && j % thin) continue;
             int64_t k = j >= nk ? top[j - nk] : all ? j : j >= rows ? (j % rows) * inner + (j * 7919) % inner : -1;
             if (j < nk && !all && j < rows) /* row j: its largest gradient */
                 for (int64_t q = j * inner; q < (j + 1) * inner; q++)
@@ -328,7 +343,7 @@ static void test_classifier_gradients(void) {
     }
     printf("  classifier gradients: %d coordinates, worst |backward - finite difference| %.3g, worst share of the "
            "tolerance %.2f\n", checked, worst_abs, worst_share);
-    CHECK(checked > 1000, "only %d coordinates checked", checked);
+    CHECK(checked > 1000 / thin, "only %d coordinates checked", checked);
     classifier_destroy(&c);
     backend_ctx_destroy(&ctx);
 }
