@@ -13,6 +13,7 @@
 # broken K = 4 nor a lucky K = 1 can pass it. One seed, deterministic on a given build.
 . "$(dirname "$0")/lib.sh"
 top=${MSD_TOP:-$(cd "$(dirname "$0")/.." && pwd)}
+BIN=$(cd "$BIN" && pwd)
 export BIN
 out="$T_TMP/exp"
 t0=$(date +%s%N)

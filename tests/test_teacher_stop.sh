@@ -12,6 +12,7 @@
 #    until a step takes over 4 s, so the check holds on a fast idle machine too.
 # Runs on Fashion-MNIST's test split (the Debian package dataset-fashion-mnist), else skips.
 . "$(dirname "$0")/lib.sh"
+BIN=$(cd "$BIN" && pwd)
 cd "$T_TMP"
 if [ ! -r "${MSD_FMNIST_DIR:-/usr/share/datasets/fashion-mnist}/t10k-labels-idx1-ubyte.gz" ]; then
     echo "SKIP: Fashion-MNIST not installed (Debian package dataset-fashion-mnist)"; t_ok skipped; t_end; exit
