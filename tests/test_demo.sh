@@ -8,6 +8,7 @@
 # judged here (20 steps): test_mog_headline.sh does that.
 . "$(dirname "$0")/lib.sh"
 top=${MSD_TOP:-$(cd "$(dirname "$0")/.." && pwd)}
+BIN=$(cd "$BIN" && pwd)
 export BIN
 run="$T_TMP/demo"
 K=4 STEPS=20 SAMPLES=50
