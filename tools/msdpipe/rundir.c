@@ -151,35 +151,34 @@ static int read_state(const char *dir, const char *id, State *s) {
     return ok && s->launcher > 0 ? 0 : -1;
 }
 
+/* /proc/PID/stat into buf; returns what follows "(comm)" (field 3 on), or NULL. */
+static const char *proc_stat_after_comm(int pid, char *buf, size_t cap) {
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    FILE *f = fopen(path, "re");
+    if (!f) return NULL;
+    size_t n = fread(buf, 1, cap - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *rp = strrchr(buf, ')');
+    return rp && rp[1] == ' ' ? rp + 2 : NULL;
+}
+
 /* Alive and not a zombie. */
 static int pid_alive(int pid) {
     if (pid <= 0) return 0;
     if (kill(pid, 0) != 0 && errno != EPERM) return 0;
-    char path[64], buf[512];
-    snprintf(path, sizeof path, "/proc/%d/stat", pid);
-    FILE *f = fopen(path, "re");
-    if (!f) return 1;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    char *rp = strrchr(buf, ')');
-    return !(rp && rp[1] == ' ' && (rp[2] == 'Z' || rp[2] == 'X'));
+    char buf[512];
+    const char *st = proc_stat_after_comm(pid, buf, sizeof buf);
+    return !(st && (st[0] == 'Z' || st[0] == 'X'));
 }
 
 unsigned long long rundir_start_ticks(int pid) {
-    char path[64], buf[1024];
-    snprintf(path, sizeof path, "/proc/%d/stat", pid);
-    FILE *f = fopen(path, "re");
-    if (!f) return 0;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    /* after "(comm)": field 3 is the state; starttime is field 22, the 20th after ')' */
-    char *p = strrchr(buf, ')');
-    if (!p) return 0;
-    p++;
-    for (int field = 3; field < 22 && p; field++) p = strchr(p + 1, ' ');
-    return p ? strtoull(p + 1, NULL, 10) : 0;
+    char buf[1024];
+    const char *p = proc_stat_after_comm(pid, buf, sizeof buf);
+    /* p is field 3 (the state); starttime is field 22, 19 blanks further */
+    for (int field = 3; field < 22 && p; field++) p = strchr(p, ' ') ? strchr(p, ' ') + 1 : NULL;
+    return p ? strtoull(p, NULL, 10) : 0;
 }
 
 /* The state file's launcher is alive and is the launcher that wrote it: same pid and same
