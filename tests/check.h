@@ -72,6 +72,30 @@ static inline int check_file_missing(const char *path) {
     return access(path, F_OK) != 0 && access(gz, F_OK) != 0;
 }
 
+/* The fixture folder, found once from main's argv[0]: MSD_FIXTURES if set; else tests/fixtures
+ * when tests/run started us from the repository root; else beside the binary
+ * (build/VARIANT/tests/test_x -> ../../../tests/fixtures). */
+static char check_fixture_dir_[1100] = "tests/fixtures";
+static inline void check_find_fixtures(const char *argv0) {
+    const char *env = getenv("MSD_FIXTURES");
+    if (env) { snprintf(check_fixture_dir_, sizeof check_fixture_dir_, "%s", env); return; }
+    if (access(check_fixture_dir_, R_OK | X_OK) == 0) return;
+    char buf[1024];
+    snprintf(buf, sizeof buf, "%s", argv0);
+    char *slash = strrchr(buf, '/');
+    if (slash) *slash = 0; else snprintf(buf, sizeof buf, ".");
+    snprintf(check_fixture_dir_, sizeof check_fixture_dir_, "%s/../../../tests/fixtures", buf);
+}
+
+/* The path of fixture NAME (a static buffer, one of 4 in turn: at most 4 live at once). */
+static inline const char *check_fixture(const char *name) {
+    static char paths[4][1200];
+    static int next;
+    char *p = paths[next++ & 3];
+    snprintf(p, sizeof paths[0], "%s/%s", check_fixture_dir_, name);
+    return p;
+}
+
 #define SKIP_MISSING_DATA(...)                                                             \
     do {                                                                                   \
         if (check_require_data_()) {                                                       \

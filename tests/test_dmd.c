@@ -21,22 +21,8 @@
 
 #define RTOL 1e-6
 
-static char fixture_path[1200] = "tests/fixtures/dmd_ref.safetensors";
 static StFile fx;
 static int have_fx;
-
-/* tests/run starts us from the repository root; else MSD_FIXTURES, or the path of the binary
- * (build/VARIANT/tests/test_dmd -> ../../../tests/fixtures). */
-static void find_fixture(const char *argv0) {
-    const char *env = getenv("MSD_FIXTURES");
-    if (env) { snprintf(fixture_path, sizeof fixture_path, "%s/dmd_ref.safetensors", env); return; }
-    if (access(fixture_path, R_OK) == 0) return;
-    char buf[1024];
-    snprintf(buf, sizeof buf, "%s", argv0);
-    char *slash = strrchr(buf, '/');
-    if (slash) *slash = 0; else snprintf(buf, sizeof buf, ".");
-    snprintf(fixture_path, sizeof fixture_path, "%s/../../../tests/fixtures/dmd_ref.safetensors", buf);
-}
 
 /* Fixture tensor as float32 (malloc'd) with its shape in dims (may be NULL); NULL if missing. */
 static float *fx_get(const char *name, int64_t *numel, int64_t dims[2]) {
@@ -128,9 +114,9 @@ static void test_sigma_table(void) {
 
 int main(int argc, char **argv) {
     (void)argc;
-    find_fixture(argv[0]);
+    check_find_fixtures(argv[0]);
     char err[512];
-    have_fx = st_read(&fx, fixture_path, err, sizeof err) == 0;
+    have_fx = st_read(&fx, check_fixture("dmd_ref.safetensors"), err, sizeof err) == 0;
     if (!have_fx) printf("  cannot read the PyTorch fixture: %s\n", err);
     TEST_RUN(test_generator_grad_toy);
     TEST_RUN(test_generator_grad_image);

@@ -45,23 +45,9 @@
 #define DOC_P_MEAN (-1.2)
 #define DOC_P_STD 1.2
 
-static char fixture_path[1200] = "tests/fixtures/edm_ref.safetensors";
 static StFile fx;
 static int have_fx;
 static BackendCtx *ctx;
-
-/* tests/run starts us from the repository root; else MSD_FIXTURES, or the path of the binary
- * (build/VARIANT/tests/test_edm -> ../../../tests/fixtures). */
-static void find_fixture(const char *argv0) {
-    const char *env = getenv("MSD_FIXTURES");
-    if (env) { snprintf(fixture_path, sizeof fixture_path, "%s/edm_ref.safetensors", env); return; }
-    if (access(fixture_path, R_OK) == 0) return;
-    char buf[1024];
-    snprintf(buf, sizeof buf, "%s", argv0);
-    char *slash = strrchr(buf, '/');
-    if (slash) *slash = 0; else snprintf(buf, sizeof buf, ".");
-    snprintf(fixture_path, sizeof fixture_path, "%s/../../../tests/fixtures/edm_ref.safetensors", buf);
-}
 
 /* Fixture tensor "case.name" as float32 (malloc'd), NULL (and a failure) if missing or of
  * another size (numel < 0: any). */
@@ -311,9 +297,9 @@ static void test_loss_step_draws(void) {
 
 int main(int argc, char **argv) {
     (void)argc;
-    find_fixture(argv[0]);
+    check_find_fixtures(argv[0]);
     char err[512];
-    have_fx = st_read(&fx, fixture_path, err, sizeof err) == 0;
+    have_fx = st_read(&fx, check_fixture("edm_ref.safetensors"), err, sizeof err) == 0;
     if (!have_fx) printf("  cannot read the PyTorch fixture: %s\n", err);
     ctx = backend_ctx_new(&backend_cpu, 1);
     TEST_RUN(test_fixture_sigma_data_05);

@@ -817,25 +817,7 @@ static void test_threads_agree(void) {
 
 /* ============================ PyTorch fixtures ============================ */
 
-static char fixture_path[1200] = "tests/fixtures/ops_ref.safetensors";
 static StFile fx;
-
-/* tests/run starts us from the repository root; else look beside the binary
- * (build/VARIANT/tests/test_ops -> ../../../tests/fixtures), or MSD_FIXTURES. */
-static void find_fixture(const char *argv0) {
-    const char *env = getenv("MSD_FIXTURES");
-    if (env) {
-        snprintf(fixture_path, sizeof fixture_path, "%s/ops_ref.safetensors", env);
-        return;
-    }
-    if (access(fixture_path, R_OK) == 0) return;
-    char buf[1024];
-    snprintf(buf, sizeof buf, "%s", argv0);
-    char *slash = strrchr(buf, '/');
-    if (slash) *slash = 0;
-    else snprintf(buf, sizeof buf, ".");
-    snprintf(fixture_path, sizeof fixture_path, "%s/../../../tests/fixtures/ops_ref.safetensors", buf);
-}
 
 /* fixture tensor "case.name" as float32 (malloc'd), which must have exactly the shape
  * dims[0..ndim) the test computes with; records a failure and returns NULL if it is missing or
@@ -1121,9 +1103,9 @@ int main(int argc, char **argv) {
     TEST_RUN(test_wmse);
     TEST_RUN(test_threads_agree);
     (void)argc;
-    find_fixture(argv[0]);
+    check_find_fixtures(argv[0]);
     char err[512];
-    if (st_read(&fx, fixture_path, err, sizeof err) != 0) {
+    if (st_read(&fx, check_fixture("ops_ref.safetensors"), err, sizeof err) != 0) {
         printf("  cannot read the PyTorch fixture: %s\n", err);
         check_failed_++;
     } else {

@@ -32,26 +32,6 @@
 #define UNDER_ASAN 0
 #endif
 
-static char fixture_dir[1100] = "tests/fixtures";
-
-/* tests/run starts us from the repository root; fall back to the path of the binary
- * (build/VARIANT/tests/test_unet -> ../../../tests/fixtures). */
-static void find_fixtures(const char *argv0) {
-    const char *env = getenv("MSD_FIXTURES");
-    if (env) { snprintf(fixture_dir, sizeof fixture_dir, "%s", env); return; }
-    if (access("tests/fixtures/unet_tiny_weights.safetensors", R_OK) == 0) return;
-    char buf[1024];
-    snprintf(buf, sizeof buf, "%s", argv0);
-    char *slash = strrchr(buf, '/');
-    if (slash) *slash = 0; else snprintf(buf, sizeof buf, ".");
-    snprintf(fixture_dir, sizeof fixture_dir, "%s/../../../tests/fixtures", buf);
-}
-
-static const char *fixture(const char *name) {
-    static char path[2048];
-    snprintf(path, sizeof path, "%s/%s", fixture_dir, name);
-    return path;
-}
 
 /* A tensor of f as float32 (malloc'd), NULL if missing or numel differs. */
 static float *st_get(const StFile *f, const char *name, int64_t numel) {
@@ -77,11 +57,11 @@ static void test_fixture_forward_backward(void) {
     REQUIRE(unet_config_parse(&cfg, "tiny", err, sizeof err) == 0, "%s", err);
     UNet *u = unet_new(&cfg, be, ctx);
     ParamSet *ps = unet_params(u);
-    REQUIRE(st_load_params(fixture("unet_tiny_weights.safetensors"), ps, "", 0, err, sizeof err) == 0, "%s", err);
+    REQUIRE(st_load_params(check_fixture("unet_tiny_weights.safetensors"), ps, "", 0, err, sizeof err) == 0, "%s", err);
     StFile in, dfile, ex;
-    REQUIRE(st_read(&in, fixture("unet_tiny_inputs.safetensors"), err, sizeof err) == 0, "%s", err);
-    REQUIRE(st_read(&dfile, fixture("unet_tiny_dout.safetensors"), err, sizeof err) == 0, "%s", err);
-    REQUIRE(st_read(&ex, fixture("unet_tiny_expect.safetensors"), err, sizeof err) == 0, "%s", err);
+    REQUIRE(st_read(&in, check_fixture("unet_tiny_inputs.safetensors"), err, sizeof err) == 0, "%s", err);
+    REQUIRE(st_read(&dfile, check_fixture("unet_tiny_dout.safetensors"), err, sizeof err) == 0, "%s", err);
+    REQUIRE(st_read(&ex, check_fixture("unet_tiny_expect.safetensors"), err, sizeof err) == 0, "%s", err);
     const StTensor *tx = st_find(&in, "x");
     REQUIRE(tx && tx->ndim == 4, "x missing");
     int64_t N = tx->shape[0], D = tx->numel / N;
@@ -284,10 +264,10 @@ static void test_dropout_matches_fixture(void) {
     const Backend *be = &backend_cpu;
     char err[512], spec[64];
     StFile in, dfile, ex, dr;
-    REQUIRE(st_read(&dr, fixture("unet_tiny_dropout_expect.safetensors"), err, sizeof err) == 0, "%s", err);
-    REQUIRE(st_read(&in, fixture("unet_tiny_inputs.safetensors"), err, sizeof err) == 0, "%s", err);
-    REQUIRE(st_read(&dfile, fixture("unet_tiny_dout.safetensors"), err, sizeof err) == 0, "%s", err);
-    REQUIRE(st_read(&ex, fixture("unet_tiny_expect.safetensors"), err, sizeof err) == 0, "%s", err);
+    REQUIRE(st_read(&dr, check_fixture("unet_tiny_dropout_expect.safetensors"), err, sizeof err) == 0, "%s", err);
+    REQUIRE(st_read(&in, check_fixture("unet_tiny_inputs.safetensors"), err, sizeof err) == 0, "%s", err);
+    REQUIRE(st_read(&dfile, check_fixture("unet_tiny_dout.safetensors"), err, sizeof err) == 0, "%s", err);
+    REQUIRE(st_read(&ex, check_fixture("unet_tiny_expect.safetensors"), err, sizeof err) == 0, "%s", err);
     float *pv = st_get(&dr, "dropout_p", 1), *sv = st_get(&dr, "dropout_seed", 1);
     REQUIRE(pv && sv, "fixture lacks dropout_p / dropout_seed");
     snprintf(spec, sizeof spec, "tiny,dropout=%.9g", (double)pv[0]);
@@ -295,7 +275,7 @@ static void test_dropout_matches_fixture(void) {
     REQUIRE(unet_config_parse(&cfg, spec, err, sizeof err) == 0, "%s", err);
     UNet *u = unet_new(&cfg, be, ctx);
     ParamSet *ps = unet_params(u);
-    REQUIRE(st_load_params(fixture("unet_tiny_weights.safetensors"), ps, "", 0, err, sizeof err) == 0, "%s", err);
+    REQUIRE(st_load_params(check_fixture("unet_tiny_weights.safetensors"), ps, "", 0, err, sizeof err) == 0, "%s", err);
     unet_set_dropout_seed(u, (uint64_t)sv[0]);
     const StTensor *tx = st_find(&in, "x");
     REQUIRE(tx && tx->ndim == 4, "x missing");
@@ -444,7 +424,7 @@ static void test_config_errors(void) {
 
 int main(int argc, char **argv) {
     (void)argc;
-    find_fixtures(argv[0]);
+    check_find_fixtures(argv[0]);
     ctx = backend_ctx_new(&backend_cpu, 2);
     TEST_RUN(test_fixture_forward_backward);
     TEST_RUN(test_fmnist_s);
