@@ -9,9 +9,10 @@
  * only for a file without the "unet.spec" metadata. Image i is of class classes[i mod K] (every
  * class of the network by default) and its noise is keyed by (seed, i), so the images do not
  * depend on --batch and equal what the teacher's SAMPLE op returns for the same labels, seed
- * and steps. NFE per image = 2 * steps - 1. FILE.safetensors gets "images" f32 (N, C, H, W) in
- * [-1, 1] and "labels" i32 (N); a FOLDER gets FOLDER/<class>/<index>.png. --grid writes the
- * first min(N, 100) images as one PNG (one column per class when N allows).
+ * and steps. NFE per image = 2 * steps - 1. FILE.safetensors gets "images" f32 (N, C, H, W),
+ * nominally in [-1, 1] and not clipped (PNGs and msd-eval clip), and "labels" i32 (N); a
+ * FOLDER gets FOLDER/<class>/<index>.png. --grid writes the first min(N, 100) images as one
+ * PNG (one column per class when N allows).
  * A JSON line on stdout reports what was written; progress goes to stderr. Exit status 0, 1 on
  * a failure, 2 on a usage error.
  *
