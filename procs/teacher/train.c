@@ -159,6 +159,8 @@ static int train_grid(Trainer *t) {
     if (rows > GRID_MAX_ROWS) rows = GRID_MAX_ROWS;
     int64_t n = (int64_t)rows * per;
     char err[1024];
+    double t0 = msd_now();
+    proc_keepalive_begin(t->p);   /* building the EMA net's buffers can outlast a heartbeat too */
     if (!t->ema_ready) {
         if (edmunet_new(&t->ema, t->net.spec, t->be, t->ctx, n, NULL, 0, err, sizeof err))
             msd_die("the EMA network: %s", err);   /* the same spec built the trained one: a bug */
@@ -172,8 +174,6 @@ static int train_grid(Trainer *t) {
     SamplerConfig sc;
     sampler_config_default(&sc);
     sc.steps = t->o.grid_steps;
-    double t0 = msd_now();
-    proc_keepalive_begin(t->p);
     edmunet_sample(&t->ema, &sc, x, labels, n, t->o.seed, 0);
     char path[4200];
     snprintf(path, sizeof path, "%s/grid-%07lld.png", t->grid_dir, (long long)t->net.opt->step);
