@@ -20,6 +20,18 @@
 #include <string.h>
 #include <unistd.h>
 
+/* UNDER_ASAN: 1 in an AddressSanitizer build (gcc or clang), for tests that thin out work there */
+#if defined(__SANITIZE_ADDRESS__)
+#define UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define UNDER_ASAN 1
+#endif
+#endif
+#ifndef UNDER_ASAN
+#define UNDER_ASAN 0
+#endif
+
 static int check_passed_, check_failed_, check_skipped_, check_cur_failed_, check_cur_skipped_;
 static const char *check_cur_name_ = "";
 

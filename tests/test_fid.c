@@ -18,17 +18,6 @@
 #include "params.h"
 #include "philox.h"
 
-#if defined(__SANITIZE_ADDRESS__)
-#define UNDER_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define UNDER_ASAN 1
-#endif
-#endif
-#ifndef UNDER_ASAN
-#define UNDER_ASAN 0
-#endif
-
 /* ---- brute force: Denman-Beavers iteration for sqrt(M) of a matrix with positive eigenvalues ---- */
 
 static void inv(const double *A, double *out, int d) {

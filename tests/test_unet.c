@@ -21,18 +21,6 @@
 #include "safetensors.h"
 #include "unet.h"
 
-#if defined(__SANITIZE_ADDRESS__)
-#define UNDER_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define UNDER_ASAN 1
-#endif
-#endif
-#ifndef UNDER_ASAN
-#define UNDER_ASAN 0
-#endif
-
-
 /* A tensor of f as float32 (malloc'd), NULL if missing or numel differs. */
 static float *st_get(const StFile *f, const char *name, int64_t numel) {
     const StTensor *t = st_find(f, name);
