@@ -3,7 +3,8 @@
  * tiny UNets (1x8x8 images, 3 classes) with fixed random weights and fixed noise:
  *   - one DM generator step: x = G(z, c) = D_gen(80 z; 80, c), x_t = x + table[t] eps, the
  *     teacher's and the critic's denoised x_t, then the generator's parameter gradient of L_DM
- *     (distill_generate, distill_add_noise, distill_dm_backward), and L_DM;
+ *     (distill_generate, distill_add_noise, distill_dm_backward), and L_DM; the same step with
+ *     the critic's GAN input gradient added at x (weight 3e-3);
  *   - the critic's fake-score loss on the detached samples and its parameter gradient
  *     (distill_fake_loss, table sigmas from 0.002 to 80);
  *   - TSM: x_t, the teacher's output, L_TSM and the small network's parameter gradient
@@ -182,6 +183,17 @@ static void test_dm_generator_grad(void) {
         double loss = distill_dm_backward(&b, &g.e, x, d_real, d_fake, NULL, 0.0f, N);
         compare_loss("L_DM", loss, "dm.loss");
         compare_grads(unet_params(g.u), "dm.grad.gen.");
+        /* with the critic's GAN input gradient added at x (G's activations are still those of x) */
+        float *dx_gan = fx_get("gan.dx", N * D), *wg = fx_get("dm_gan.weight", 1);
+        if (dx_gan && wg) {
+            params_zero_grad(unet_params(g.u));
+            double loss2 = distill_dm_backward(&b, &g.e, x, d_real, d_fake, dx_gan, wg[0], N);
+            CHECK(loss2 == loss, "L_DM with the GAN term %.9g, without %.9g: the GAN term must not enter L_DM", loss2,
+                  loss);
+            compare_grads(unet_params(g.u), "dm_gan.grad.gen.");
+        }
+        free(dx_gan);
+        free(wg);
     }
     free(z);
     free(eps);

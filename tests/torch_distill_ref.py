@@ -34,6 +34,9 @@ Weights: gen.*, teacher.*, critic.*, phi.*, head.* (the GAN head below). Cases (
           loss_d = mean softplus(f_fake) + mean softplus(-f_real), grad.critic.* and grad.head.*
           of weight * loss_d, loss_g = mean softplus(-f(x_fake + sigma n)) and dx = d loss_g /
           d x_fake.
+  dm_gan.* the DM step of dm.* with the GAN term: the generator's parameter gradient when its
+          output gradient is dL_DM/dx + weight * gan.dx (weight 3e-3, DMD2's generator weight;
+          gan.dx is evaluated at dm.x, the same samples), grad.<generator param>.
 """
 import math
 import os
@@ -215,6 +218,14 @@ xg = x_fake.double().requires_grad_(True)
 loss_g = F.softplus(-logits(xg, s_fake, noise_fake, c)).mean()
 loss_g.backward()
 T.update({"gan.loss_g": loss_g.detach().float().reshape(1), "gan.dx": xg.grad.float()})
+
+# ---- dm_gan: the DM step with the GAN term added at the generator's output ----
+w_gen = 3e-3
+x, _ = edm(gen, SIGMA_GEN * z.double(), torch.full((N,), SIGMA_GEN, dtype=torch.float64), c)
+loss = 0.5 * F.mse_loss(x, (x - g).detach(), reduction="mean") + w_gen * (x * T["gan.dx"].double()).sum()
+loss.backward()
+T["dm_gan.weight"] = torch.tensor([w_gen]).float()
+grads(gen, "dm_gan.grad.gen.", T)
 
 path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "distill_ref.safetensors")
 st_write(path, T, generator="tests/torch_distill_ref.py")
