@@ -12,7 +12,8 @@
  *   - the GAN head on the critic's bottleneck: the logits of noised fake and real batches
  *     (forward), the critic-side loss L_D and the gradients of weight * L_D into the critic's
  *     and the head's parameters (distill_gan_critic), and the generator-side L_G with its
- *     input gradient dL_G/dx (distill_gan_gen_grad).
+ *     input gradient dL_G/dx (distill_gan_gen_grad); a bottleneck whose channels do not divide
+ *     into the head's GroupNorm groups is an error, not an abort.
  *
  * Tolerance: the reference is float64 on the same float32 weights and inputs; ours is float32.
  * Each tensor passes when |ours - ref| <= 1e-4 max|ref| + 1e-3 |ref| elementwise (test_unet's
@@ -263,8 +264,10 @@ static void test_gan_head(void) {
     int64_t chw[3];
     unet_bottleneck_shape(cr.u, chw);
     GanHead h;
-    gan_head_init(&h, chw[0], chw[1], chw[2], N, be, ctx);
     char err[512];
+    int made = gan_head_init(&h, chw[0], chw[1], chw[2], N, be, ctx, err, sizeof err) == 0;
+    CHECK(made, "%s", err);
+    if (!made) { net_close(&cr); return; }
     int loaded = st_load_params(fixture_path, &h.ps, "head.", ST_ALLOW_EXTRA, err, sizeof err) == 0;
     CHECK(loaded, "head weights: %s", err);
     DistillBuf b;
@@ -302,6 +305,18 @@ static void test_gan_head(void) {
     net_close(&cr);
 }
 
+/* A bottleneck whose channels do not divide into the head's GroupNorm groups (18 channels, 4
+ * groups: a UNet with another groups= setting) is an error naming the numbers, not an abort. */
+static void test_gan_head_bad_channels(void) {
+    GanHead h;
+    char err[512] = "";
+    CHECK(gan_head_init(&h, 18, 4, 4, 2, be, ctx, err, sizeof err) == -1, "18 channels accepted");
+    CHECK(strstr(err, "18 channels") && strstr(err, "4 GroupNorm groups"), "message: %s", err);
+    gan_head_free(&h); /* safe after a failed init */
+    CHECK(gan_head_init(&h, 16, 4, 4, 2, be, ctx, err, sizeof err) == 0, "16 channels: %s", err);
+    gan_head_free(&h);
+}
+
 int main(int argc, char **argv) {
     (void)argc;
     find_fixture(argv[0]);
@@ -314,6 +329,7 @@ int main(int argc, char **argv) {
     TEST_RUN(test_fake_score_loss);
     TEST_RUN(test_tsm_loss);
     TEST_RUN(test_gan_head);
+    TEST_RUN(test_gan_head_bad_channels);
     printf("  worst |ours - ref| is %.3g of the tolerance\n", worst_seen);
     backend_ctx_destroy(&ctx);
     st_free(&fx);

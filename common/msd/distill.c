@@ -84,6 +84,7 @@ float distill_fake_loss(Edm *critic, const float *x, const float *noise, const f
 float distill_tsm_loss(DistillBuf *b, Edm *phi, const float *x_t, const float *d_teacher, const float *sigma,
                        const int32_t *labels, const float *cond, int64_t N) {
     MSD_CHECK(N > 0 && N <= b->cap && phi->net.dim == b->dim);
+    MSD_CHECK(x_t != b->a && d_teacher != b->a && d_teacher != b->b);
     const Backend *be = b->be;
     int64_t D = b->dim;
     edm_forward(phi, b->a, x_t, sigma, labels, cond, N, 1);
@@ -97,15 +98,18 @@ float distill_tsm_loss(DistillBuf *b, Edm *phi, const float *x_t, const float *d
 
 /* ---- GAN head ---- */
 
-void gan_head_init(GanHead *h, int64_t C, int64_t H, int64_t W, int64_t cap, const Backend *be, BackendCtx *ctx) {
+int gan_head_init(GanHead *h, int64_t C, int64_t H, int64_t W, int64_t cap, const Backend *be, BackendCtx *ctx,
+                  char *err, size_t errlen) {
     MSD_CHECK(h && be && C > 0 && H > 0 && W > 0 && cap > 0);
     memset(h, 0, sizeof *h);
+    int64_t G = C / 4 < 32 ? C / 4 : 32;
+    if (G < 1) G = 1;
+    if (C % G)
+        return msd_errf(err, errlen, "GAN head: the bottleneck's %lld channels do not divide into %lld GroupNorm groups",
+                        (long long)C, (long long)G);
     h->be = be;
     h->ctx = ctx;
     h->C = C; h->H = H; h->W = W; h->cap = cap;
-    int64_t G = C / 4 < 32 ? C / 4 : 32;
-    if (G < 1) G = 1;
-    MSD_CHECK(C % G == 0);
     h->G = G;
     ParamSet *ps = &h->ps;
     params_init(ps);
@@ -128,6 +132,7 @@ void gan_head_init(GanHead *h, int64_t C, int64_t H, int64_t W, int64_t cap, con
     for (size_t i = 0; i < sizeof stats / sizeof stats[0]; i++, p += st) *stats[i] = p;
     h->logit = p;
     h->dlogit = p + cap;
+    return 0;
 }
 
 void gan_head_free(GanHead *h) {

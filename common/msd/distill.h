@@ -71,7 +71,8 @@ float distill_fake_loss(Edm *critic, const float *x, const float *noise, const f
 /* Step 1: x_t = x0 + sigma noise into out (send it to the teacher). Step 2, with the teacher's
  * d_teacher = D_teacher(x_t; sigma, c): L_TSM = mean of lambda(sigma) (D_phi(x_t; sigma, c) -
  * d_teacher)^2 with the same lambda as the EDM loss; forward and backward of D_phi, ADDING into
- * its parameter gradients. x_t must be step 1's output. Returns L_TSM. */
+ * its parameter gradients. x_t must be step 1's output (not b->a; d_teacher not b->a, b->b).
+ * Returns L_TSM. */
 float distill_tsm_loss(DistillBuf *b, Edm *phi, const float *x_t, const float *d_teacher, const float *sigma,
                        const int32_t *labels, const float *cond, int64_t N);
 
@@ -95,8 +96,11 @@ typedef struct GanHead {
     float *m0, *r0, *m1, *r1;                 /* (cap, G) GroupNorm statistics */
     float *logit, *dlogit;                    /* (cap) */
 } GanHead;
-/* Head for bottlenecks of (C, H, W) and batches up to cap; parameters zeroed (load or init). */
-void gan_head_init(GanHead *h, int64_t C, int64_t H, int64_t W, int64_t cap, const Backend *be, BackendCtx *ctx);
+/* Head for bottlenecks of (C, H, W) and batches up to cap; parameters zeroed (load or init).
+ * 0, or -1 with a message when C does not divide into the GroupNorm groups (a UNet configured
+ * with other groups=). */
+int gan_head_init(GanHead *h, int64_t C, int64_t H, int64_t W, int64_t cap, const Backend *be, BackendCtx *ctx,
+                  char *err, size_t errlen);
 void gan_head_free(GanHead *h);   /* NULL-safe, idempotent */
 /* docs/UNET.md section 7's rules: GroupNorm weight 1, bias 0; conv and linear U(+-1/sqrt(fan_in))
  * from Philox stream = parameter index. */
