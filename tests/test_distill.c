@@ -34,8 +34,8 @@
 #include "safetensors.h"
 #include "unet.h"
 
-#define NET_SPEC "in=1,res=8,ch=8,mult=1-2,blocks=1,attn=4,classes=3,headch=8"
-#define PHI_SPEC "in=1,res=8,ch=4,mult=1-2,blocks=1,attn=none,classes=3,headch=4"
+#define NET_SPEC "in=1,res=8,ch=4,mult=1-2,blocks=1,attn=4,classes=3,headch=4"
+#define PHI_SPEC "in=1,res=8,ch=2,mult=1-2,blocks=1,attn=none,classes=3,headch=2"
 #define ATOL_REL 1e-4 /* times max|ref| */
 #define RTOL 1e-3
 #define LOSS_RTOL 1e-4

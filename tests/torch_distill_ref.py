@@ -10,9 +10,9 @@ code (Yin et al. 2024), not from distill.c. The networks are tests/torch_unet.py
 (docs/UNET.md) with random weights (no zero-initialised tensors); every reference is float64
 from the float32 weights and inputs, stored float32. Tiny configurations, 1x8x8 images, 3 classes:
 
-    NET  (generator, teacher, critic): in=1,res=8,ch=8,mult=1-2,blocks=1,attn=4,classes=3,headch=8
-                                      (bottleneck 16x4x4)
-    PHI  (the small TSM student):      in=1,res=8,ch=4,mult=1-2,blocks=1,attn=none,classes=3,headch=4
+    NET  (generator, teacher, critic): in=1,res=8,ch=4,mult=1-2,blocks=1,attn=4,classes=3,headch=4
+                                      (bottleneck 8x4x4)
+    PHI  (the small TSM student):      in=1,res=8,ch=2,mult=1-2,blocks=1,attn=none,classes=3,headch=2
 
 Weights: gen.*, teacher.*, critic.*, phi.*, head.* (the GAN head below). Cases (N = 3 each):
 
@@ -49,8 +49,8 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from torch_unet import build, edm, gn, st_write, state_names  # noqa: E402
 
-NET = "in=1,res=8,ch=8,mult=1-2,blocks=1,attn=4,classes=3,headch=8"
-PHI = "in=1,res=8,ch=4,mult=1-2,blocks=1,attn=none,classes=3,headch=4"
+NET = "in=1,res=8,ch=4,mult=1-2,blocks=1,attn=4,classes=3,headch=4"
+PHI = "in=1,res=8,ch=2,mult=1-2,blocks=1,attn=none,classes=3,headch=2"
 SIGMA_MIN, SIGMA_MAX, RHO = 0.002, 80.0, 7.0
 SIGMA_GEN, SD, K, N = 80.0, 0.5, 3, 3
 T = {}
