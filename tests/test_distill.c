@@ -40,26 +40,12 @@
 #define RTOL 1e-3
 #define LOSS_RTOL 1e-4
 
-static char fixture_path[1200] = "tests/fixtures/distill_ref.safetensors";
 static StFile fx;
 static int have_fx;
 static BackendCtx *ctx;
 static const Backend *be = &backend_cpu;
 static float table[DMD_TABLE_N];
 static double worst_seen;
-
-/* tests/run starts us from the repository root; else MSD_FIXTURES, or the path of the binary
- * (build/VARIANT/tests/test_distill -> ../../../tests/fixtures). */
-static void find_fixture(const char *argv0) {
-    const char *env = getenv("MSD_FIXTURES");
-    if (env) { snprintf(fixture_path, sizeof fixture_path, "%s/distill_ref.safetensors", env); return; }
-    if (access(fixture_path, R_OK) == 0) return;
-    char buf[1024];
-    snprintf(buf, sizeof buf, "%s", argv0);
-    char *slash = strrchr(buf, '/');
-    if (slash) *slash = 0; else snprintf(buf, sizeof buf, ".");
-    snprintf(fixture_path, sizeof fixture_path, "%s/../../../tests/fixtures/distill_ref.safetensors", buf);
-}
 
 /* Fixture tensor as float32 (malloc'd); NULL (and a failure) if missing or of another size. */
 static float *fx_get(const char *name, int64_t numel) {
@@ -140,7 +126,7 @@ static int net_open(Net *n, const char *spec, const char *prefix, int64_t cap) {
     memset(n, 0, sizeof *n);
     if (unet_config_parse(&cfg, spec, err, sizeof err)) { CHECK(0, "%s", err); return -1; }
     n->u = unet_new(&cfg, be, ctx);
-    if (st_load_params(fixture_path, unet_params(n->u), prefix, ST_ALLOW_EXTRA, err, sizeof err)) {
+    if (st_load_params(check_fixture("distill_ref.safetensors"), unet_params(n->u), prefix, ST_ALLOW_EXTRA, err, sizeof err)) {
         CHECK(0, "%s weights: %s", prefix, err);
         unet_destroy(&n->u);
         return -1;
@@ -268,7 +254,7 @@ static void test_gan_head(void) {
     int made = gan_head_init(&h, chw[0], chw[1], chw[2], N, be, ctx, err, sizeof err) == 0;
     CHECK(made, "%s", err);
     if (!made) { net_close(&cr); return; }
-    int loaded = st_load_params(fixture_path, &h.ps, "head.", ST_ALLOW_EXTRA, err, sizeof err) == 0;
+    int loaded = st_load_params(check_fixture("distill_ref.safetensors"), &h.ps, "head.", ST_ALLOW_EXTRA, err, sizeof err) == 0;
     CHECK(loaded, "head weights: %s", err);
     DistillBuf b;
     distill_buf_init(&b, be, ctx, N, D);
@@ -319,9 +305,9 @@ static void test_gan_head_bad_channels(void) {
 
 int main(int argc, char **argv) {
     (void)argc;
-    find_fixture(argv[0]);
+    check_find_fixtures(argv[0]);
     char err[512];
-    have_fx = st_read(&fx, fixture_path, err, sizeof err) == 0;
+    have_fx = st_read(&fx, check_fixture("distill_ref.safetensors"), err, sizeof err) == 0;
     if (!have_fx) printf("  cannot read the PyTorch fixture: %s\n", err);
     ctx = backend_ctx_new(be, 1);
     dmd_sigma_table(table, DMD_TABLE_N);
