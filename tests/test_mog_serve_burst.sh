@@ -6,6 +6,8 @@
 #   1. a burst of 300 lines for one student, --timeout-ms 1000 (a 2048-sample line takes
 #      about 20 ms here, so the whole burst is several timeouts' worth of work but each line is
 #      50x inside it): every line answered exactly once, in input order, all of them served;
+#      with reply_timeout 3 s, shorter than the queue left at the end of input here (about 256
+#      lines x 20 ms), which is waited for as long as replies keep coming;
 #   2. a student really too slow (a 512-wide net; the timeout a quarter of the measured time of
 #      a 4096-sample line): each heavy line gets its timeout error line, the light lines after
 #      them are served, and the stream ends;
@@ -33,7 +35,7 @@ first_diff() { diff "$1" "$2" | sed -n '1,3p' | tr '\n' ' '; }
 for i in $(seq 1 300); do
     if [ $((i % 2)) -eq 1 ]; then echo "$c1 $((2048 - i % 3))"; else echo "$c2 $((2048 - i % 3))"; fi
 done >burst.in
-serve --set run="$run" --set timeout_ms=1000 <burst.in >burst.out 2>burst.log; rc=$?
+serve --set run="$run" --set timeout_ms=1000 --set reply_timeout=3 <burst.in >burst.out 2>burst.log; rc=$?
 t_check "burst: exit 0 ($rc)" test "$rc" -eq 0
 runs burst.out >burst.got
 failed=$(grep -c '^-$' burst.got)
