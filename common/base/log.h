@@ -16,6 +16,7 @@
 
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdint.h>
 
 enum { LOG_LVL_DEBUG = 0, LOG_LVL_INFO = 1, LOG_LVL_WARN = 2, LOG_LVL_ERROR = 3 };
 
@@ -49,5 +50,8 @@ char *msd_strdup(const char *s);
 
 /* Monotonic clock in seconds. */
 double msd_now(void);
+/* Wall-clock time (CLOCK_REALTIME) in ms since 1970: for deadlines that cross processes and
+ * hosts (GENERATE's "deadline_ms"); never for measuring durations. */
+int64_t msd_wall_ms(void);
 
 #endif

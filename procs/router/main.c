@@ -15,6 +15,14 @@
  * "text") to student k = (leading integer of the line, else an FNV-1a hash of it) mod K, and
  * answers the LINE with "student.k: TEXT" once that student replies. Requests are matched by
  * id, so replies may come back in any order; the launcher puts its output in order.
+ *
+ * Backpressure (echo and mog): each student has a FIFO of the lines waiting for it here and
+ * at most --inflight N (default 1) requests forwarded to it; the next one goes when a reply
+ * comes back. A request's --timeout-ms counts from when it is forwarded (with N = 1, when the
+ * student starts it). A request past its timeout is cancelled: its line is answered with an
+ * error, its late reply is dropped, and it still counts against N until that reply comes (the
+ * student is busy with it). GENERATE carries "deadline_ms" (when the router gives up) so a
+ * student skips a request that was cancelled before it started (docs/PROTOCOL.md section 3).
  * Not yet here: prompt embeddings (partition clusters the toy's class means). */
 #include <ctype.h>
 #include <math.h>
@@ -29,17 +37,21 @@
 #include "partition.h"
 #include "proc.h"
 
-#define ROUTER_MAX_PENDING 1024
+#define ROUTER_MAX_PENDING 1024   /* lines held at once: queued, forwarded or cancelled */
 #define ROUTER_MAX_TEXT 4096
+#define ROUTER_MAX_INFLIGHT 64
 
 static struct {
     const char *mix, *part, *out, *strategy, *from, *png;
-    int k, timeout_ms, max_samples;
+    int k, timeout_ms, max_samples, inflight;
     uint64_t seed;
-} opt = {.strategy = "balanced", .timeout_ms = 10000, .max_samples = MOG_SERVE_MAX_SAMPLES, .seed = 1};
+} opt = {.strategy = "balanced", .timeout_ms = 10000, .max_samples = MOG_SERVE_MAX_SAMPLES, .inflight = 1, .seed = 1};
 
 static const ArgSpec timeout_args[] = {
-    ARG_INT("--timeout-ms", &opt.timeout_ms, 1, 86400000, "MS", "how long a student may take to answer (default 10000)"),
+    ARG_INT("--timeout-ms", &opt.timeout_ms, 1, 86400000, "MS",
+            "how long a student may take to answer a request, from when it is forwarded (default 10000)"),
+    ARG_INT("--inflight", &opt.inflight, 1, ROUTER_MAX_INFLIGHT, "N",
+            "requests forwarded to one student at a time; the rest wait here (default 1)"),
     ARG_END_,
 };
 static const ArgSpec partition_args[] = {
@@ -61,14 +73,25 @@ static const ArgSpec mog_args[] = {
     ARG_END_,
 };
 
+enum { P_FREE, P_QUEUED, P_SENT, P_CANCELLED };
+
 typedef struct Pending {
-    int used;
-    uint64_t id;          /* our request id to the student */
+    int state;            /* P_... */
+    uint64_t id;          /* our request id to the student (P_SENT, P_CANCELLED) */
     uint64_t line_id;     /* the launcher's LINE id */
     int student;
-    double deadline;
+    double deadline;      /* P_SENT: when it times out (msd_now) */
     int cls;              /* mog: the class asked for */
+    int64_t count;        /* mog: samples asked for */
+    char *text;           /* echo, P_QUEUED: the line's text (len bytes) */
+    size_t len;
+    int next;             /* P_QUEUED: the next slot in its student's queue, or -1 */
 } Pending;
+
+typedef struct StudentQ {
+    int head, tail;       /* queued slots, oldest first (-1: none) */
+    int inflight;         /* P_SENT + P_CANCELLED */
+} StudentQ;
 
 typedef struct Router {
     Proc *p;
@@ -76,8 +99,9 @@ typedef struct Router {
     void *socks[31];
     const char *names[31];
     Pending pending[ROUTER_MAX_PENDING];
+    StudentQ q[31];
     uint64_t next_id;
-    int timeout_ms;
+    int timeout_ms, inflight;
     /* mog mode */
     int mog_mode;
     Mog mog;
@@ -108,8 +132,8 @@ static void router_answer(Router *r, uint64_t line_id, const char *text, int32_t
     proc_reply_line(r->p, &req, text, status);
 }
 
-/* mog: "CLASS [N]" -> GENERATE to the owner of CLASS; 0, or -1 after answering the line. */
-static int router_mog_request(Router *r, const WireMsg *line, const WireTensor *t, int slot) {
+/* mog: parse "CLASS [N]" into pd (class, count, student); 0, or -1 after answering the line. */
+static int router_mog_parse(Router *r, const WireMsg *line, const WireTensor *t, Pending *pd) {
     char text[ROUTER_MAX_TEXT + 1], msg[ROUTER_MAX_TEXT + 256];
     memcpy(text, t->data, t->nbytes);
     text[t->nbytes] = 0;
@@ -138,24 +162,60 @@ static int router_mog_request(Router *r, const WireMsg *line, const WireTensor *
             return -1;
         }
     }
-    int k = r->assign[c];
-    int32_t *labels = msd_malloc(sizeof(int32_t) * (size_t)cnt);
-    for (long i = 0; i < cnt; i++) labels[i] = c;
-    int64_t n = cnt, one = 1, seed = (int64_t)line->id;
+    pd->cls = c;
+    pd->count = cnt;
+    pd->student = r->assign[c];
+    return 0;
+}
+
+/* Send queued slot pd to its student (GENERATE or ECHO) and start its timeout; a send that
+ * fails answers the line and frees the slot. 0 if sent. */
+static int router_forward(Router *r, Pending *pd) {
+    int k = pd->student;
     WireMsg m;
-    wire_msg_init(&m, WIRE_OP_GENERATE, ++r->next_id);
-    wire_msg_add(&m, "label", WIRE_I32, 1, &n, labels);
-    wire_msg_add(&m, "seed", WIRE_I64, 1, &one, &seed);
+    wire_msg_init(&m, r->mog_mode ? WIRE_OP_GENERATE : WIRE_OP_ECHO, ++r->next_id);
+    int32_t *labels = NULL;
+    /* the wall-clock time (Unix ms) after which the answer is no use: the student checks it
+     * before it starts (a request cancelled while it waited behind another one) */
+    int64_t one = 1, seed = (int64_t)pd->line_id, deadline_ms = msd_wall_ms() + r->timeout_ms;
+    if (r->mog_mode) {
+        labels = msd_malloc(sizeof(int32_t) * (size_t)pd->count);
+        for (int64_t i = 0; i < pd->count; i++) labels[i] = pd->cls;
+        wire_msg_add(&m, "label", WIRE_I32, 1, &pd->count, labels);
+        wire_msg_add(&m, "seed", WIRE_I64, 1, &one, &seed);
+        wire_msg_add(&m, "deadline_ms", WIRE_I64, 1, &one, &deadline_ms);
+    } else {
+        int64_t len = (int64_t)pd->len;
+        wire_msg_add(&m, "text", WIRE_U8, 1, &len, pd->text);
+    }
     char err[256];
     int rc = wire_send(r->socks[k], &m, 0, 0, err, sizeof err);
     free(labels);
+    free(pd->text);
+    pd->text = NULL;
     if (rc != WIRE_OK) {
+        char msg[512];
         snprintf(msg, sizeof msg, "%s is not reachable: %s", r->names[k], err);
-        router_answer(r, line->id, msg, WIRE_STATUS_BUSY);
+        router_answer(r, pd->line_id, msg, WIRE_STATUS_BUSY);
+        pd->state = P_FREE;
         return -1;
     }
-    r->pending[slot] = (Pending){1, r->next_id, line->id, k, msd_now() + r->timeout_ms / 1000.0, c};
+    pd->state = P_SENT;
+    pd->id = r->next_id;
+    pd->deadline = msd_now() + r->timeout_ms / 1000.0;
+    r->q[k].inflight++;
     return 0;
+}
+
+/* Forward student k's queued lines while it has fewer than r->inflight in flight. */
+static void router_pump(Router *r, int k) {
+    StudentQ *q = &r->q[k];
+    while (q->inflight < r->inflight && q->head >= 0) {
+        Pending *pd = &r->pending[q->head];
+        q->head = pd->next;
+        if (q->head < 0) q->tail = -1;
+        router_forward(r, pd);
+    }
 }
 
 static void router_take_line(Router *r, WireMsg *line) {
@@ -165,24 +225,24 @@ static void router_take_line(Router *r, WireMsg *line) {
         return;
     }
     int slot = -1;
-    for (int i = 0; i < ROUTER_MAX_PENDING && slot < 0; i++) if (!r->pending[i].used) slot = i;
+    for (int i = 0; i < ROUTER_MAX_PENDING && slot < 0; i++) if (r->pending[i].state == P_FREE) slot = i;
     if (slot < 0) { router_answer(r, line->id, "too many lines in flight", WIRE_STATUS_BUSY); return; }
+    Pending *pd = &r->pending[slot];
+    *pd = (Pending){.line_id = line->id, .cls = -1, .next = -1};
     if (r->mog_mode) {
-        router_mog_request(r, line, t, slot);
-        return;
+        if (router_mog_parse(r, line, t, pd)) return;
+    } else {
+        pd->student = router_pick(r, t->data, t->nbytes);
+        pd->len = t->nbytes;
+        pd->text = msd_malloc(t->nbytes + 1);
+        memcpy(pd->text, t->data, t->nbytes);
     }
-    int k = router_pick(r, t->data, t->nbytes);
-    WireMsg m;
-    wire_msg_init(&m, WIRE_OP_ECHO, ++r->next_id);
-    wire_msg_add(&m, "text", WIRE_U8, 1, t->shape, t->data);
-    char err[256];
-    if (wire_send(r->socks[k], &m, 0, 0, err, sizeof err) != WIRE_OK) {
-        char msg[512];
-        snprintf(msg, sizeof msg, "%s is not reachable: %s", r->names[k], err);
-        router_answer(r, line->id, msg, WIRE_STATUS_BUSY);
-        return;
-    }
-    r->pending[slot] = (Pending){1, r->next_id, line->id, k, msd_now() + r->timeout_ms / 1000.0, -1};
+    pd->state = P_QUEUED;
+    StudentQ *q = &r->q[pd->student];
+    if (q->tail >= 0) r->pending[q->tail].next = slot;
+    else q->head = slot;
+    q->tail = slot;
+    router_pump(r, pd->student);
 }
 
 /* mog: GENERATE's "x" (N, 2) -> N CSV lines "class,x,y" (and kept for --png). */
@@ -305,17 +365,27 @@ static void router_take_reply(Router *r, int k) {
     int rc = wire_recv(r->socks[k], &m, 0, err, sizeof err);
     if (rc == WIRE_EAGAIN) return;
     if (rc != WIRE_OK) { log_warn("%s sent a bad message: %s", r->names[k], err); return; }
-    Pending *pd = NULL;
-    for (int i = 0; i < ROUTER_MAX_PENDING && !pd; i++)
-        if (r->pending[i].used && r->pending[i].id == m.id && r->pending[i].student == k) pd = &r->pending[i];
-    if (!pd) {
+    Pending *slot = NULL;
+    for (int i = 0; i < ROUTER_MAX_PENDING && !slot; i++) {
+        Pending *q = &r->pending[i];
+        if ((q->state == P_SENT || q->state == P_CANCELLED) && q->id == m.id && q->student == k) slot = q;
+    }
+    if (!slot) {
         log_warn("%s: reply to unknown request %llu dropped", r->names[k], (unsigned long long)m.id);
         wire_msg_close(&m);
         return;
     }
+    /* the student is free again: give it its next request before formatting this answer */
+    Pending pd = *slot;
+    slot->state = P_FREE;
+    r->q[k].inflight--;
+    router_pump(r, k);
+    if (pd.state == P_CANCELLED) { /* answered at its timeout: the late reply is dropped */
+        wire_msg_close(&m);
+        return;
+    }
     if (r->mog_mode) {
-        router_mog_reply(r, k, &m, pd);
-        pd->used = 0;
+        router_mog_reply(r, k, &m, &pd);
         wire_msg_close(&m);
         return;
     }
@@ -323,28 +393,37 @@ static void router_take_reply(Router *r, int k) {
     char out[ROUTER_MAX_TEXT + 128];
     if (m.status != WIRE_STATUS_OK || !t || t->dtype != WIRE_U8 || t->nbytes > ROUTER_MAX_TEXT) {
         snprintf(out, sizeof out, "%s failed: %s %s", r->names[k], wire_status_name(m.status), m.error);
-        router_answer(r, pd->line_id, out, WIRE_STATUS_INTERNAL);
+        router_answer(r, pd.line_id, out, WIRE_STATUS_INTERNAL);
     } else {
         int n = snprintf(out, sizeof out, "%s: ", r->names[k]);
         memcpy(out + n, t->data, t->nbytes);
         out[(size_t)n + t->nbytes] = 0;
-        router_answer(r, pd->line_id, out, WIRE_STATUS_OK);
+        router_answer(r, pd.line_id, out, WIRE_STATUS_OK);
     }
-    pd->used = 0;
     wire_msg_close(&m);
 }
 
-static void router_expire(Router *r) {
-    double now = msd_now();
+/* Cancel every forwarded request past its timeout: answer its line now; it keeps its place
+ * in the student's in-flight count until the late reply arrives (the student is still busy
+ * with it, or skips it at its deadline_ms). Returns the ms until the next timeout (at most
+ * 200), the router's poll timeout. */
+static int router_expire(Router *r) {
+    double now = msd_now(), next = now + 0.2;
     for (int i = 0; i < ROUTER_MAX_PENDING; i++) {
         Pending *pd = &r->pending[i];
-        if (!pd->used || now < pd->deadline) continue;
+        if (pd->state != P_SENT) continue;
+        if (now < pd->deadline) {
+            if (pd->deadline < next) next = pd->deadline;
+            continue;
+        }
         char msg[256];
-        snprintf(msg, sizeof msg, "%s did not answer within %d ms", r->names[pd->student], r->timeout_ms);
-        log_warn("%s", msg);
+        snprintf(msg, sizeof msg, "%s did not answer within %d ms (--timeout-ms); request cancelled",
+                 r->names[pd->student], r->timeout_ms);
+        log_warn("line %llu: %s", (unsigned long long)pd->line_id, msg);
         router_answer(r, pd->line_id, msg, WIRE_STATUS_INTERNAL);
-        pd->used = 0;
+        pd->state = P_CANCELLED;
     }
+    return (int)((next - now) * 1000) + 1;
 }
 
 /* --mode echo and --mode mog: route the launcher's lines to the students until stopped. */
@@ -352,6 +431,8 @@ static int router_serve(Proc *p, int mog_mode) {
     static Router r;
     r.p = p;
     r.timeout_ms = opt.timeout_ms;
+    r.inflight = opt.inflight;
+    for (int k = 0; k < 31; k++) r.q[k] = (StudentQ){-1, -1, 0};
     r.mog_mode = mog_mode;
     r.max_samples = opt.max_samples;
     r.png = opt.png && strcmp(opt.png, "none") ? opt.png : NULL;
@@ -378,16 +459,18 @@ static int router_serve(Proc *p, int mog_mode) {
             const char *n = r.names[j]; r.names[j] = r.names[j - 1]; r.names[j - 1] = n;
         }
     proc_ready(p);
+    int wait_ms = 200;
     while (!proc_should_stop(p)) {
         WireMsg line;
-        int got = proc_poll(p, r.socks, r.k, 200, &line);
+        int got = proc_poll(p, r.socks, r.k, wait_ms, &line);
         if (got & PROC_POLL_LINE) {
             router_take_line(&r, &line);
             wire_msg_close(&line);
         }
         for (int k = 0; k < r.k; k++) if (got & (1 << k)) router_take_reply(&r, k);
-        router_expire(&r);
+        wait_ms = router_expire(&r);
     }
+    for (int i = 0; i < ROUTER_MAX_PENDING; i++) free(r.pending[i].text);
     if (r.mog_mode) {
         char err[1024];
         if (r.png && r.nserved > 0) {

@@ -15,7 +15,8 @@
  * metrics (--metrics) report step, losses, rate and time left.
  *
  * mog-serve: binds serve; GENERATE {"label" (N), "seed" (1)} -> "x" (N, dim) from the EMA
- * weights of --ckpt, noise keyed by the request's seed. */
+ * weights of --ckpt, noise keyed by the request's seed; a request taken after its optional
+ * "deadline_ms" is answered BUSY, not computed (the router cancelled it). */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -347,14 +348,28 @@ typedef struct MogServe {
     EdmMlp g;
     int cap;
     float *z, *x, *sig;
+    int64_t skipped;      /* requests past their deadline_ms when taken: not computed */
 } MogServe;
 
-/* GENERATE {"label" (N), "seed" (1)} -> "x" (N, dim). */
+/* GENERATE {"label" (N), "seed" (1), optional "deadline_ms" (1)} -> "x" (N, dim). A request
+ * taken after its deadline_ms (the router gave up on it while it waited here) is answered
+ * BUSY without computing it. */
 static void mog_generate(void *ctx, void *sock, const WireMsg *req) {
     MogServe *m = ctx;
     const WireTensor *l = serve_tensor(sock, req, "label", WIRE_I32, 1, -1);
     const WireTensor *sd = l ? serve_tensor(sock, req, "seed", WIRE_I64, 1, 1) : NULL;
     if (!sd) return;
+    if (wire_msg_find(req, "deadline_ms")) {
+        const WireTensor *dl = serve_tensor(sock, req, "deadline_ms", WIRE_I64, 1, 1);
+        if (!dl) return;
+        int64_t late = msd_wall_ms() - *(const int64_t *)dl->data;
+        if (late >= 0) {
+            m->skipped++;
+            serve_error(sock, req, WIRE_STATUS_BUSY, "generate: taken %lld ms after its deadline_ms; not computed",
+                        (long long)late);
+            return;
+        }
+    }
     int64_t n = l->shape[0], D = m->mog.dim;
     if (n < 1 || n > m->cap) {
         serve_error(sock, req, WIRE_STATUS_BAD_REQUEST, "generate: \"label\" must hold 1..%d classes in 0..%d", m->cap,
@@ -404,6 +419,7 @@ int student_mog_serve(Proc *p) {
     for (int i = 0; i < o.cap; i++) m.sig[i] = DMD_SIGMA_GEN;
     static const ServeOp ops[] = {{WIRE_OP_GENERATE, mog_generate}};
     serve_loop(p, serve, ops, 1, &m, NULL, "student");
+    if (m.skipped) log_info("skipped %lld requests past their deadline_ms", (long long)m.skipped);
     free(m.z); free(m.x); free(m.sig);
     edmmlp_free(&m.g);
     mog_free(&m.mog);

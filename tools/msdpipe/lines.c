@@ -6,7 +6,9 @@
  * prints as an empty line on stdout and a warning on stderr, so output line N still belongs to
  * input line N. Warnings show control bytes as \xNN.
  *
- * Not here: when to stop at EOF (supervise.c waits up to reply_timeout for the replies). */
+ * Not here: when to stop at EOF (supervise.c waits for the replies while one came within
+ * reply_timeout: eof_at moves to each reply after EOF, so a long queue that keeps answering
+ * is not cut off). */
 #include "msdpipe.h"
 
 #include "log.h"
@@ -165,6 +167,7 @@ int lines_reply(Lines *q, const WireMsg *m) {
     }
     LineSlot *s = &q->slots[m->id % LINES_WINDOW];
     if (s->have) return 0;
+    if (q->eof) q->eof_at = msd_now();
     if (m->op == WIRE_OP_ERROR || m->status != WIRE_STATUS_OK) {
         char id[32];
         snprintf(id, sizeof id, "%s", wire_status_name(m->status));

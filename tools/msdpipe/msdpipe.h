@@ -96,7 +96,7 @@ typedef struct Lines {
     uint64_t next_print;       /* id of the next line to print */
     int discarding;            /* inside an over-long line */
     int errors;                /* lines answered with an error */
-    double eof_at;
+    double eof_at;             /* when read() returned 0, then when the latest reply came */
     size_t inlen;
     char *inbuf;               /* LINES_MAX_BYTES */
     LineSlot slots[LINES_WINDOW];
