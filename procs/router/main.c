@@ -304,12 +304,12 @@ static void router_take_reply(Router *r, int k) {
     char err[256];
     int rc = wire_recv(r->socks[k], &m, 0, err, sizeof err);
     if (rc == WIRE_EAGAIN) return;
-    if (rc != WIRE_OK) { log_warn("%s sent a bad message: %s", r->names[k], err); return; }
+    if (rc != WIRE_OK) { wire_log_limited(WIRE_LOG_MALFORMED, r->names[k], "bad message: %s", err); return; }
     Pending *pd = NULL;
     for (int i = 0; i < ROUTER_MAX_PENDING && !pd; i++)
         if (r->pending[i].used && r->pending[i].id == m.id && r->pending[i].student == k) pd = &r->pending[i];
     if (!pd) {
-        log_warn("%s: reply to unknown request %llu dropped", r->names[k], (unsigned long long)m.id);
+        wire_log_limited(WIRE_LOG_STRAY, r->names[k], "reply to unknown request %llu dropped", (unsigned long long)m.id);
         wire_msg_close(&m);
         return;
     }
