@@ -456,6 +456,44 @@ static void test_control_protocol(void) {
     zmq_ctx_term(ctx);
 }
 
+/* One proc_poll call handles every control message queued, so a STOP behind a pile of
+ * heartbeats is seen at once even when the caller's socket is readable (proc_poll then returns
+ * after one pass). inproc:// on the process's own context: a message is in the pipe when
+ * zmq_send returns, so "queued" needs no waiting. */
+static void test_control_drain(void) {
+    enum { NHB = 50 };
+    Proc p;
+    proc_start_args(&p, "dr", "inproc://drain-control", "--liveness-ms", "60000");
+    void *launcher = sock_new(p.zctx, ZMQ_ROUTER, NULL);
+    REQUIRE(zmq_bind(launcher, "inproc://drain-control") == 0);
+    void *busy_a = sock_new(p.zctx, ZMQ_PAIR, NULL), *busy_b = sock_new(p.zctx, ZMQ_PAIR, NULL);
+    REQUIRE(zmq_bind(busy_a, "inproc://drain-busy") == 0 && zmq_connect(busy_b, "inproc://drain-busy") == 0);
+    REQUIRE(zmq_send(busy_a, "x", 1, 0) == 1); /* busy_b stays readable: the caller's socket */
+    proc_ready(&p);
+    WireMsg r, m;
+    char err[256];
+    REQUIRE(wire_recv(launcher, &r, 2000, err, sizeof err) == WIRE_OK, "READY: %s", err);
+    wire_reply_init(&m, &r, WIRE_OP_HEARTBEAT, WIRE_STATUS_OK);
+    wire_msg_close(&r);
+    for (int i = 0; i < NHB; i++) {
+        m.id = (uint64_t)(1000 + i);
+        REQUIRE(wire_send(launcher, &m, 0, 1000, err, sizeof err) == WIRE_OK, "%s", err);
+    }
+    m.op = WIRE_OP_STOP;
+    REQUIRE(wire_send(launcher, &m, 0, 1000, err, sizeof err) == WIRE_OK, "%s", err);
+    int got = proc_poll(&p, &busy_b, 1, 1000, NULL);
+    int answered = 0;
+    while (wire_recv(launcher, &r, 0, err, sizeof err) == WIRE_OK) {
+        answered += r.op == WIRE_OP_HEARTBEAT;
+        wire_msg_close(&r);
+    }
+    CHECK(p.stop_requested, "one proc_poll call (returned %d) did not reach the STOP queued behind %d heartbeats "
+          "(it answered %d of them)", got, NHB, answered);
+    CHECK(answered == NHB, "%d of %d heartbeats answered by one proc_poll call", answered, NHB);
+    zmq_close(busy_a); zmq_close(busy_b); zmq_close(launcher);
+    CHECK(proc_finish(&p) == 0);
+}
+
 /* ---- CurveZMQ ------------------------------------------------------------------------- */
 
 static int wait_auth_failure(void *ctx, const char *mon_ep) {
@@ -552,6 +590,7 @@ int main(void) {
     TEST_RUN(test_malformed_table);
     TEST_RUN(test_malformed_over_socket);
     TEST_RUN(test_control_protocol);
+    TEST_RUN(test_control_drain);
     TEST_RUN(test_curve);
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
