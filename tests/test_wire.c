@@ -367,6 +367,56 @@ static void test_malformed_over_socket(void) {
     zmq_close(srv); zmq_close(cli); zmq_ctx_term(ctx);
 }
 
+/* The frame limit: MSD_MAX_FRAME_BYTES parsed and bounded; wire_send refuses a larger tensor
+ * (WIRE_ETOOBIG, naming the variable) and wire_send_reply answers INTERNAL instead; a reply to
+ * a peer that is not there is dropped at once and counted. */
+static void test_frame_limit(void) {
+    int64_t v = 0;
+    CHECK(wire_parse_frame_limit("64M", &v) == 0 && v == (int64_t)64 << 20, "64M -> %lld", (long long)v);
+    CHECK(wire_parse_frame_limit("1K", &v) == 0 && v == 1024);
+    CHECK(wire_parse_frame_limit("16G", &v) == 0 && v == WIRE_MAX_TENSOR_BYTES);
+    const char *bad[] = {"", "abc", "1023", "0", "17G", "12X", "-5", "1MB", "99999999999999999999"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        CHECK(wire_parse_frame_limit(bad[i], &v) == -1, "\"%s\" accepted as a frame limit", bad[i]);
+    CHECK(wire_max_frame() == WIRE_MAX_FRAME_DEFAULT);
+    setenv(WIRE_MAX_FRAME_ENV, "4K", 1);
+    CHECK(wire_max_frame() == 4096);
+    void *ctx = zmq_ctx_new();
+    void *srv = sock_new(ctx, ZMQ_ROUTER, NULL), *cli = sock_new(ctx, ZMQ_DEALER, "cli");
+    int one = 1;
+    zmq_setsockopt(srv, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
+    char ep[512], err[256] = "";
+    snprintf(ep, sizeof ep, "ipc://%s/frames", g_dir);
+    REQUIRE(zmq_bind(srv, ep) == 0 && zmq_connect(cli, ep) == 0);
+    static float big[2048]; /* 8 KiB */
+    int64_t shape[1] = {2048};
+    WireMsg m, r, rep;
+    wire_msg_init(&m, WIRE_OP_ECHO, 5);
+    wire_msg_add(&m, "x", WIRE_F32, 1, shape, big);
+    CHECK(wire_send(cli, &m, 0, 1000, err, sizeof err) == WIRE_ETOOBIG && strstr(err, WIRE_MAX_FRAME_ENV), "%s", err);
+    wire_msg_init(&m, WIRE_OP_ECHO, 6);
+    REQUIRE(wire_send(cli, &m, 0, 1000, err, sizeof err) == WIRE_OK, "%s", err);
+    REQUIRE(wire_recv(srv, &r, 2000, err, sizeof err) == WIRE_OK, "%s", err);
+    wire_reply_init(&rep, &r, WIRE_OP_ECHO, WIRE_STATUS_OK);
+    wire_msg_add(&rep, "x", WIRE_F32, 1, shape, big);
+    CHECK(wire_send_reply(srv, &rep) == WIRE_OK, "the INTERNAL answer in place of a too large reply was not sent");
+    REQUIRE(wire_recv(cli, &r, 2000, err, sizeof err) == WIRE_OK, "%s", err);
+    CHECK(r.id == 6 && r.op == WIRE_OP_ERROR && r.status == WIRE_STATUS_INTERNAL && strstr(r.error, WIRE_MAX_FRAME_ENV),
+          "op %s status %d '%s'", wire_op_name(r.op), r.status, r.error);
+    wire_msg_close(&r);
+    /* a peer that is not there: dropped at once, counted */
+    long dropped = wire_replies_dropped();
+    rep.routing_len[0] = 6;
+    memcpy(rep.routing[0], "nobody", 6);
+    rep.ntensors = 0;
+    double t0 = msd_now();
+    CHECK(wire_send_reply(srv, &rep) != WIRE_OK);
+    CHECK(msd_now() - t0 < 0.5 && wire_replies_dropped() == dropped + 1, "%.3f s, %ld dropped before, %ld after",
+          msd_now() - t0, dropped, wire_replies_dropped());
+    unsetenv(WIRE_MAX_FRAME_ENV);
+    zmq_close(srv); zmq_close(cli); zmq_ctx_term(ctx);
+}
+
 /* ---- the control protocol (proc.c) ---------------------------------------------------- */
 
 static void proc_start_args(Proc *p, const char *name, const char *control, const char *extra1, const char *extra2) {
@@ -589,6 +639,7 @@ int main(void) {
     TEST_RUN(test_router_dealer_many);
     TEST_RUN(test_malformed_table);
     TEST_RUN(test_malformed_over_socket);
+    TEST_RUN(test_frame_limit);
     TEST_RUN(test_control_protocol);
     TEST_RUN(test_control_drain);
     TEST_RUN(test_curve);
