@@ -168,6 +168,216 @@ static void test_router_lines(void) {
     zmq_close(launcher);
 }
 
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* ECHO request id on s: its round-trip time in seconds; *ok is 0 when no right answer came
+ * within 20 s. */
+static double echo_latency(void *s, uint64_t id, int *ok) {
+    WireMsg m, r;
+    wire_msg_init(&m, WIRE_OP_ECHO, id);
+    double t0 = msd_now();
+    int rc = ask(s, &m, &r, 20);
+    double dt = msd_now() - t0;
+    *ok = rc == WIRE_OK && r.id == id && r.op == WIRE_OP_ECHO && r.status == WIRE_STATUS_OK;
+    if (rc == WIRE_OK) wire_msg_close(&r);
+    return dt;
+}
+
+static double median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return v[n / 2];
+}
+
+static long count_lines(const char *path) {
+    FILE *f = path ? fopen(path, "r") : NULL;
+    if (!f) return -1;
+    long n = 0;
+    int c;
+    while ((c = getc(f)) != EOF) n += c == '\n';
+    fclose(f);
+    return n;
+}
+
+/* A peer that floods a server and never reads its replies, then leaves with them queued, costs
+ * an honest client nothing: the server drops what it cannot queue at once instead of waiting
+ * (before: 1 s per reply once the flooder's reply queue was full, so every honest request took
+ * 1 s or more). A STOP from the launcher behind heartbeats is honoured at once, and the 100,000
+ * bad messages give O(1) log lines. Bounds: median honest round trip <= FLOOD_MEDIAN_S
+ * (generous: it is normally well under a millisecond; the defect made it >= 1 s), measured on
+ * the requests begun FLOOD_GRACE_S or more into the flood (the server needs a few thousand
+ * flood replies to fill the flooder's queue: well under that time) and on those after the
+ * flooder left; exit within 5 s of STOP; log lines within the rate limit's budget. */
+#define FLOOD_MEDIAN_S 0.5
+#define FLOOD_GRACE_S 1.0
+#define FLOOD_WINDOW_S 3.0
+static void test_flood(void) {
+    enum { FLOOD = 100000, MAXS = 64, AFTER = 5, HEARTBEATS = 10 };
+    void *launcher = zmq_socket(g_ctx, ZMQ_ROUTER);
+    int zero = 0;
+    zmq_setsockopt(launcher, ZMQ_LINGER, &zero, sizeof zero);
+    char control[512], bind[512], err[256];
+    snprintf(control, sizeof control, "ipc://%s/flood-control", g_dir);
+    REQUIRE(zmq_bind(launcher, control) == 0);
+    snprintf(bind, sizeof bind, "serve=ipc://%s/flood", g_dir);
+    const char *args[] = {"--name", "student.f", "--serve", "--control", control, "--liveness-ms", "600000",
+                          "--bind", bind, NULL};
+    double t_start = msd_now();
+    pid_t pid = spawn("msd-student", args);
+    REQUIRE(pid > 0);
+    WireMsg ready, m;
+    REQUIRE(wire_recv(launcher, &ready, 10000, err, sizeof err) == WIRE_OK && ready.op == WIRE_OP_READY, "READY: %s", err);
+    void *honest = dealer("flood");
+    int failed = 0, ok;
+    uint64_t id = 1;
+    echo_latency(honest, id++, &ok);
+    REQUIRE(ok, "the server does not answer at all");
+    /* the flood: garbage and valid ECHO requests, never read; SNDHWM 0 queues them all here */
+    void *flood = zmq_socket(g_ctx, ZMQ_DEALER);
+    zmq_setsockopt(flood, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_setsockopt(flood, ZMQ_SNDHWM, &zero, sizeof zero);
+    zmq_setsockopt(flood, ZMQ_ROUTING_ID, "flooder", 7);
+    char ep[512];
+    snprintf(ep, sizeof ep, "ipc://%s/flood", g_dir);
+    REQUIRE(zmq_connect(flood, ep) == 0);
+    char hdr[256];
+    double t_flood = msd_now();
+    for (int i = 0; i < FLOOD; i++) {
+        int hl = 1;
+        if (i % 2) hdr[0] = (char)0xc1; /* never valid msgpack */
+        else {
+            wire_msg_init(&m, WIRE_OP_ECHO, (uint64_t)i);
+            hl = wire_encode_header(&m, hdr, sizeof hdr);
+        }
+        REQUIRE(zmq_send(flood, hdr, (size_t)hl, 0) == hl, "flood message %d: %s", i, zmq_strerror(zmq_errno()));
+    }
+    double during[MAXS], after[AFTER];
+    int n = 0;
+    while (n < MAXS) {
+        double begun = msd_now() - t_flood;
+        if (begun >= FLOOD_WINDOW_S && n >= 3) break;
+        double dt = echo_latency(honest, id++, &ok);
+        failed += !ok;
+        if (begun >= FLOOD_GRACE_S) during[n++] = dt;
+    }
+    zmq_close(flood); /* leaves, with requests (and so replies) still queued at the server */
+    for (int i = 0; i < AFTER; i++) {
+        after[i] = echo_latency(honest, id++, &ok);
+        failed += !ok;
+    }
+    double med_during = median(during, n), med_after = median(after, AFTER);
+    printf("# flood of %d messages: honest ECHO median %.4f s over %d requests begun %.0f s or more into it, %.4f s "
+           "over %d after the flooder left (bound %.1f s)\n", FLOOD, med_during, n, FLOOD_GRACE_S, med_after, AFTER,
+           FLOOD_MEDIAN_S);
+    CHECK(failed == 0, "%d honest requests got no answer within 20 s", failed);
+    CHECK(med_during <= FLOOD_MEDIAN_S, "honest median round trip %.3f s while another peer floods (bound %.1f s)",
+          med_during, FLOOD_MEDIAN_S);
+    CHECK(med_after <= FLOOD_MEDIAN_S, "honest median round trip %.3f s after the flooder left (bound %.1f s)",
+          med_after, FLOOD_MEDIAN_S);
+    /* heartbeats, then STOP */
+    wire_reply_init(&m, &ready, WIRE_OP_HEARTBEAT, WIRE_STATUS_OK);
+    wire_msg_close(&ready);
+    for (int i = 0; i < HEARTBEATS; i++) {
+        m.id = (uint64_t)(500 + i);
+        CHECK(wire_send(launcher, &m, 0, 1000, err, sizeof err) == WIRE_OK, "%s", err);
+    }
+    m.op = WIRE_OP_STOP;
+    CHECK(wire_send(launcher, &m, 0, 1000, err, sizeof err) == WIRE_OK, "%s", err);
+    double t_stop = msd_now();
+    int st = wait_exit(pid, 5.0);
+    double stop_s = msd_now() - t_stop, elapsed = msd_now() - t_start;
+    if (st < 0) stop_process(pid);
+    check_peer_exit(pid, st, 0, "the flooded server after STOP behind heartbeats (within 5 s)");
+    /* the log: per rate-limited kind at most WIRE_LOG_BURST lines + a note + a summary per
+     * WIRE_LOG_INTERVAL window, plus a few lines of its own; without the limit, one per message */
+    long lines = count_lines(peer_log(pid));
+    long budget = 12 + WIRE_LOG_KINDS * (WIRE_LOG_BURST + 2) * (long)(elapsed / WIRE_LOG_INTERVAL + 2);
+    printf("# flood: %ld log lines for %d bad or unanswerable messages in %.1f s (budget %ld); stopped %.2f s after STOP\n",
+           lines, FLOOD, elapsed, budget, stop_s);
+    CHECK(lines >= 0 && lines <= budget, "%ld log lines for %d flood messages (budget %ld)", lines, FLOOD, budget);
+    if (lines > budget) peer_print_tail(pid);
+    zmq_close(honest);
+    zmq_close(launcher);
+}
+
+/* Peak resident memory (VmHWM) of pid in KiB, or -1. */
+static long rss_peak_kib(pid_t pid) {
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    long kib = -1;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "VmHWM: %ld kB", &kib) == 1) break;
+    fclose(f);
+    return kib;
+}
+
+/* A peer sending frames over the frame limit (MSD_MAX_FRAME_BYTES=1M here) is disconnected by
+ * libzmq at the first one: a message of 16 frames of 8 MiB (which the server would hold whole
+ * before it could read any of it) leaves the server's peak memory (VmHWM) as it was (bound:
+ * 32 MiB of growth, against the 128 MiB it would take), and the server goes on answering an
+ * honest client. */
+static unsigned char g_big[8 << 20];
+static void test_oversized_frames(void) {
+    enum { NFRAMES = 16 };
+    char bind[512], ep[512];
+    snprintf(bind, sizeof bind, "serve=ipc://%s/big", g_dir);
+    snprintf(ep, sizeof ep, "ipc://%s/big", g_dir);
+    const char *args[] = {"--name", "student.b", "--serve", "--bind", bind, NULL};
+    setenv("MSD_MAX_FRAME_BYTES", "1M", 1);
+    pid_t pid = spawn("msd-student", args);
+    unsetenv("MSD_MAX_FRAME_BYTES");
+    REQUIRE(pid > 0);
+    void *honest = dealer("big");
+    int ok;
+    echo_latency(honest, 1, &ok);
+    REQUIRE(ok, "the server does not answer at all");
+    long rss0 = rss_peak_kib(pid);
+    void *bad = zmq_socket(g_ctx, ZMQ_DEALER);
+    int zero = 0, never = -1;
+    zmq_setsockopt(bad, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_setsockopt(bad, ZMQ_RECONNECT_IVL, &never, sizeof never);
+    REQUIRE(zmq_socket_monitor(bad, "inproc://mon-big", ZMQ_EVENT_DISCONNECTED) == 0);
+    void *mon = zmq_socket(g_ctx, ZMQ_PAIR);
+    zmq_setsockopt(mon, ZMQ_LINGER, &zero, sizeof zero);
+    REQUIRE(zmq_connect(mon, "inproc://mon-big") == 0);
+    REQUIRE(zmq_connect(bad, ep) == 0);
+    for (int i = 0; i < NFRAMES; i++) { /* one message; zero copy: the same 8 MiB each time */
+        zmq_msg_t f;
+        zmq_msg_init_data(&f, g_big, sizeof g_big, NULL, NULL);
+        if (zmq_msg_send(&f, bad, i + 1 < NFRAMES ? ZMQ_SNDMORE : 0) < 0) { zmq_msg_close(&f); break; }
+    }
+    int disconnected = 0;
+    for (double t0 = msd_now(); !disconnected && msd_now() - t0 < 10.0;) {
+        zmq_pollitem_t it = {mon, 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&it, 1, 200) <= 0) continue;
+        zmq_msg_t a, b;
+        zmq_msg_init(&a); zmq_msg_init(&b);
+        zmq_msg_recv(&a, mon, 0);
+        zmq_msg_recv(&b, mon, 0);
+        uint16_t ev = 0;
+        if (zmq_msg_size(&a) >= 2) memcpy(&ev, zmq_msg_data(&a), 2);
+        disconnected = ev == ZMQ_EVENT_DISCONNECTED;
+        zmq_msg_close(&a); zmq_msg_close(&b);
+    }
+    long rss1 = rss_peak_kib(pid);
+    CHECK(disconnected, "the server did not drop a peer sending %zu-byte frames over its 1 MiB limit (10 s)", sizeof g_big);
+    CHECK(rss0 > 0 && rss1 > 0 && rss1 - rss0 < 32 * 1024,
+          "the server's peak RSS went from %ld to %ld KiB with a message of %d x %zu-byte frames (bound: 32 MiB growth)", rss0,
+          rss1, NFRAMES, sizeof g_big);
+    printf("# oversized frames: server peak RSS %ld -> %ld KiB (a message of %d x 8 MiB sent)\n", rss0, rss1, NFRAMES);
+    echo_latency(honest, 2, &ok);
+    CHECK(ok, "the server no longer answers an honest client");
+    zmq_socket_monitor(bad, NULL, 0);
+    zmq_close(bad);
+    zmq_close(mon);
+    zmq_close(honest);
+    stop_and_check(pid, "msd-student after oversized frames and SIGTERM");
+}
+
 int main(void) {
     log_set_level(LOG_LVL_ERROR);
     const char *bin = getenv("BIN"), *tmp = getenv("TMPDIR");
@@ -179,6 +389,8 @@ int main(void) {
     TEST_RUN(test_teacher_bad_messages);
     TEST_RUN(test_data_batch);
     TEST_RUN(test_router_lines);
+    TEST_RUN(test_flood);
+    TEST_RUN(test_oversized_frames);
     peers_finish();
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);

@@ -367,6 +367,56 @@ static void test_malformed_over_socket(void) {
     zmq_close(srv); zmq_close(cli); zmq_ctx_term(ctx);
 }
 
+/* The frame limit: MSD_MAX_FRAME_BYTES parsed and bounded; wire_send refuses a larger tensor
+ * (WIRE_ETOOBIG, naming the variable) and wire_send_reply answers INTERNAL instead; a reply to
+ * a peer that is not there is dropped at once and counted. */
+static void test_frame_limit(void) {
+    int64_t v = 0;
+    CHECK(wire_parse_frame_limit("64M", &v) == 0 && v == (int64_t)64 << 20, "64M -> %lld", (long long)v);
+    CHECK(wire_parse_frame_limit("1K", &v) == 0 && v == 1024);
+    CHECK(wire_parse_frame_limit("16G", &v) == 0 && v == WIRE_MAX_TENSOR_BYTES);
+    const char *bad[] = {"", "abc", "1023", "0", "17G", "12X", "-5", "1MB", "99999999999999999999"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        CHECK(wire_parse_frame_limit(bad[i], &v) == -1, "\"%s\" accepted as a frame limit", bad[i]);
+    CHECK(wire_max_frame() == WIRE_MAX_FRAME_DEFAULT);
+    setenv(WIRE_MAX_FRAME_ENV, "4K", 1);
+    CHECK(wire_max_frame() == 4096);
+    void *ctx = zmq_ctx_new();
+    void *srv = sock_new(ctx, ZMQ_ROUTER, NULL), *cli = sock_new(ctx, ZMQ_DEALER, "cli");
+    int one = 1;
+    zmq_setsockopt(srv, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
+    char ep[512], err[256] = "";
+    snprintf(ep, sizeof ep, "ipc://%s/frames", g_dir);
+    REQUIRE(zmq_bind(srv, ep) == 0 && zmq_connect(cli, ep) == 0);
+    static float big[2048]; /* 8 KiB */
+    int64_t shape[1] = {2048};
+    WireMsg m, r, rep;
+    wire_msg_init(&m, WIRE_OP_ECHO, 5);
+    wire_msg_add(&m, "x", WIRE_F32, 1, shape, big);
+    CHECK(wire_send(cli, &m, 0, 1000, err, sizeof err) == WIRE_ETOOBIG && strstr(err, WIRE_MAX_FRAME_ENV), "%s", err);
+    wire_msg_init(&m, WIRE_OP_ECHO, 6);
+    REQUIRE(wire_send(cli, &m, 0, 1000, err, sizeof err) == WIRE_OK, "%s", err);
+    REQUIRE(wire_recv(srv, &r, 2000, err, sizeof err) == WIRE_OK, "%s", err);
+    wire_reply_init(&rep, &r, WIRE_OP_ECHO, WIRE_STATUS_OK);
+    wire_msg_add(&rep, "x", WIRE_F32, 1, shape, big);
+    CHECK(wire_send_reply(srv, &rep) == WIRE_OK, "the INTERNAL answer in place of a too large reply was not sent");
+    REQUIRE(wire_recv(cli, &r, 2000, err, sizeof err) == WIRE_OK, "%s", err);
+    CHECK(r.id == 6 && r.op == WIRE_OP_ERROR && r.status == WIRE_STATUS_INTERNAL && strstr(r.error, WIRE_MAX_FRAME_ENV),
+          "op %s status %d '%s'", wire_op_name(r.op), r.status, r.error);
+    wire_msg_close(&r);
+    /* a peer that is not there: dropped at once, counted */
+    long dropped = wire_replies_dropped();
+    rep.routing_len[0] = 6;
+    memcpy(rep.routing[0], "nobody", 6);
+    rep.ntensors = 0;
+    double t0 = msd_now();
+    CHECK(wire_send_reply(srv, &rep) != WIRE_OK);
+    CHECK(msd_now() - t0 < 0.5 && wire_replies_dropped() == dropped + 1, "%.3f s, %ld dropped before, %ld after",
+          msd_now() - t0, dropped, wire_replies_dropped());
+    unsetenv(WIRE_MAX_FRAME_ENV);
+    zmq_close(srv); zmq_close(cli); zmq_ctx_term(ctx);
+}
+
 /* ---- the control protocol (proc.c) ---------------------------------------------------- */
 
 static void proc_start_args(Proc *p, const char *name, const char *control, const char *extra1, const char *extra2) {
@@ -454,6 +504,44 @@ static void test_control_protocol(void) {
     CHECK(proc_finish(&p) == 0);
     zmq_close(launcher);
     zmq_ctx_term(ctx);
+}
+
+/* One proc_poll call handles every control message queued, so a STOP behind a pile of
+ * heartbeats is seen at once even when the caller's socket is readable (proc_poll then returns
+ * after one pass). inproc:// on the process's own context: a message is in the pipe when
+ * zmq_send returns, so "queued" needs no waiting. */
+static void test_control_drain(void) {
+    enum { NHB = 50 };
+    Proc p;
+    proc_start_args(&p, "dr", "inproc://drain-control", "--liveness-ms", "60000");
+    void *launcher = sock_new(p.zctx, ZMQ_ROUTER, NULL);
+    REQUIRE(zmq_bind(launcher, "inproc://drain-control") == 0);
+    void *busy_a = sock_new(p.zctx, ZMQ_PAIR, NULL), *busy_b = sock_new(p.zctx, ZMQ_PAIR, NULL);
+    REQUIRE(zmq_bind(busy_a, "inproc://drain-busy") == 0 && zmq_connect(busy_b, "inproc://drain-busy") == 0);
+    REQUIRE(zmq_send(busy_a, "x", 1, 0) == 1); /* busy_b stays readable: the caller's socket */
+    proc_ready(&p);
+    WireMsg r, m;
+    char err[256];
+    REQUIRE(wire_recv(launcher, &r, 2000, err, sizeof err) == WIRE_OK, "READY: %s", err);
+    wire_reply_init(&m, &r, WIRE_OP_HEARTBEAT, WIRE_STATUS_OK);
+    wire_msg_close(&r);
+    for (int i = 0; i < NHB; i++) {
+        m.id = (uint64_t)(1000 + i);
+        REQUIRE(wire_send(launcher, &m, 0, 1000, err, sizeof err) == WIRE_OK, "%s", err);
+    }
+    m.op = WIRE_OP_STOP;
+    REQUIRE(wire_send(launcher, &m, 0, 1000, err, sizeof err) == WIRE_OK, "%s", err);
+    int got = proc_poll(&p, &busy_b, 1, 1000, NULL);
+    int answered = 0;
+    while (wire_recv(launcher, &r, 0, err, sizeof err) == WIRE_OK) {
+        answered += r.op == WIRE_OP_HEARTBEAT;
+        wire_msg_close(&r);
+    }
+    CHECK(p.stop_requested, "one proc_poll call (returned %d) did not reach the STOP queued behind %d heartbeats "
+          "(it answered %d of them)", got, NHB, answered);
+    CHECK(answered == NHB, "%d of %d heartbeats answered by one proc_poll call", answered, NHB);
+    zmq_close(busy_a); zmq_close(busy_b); zmq_close(launcher);
+    CHECK(proc_finish(&p) == 0);
 }
 
 /* ---- CurveZMQ ------------------------------------------------------------------------- */
@@ -551,7 +639,9 @@ int main(void) {
     TEST_RUN(test_router_dealer_many);
     TEST_RUN(test_malformed_table);
     TEST_RUN(test_malformed_over_socket);
+    TEST_RUN(test_frame_limit);
     TEST_RUN(test_control_protocol);
+    TEST_RUN(test_control_drain);
     TEST_RUN(test_curve);
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);

@@ -133,8 +133,11 @@ static void *proc_socket(Proc *p, int type, int curve_server, int curve_client) 
     void *s = zmq_socket(p->zctx, type);
     if (!s) msd_die("zmq_socket: %s", zmq_strerror(zmq_errno()));
     proc_sockopt(s, ZMQ_SNDHWM, PROC_HWM, "SNDHWM");
-    proc_sockopt(s, ZMQ_RCVHWM, PROC_HWM, "RCVHWM");
+    proc_sockopt(s, ZMQ_RCVHWM, type == ZMQ_ROUTER ? PROC_SERVE_RCVHWM : PROC_HWM, "RCVHWM");
     proc_sockopt(s, ZMQ_LINGER, PROC_LINGER_MS, "LINGER");
+    int64_t maxmsg = wire_max_frame(); /* per frame: a peer sending a larger one is disconnected */
+    if (zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg) != 0)
+        msd_die("zmq_setsockopt(MAXMSGSIZE): %s", zmq_strerror(zmq_errno()));
     if (type == ZMQ_ROUTER) proc_sockopt(s, ZMQ_ROUTER_MANDATORY, 1, "ROUTER_MANDATORY");
     if (type == ZMQ_DEALER && zmq_setsockopt(s, ZMQ_ROUTING_ID, p->name, strlen(p->name)) != 0)
         msd_die("zmq_setsockopt(ROUTING_ID): %s", zmq_strerror(zmq_errno()));
@@ -288,6 +291,12 @@ void proc_start(Proc *p, const char *role, const ProcDesc *d, int argc, char **a
     if (need_curve && !keys) proc_usage_fail("a tcp:// endpoint needs --curve-keys FILE%s%s", "", "");
     if (need_curve && !zmq_has("curve")) exit(msd_fail(1, "this libzmq has no CURVE support; tcp:// endpoints are refused"));
 
+    const char *frame_env = getenv(WIRE_MAX_FRAME_ENV);
+    int64_t frame_limit;
+    if (frame_env && wire_parse_frame_limit(frame_env, &frame_limit) != 0)
+        exit(msd_fail(2, "%s=%s: expected a byte count from 1K to 16G, like 134217728 or 128M", WIRE_MAX_FRAME_ENV,
+                      frame_env));
+
     p->zctx = wire_ctx_new();
     if (!p->zctx) msd_die("zmq_ctx_new: %s", zmq_strerror(zmq_errno()));
     if (need_curve) {
@@ -439,15 +448,15 @@ void *proc_connected(Proc *p, const char *name) {
 int proc_should_stop(Proc *p) { return g_signal != 0 || p->stop_requested || p->launcher_silent; }
 
 /* Handle one message from the launcher, received into *m. Returns 1 when it is a LINE that
- * the caller takes (m stays open), else 0 (m closed). */
+ * the caller takes (m stays open), 0 when one was handled (m closed), -1 when none was there. */
 static int proc_handle_control(Proc *p, WireMsg *m, int take_line) {
     char err[256];
     int rc = wire_recv(p->control, m, 0, err, sizeof err);
-    if (rc == WIRE_EAGAIN) return 0;
-    if (rc == WIRE_ESOCKET) { log_warn("control socket: %s", err); return 0; }
+    if (rc == WIRE_EAGAIN) return -1;
+    if (rc == WIRE_ESOCKET) { log_warn("control socket: %s", err); return -1; }
     p->last_heard = msd_now();
     if (rc == WIRE_EMALFORMED) {
-        log_warn("malformed message from the launcher: %s", err);
+        wire_log_limited(WIRE_LOG_MALFORMED, "the launcher", "%s", err);
         wire_send_error(p->control, m, m->reject_status, err);
         return 0;
     }
@@ -470,6 +479,17 @@ static int proc_handle_control(Proc *p, WireMsg *m, int take_line) {
         break;
     }
     wire_msg_close(m);
+    return 0;
+}
+
+/* Handle every message the launcher has queued (up to 2 x PROC_HWM, the most it can have
+ * queued plus what arrives meanwhile), so a STOP never waits behind heartbeats; stops early at
+ * a STOP, or at a LINE the caller takes (1, in *m; the rest stay queued for the next call). */
+static int proc_drain_control(Proc *p, WireMsg *m, int take_line) {
+    for (int k = 0; k < 2 * PROC_HWM && !proc_should_stop(p); k++) {
+        int rc = proc_handle_control(p, m, take_line);
+        if (rc != 0) return rc == 1;
+    }
     return 0;
 }
 
@@ -500,7 +520,7 @@ int proc_poll(Proc *p, void **socks, int nsocks, int timeout_ms, WireMsg *line) 
         if (p->control && (items[nsocks].revents & ZMQ_POLLIN)) {
             WireMsg local;
             WireMsg *m = line ? line : &local;
-            if (proc_handle_control(p, m, line != NULL)) mask |= PROC_POLL_LINE;
+            if (proc_drain_control(p, m, line != NULL)) mask |= PROC_POLL_LINE;
         }
         if (p->control && msd_now() - p->last_heard > p->liveness_ms / 1000.0) {
             log_error("the launcher has been silent for %d ms; exiting", p->liveness_ms);
@@ -535,7 +555,7 @@ static void *proc_keepalive_main(void *arg) {
         if (it[1].revents & ZMQ_POLLIN) break;
         if (it[0].revents & ZMQ_POLLIN) {
             WireMsg m;
-            if (proc_handle_control(p, &m, 1)) {
+            if (proc_drain_control(p, &m, 1)) {
                 proc_reply_line(p, &m, "busy computing; this process takes no input lines now", WIRE_STATUS_BUSY);
                 wire_msg_close(&m);
             }
@@ -588,6 +608,7 @@ int proc_end_job(Proc *p, int rc, const char *err) {
 
 int proc_finish(Proc *p) {
     proc_keepalive_end(p);
+    wire_log_flush();
     if (p->keepalive) {
         close(p->keepalive->wake[0]);
         close(p->keepalive->wake[1]);

@@ -37,7 +37,9 @@
 #define PROC_HEARTBEAT_MS 500
 #define PROC_LIVENESS_MS 3000
 #define PROC_MAX_ENDPOINTS 32
-#define PROC_HWM 1000          /* SNDHWM/RCVHWM of every socket, in messages */
+#define PROC_HWM 1000          /* SNDHWM of every socket and RCVHWM of a DEALER, in messages */
+#define PROC_SERVE_RCVHWM 8    /* RCVHWM of a served ROUTER: messages queued per connected peer
+                                  (each frame <= wire_max_frame(); docs/PROTOCOL.md section 6) */
 #define PROC_LINGER_MS 1000    /* at close: how long queued messages may still go out */
 /* proc_poll's bit for "a LINE arrived" (bit 31), without shifting into the sign bit */
 #define PROC_POLL_LINE (-2147483647 - 1)

@@ -32,8 +32,8 @@ static int rpc_take(Rpc *r, void *sock, const char *peer, uint64_t id, uint32_t 
         return -1;
     }
     if (m->id != id) {
-        log_warn("%s: dropped a reply to request %llu (waiting for %llu)", peer, (unsigned long long)m->id,
-                 (unsigned long long)id);
+        wire_log_limited(WIRE_LOG_STRAY, peer, "dropped a reply to request %llu (waiting for %llu)",
+                         (unsigned long long)m->id, (unsigned long long)id);
         wire_msg_close(m);
         return 0;
     }

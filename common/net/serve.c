@@ -20,7 +20,9 @@ int serve_recv(void *sock, WireMsg *req) {
         return 0;
     }
     if (rc == WIRE_EMALFORMED) {
-        log_warn("malformed message (answered %s): %s", wire_status_name(req->reject_status), err);
+        char peer[80];
+        wire_log_limited(WIRE_LOG_MALFORMED, wire_peer_name(req, peer, sizeof peer), "malformed message (answered %s): %s",
+                         wire_status_name(req->reject_status), err);
         wire_send_error(sock, req, req->reject_status, err);
         return 0;
     }
@@ -40,15 +42,13 @@ void serve_error(void *sock, const WireMsg *req, int32_t status, const char *fmt
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    log_warn("request %llu (%s) refused: %s", (unsigned long long)req->id, wire_op_name(req->op), msg);
+    char peer[80];
+    wire_log_limited(WIRE_LOG_REFUSED, wire_peer_name(req, peer, sizeof peer), "request %llu (%s) refused: %s",
+                     (unsigned long long)req->id, wire_op_name(req->op), msg);
     wire_send_error(sock, req, status, msg);
 }
 
-void serve_reply(void *sock, const WireMsg *rep) {
-    char err[256];
-    if (wire_send(sock, rep, 0, 1000, err, sizeof err) != WIRE_OK)
-        log_warn("reply to request %llu: %s", (unsigned long long)rep->id, err);
-}
+void serve_reply(void *sock, const WireMsg *rep) { wire_send_reply(sock, rep); }
 
 const WireTensor *serve_tensor(void *sock, const WireMsg *req, const char *name, WireDType dt, int ndim,
                                int64_t dim0) {
@@ -85,6 +85,8 @@ void serve_run(Proc *p, void *sock, void (*on_readable)(void *ctx, void *sock), 
         if (serve_wait(p, sock, 500)) on_readable(ctx, sock);
         if (idle) idle(ctx);
     }
+    if (wire_replies_dropped() > 0)
+        log_info("%ld replies dropped (their peers were gone or not reading)", wire_replies_dropped());
 }
 
 /* serve_loop's state: the ops, the caller's context and the compute clock. */

@@ -22,7 +22,8 @@ int serve_wait(Proc *p, void *sock, int timeout_ms);
 int serve_recv(void *sock, WireMsg *req);
 void serve_error(void *sock, const WireMsg *req, int32_t status, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
-/* Send rep (a failure is logged, not fatal: the peer may have gone). */
+/* Send rep without waiting (wire_send_reply: a peer that is gone or not reading loses it; the
+ * drop is counted and logged rate-limited). */
 void serve_reply(void *sock, const WireMsg *rep);
 /* The request tensor `name` with dtype dt, ndim dims (ndim < 0: at least 1) and, when
  * dim0 >= 0, shape[0] == dim0; otherwise answers BAD_REQUEST and returns NULL. */

@@ -12,7 +12,10 @@
 
 #include <errno.h>
 #include <msgpack.h>
+#include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -544,6 +547,13 @@ int wire_send(void *sock, const WireMsg *m, int flags, int timeout_ms, char *err
     char hdr[WIRE_MAX_HEADER];
     int hlen = wire_encode_header(m, hdr, sizeof hdr);
     MSD_CHECK(hlen > 0);
+    int64_t limit = wire_max_frame();
+    for (int i = 0; i < m->ntensors; i++)
+        if ((int64_t)m->tensors[i].nbytes > limit) {
+            msd_errf(err, errlen, "tensor \"%s\" is %zu bytes, more than the frame limit of %lld bytes (set %s to raise it)",
+                     m->tensors[i].name, m->tensors[i].nbytes, (long long)limit, WIRE_MAX_FRAME_ENV);
+            return WIRE_ETOOBIG;
+        }
     double deadline = timeout_ms < 0 ? -1.0 : msd_now() + timeout_ms / 1000.0;
     int first = 1, rc;
     zmq_msg_t msg;
@@ -570,10 +580,130 @@ int wire_send_error(void *sock, const WireMsg *req, int32_t status, const char *
     WireMsg rep;
     wire_reply_init(&rep, req, WIRE_OP_ERROR, status);
     snprintf(rep.error, sizeof rep.error, "%s", text ? text : "");
+    if (rep.nrouting > 0) return wire_send_reply(sock, &rep);
     char err[256];
     int rc = wire_send(sock, &rep, 0, 1000, err, sizeof err);
     if (rc != WIRE_OK) log_warn("could not send an error reply to request %llu: %s", (unsigned long long)req->id, err);
     return rc;
+}
+
+static long g_replies_dropped;
+
+long wire_replies_dropped(void) { return __atomic_load_n(&g_replies_dropped, __ATOMIC_RELAXED); }
+
+int wire_send_reply(void *sock, const WireMsg *rep) {
+    char err[512], peer[80];
+    int rc = wire_send(sock, rep, 0, 0, err, sizeof err); /* 0 ms: never wait for one peer */
+    if (rc == WIRE_ETOOBIG && rep->op != WIRE_OP_ERROR) {
+        wire_log_limited(WIRE_LOG_DROPPED, wire_peer_name(rep, peer, sizeof peer), "%s reply to request %llu: %s",
+                         wire_op_name(rep->op), (unsigned long long)rep->id, err);
+        WireMsg e;
+        wire_reply_init(&e, rep, WIRE_OP_ERROR, WIRE_STATUS_INTERNAL);
+        snprintf(e.error, sizeof e.error, "the reply could not be sent: %.200s", err);
+        rc = wire_send(sock, &e, 0, 0, err, sizeof err);
+    }
+    if (rc != WIRE_OK) {
+        __atomic_add_fetch(&g_replies_dropped, 1, __ATOMIC_RELAXED);
+        wire_log_limited(WIRE_LOG_DROPPED, wire_peer_name(rep, peer, sizeof peer), "%s reply to request %llu dropped: %s",
+                         wire_op_name(rep->op), (unsigned long long)rep->id,
+                         rc == WIRE_EAGAIN ? "the peer is not reading (its queue is full) or is gone" : err);
+    }
+    return rc;
+}
+
+/* ---- frame limit ---------------------------------------------------------------------- */
+
+int wire_parse_frame_limit(const char *s, int64_t *out) {
+    if (!s || *s < '0' || *s > '9') return -1;
+    errno = 0;
+    char *end;
+    unsigned long long v = strtoull(s, &end, 10);
+    int shift = 0;
+    if (*end == 'K' || *end == 'k') shift = 10;
+    else if (*end == 'M' || *end == 'm') shift = 20;
+    else if (*end == 'G' || *end == 'g') shift = 30;
+    if (shift) end++;
+    if (errno || *end || v > ((unsigned long long)WIRE_MAX_TENSOR_BYTES >> shift)) return -1;
+    int64_t b = (int64_t)(v << shift);
+    if (b < 1024 || b > WIRE_MAX_TENSOR_BYTES) return -1;
+    *out = b;
+    return 0;
+}
+
+int64_t wire_max_frame(void) {
+    int64_t v;
+    if (wire_parse_frame_limit(getenv(WIRE_MAX_FRAME_ENV), &v) == 0) return v;
+    return WIRE_MAX_FRAME_DEFAULT;
+}
+
+/* ---- rate-limited logging ------------------------------------------------------------- */
+
+static struct {
+    const char *what;
+    double window;         /* msd_now() when the current window began; 0: none yet */
+    int logged;            /* lines logged in full in this window */
+    long suppressed;       /* events counted, not logged, in this window */
+    char last[320];        /* the latest suppressed event: "from PEER: text" */
+} g_limit[WIRE_LOG_KINDS] = {
+    [WIRE_LOG_MALFORMED] = {"malformed messages", 0, 0, 0, ""},
+    [WIRE_LOG_REFUSED] = {"refused requests", 0, 0, 0, ""},
+    [WIRE_LOG_DROPPED] = {"dropped replies", 0, 0, 0, ""},
+    [WIRE_LOG_STRAY] = {"stray replies", 0, 0, 0, ""},
+};
+static pthread_mutex_t g_limit_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* The summary of kind's window, then a fresh window at now. Called with the lock held. */
+static void wire_log_close_window(int k, double now) {
+    if (g_limit[k].suppressed > 0)
+        log_warn("%ld more %s suppressed in the last %.0f s; the latest %s", g_limit[k].suppressed, g_limit[k].what,
+                 now - g_limit[k].window, g_limit[k].last);
+    g_limit[k].window = now;
+    g_limit[k].logged = 0;
+    g_limit[k].suppressed = 0;
+}
+
+void wire_log_limited(WireLogKind kind, const char *peer, const char *fmt, ...) {
+    MSD_CHECK((int)kind >= 0 && kind < WIRE_LOG_KINDS);
+    char text[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    pthread_mutex_lock(&g_limit_lock);
+    double now = msd_now();
+    if (g_limit[kind].window == 0 || now - g_limit[kind].window >= WIRE_LOG_INTERVAL) wire_log_close_window(kind, now);
+    if (g_limit[kind].logged < WIRE_LOG_BURST) {
+        g_limit[kind].logged++;
+        log_warn("%s%s%s%s", peer ? "from " : "", peer ? peer : "", peer ? ": " : "", text);
+        if (g_limit[kind].logged == WIRE_LOG_BURST)
+            log_warn("(more %s in the next %.0f s are counted, and summed up in one line)", g_limit[kind].what,
+                     WIRE_LOG_INTERVAL - (now - g_limit[kind].window));
+    } else {
+        g_limit[kind].suppressed++;
+        snprintf(g_limit[kind].last, sizeof g_limit[kind].last, "%s%s%s%s", peer ? "from " : "", peer ? peer : "",
+                 peer ? ": " : "", text);
+    }
+    pthread_mutex_unlock(&g_limit_lock);
+}
+
+void wire_log_flush(void) {
+    pthread_mutex_lock(&g_limit_lock);
+    for (int k = 0; k < WIRE_LOG_KINDS; k++)
+        if (g_limit[k].suppressed > 0) wire_log_close_window(k, msd_now());
+    pthread_mutex_unlock(&g_limit_lock);
+}
+
+const char *wire_peer_name(const WireMsg *m, char *buf, size_t len) {
+    if (len == 0) return "";
+    if (m->nrouting < 1 || m->routing_len[0] == 0) { snprintf(buf, len, "?"); return buf; }
+    const unsigned char *id = m->routing[0];
+    size_t n = m->routing_len[0], printable = 1;
+    for (size_t i = 0; i < n; i++) printable &= id[i] >= 0x21 && id[i] < 0x7f;
+    size_t k = 0;
+    buf[0] = 0;
+    for (size_t i = 0; i < n && k + 3 < len; i++)
+        k += (size_t)snprintf(buf + k, len - k, printable ? "%c" : "%02x", id[i]);
+    return buf;
 }
 
 /* ---- receiving ------------------------------------------------------------------------ */

@@ -29,6 +29,13 @@
 #define WIRE_MAX_ROUTING 4        /* routing-id frames kept from a ROUTER socket */
 #define WIRE_MAX_HEADER 16384     /* a header frame larger than this is malformed */
 #define WIRE_MAX_TENSOR_BYTES ((int64_t)1 << 34) /* 16 GiB: larger claimed sizes are absurd */
+/* The largest frame a socket accepts (ZMQ_MAXMSGSIZE, set by proc.c on every socket; a peer
+ * that sends a larger frame is disconnected by libzmq) and sends (wire_send refuses a larger
+ * tensor). 64 MiB holds a SAMPLE of 4096 RGB 32x32 images in f32 (48 MiB); the environment
+ * variable MSD_MAX_FRAME_BYTES (bytes, or with a K, M or G suffix) raises or lowers it for every
+ * process of a run. docs/PROTOCOL.md section 6. */
+#define WIRE_MAX_FRAME_DEFAULT ((int64_t)64 << 20)
+#define WIRE_MAX_FRAME_ENV "MSD_MAX_FRAME_BYTES"
 
 typedef enum WireDType {
     WIRE_F32 = 0, WIRE_F16 = 1, WIRE_BF16 = 2, WIRE_I32 = 3, WIRE_I64 = 4, WIRE_U8 = 5,
@@ -74,6 +81,7 @@ typedef enum WireResult {
     WIRE_EMALFORMED = -1,  /* message arrived but is invalid; err says why; it was consumed */
     WIRE_EAGAIN = -2,      /* nothing arrived within the timeout / would block */
     WIRE_ESOCKET = -3,     /* socket error (context terminated, peer unroutable...); err says why */
+    WIRE_ETOOBIG = -4,     /* wire_send: a tensor passes wire_max_frame(); nothing was sent */
 } WireResult;
 
 typedef struct WireTensor {
@@ -151,8 +159,44 @@ void wire_reply_init(WireMsg *rep, const WireMsg *req, uint32_t op, int32_t stat
  * message is consumed, err explains, and m->routing/m->id are filled when they could be read
  * so the caller can answer with wire_send_error. */
 int wire_recv(void *sock, WireMsg *m, int timeout_ms, char *err, size_t errlen);
-/* Answer req with op ERROR, the status and a message. */
+/* Answer req with op ERROR, the status and a message (through wire_send_reply when req came
+ * from a ROUTER). */
 int wire_send_error(void *sock, const WireMsg *req, int32_t status, const char *text);
+/* Send a reply on a ROUTER socket without ever waiting: a reply that cannot be queued at once
+ * (the peer is gone, or is not reading and its queue is full: EHOSTUNREACH or EAGAIN) is
+ * dropped, counted (wire_replies_dropped) and logged rate-limited; a tensor over the frame
+ * limit is answered with an INTERNAL error instead. So one client can never stall a server. */
+int wire_send_reply(void *sock, const WireMsg *rep);
+/* Replies dropped by wire_send_reply in this process so far. */
+long wire_replies_dropped(void);
+
+/* The frame limit in bytes: MSD_MAX_FRAME_BYTES when set and valid, else WIRE_MAX_FRAME_DEFAULT. */
+int64_t wire_max_frame(void);
+/* Parse a frame limit ("1048576", "64M", "2G"; 1 KiB .. WIRE_MAX_TENSOR_BYTES) into *out; -1 when
+ * it is not one. */
+int wire_parse_frame_limit(const char *s, int64_t *out);
+
+/* ---- rate-limited logging of per-message events ---------------------------------------
+ * Anything a peer can cause once per message it sends (a malformed message, a refused
+ * request, a dropped reply) is logged through one of these: in each WIRE_LOG_INTERVAL s window
+ * the first WIRE_LOG_BURST events are logged in full, the rest are counted, and one summary
+ * line ("N more malformed messages suppressed in the last 10 s; the latest from PEER: ...")
+ * comes with the next event after the window, or at wire_log_flush (proc_finish calls it). */
+#define WIRE_LOG_BURST 5
+#define WIRE_LOG_INTERVAL 10.0
+typedef enum WireLogKind {
+    WIRE_LOG_MALFORMED,    /* "malformed messages" */
+    WIRE_LOG_REFUSED,      /* "refused requests" (bad request, unknown op) */
+    WIRE_LOG_DROPPED,      /* "dropped replies" */
+    WIRE_LOG_STRAY,        /* "stray replies" (a client got a reply it did not wait for) */
+    WIRE_LOG_KINDS
+} WireLogKind;
+/* Log one event of kind from peer (a name, or NULL) at warning level, rate-limited; thread-safe. */
+void wire_log_limited(WireLogKind kind, const char *peer, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Log the pending summaries now (at exit). */
+void wire_log_flush(void);
+/* The sender of m as text: its routing id when printable, else hex; "?" when m has none. */
+const char *wire_peer_name(const WireMsg *m, char *buf, size_t len);
 
 /* Pure decoding of a header frame plus its tensor frames (what wire_recv does after reading
  * the frames); used by the fuzz target. data/len per frame. */

@@ -364,14 +364,14 @@ static void router_take_reply(Router *r, int k) {
     char err[256];
     int rc = wire_recv(r->socks[k], &m, 0, err, sizeof err);
     if (rc == WIRE_EAGAIN) return;
-    if (rc != WIRE_OK) { log_warn("%s sent a bad message: %s", r->names[k], err); return; }
+    if (rc != WIRE_OK) { wire_log_limited(WIRE_LOG_MALFORMED, r->names[k], "bad message: %s", err); return; }
     Pending *slot = NULL;
     for (int i = 0; i < ROUTER_MAX_PENDING && !slot; i++) {
         Pending *q = &r->pending[i];
         if ((q->state == P_SENT || q->state == P_CANCELLED) && q->id == m.id && q->student == k) slot = q;
     }
     if (!slot) {
-        log_warn("%s: reply to unknown request %llu dropped", r->names[k], (unsigned long long)m.id);
+        wire_log_limited(WIRE_LOG_STRAY, r->names[k], "reply to unknown request %llu dropped", (unsigned long long)m.id);
         wire_msg_close(&m);
         return;
     }
