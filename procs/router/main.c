@@ -271,7 +271,11 @@ static int router_partition(Proc *p) {
     if (rc == 0) {
         const char **names = msd_malloc(sizeof(char *) * (size_t)n);
         for (int c = 0; c < n; c++) names[c] = m.class_names[c];
-        if (fs_mkdir_parent(out, err, sizeof err) || partition_write(out, assign, n, K, names, err, sizeof err)) {
+        /* the writer's lock (held until the process ends): two partition runs on one file refuse */
+        if (fs_mkdir_parent(out, err, sizeof err) || fs_lock_writer(out, err, sizeof err) < 0) {
+            msd_fail(2, "%s", err);
+            rc = 2;
+        } else if (partition_write(out, assign, n, K, names, err, sizeof err)) {
             msd_fail(2, "%s", err);
             rc = 1;
         }
