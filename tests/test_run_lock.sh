@@ -7,6 +7,9 @@
 #    --set allow_changed_settings=1 it proceeds (with a warning).
 # A SIGKILLed writer leaves no lock that blocks (flock dies with the process): B resumes right
 # after run A's students were killed with SIGKILL.
+# C: the same for the teacher (train_teacher, a tiny UNet; skipped without Fashion-MNIST): a
+#    second run on a live folder refuses; a resume with another seed and batch names both and
+#    is refused; the override resumes.
 . "$(dirname "$0")/lib.sh"
 cd "$T_TMP"
 run=$T_TMP/run
@@ -80,4 +83,35 @@ t_check "... warning about the changed seed" \
     grep -qF "[student.0] WARN $run/ckpt/student.0.safetensors: resuming with changed settings (--allow-changed-settings): seed 1 in the checkpoint, 5 now" allow.log
 t_check "... and resuming from the checkpoint" grep -qE 'student.0\] INFO resuming at step [1-9][0-9]* of' allow.log
 t_check "... its checkpoints now record seed 5" grep -qa '"run.seed":"5"' "$run/ckpt/student.0.safetensors"
+
+# C: the teacher
+fm="${MSD_FMNIST_DIR:-/usr/share/datasets/fashion-mnist}/train-labels-idx1-ubyte"
+if [ ! -e "$fm.gz" ] && [ ! -e "$fm" ]; then
+    t_skip_missing_data "teacher: lock and settings" "Fashion-MNIST not installed (Debian package dataset-fashion-mnist)"
+    t_end; exit
+fi
+export OPENBLAS_NUM_THREADS=1
+trun=$T_TMP/teacher
+tsmall=(--set net=in=1,res=28,ch=4,mult=1-1,blocks=1,attn=none,classes=10 --set batch=8 --set warmup=5
+        --set log_every=1 --set grid_every=0 --set grid_steps=1 --set grid_per_class=1 --set threads=1 --set seed=7
+        --set data=fmnist:test --set run="$trun" --run-dir "$rd")
+"$BIN/msdpipe" up train_teacher "${tsmall[@]}" --set steps=100000 --set ckpt_every=0 2>t-a.log &
+tpid=$!
+t_wait_for 120 grep -qs '"step": 1,' "$trun/metrics.jsonl"
+"$BIN/msdpipe" up train_teacher "${tsmall[@]}" --set steps=2 2>t-second.log; rc=$?
+t_check "teacher: a second run on a live folder exits non-zero" test "$rc" -ne 0
+t_check "... naming the folder and the holder's pid" \
+    grep -qE "\[teacher\] ERROR run folder $trun is in use by another run: process [0-9]+ holds $trun/teacher.safetensors.lock" t-second.log
+t_check "... while the first run goes on" kill -0 "$tpid"
+kill -TERM "$tpid"    # the teacher checkpoints on the stop
+t_wait_for 60 bash -c "! kill -0 $tpid 2>/dev/null"
+wait "$tpid"
+tstep=$(grep -oaE '"msd.step":"[0-9]+"' "$trun/teacher.safetensors" | grep -oE '[0-9]+')
+t_check "teacher: run A checkpointed on the stop" test "${tstep:-0}" -ge 1
+"$BIN/msdpipe" up train_teacher "${tsmall[@]}" --set steps=$((tstep + 1)) --set seed=8 --set batch=4 2>t-seed.log; rc=$?
+t_check "teacher: a resume with another seed and batch exits non-zero" test "$rc" -ne 0
+t_check "... naming both with their values" grep -qF "[teacher] ERROR resuming from --ckpt: $trun/teacher.safetensors was written with other settings: seed 7 in the checkpoint, 8 now; batch 8 in the checkpoint, 4 now" t-seed.log
+t_check "teacher: with allow_changed_settings=1 it resumes" "$BIN/msdpipe" up train_teacher "${tsmall[@]}" \
+    --set steps=$((tstep + 1)) --set seed=8 --set allow_changed_settings=1 2>t-allow.log
+t_check "... from the checkpoint" grep -q "teacher\] INFO resuming at step $tstep of $((tstep + 1))" t-allow.log
 t_end
