@@ -2,7 +2,8 @@
  * (mog_parse_request, common/msd/mog.c), which msd-router --mode mog applies to every stdin
  * line of mog_serve. Input: one byte choosing the sample limit (1..4096), then the line's
  * bytes (any bytes: NUL, control bytes, over-long). Checked: a refusal says why; an accepted
- * line names a class of the mixture and a count in 1..limit, and "NAME COUNT" and "ID COUNT"
+ * line holds no NUL (nothing after one would be read) and is at most MOG_REQUEST_MAX_TEXT
+ * bytes, names a class of the mixture and a count in 1..limit, and "NAME COUNT" and "ID COUNT"
  * built from the answer parse back to the same class and count. */
 #include <stdint.h>
 #include <stdio.h>
@@ -37,6 +38,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         return 0;
     }
     MSD_CHECK(cls >= 0 && cls < m.nclasses && count >= 1 && count <= max);
+    MSD_CHECK(size - 1 <= MOG_REQUEST_MAX_TEXT && !memchr(data + 1, 0, size - 1)); /* the whole line was read */
     char again[128];
     for (int form = 0; form < 2; form++) {
         int n = form ? snprintf(again, sizeof again, "%s %ld", m.class_names[cls], count)
