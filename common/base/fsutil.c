@@ -49,7 +49,7 @@ int fs_lock_writer(const char *file, char *err, size_t errlen) {
         return msd_errf(err, errlen, "path '%.100s' too long", file);
     const char *slash = strrchr(file, '/');
     char dir[4096];
-    snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - file) : 1, slash ? file : ".");
+    snprintf(dir, sizeof dir, "%.*s", slash && slash > file ? (int)(slash - file) : 1, slash ? file : ".");
     int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (fd < 0) return msd_errf(err, errlen, "cannot open the lock file %s: %s", path, strerror(errno));
     if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
