@@ -150,6 +150,8 @@ build/fuzz/obj/%.o: %.c
 build/fuzz/fuzz_%: tests/fuzz_%.c $(FUZZ_OBJ)
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $(filter %.c %.o,$^) $(DEPLIB) $(LDLIBS)
+# the launcher's stdin line handling is not in the library: its target links it too
+build/fuzz/fuzz_lines: build/fuzz/obj/tools/msdpipe/lines.o
 fuzz: $(FUZZ_BINS)
 
 tests-build: all

@@ -51,7 +51,9 @@ for i in range(k):
         meta = json.loads(f.read(n)).get("__metadata__", {})
     assert meta.get("toynet.role") == "student", "%s: role %r" % (path, meta.get("toynet.role"))
     assert meta.get("msd.step") == steps, "%s: step %r, want %s" % (path, meta.get("msd.step"), steps)
-extra = [f for f in os.listdir(d) if f.startswith("student.") and f not in ["student.%d.safetensors" % i for i in range(k)]]
+# besides the checkpoints only their writers' lock files (docs/PIPELINES.md, "Run folders")
+want = ["student.%d.safetensors%s" % (i, s) for i in range(k) for s in ("", ".lock")]
+extra = [f for f in os.listdir(d) if f.startswith("student.") and f not in want]
 assert not extra, "unexpected student files: %s" % extra
 EOF
 

@@ -45,9 +45,10 @@ void edmmlp_free(EdmMlp *t) {
 int edmmlp_save(const EdmMlp *t, const char *path, const char *role, char *err, size_t errlen) {
     char sd[32];
     snprintf(sd, sizeof sd, "%.9g", t->edm.sigma_data);
-    StMeta meta[3] = {{"toynet.spec", (char *)t->spec}, {"toynet.role", (char *)role},
-                      {"toynet.sigma_data", sd}};
-    return checkpoint_save(path, mlp_params(t->mlp), t->opt, meta, 3, err, errlen);
+    StMeta meta[3 + CKPT_SETTINGS_MAX] = {{"toynet.spec", (char *)t->spec}, {"toynet.role", (char *)role},
+                                          {"toynet.sigma_data", sd}};
+    int n = 3 + (t->settings ? ckpt_settings_meta(t->settings, meta + 3, CKPT_SETTINGS_MAX) : 0);
+    return checkpoint_save(path, mlp_params(t->mlp), t->opt, meta, n, err, errlen);
 }
 
 int edmmlp_load(EdmMlp *t, const char *path, int ema_into_weights, char *err, size_t errlen) {
@@ -61,6 +62,8 @@ int edmmlp_load(EdmMlp *t, const char *path, int ema_into_weights, char *err, si
                           spec ? spec : "(none)", t->spec);
         }
     }
+    if (rc == 0 && t->opt && t->settings)
+        rc = checkpoint_check_settings(path, &meta, t->settings, t->allow_changed, err, errlen);
     checkpoint_meta_free(&meta);
     if (rc == 0 && ema_into_weights) {
         /* serving uses the EMA weights when the checkpoint has them */

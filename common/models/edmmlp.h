@@ -24,6 +24,10 @@ typedef struct EdmMlp {
     int64_t cap;
     int dim;
     char spec[256];     /* the resolved MLP spec (mlp_config_str) */
+    /* a trainer's run settings (NULL: none), written by edmmlp_save and compared by
+     * edmmlp_load when it resumes training (t->opt), see checkpoint_check_settings */
+    const CkptSettings *settings;
+    int allow_changed;
 } EdmMlp;
 
 /* spec: an MLP spec without "classes=" (it is set from nclasses) and in= defaulting to dim.
@@ -32,10 +36,12 @@ typedef struct EdmMlp {
 int edmmlp_new(EdmMlp *t, const char *spec, int dim, int nclasses, int64_t cap, float sigma_data,
                const OptimConfig *opt, uint64_t seed, char *err, size_t errlen);
 void edmmlp_free(EdmMlp *t);
-/* Checkpoint with the spec in the metadata ("toynet.spec") so a loader can check it. */
+/* Checkpoint with the spec in the metadata ("toynet.spec") so a loader can check it, and
+ * t->settings when set. */
 int edmmlp_save(const EdmMlp *t, const char *path, const char *role, char *err, size_t errlen);
 /* Load weights (and optimiser state when t->opt). Returns 0; -1 with a message (including a
- * spec mismatch). With ema_into_weights, the EMA weights (when present) become the weights. */
+ * spec mismatch, or run settings that differ from t->settings, unless t->allow_changed).
+ * With ema_into_weights, the EMA weights (when present) become the weights. */
 int edmmlp_load(EdmMlp *t, const char *path, int ema_into_weights, char *err, size_t errlen);
 
 #endif

@@ -273,6 +273,38 @@ int mog_class_lookup(const Mog *m, const char *s) {
     return id < m->nclasses ? id : -1;
 }
 
+int mog_parse_request(const Mog *m, const char *text, size_t len, int max, int *cls, long *count, char *err,
+                      size_t errlen) {
+    if (len > MOG_REQUEST_MAX_TEXT) return msd_errf(err, errlen, "a line holds at most %d bytes", MOG_REQUEST_MAX_TEXT);
+    if (memchr(text, 0, len)) return msd_errf(err, errlen, "a line holds no NUL byte");
+    char buf[MOG_REQUEST_MAX_TEXT + 1];
+    memcpy(buf, text, len);
+    buf[len] = 0;
+    char *save = NULL, *name = strtok_r(buf, " \t\r", &save), *num = strtok_r(NULL, " \t\r", &save);
+    if (!name || strtok_r(NULL, " \t\r", &save))
+        return msd_errf(err, errlen, "expected a line \"CLASS [N]\" (a class name or id, then a sample count)");
+    int c = mog_class_lookup(m, name);
+    if (c < 0) {
+        char msg[MOG_REQUEST_MAX_TEXT + 256];
+        int n = snprintf(msg, sizeof msg, "unknown class '%.200s'; the classes are", name);
+        for (int i = 0; i < m->nclasses && n < (int)sizeof msg - 80; i++)
+            n += snprintf(msg + n, sizeof msg - (size_t)n, " %s", m->class_names[i]);
+        snprintf(msg + n, sizeof msg - (size_t)n, " (or ids 0..%d)", m->nclasses - 1);
+        return msd_errf(err, errlen, "%s", msg);
+    }
+    long cnt = 1;
+    if (num) {
+        char *end;
+        errno = 0;
+        cnt = strtol(num, &end, 10);
+        if (errno || *end || cnt < 1 || cnt > max)
+            return msd_errf(err, errlen, "sample count '%.100s' must be an integer in 1..%d", num, max);
+    }
+    *cls = c;
+    *count = cnt;
+    return 0;
+}
+
 void mog_class_mean(const Mog *m, int cls, double *out) {
     MSD_CHECK(cls >= 0 && cls < m->nclasses);
     for (int i = 0; i < m->dim; i++) out[i] = 0;

@@ -52,6 +52,14 @@ int mog_load(Mog *m, const char *path, char *err, size_t errlen);
 void mog_free(Mog *m);
 /* Class index of a name or of a decimal id in range; -1 if neither. */
 int mog_class_lookup(const Mog *m, const char *s);
+/* One serving request line of the toy (mog_serve's stdin, through the router): "CLASS [N]",
+ * CLASS a class name or id, N a sample count in 1..max (default 1), separated by spaces or
+ * tabs (a '\r' counts as a space). text need not end in NUL (len bytes; at most
+ * MOG_REQUEST_MAX_TEXT, no NUL byte). 0 with *cls and *count, or -1 with a message for the
+ * user (naming the classes when CLASS is unknown). */
+#define MOG_REQUEST_MAX_TEXT 4096
+int mog_parse_request(const Mog *m, const char *text, size_t len, int max, int *cls, long *count, char *err,
+                      size_t errlen);
 /* Standard deviation per coordinate of the whole data set (classes equally likely): the
  * sigma_data the EDM preconditioning of the toy networks uses. */
 double mog_data_std(const Mog *m);

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -149,4 +150,48 @@ int checkpoint_load(const char *path, ParamSet *ps, Optim *opt, CheckpointMeta *
     free(used);
     st_free(&f);
     return rc;
+}
+
+void ckpt_settings_add(CkptSettings *s, const char *key, const char *fmt, ...) {
+    MSD_CHECK(s->n < CKPT_SETTINGS_MAX);
+    snprintf(s->key[s->n], sizeof s->key[s->n], "run.%s", key);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(s->value[s->n], sizeof s->value[s->n], fmt, ap);
+    va_end(ap);
+    s->n++;
+}
+
+int ckpt_settings_meta(const CkptSettings *s, StMeta *out, int cap) {
+    MSD_CHECK(s->n <= cap);
+    for (int i = 0; i < s->n; i++) out[i] = (StMeta){(char *)s->key[i], (char *)s->value[i]};
+    return s->n;
+}
+
+int checkpoint_check_settings(const char *path, const CheckpointMeta *m, const CkptSettings *now, int allow_changed,
+                              char *err, size_t errlen) {
+    char diff[2048];
+    size_t o = 0;
+    int ndiff = 0, nrec = 0;
+    diff[0] = 0;
+    for (int i = 0; i < now->n; i++) {
+        const char *was = checkpoint_meta_get(m, now->key[i]);
+        if (!was) continue;
+        nrec++;
+        if (strcmp(was, now->value[i]) == 0) continue;
+        ndiff++;
+        if (o < sizeof diff)
+            o += (size_t)snprintf(diff + o, sizeof diff - o, "%s%s %s in the checkpoint, %s now", ndiff > 1 ? "; " : "",
+                                  now->key[i] + 4, was, now->value[i]);
+    }
+    if (!nrec && now->n) log_info("%s records no run settings (an older checkpoint): the settings are not compared", path);
+    if (!ndiff) return 0;
+    if (allow_changed) {
+        log_warn("%s: resuming with changed settings (--allow-changed-settings): %s", path, diff);
+        return 0;
+    }
+    return msd_errf(err, errlen,
+                    "%s was written with other settings: %s. Resuming would mix two runs; use the checkpoint's "
+                    "settings or another run folder, or resume anyway with --allow-changed-settings 1 (pipelines: "
+                    "--set allow_changed_settings=1)", path, diff);
 }

@@ -42,4 +42,25 @@ const char *checkpoint_meta_get(const CheckpointMeta *m, const char *key);
 int checkpoint_load(const char *path, ParamSet *ps, Optim *opt, CheckpointMeta *meta_out, char *err,
                     size_t errlen);
 
+/* The settings that define a run (seed, batch, learning rate, ...: what a trainer's results
+ * depend on), recorded in its checkpoints as metadata "run.KEY" = VALUE and compared when a
+ * run resumes. Settings a resume may change (the target step count, log and checkpoint
+ * cadence, paths, threads) are not recorded. KEY is the trainer's option without "--". */
+#define CKPT_SETTINGS_MAX 24
+typedef struct CkptSettings {
+    int n;
+    char key[CKPT_SETTINGS_MAX][40];      /* "run.KEY" */
+    char value[CKPT_SETTINGS_MAX][128];
+} CkptSettings;
+/* Add KEY = printf(fmt, ...) (the value truncated to 127 bytes); aborts past CKPT_SETTINGS_MAX. */
+void ckpt_settings_add(CkptSettings *s, const char *key, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* The settings as metadata pairs appended to out[0, cap) (pointing into s); returns how many. */
+int ckpt_settings_meta(const CkptSettings *s, StMeta *out, int cap);
+/* Compare the settings recorded in a checkpoint's metadata m (of file path) with now. Settings
+ * the checkpoint does not record (older files) are not compared. Every difference is named
+ * with both values; with allow_changed it is logged as a warning and the resume goes on (0),
+ * else -1 with the message (naming --allow-changed-settings). */
+int checkpoint_check_settings(const char *path, const CheckpointMeta *m, const CkptSettings *now, int allow_changed,
+                              char *err, size_t errlen);
+
 #endif

@@ -33,9 +33,9 @@
 static struct {
     const char *mix, *spec, *ckpt;
     float lr;
-    int cap;
+    int cap, allow_changed;
     uint64_t seed;
-} opt = {NULL, "mlp,width=128,depth=4", NULL, 1e-3f, 4096, 2};
+} opt = {NULL, "mlp,width=128,depth=4", NULL, 1e-3f, 4096, 0, 2};
 
 static const ArgSpec mog_args[] = {
     ARG_STR_REQ("--mix", &opt.mix, "FILE", "mixture specification: dimension, classes, sigma_data"),
@@ -43,7 +43,10 @@ static const ArgSpec mog_args[] = {
     ARG_FLOAT("--lr", &opt.lr, 0, 1, "LR", "AdamW learning rate (default 1e-3)"),
     ARG_INT("--cap", &opt.cap, 1, 1 << 20, "N", "largest batch (default 4096)"),
     ARG_U64("--seed", &opt.seed, "S", "seed of the initial weights and the draws (default 2)"),
-    ARG_STR("--ckpt", &opt.ckpt, "FILE", "checkpoint written on SAVE and read at start when it exists"),
+    ARG_STR("--ckpt", &opt.ckpt, "FILE", "checkpoint written on SAVE and read at start when it exists (FILE.lock\n"
+            "is held while the critic runs: a second run on the same FILE refuses)"),
+    ARG_INT("--allow-changed-settings", &opt.allow_changed, 0, 1, "0|1", "1: resume even when --ckpt was written\n"
+            "with other settings (seed, lr, cap, mix; default 0: refuse)"),
     ARG_END_,
 };
 
@@ -52,6 +55,7 @@ typedef struct Critic {
     Mog mog;
     uint64_t seed;
     const char *ckpt;
+    CkptSettings settings;
     float table[DMD_TABLE_N];
     float *noise, *sigma, *out;
     double loss_sum;
@@ -163,6 +167,15 @@ static int critic_open(Proc *p, Critic *c) {
     c->ckpt = opt.ckpt;
     char err[1024];
     if (mog_load(&c->mog, opt.mix, err, sizeof err)) return msd_fail(2, "%s", err);
+    /* the writer's lock, held until the process ends: a second run on this file refuses here */
+    if (c->ckpt && (fs_mkdir_parent(c->ckpt, err, sizeof err) || fs_lock_writer(c->ckpt, err, sizeof err) < 0))
+        return msd_fail(2, "%s", err);
+    char hash[17];
+    if (fs_file_hash(opt.mix, hash, err, sizeof err)) return msd_fail(2, "--mix: %s", err);
+    ckpt_settings_add(&c->settings, "mix", "%s", hash);
+    ckpt_settings_add(&c->settings, "seed", "%llu", (unsigned long long)opt.seed);
+    ckpt_settings_add(&c->settings, "lr", "%.7g", opt.lr);
+    ckpt_settings_add(&c->settings, "cap", "%d", opt.cap);
     OptimConfig oc;
     optim_config_default(&oc);
     oc.lr = opt.lr;
@@ -171,6 +184,8 @@ static int critic_open(Proc *p, Critic *c) {
     if (edmmlp_new(&c->net, opt.spec, c->mog.dim, c->mog.nclasses, opt.cap, (float)mog_data_std(&c->mog), &oc,
                    c->seed, err, sizeof err))
         return msd_fail(2, "--net: %s", err);
+    c->net.settings = &c->settings;
+    c->net.allow_changed = opt.allow_changed;
     struct stat st;
     if (c->ckpt && stat(c->ckpt, &st) == 0) {
         if (edmmlp_load(&c->net, c->ckpt, 0, err, sizeof err)) return msd_fail(2, "resuming: %s", err);

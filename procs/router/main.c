@@ -132,35 +132,15 @@ static void router_answer(Router *r, uint64_t line_id, const char *text, int32_t
     proc_reply_line(r->p, &req, text, status);
 }
 
-/* mog: parse "CLASS [N]" into pd (class, count, student); 0, or -1 after answering the line. */
+/* mog: parse "CLASS [N]" (mog_parse_request) into pd (class, count, student); 0, or -1 after
+ * answering the line. */
 static int router_mog_parse(Router *r, const WireMsg *line, const WireTensor *t, Pending *pd) {
-    char text[ROUTER_MAX_TEXT + 1], msg[ROUTER_MAX_TEXT + 256];
-    memcpy(text, t->data, t->nbytes);
-    text[t->nbytes] = 0;
-    char *save = NULL, *name = strtok_r(text, " \t\r", &save), *count = strtok_r(NULL, " \t\r", &save);
-    if (!name || strtok_r(NULL, " \t\r", &save)) {
-        router_answer(r, line->id, "expected a line \"CLASS [N]\" (a class name or id, then a sample count)",
-                      WIRE_STATUS_BAD_REQUEST);
-        return -1;
-    }
-    int c = mog_class_lookup(&r->mog, name);
-    if (c < 0) {
-        int n = snprintf(msg, sizeof msg, "unknown class '%.200s'; the classes are", name);
-        for (int i = 0; i < r->mog.nclasses && n < (int)sizeof msg - 80; i++)
-            n += snprintf(msg + n, sizeof msg - (size_t)n, " %s", r->mog.class_names[i]);
-        snprintf(msg + n, sizeof msg - (size_t)n, " (or ids 0..%d)", r->mog.nclasses - 1);
+    char msg[MOG_REQUEST_MAX_TEXT + 512];
+    int c;
+    long cnt;
+    if (mog_parse_request(&r->mog, t->data, t->nbytes, r->max_samples, &c, &cnt, msg, sizeof msg)) {
         router_answer(r, line->id, msg, WIRE_STATUS_BAD_REQUEST);
         return -1;
-    }
-    long cnt = 1;
-    if (count) {
-        char *end;
-        cnt = strtol(count, &end, 10);
-        if (*end || cnt < 1 || cnt > r->max_samples) {
-            snprintf(msg, sizeof msg, "sample count '%.100s' must be an integer in 1..%d", count, r->max_samples);
-            router_answer(r, line->id, msg, WIRE_STATUS_BAD_REQUEST);
-            return -1;
-        }
     }
     pd->cls = c;
     pd->count = cnt;
@@ -331,7 +311,11 @@ static int router_partition(Proc *p) {
     if (rc == 0) {
         const char **names = msd_malloc(sizeof(char *) * (size_t)n);
         for (int c = 0; c < n; c++) names[c] = m.class_names[c];
-        if (fs_mkdir_parent(out, err, sizeof err) || partition_write(out, assign, n, K, names, err, sizeof err)) {
+        /* the writer's lock (held until the process ends): two partition runs on one file refuse */
+        if (fs_mkdir_parent(out, err, sizeof err) || fs_lock_writer(out, err, sizeof err) < 0) {
+            msd_fail(2, "%s", err);
+            rc = 2;
+        } else if (partition_write(out, assign, n, K, names, err, sizeof err)) {
             msd_fail(2, "%s", err);
             rc = 1;
         }

@@ -228,8 +228,8 @@ static int mog_train_loop(MogTrain *s) {
 
 /* Options of both modes (each accepts every one; --mix is required, --ckpt-dir for training). */
 typedef struct MogOpts {
-    const char *mix, *spec, *ckpt_dir, *ckpt, *metrics;
-    int index, batch, steps, ttur, warmup, ckpt_every, log_every, timeout_ms, cap;
+    const char *mix, *spec, *ckpt_dir, *ckpt, *metrics, *partition;
+    int index, batch, steps, ttur, warmup, ckpt_every, log_every, timeout_ms, cap, allow_changed;
     float lr, ema;
     uint64_t seed;
 } MogOpts;
@@ -259,6 +259,10 @@ static const ArgSpec mog_common_args[] = {
 const ArgSpec student_mog_train_args[] = {
     ARG_STR_REQ("--ckpt-dir", &opt.ckpt_dir, "DIR", "where student.K.safetensors is written (and resumed from)"),
     ARG_STR("--ckpt", &opt.ckpt, "FILE", "(mog-serve's)"),
+    ARG_STR("--partition", &opt.partition, "FILE", "the run's partition file (its contents are recorded in the\n"
+            "checkpoint with the other run settings; none: not recorded)"),
+    ARG_INT("--allow-changed-settings", &opt.allow_changed, 0, 1, "0|1", "1: resume even when the checkpoint was\n"
+            "written with other settings (seed, batch, lr, ...; default 0: refuse)"),
     ARG_INCLUDE(mog_common_args),
     ARG_END_,
 };
@@ -305,6 +309,24 @@ int student_mog_train(Proc *p) {
     if (mog_load(&s.mog, o.mix, err, sizeof err)) return msd_fail(2, "%s", err);
     if (fs_mkdir_p(o.ckpt_dir, err, sizeof err) || (o.metrics && fs_mkdir_parent(o.metrics, err, sizeof err))) return msd_fail(2, "%s", err);
     snprintf(s.ckpt, sizeof s.ckpt, "%s/student.%d.safetensors", o.ckpt_dir, s.index);
+    /* held until the process ends: a second run on this folder refuses here, before it reads
+     * or writes anything */
+    if (fs_lock_writer(s.ckpt, err, sizeof err) < 0) return msd_fail(2, "%s", err);
+    /* what this run's checkpoints must agree with to resume (not --steps, cadences, paths) */
+    CkptSettings set = {0};
+    char hash[17];
+    if (fs_file_hash(o.mix, hash, err, sizeof err)) return msd_fail(2, "--mix: %s", err);
+    ckpt_settings_add(&set, "mix", "%s", hash);
+    if (o.partition && strcmp(o.partition, "none") != 0) {
+        if (fs_file_hash(o.partition, hash, err, sizeof err)) return msd_fail(2, "--partition: %s", err);
+        ckpt_settings_add(&set, "partition", "%s", hash);
+    }
+    ckpt_settings_add(&set, "seed", "%llu", (unsigned long long)o.seed);
+    ckpt_settings_add(&set, "batch", "%d", o.batch);
+    ckpt_settings_add(&set, "ttur", "%d", o.ttur);
+    ckpt_settings_add(&set, "critic-warmup", "%d", o.warmup);
+    ckpt_settings_add(&set, "lr", "%.7g", o.lr);
+    ckpt_settings_add(&set, "ema", "%.7g", o.ema);
     OptimConfig oc;
     optim_config_default(&oc);
     oc.lr = o.lr;
@@ -314,6 +336,8 @@ int student_mog_train(Proc *p) {
     oc.ema_decay = o.ema;
     if (edmmlp_new(&s.g, o.spec, s.mog.dim, s.mog.nclasses, s.batch, (float)mog_data_std(&s.mog), &oc,
                    o.seed * 1000 + (uint64_t)s.index, err, sizeof err)) return msd_fail(2, "--net: %s", err);
+    s.g.settings = &set;
+    s.g.allow_changed = o.allow_changed;
     struct stat st;
     if (stat(s.ckpt, &st) == 0 && edmmlp_load(&s.g, s.ckpt, 0, err, sizeof err)) return msd_fail(2, "resuming: %s", err);
     if (o.metrics && !(s.metrics = fopen(o.metrics, "a"))) return msd_fail(2, "--metrics %s: %s", o.metrics, strerror(errno));

@@ -37,7 +37,7 @@
 typedef struct TrainOpts {
     const char *spec, *ckpt, *init, *metrics, *grid_dir;
     long steps;
-    int batch, warmup, ckpt_every, log_every, grid_every, grid_steps, grid_per_class, threads, timeout_ms;
+    int batch, warmup, ckpt_every, log_every, grid_every, grid_steps, grid_per_class, threads, timeout_ms, allow_changed;
     float lr, weight_decay, grad_clip, ema_kimg, ema_rampup;
     uint64_t seed;
 } TrainOpts;
@@ -58,6 +58,7 @@ typedef struct Trainer {
     uint64_t pending_id;   /* the BATCH request in flight, 0: none */
     int64_t pending_step;
     FILE *metrics;
+    CkptSettings settings; /* recorded in the checkpoint, compared on resume */
     Busy busy;
 } Trainer;
 
@@ -69,6 +70,8 @@ static TrainOpts opt = {.spec = "fmnist-s", .steps = 100000, .batch = 128, .warm
 const ArgSpec teacher_train_args[] = {
     ARG_STR_REQ("--ckpt", &opt.ckpt, "FILE", "checkpoint: written every --ckpt-every steps, at the end and on STOP;\n"
                 "a run resumes from it when it exists"),
+    ARG_INT("--allow-changed-settings", &opt.allow_changed, 0, 1, "0|1", "1: resume even when --ckpt was written with\n"
+            "other settings (seed, batch, lr, warm-up, ...; default 0: refuse)"),
     ARG_STR("--init", &opt.init, "FILE", "a new run starts from FILE's (EMA) weights, not random ones; fresh\n"
             "AdamW moments and warm-up; ignored when --ckpt exists (none: off)"),
     ARG_STR("--net", &opt.spec, "SPEC", "UNet CONFIG-SPEC (default fmnist-s; docs/UNET.md)"),
@@ -137,11 +140,12 @@ static int train_checkpoint(Trainer *t) {
     char err[1024], b[32], s[32];
     snprintf(b, sizeof b, "%d", t->o.batch);
     snprintf(s, sizeof s, "%llu", (unsigned long long)t->o.seed);
-    StMeta meta[3] = {{"teacher.batch", b}, {"teacher.seed", s}, {"teacher.role", "teacher"}};
+    StMeta meta[3 + CKPT_SETTINGS_MAX] = {{"teacher.batch", b}, {"teacher.seed", s}, {"teacher.role", "teacher"}};
+    int nmeta = 3 + ckpt_settings_meta(&t->settings, meta + 3, CKPT_SETTINGS_MAX);
     double t0 = msd_now();
     /* heartbeats go on while the file is written: a slow disk must not look like a dead teacher */
     proc_keepalive_begin(t->p);
-    int rc = edmunet_save(&t->net, t->o.ckpt, meta, 3, err, sizeof err);
+    int rc = edmunet_save(&t->net, t->o.ckpt, meta, nmeta, err, sizeof err);
     proc_keepalive_end(t->p);
     if (rc) {
         snprintf(t->rpc.err, sizeof t->rpc.err, "checkpoint: %s", err);
@@ -184,6 +188,17 @@ static int train_grid(Trainer *t) {
     free(labels);
     free(x);
     return rc;
+}
+
+/* A metadata pair added to a loaded checkpoint's (an older file's key under today's name). */
+static void meta_add(CheckpointMeta *m, const char *key, const char *value) {
+    StMeta *kv = msd_calloc((size_t)m->n + 1, sizeof *kv);
+    if (m->n) memcpy(kv, m->kv, sizeof *kv * (size_t)m->n);
+    free(m->kv);
+    m->kv = kv;
+    m->kv[m->n].key = msd_strdup(key);
+    m->kv[m->n].value = msd_strdup(value);
+    m->n++;
 }
 
 /* ---- the loop ---- */
@@ -295,6 +310,17 @@ int teacher_train(Proc *p) {
     }
     if (fs_mkdir_parent(o->ckpt, err, sizeof err) || fs_mkdir_p(t.grid_dir, err, sizeof err) ||
         (o->metrics && fs_mkdir_parent(o->metrics, err, sizeof err))) return msd_fail(2, "%s", err);
+    /* the writer's lock, held until the process ends: a second run on this --ckpt refuses here */
+    if (fs_lock_writer(o->ckpt, err, sizeof err) < 0) return msd_fail(2, "%s", err);
+    /* what a resume must agree with (not --steps, cadences, grids, paths, threads, --init) */
+    ckpt_settings_add(&t.settings, "seed", "%llu", (unsigned long long)o->seed);
+    ckpt_settings_add(&t.settings, "batch", "%d", o->batch);
+    ckpt_settings_add(&t.settings, "lr", "%.7g", o->lr);
+    ckpt_settings_add(&t.settings, "warmup", "%d", o->warmup);
+    ckpt_settings_add(&t.settings, "weight-decay", "%.7g", o->weight_decay);
+    ckpt_settings_add(&t.settings, "grad-clip", "%.7g", o->grad_clip);
+    ckpt_settings_add(&t.settings, "ema-halflife-kimg", "%.7g", o->ema_kimg);
+    ckpt_settings_add(&t.settings, "ema-rampup", "%.7g", o->ema_rampup);
     OptimConfig oc;
     optim_config_default(&oc);
     oc.lr = o->lr;
@@ -320,13 +346,18 @@ int teacher_train(Proc *p) {
             backend_ctx_destroy(&t.ctx);
             return 2;
         }
-        const char *b = checkpoint_meta_get(&meta, "teacher.batch"), *s = checkpoint_meta_get(&meta, "teacher.seed");
-        char want[32];
-        snprintf(want, sizeof want, "%d", o->batch);
-        if (b && strcmp(b, want)) log_warn("the checkpoint was trained with batch %s, this run uses %d: the data order changes", b, o->batch);
-        snprintf(want, sizeof want, "%llu", (unsigned long long)o->seed);
-        if (s && strcmp(s, want)) log_warn("the checkpoint was trained with seed %s, this run uses %s", s, want);
+        /* older checkpoints record only teacher.batch and teacher.seed: compare those too */
+        const char *b = checkpoint_meta_get(&meta, "teacher.batch"), *sd = checkpoint_meta_get(&meta, "teacher.seed");
+        if (b && !checkpoint_meta_get(&meta, "run.batch")) meta_add(&meta, "run.batch", b);
+        if (sd && !checkpoint_meta_get(&meta, "run.seed")) meta_add(&meta, "run.seed", sd);
+        int bad = checkpoint_check_settings(o->ckpt, &meta, &t.settings, o->allow_changed, err, sizeof err);
         checkpoint_meta_free(&meta);
+        if (bad) {
+            msd_fail(2, "resuming from --ckpt: %s", err);
+            edmunet_free(&t.net);
+            backend_ctx_destroy(&t.ctx);
+            return 2;
+        }
         if (o->init) log_info("--init %s is not used: the run resumes from its checkpoint %s", o->init, o->ckpt);
     } else if (o->init) {
         /* a new run that starts from trained weights: the file's EMA weights when it has them

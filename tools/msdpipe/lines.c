@@ -140,11 +140,16 @@ int lines_read(Lines *q, void *ctl) {
     ssize_t r = read(0, q->inbuf + q->inlen, LINES_MAX_BYTES - q->inlen);
     if (r < 0 && (errno == EINTR || errno == EAGAIN)) return 0;
     if (r < 0) log_warn("reading stdin: %s; treating it as the end of input", strerror(errno));
-    if (r <= 0) {
+    return lines_take(q, r > 0 ? (size_t)r : 0, ctl);
+}
+
+int lines_take(Lines *q, size_t n, void *ctl) {
+    MSD_CHECK(n <= LINES_MAX_BYTES - q->inlen);
+    if (n == 0) {
         q->eof = 1;
         q->eof_at = msd_now();
     } else {
-        q->inlen += (size_t)r;
+        q->inlen += n;
     }
     if (q->discarding) {
         char *nl = memchr(q->inbuf, '\n', q->inlen);

@@ -105,8 +105,11 @@ void lines_init(Lines *q, const char *target);
 void lines_free(Lines *q);
 /* True while stdin should be polled (not at EOF, window not full, no whole line waiting). */
 int lines_want_input(const Lines *q);
-/* Read what stdin has (one read), then lines_pump. */
+/* Read what stdin has (one read), then lines_take. */
 int lines_read(Lines *q, void *ctl);
+/* n bytes were appended at inbuf + inlen (0: the end of input): split them into lines and
+ * lines_pump (the parser behind lines_read, apart for the fuzz target tests/fuzz_lines.c). */
+int lines_take(Lines *q, size_t n, void *ctl);
 /* Send the complete lines waiting in inbuf while the window has room. -1 when stdout cannot
  * be written (the caller stops). */
 int lines_pump(Lines *q, void *ctl);
