@@ -187,8 +187,8 @@ int data_fmnist_open(Proc *p, DataSource *src) {
     dataset_histogram(&f->d, hist, f->d.nclasses);
     int present = 0;
     for (int c = 0; c < f->d.nclasses; c++) present += hist[c] > 0;
-    log_info("%s: %lld images %dx%dx%d of %d classes; %s; seed %llu", f->d.source, (long long)f->d.n, f->d.c, f->d.h,
-             f->d.w, present, f->K ? "per-student batches from the partition" : "no partition",
+    log_info("%s: %lld images %dx%dx%d of %d classes; %s (K = %d); seed %llu", f->d.source, (long long)f->d.n, f->d.c,
+             f->d.h, f->d.w, present, f->K ? "per-student batches from the partition" : "no partition", f->K,
              (unsigned long long)seed);
     src->self = f;
     src->batch = fmnist_batch;
