@@ -48,6 +48,12 @@ t_check "K=10: student i owns class i" \
     test "$(awk '/^[0-9]+:/ { printf "%s%s", sep, $2; sep = " " }' p10balanced.txt)" = "$names"
 t_check "the log names each group's classes and their mean cosine" \
     grep -qE "student 0 owns 3 classes: [a-z]+ [a-z]+ [a-z]+ \(within: cosine -?[0-9.]+, distance [0-9.]+\)" p4balanced.txt.log
+# the embeddings are unit vectors: a group's mean distance is sqrt(2 - 2 cos) of its mean cosine
+# (tolerance 0.02: the mean of a square root is not the root of the mean; here they differ < 0.005)
+worst=$(sed -nE 's/.*\(within: cosine (-?[0-9.]+), distance ([0-9.]+)\)$/\1 \2/p' p4balanced.txt.log p5balanced.txt.log |
+    awk '{ e = $2 - sqrt(2 - 2 * $1); e = e < 0 ? -e : e; if (e > w) w = e; n++ } END { printf "%d %.4f\n", n, w }')
+t_check "the embeddings are scaled to unit length (groups, worst |distance - sqrt(2 - 2 cos)|: $worst)" \
+    awk -v n="${worst% *}" -v w="${worst#* }" 'BEGIN { exit !(n == 9 && w < 0.02) }'
 # different seeds can give different random splits (seed 7 vs 8 differ for K=5 random)
 part r8.txt 5 random 8 && t_check "random K=5: seeds 7 and 8 give different splits" bash -c '! cmp -s p5random.txt r8.txt'
 
@@ -56,9 +62,12 @@ if part p11.txt 11 balanced 1; then t_fail "K=11 refused" "the pipeline succeede
 else t_check "K=11 refused with the range of K" grep -q "router\] ERROR --k 11: must be in 1..10 (the number of classes)" p11.txt.log; fi
 t_check "... and no partition file written" test ! -e p11.txt
 
-# another embedding: a classifier head's rows (10, 128)
-part cls.txt 5 balanced 1 --set teacher="$MSD_TOP/models/fmnist_classifier.safetensors" --set embed=fc1.weight &&
-    t_check "a classifier head (rows) works as the embedding" test -z "$(check_part cls.txt 5 1)"
+# another embedding: a classifier head's rows (10, 128), whose classes are visually alike: for
+# K = 4 the footwear is one group and pullover goes with coat (cosines 0.34-0.40 and 0.19)
+part cls.txt 4 balanced 1 --set teacher="$MSD_TOP/models/fmnist_classifier.safetensors" --set embed=fc1.weight &&
+    t_check "a classifier head (rows) works as the embedding" test -z "$(check_part cls.txt 4 1)"
+t_check "... and groups footwear together, pullover with coat" \
+    bash -c "grep -qxE '[0-9]: sandal sneaker boot' cls.txt && grep -qxE '[0-9]: pullover coat' cls.txt"
 part nolabel.txt 2 balanced 1 --set embed=map_layer0.weight
 t_check "a tensor without a dimension of 10 classes is refused, naming it" \
     grep -q "tensor 'map_layer0.weight' of shape (128, 32) has no dimension of 10 classes" nolabel.txt.log
