@@ -114,4 +114,6 @@ else
     t_check "msd-data refuses a partition whose K is not its --k (status $rc), naming the line" \
         grep -q "ERROR --partition: p5balanced.txt:2: the partition has K = 5 students but the pipeline runs 4" data2.log
 fi
+cat ./*.log >all.log
+t_check "no sanitizer report in any process's log" t_log_clean all.log
 t_end

@@ -10,7 +10,9 @@
  * Classes: --classes LIST keeps only those classes (ids, "0-4,9"); --partition FILE (the
  * partition.h format) gives each student its classes, named by id ("0".."9") or, for
  * Fashion-MNIST, by the short names tshirt trouser pullover dress coat sandal shirt sneaker
- * bag boot (case-insensitive). Not here: augmentation, per-request class lists. */
+ * bag boot (case-insensitive); --k K refuses a partition of another K than the pipeline's
+ * (fmnist_partition.pipe writes the file, docs/DISTILL.md). Not here: augmentation,
+ * per-request class lists. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
