@@ -212,6 +212,14 @@ static void test_partition(void) {
     partition_random(a, 8, 4, 9);
     partition_sizes(sizes, a, 8, 4);
     for (int k = 0; k < 4; k++) CHECK(sizes[k] == 2, "random: group %d has %d", k, sizes[k]);
+    /* canonical numbering: larger groups first, then by the smallest class */
+    int cz[10] = {3, 1, 0, 0, 1, 3, 2, 0, 2, 1}, cz_want[10] = {2, 0, 1, 1, 0, 2, 3, 1, 3, 0};
+    partition_canonical(cz, 10, 4);
+    CHECK(!memcmp(cz, cz_want, sizeof cz), "canonical: %d %d %d %d %d %d %d %d %d %d", cz[0], cz[1], cz[2], cz[3],
+          cz[4], cz[5], cz[6], cz[7], cz[8], cz[9]);
+    int perm8[8] = {5, 2, 7, 0, 1, 6, 3, 4};
+    partition_canonical(perm8, 8, 8);
+    for (int c = 0; c < 8; c++) CHECK(perm8[c] == c, "canonical K = n: class %d in group %d", c, perm8[c]);
     partition_contiguous(a, 8, 4);
     CHECK(a[0] == 0 && a[1] == 0 && a[2] == 1 && a[7] == 3, "contiguous");
 
@@ -231,7 +239,7 @@ static void test_partition(void) {
         {"", "no 'partition K'"},
         {"partition 0\n", "K must be"},
         {"partition 2\n0: north east\n", "1 students listed"},
-        {"partition 2\n0: north\n1: east\n", "belongs to no student"},
+        {"partition 2\n0: north\n1: east\n", "3: at the end: 6 classes belong to no student"},
         {"partition 2\n0: north north\n", "already belongs"},
         {"partition 2\n0: nowhere\n", "unknown class 'nowhere'"},
         {"partition 2\n1: north\n", "out of order"},
@@ -247,6 +255,49 @@ static void test_partition(void) {
         CHECK(partition_read(path, b, 8, &K, lookup_mog, &m, err, sizeof err) == -1, "bad partition %zu accepted", i);
         CHECK(strstr(err, bad[i].want) != NULL, "bad partition %zu: '%s' lacks '%s'", i, err, bad[i].want);
     }
+    /* partition_read_checked: the pipeline's K, class names in the messages, the line */
+    static const char *const fm[10] = {"tshirt", "trouser", "pullover", "dress", "coat",
+                                       "sandal", "shirt",   "sneaker",  "bag",   "boot"};
+    PartitionNames pn = {10, fm};
+    int c10[10];
+    struct { const char *text; int want_K; const char *want; } bad2[] = {
+        {"# two\npartition 2\n0: 0 1 2 3 4\n1: 5 6 7 8 9\n", 3, "p.txt:2: the partition has K = 2 students but the pipeline runs 3"},
+        {"partition 2\n0: tshirt trouser pullover dress coat\n1: sandal sneaker bag boot\n", 2,
+         "p.txt:3: at the end: 1 class belongs to no student (every class must be listed exactly once): 'shirt' (6)"},
+        {"partition 2\n0: tshirt trouser pullover dress coat\n1: sandal shrt sneaker bag boot\n", 2,
+         "p.txt:3: unknown class 'shrt' (the classes: 'tshirt' (0), 'trouser' (1)"},
+        {"partition 2\n0: tshirt trouser pullover dress coat\n\n1: sandal Shirt sneaker bag 4\n", 0,
+         "p.txt:4: class '4' already belongs to student 0"},
+        {"partition 2\n0: 0 1 2 3 4\n1: 5 6 7 8 10\n", 2, "p.txt:3: unknown class '10'"},
+    };
+    for (size_t i = 0; i < sizeof bad2 / sizeof bad2[0]; i++) {
+        FILE *f = fopen(path, "w");
+        fputs(bad2[i].text, f);
+        fclose(f);
+        err[0] = 0;
+        CHECK(partition_read_checked(path, c10, 10, bad2[i].want_K, fm, &K, partition_lookup_names, &pn, err,
+                                     sizeof err) == -1, "bad 10-class partition %zu accepted", i);
+        CHECK(strstr(err, bad2[i].want) != NULL, "bad 10-class partition %zu: '%s' lacks '%s'", i, err, bad2[i].want);
+    }
+    FILE *f = fopen(path, "w");
+    fputs("partition 2  # names (any case) or ids\n0: TShirt 1 pullover dress coat\n1: 5 shirt SNEAKER bag boot\n", f);
+    fclose(f);
+    CHECK(partition_read_checked(path, c10, 10, 2, fm, &K, partition_lookup_names, &pn, err, sizeof err) == 0, "%s", err);
+    int want10[10] = {0, 0, 0, 0, 0, 1, 1, 1, 1, 1};
+    CHECK(K == 2 && !memcmp(c10, want10, sizeof want10), "names and ids read back wrong (K %d)", K);
+
+    /* group statistics: two groups of two, cosines known (tolerance 1e-12) */
+    double e4[4 * 2] = {1, 0, 2, 0, 0, 1, 0, 3};
+    int g4[4] = {0, 0, 1, 1};
+    double cw[2], dw[2], cb;
+    partition_group_stats(cw, dw, &cb, e4, 4, 2, g4, 2);
+    CHECK(fabs(cw[0] - 1) < 1e-12 && fabs(cw[1] - 1) < 1e-12 && fabs(cb) < 1e-12, "cosines %g %g between %g", cw[0],
+          cw[1], cb);
+    CHECK(fabs(dw[0] - 1) < 1e-12 && fabs(dw[1] - 2) < 1e-12, "distances %g %g", dw[0], dw[1]);
+    int g4b[4] = {0, 1, 0, 1};
+    partition_group_stats(cw, dw, &cb, e4, 4, 2, g4b, 2);
+    CHECK(fabs(cw[0]) < 1e-12 && fabs(cw[1]) < 1e-12 && fabs(cb - 0.5) < 1e-12, "crossed: cosines %g %g between %g",
+          cw[0], cw[1], cb);
     unlink(path);
     rmdir(dir);
     mog_free(&m);

@@ -14,6 +14,9 @@
 #include "log.h"
 #include "philox.h"
 
+const char *const dataset_fmnist_names[DATASET_FMNIST_CLASSES] = {
+    "tshirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot"};
+
 void dataset_free(Dataset *d) {
     if (!d) return;
     free(d->x);

@@ -32,6 +32,11 @@
 #define DATASET_MAX_IMAGES 10000000
 #define DATASET_MAX_SIDE 1024
 #define DATASET_STREAM_PERM 0x44415441000000ull   /* + epoch */
+#define DATASET_FMNIST_CLASSES 10
+
+/* The short names of the Fashion-MNIST classes 0..9, as partition files and --classes lists
+ * write them: tshirt trouser pullover dress coat sandal shirt sneaker bag boot. */
+extern const char *const dataset_fmnist_names[DATASET_FMNIST_CLASSES];
 
 typedef struct Dataset {
     int64_t n;            /* images */

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -159,6 +160,26 @@ void partition_contiguous(int *assign, int n, int K) {
     for (int i = 0; i < n; i++) assign[i] = (int)((int64_t)i * K / n);
 }
 
+void partition_canonical(int *assign, int n, int K) {
+    int *size = msd_calloc((size_t)K, sizeof(int)), *first = msd_malloc(sizeof(int) * (size_t)K);
+    int *order = msd_malloc(sizeof(int) * (size_t)K), *to = msd_malloc(sizeof(int) * (size_t)K);
+    for (int k = 0; k < K; k++) { first[k] = n; order[k] = k; }
+    for (int i = n - 1; i >= 0; i--) { size[assign[i]]++; first[assign[i]] = i; }
+    for (int a = 1; a < K; a++) /* insertion sort: K is small */
+        for (int b = a; b > 0; b--) {
+            int x = order[b], y = order[b - 1];
+            if (size[x] < size[y] || (size[x] == size[y] && first[x] > first[y])) break;
+            order[b] = y;
+            order[b - 1] = x;
+        }
+    for (int k = 0; k < K; k++) to[order[k]] = k;
+    for (int i = 0; i < n; i++) assign[i] = to[assign[i]];
+    free(size);
+    free(first);
+    free(order);
+    free(to);
+}
+
 void partition_sizes(int *sizes, const int *assign, int n, int K) {
     memset(sizes, 0, sizeof(int) * (size_t)K);
     for (int i = 0; i < n; i++) sizes[assign[i]]++;
@@ -188,8 +209,39 @@ int partition_write(const char *path, const int *assign, int n, int K, const cha
     return 0;
 }
 
+int partition_lookup_names(void *ctx, const char *tok) {
+    const PartitionNames *t = ctx;
+    if (t->names)
+        for (int c = 0; c < t->n; c++)
+            if (!strcasecmp(tok, t->names[c])) return c;
+    if (!*tok || strlen(tok) > 9) return -1;
+    for (const char *q = tok; *q; q++)
+        if (!isdigit((unsigned char)*q)) return -1;
+    int id = atoi(tok);
+    return id < t->n ? id : -1;
+}
+
+/* "tshirt (0) trouser (1) ..." or "ids 0..n-1" into buf, cut short with "..." when it fills. */
+static void class_list(char *buf, size_t len, const char *const *names, int n, const int *only_unassigned) {
+    size_t at = 0;
+    buf[0] = 0;
+    for (int c = 0; c < n; c++) {
+        if (only_unassigned && only_unassigned[c] >= 0) continue;
+        char one[160];
+        if (names) snprintf(one, sizeof one, "%s'%.100s' (%d)", at ? ", " : "", names[c], c);
+        else snprintf(one, sizeof one, "%s%d", at ? ", " : "", c);
+        if (at + strlen(one) + 5 >= len) { snprintf(buf + at, len - at, ", ..."); return; }
+        at += (size_t)snprintf(buf + at, len - at, "%s", one);
+    }
+}
+
 int partition_read(const char *path, int *assign, int n, int *K_out, int (*lookup)(void *ctx, const char *tok),
                    void *lookup_ctx, char *err, size_t errlen) {
+    return partition_read_checked(path, assign, n, 0, NULL, K_out, lookup, lookup_ctx, err, errlen);
+}
+
+int partition_read_checked(const char *path, int *assign, int n, int want_K, const char *const *names, int *K_out,
+                           int (*lookup)(void *ctx, const char *tok), void *lookup_ctx, char *err, size_t errlen) {
     FILE *f = fopen(path, "r");
     if (!f) return msd_errf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
     for (int i = 0; i < n; i++) assign[i] = -1;
@@ -220,6 +272,11 @@ int partition_read(const char *path, int *assign, int n, int *K_out, int (*looku
                          lineno, n, tk);
                 goto out;
             }
+            if (want_K > 0 && k != want_K) {
+                msd_errf(err, errlen, "%s:%d: the partition has K = %ld students but the pipeline runs %d (its K)",
+                         path, lineno, k, want_K);
+                goto out;
+            }
             K = (int)k;
             owned = msd_calloc((size_t)K, sizeof(int));
             continue;
@@ -243,7 +300,10 @@ int partition_read(const char *path, int *assign, int n, int *K_out, int (*looku
         while ((tok = strtok_r(NULL, " \t\r\n", &save))) {
             int c = lookup(lookup_ctx, tok);
             if (c < 0 || c >= n) {
-                msd_errf(err, errlen, "%s:%d: unknown class '%s'", path, lineno, tok);
+                char known[1024];
+                class_list(known, sizeof known, names, n, NULL);
+                msd_errf(err, errlen, "%s:%d: unknown class '%s' (the classes: %s%s)", path, lineno, tok, known,
+                         names ? ", or their ids" : "");
                 goto out;
             }
             if (assign[c] >= 0) {
@@ -261,15 +321,52 @@ int partition_read(const char *path, int *assign, int n, int *K_out, int (*looku
     if (ferror(f)) { msd_errf(err, errlen, "%s: read error", path); goto out; }
     if (K == 0) { msd_errf(err, errlen, "%s: no 'partition K' statement", path); goto out; }
     if (next_student != K) {
-        msd_errf(err, errlen, "%s: %d students listed, K = %d", path, next_student, K);
+        msd_errf(err, errlen, "%s:%d: at the end: %d students listed, K = %d", path, lineno, next_student, K);
         goto out;
     }
-    for (int i = 0; i < n; i++)
-        if (assign[i] < 0) { msd_errf(err, errlen, "%s: class %d belongs to no student", path, i); goto out; }
+    int missing = 0;
+    for (int i = 0; i < n; i++) missing += assign[i] < 0;
+    if (missing) {
+        char list[1024];
+        class_list(list, sizeof list, names, n, assign);
+        msd_errf(err, errlen, "%s:%d: at the end: %d class%s to no student (every class must be listed exactly "
+                 "once): %s", path, lineno, missing, missing > 1 ? "es belong" : " belongs", list);
+        goto out;
+    }
     *K_out = K;
     rc = 0;
 out:
     free(owned);
     fclose(f);
     return rc;
+}
+
+void partition_group_stats(double *cos_within, double *dist_within, double *cos_between, const double *emb, int n,
+                           int d, const int *assign, int K) {
+    double *cs = msd_calloc((size_t)K, sizeof(double)), *ds = msd_calloc((size_t)K, sizeof(double));
+    int64_t *np = msd_calloc((size_t)K, sizeof(int64_t)), nb = 0;
+    double bs = 0;
+    for (int i = 0; i < n; i++)
+        for (int j = i + 1; j < n; j++) {
+            const double *a = emb + (size_t)i * d, *b = emb + (size_t)j * d;
+            double ab = 0, aa = 0, bb = 0;
+            for (int k = 0; k < d; k++) { ab += a[k] * b[k]; aa += a[k] * a[k]; bb += b[k] * b[k]; }
+            double cosv = aa > 0 && bb > 0 ? ab / sqrt(aa * bb) : 0;
+            if (assign[i] == assign[j]) {
+                cs[assign[i]] += cosv;
+                ds[assign[i]] += sqrt(sqdist(a, b, d));
+                np[assign[i]]++;
+            } else {
+                bs += cosv;
+                nb++;
+            }
+        }
+    for (int k = 0; k < K; k++) {
+        cos_within[k] = np[k] ? cs[k] / (double)np[k] : NAN;
+        dist_within[k] = np[k] ? ds[k] / (double)np[k] : NAN;
+    }
+    *cos_between = nb ? bs / (double)nb : NAN;
+    free(cs);
+    free(ds);
+    free(np);
 }

@@ -10,11 +10,12 @@
  * Classes: --classes LIST keeps only those classes (ids, "0-4,9"); --partition FILE (the
  * partition.h format) gives each student its classes, named by id ("0".."9") or, for
  * Fashion-MNIST, by the short names tshirt trouser pullover dress coat sandal shirt sneaker
- * bag boot (case-insensitive). Not here: augmentation, per-request class lists. */
+ * bag boot (case-insensitive); --k K refuses a partition of another K than the pipeline's
+ * (fmnist_partition.pipe writes the file, docs/DISTILL.md). Not here: augmentation,
+ * per-request class lists. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include "args.h"
 #include "data.h"
@@ -24,9 +25,6 @@
 #include "serve.h"
 
 #define FMNIST_MAX_FLOATS ((int64_t)1 << 28)   /* floats per reply */
-
-static const char *const fmnist_names[10] = {"tshirt", "trouser", "pullover", "dress", "coat",
-                                             "sandal", "shirt",   "sneaker",  "bag",   "boot"};
 
 /* One student's images: indices into the dataset, and a batcher over a view of that size
  * (dataset_batch_index reads only the view's n). */
@@ -46,21 +44,6 @@ typedef struct FmnistData {
     int32_t *label;
     int64_t cap;        /* images the buffers hold */
 } FmnistData;
-
-typedef struct Lookup {
-    int nclasses, named;
-} Lookup;
-
-static int fmnist_lookup(void *ctx, const char *tok) {
-    const Lookup *l = ctx;
-    char *end;
-    long v = strtol(tok, &end, 10);
-    if (end != tok && !*end) return v >= 0 && v < l->nclasses ? (int)v : -1;
-    if (l->named)
-        for (int c = 0; c < 10; c++)
-            if (!strcasecmp(tok, fmnist_names[c])) return c;
-    return -1;
-}
 
 static void fmnist_batch(void *self, void *sock, const WireMsg *req) {
     FmnistData *f = self;
@@ -129,7 +112,8 @@ static void fmnist_destroy(void *self) {
 static struct {
     const char *spec, *classes, *part;
     uint64_t seed;
-} opt = {"fmnist:train", NULL, NULL, 1};
+    int k;
+} opt = {"fmnist:train", NULL, NULL, 1, 0};
 
 const ArgSpec data_fmnist_args[] = {
     ARG_STR("--data", &opt.spec, "SPEC", "fmnist:train (default), fmnist:test, fmnist:DIR:train, png:FOLDER, ..."),
@@ -137,6 +121,7 @@ const ArgSpec data_fmnist_args[] = {
             "sandal shirt sneaker bag boot"),
     ARG_STR("--partition", &opt.part, "FILE", "per-student batches: which student owns which class"),
     ARG_U64("--seed", &opt.seed, "S", "seed of the shuffles (default 1)"),
+    ARG_INT("--k", &opt.k, 1, 100000, "K", "with --partition: the pipeline's number of students, which the partition must have"),
     ARG_END_,
 };
 
@@ -170,8 +155,9 @@ int data_fmnist_open(Proc *p, DataSource *src) {
     dataset_batcher_init(&f->all.b, &f->all.view, seed, 1);
     if (part) {
         int n = f->d.nclasses, *assign = msd_calloc((size_t)n, sizeof(int));
-        Lookup lk = {n, !strncmp(spec, "fmnist:", 7) && n == 10};
-        if (partition_read(part, assign, n, &f->K, fmnist_lookup, &lk, err, sizeof err)) {
+        PartitionNames lk = {n, !strncmp(spec, "fmnist:", 7) && n == DATASET_FMNIST_CLASSES ? dataset_fmnist_names : NULL};
+        if (partition_read_checked(part, assign, n, opt.k, lk.names, &f->K, partition_lookup_names, &lk, err,
+                                   sizeof err)) {
             msd_fail(2, "--partition: %s", err);
             free(assign);
             f->K = 0;
@@ -203,8 +189,8 @@ int data_fmnist_open(Proc *p, DataSource *src) {
     dataset_histogram(&f->d, hist, f->d.nclasses);
     int present = 0;
     for (int c = 0; c < f->d.nclasses; c++) present += hist[c] > 0;
-    log_info("%s: %lld images %dx%dx%d of %d classes; %s; seed %llu", f->d.source, (long long)f->d.n, f->d.c, f->d.h,
-             f->d.w, present, f->K ? "per-student batches from the partition" : "no partition",
+    log_info("%s: %lld images %dx%dx%d of %d classes; %s (K = %d); seed %llu", f->d.source, (long long)f->d.n, f->d.c,
+             f->d.h, f->d.w, present, f->K ? "per-student batches from the partition" : "no partition", f->K,
              (unsigned long long)seed);
     src->self = f;
     src->batch = fmnist_batch;

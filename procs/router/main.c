@@ -3,8 +3,11 @@
  * Modes:
  *   --mode partition   split the classes of a mixture into K groups (balanced k-means++, plain
  *                      k-means++, random, contiguous, or a manual file) on their embeddings
- *                      (for the toy: each class's mean location), write the partition file,
- *                      and exit (a job step: DONE, status 0)
+ *                      (for the toy: each class's mean location; for a labelled image set
+ *                      (--embed-from CKPT): the columns of the teacher's class-embedding
+ *                      matrix, partition_classes.c), write the partition file, log each
+ *                      group's classes and how alike they are, and exit (a job step: DONE,
+ *                      status 0)
  *   --mode mog         serve the toy: each input line "CLASS [N]" (name or id, N samples,
  *                      default 1) goes to the student that owns CLASS in --partition as
  *                      GENERATE; the answer is N CSV lines "class,x,y"; --png FILE draws every
@@ -23,7 +26,7 @@
  * error, its late reply is dropped, and it still counts against N until that reply comes (the
  * student is busy with it). GENERATE carries "deadline_ms" (when the router gives up) so a
  * student skips a request that was cancelled before it started (docs/PROTOCOL.md section 3).
- * Not yet here: prompt embeddings (partition clusters the toy's class means). */
+ * Not yet here: prompt embeddings (partition clusters class means or class-embedding rows). */
 #include <ctype.h>
 #include <math.h>
 #include <stdio.h>
@@ -35,6 +38,7 @@
 #include "log.h"
 #include "mog.h"
 #include "partition.h"
+#include "partition_classes.h"
 #include "proc.h"
 
 #define ROUTER_MAX_PENDING 1024   /* lines held at once: queued, forwarded or cancelled */
@@ -43,6 +47,7 @@
 
 static struct {
     const char *mix, *part, *out, *strategy, *from, *png;
+    const char *embed_from, *embed_tensor, *dataset;
     int k, timeout_ms, max_samples, inflight;
     uint64_t seed;
 } opt = {.strategy = "balanced", .timeout_ms = 10000, .max_samples = MOG_SERVE_MAX_SAMPLES, .inflight = 1, .seed = 1};
@@ -55,9 +60,13 @@ static const ArgSpec timeout_args[] = {
     ARG_END_,
 };
 static const ArgSpec partition_args[] = {
-    ARG_STR_REQ("--mix", &opt.mix, "FILE", "mixture specification (docs/MOG.md)"),
+    ARG_STR("--mix", &opt.mix, "FILE", "the toy: mixture specification (docs/MOG.md); or --embed-from"),
+    ARG_STR("--embed-from", &opt.embed_from, "CKPT", "labelled images: the class embeddings from this checkpoint\n"
+            "(a teacher's map_label.weight); or --mix"),
+    ARG_STR("--embed-tensor", &opt.embed_tensor, "NAME", "with --embed-from: the tensor (default map_label.weight)"),
+    ARG_STR("--dataset", &opt.dataset, "D", "with --embed-from: fmnist (default: the 10 class names) or ids"),
     ARG_STR_REQ("--out", &opt.out, "FILE", "the partition file to write"),
-    ARG_INT("--k", &opt.k, 1, 100000, "K", "number of groups (students); not with manual"),
+    ARG_INT("--k", &opt.k, 1, 100000, "K", "number of groups (students); with manual: the K the file must have"),
     ARG_STR("--strategy", &opt.strategy, "S", "balanced (default), kmeans, random, contiguous or manual"),
     ARG_STR("--from", &opt.from, "FILE", "the hand-written partition (--strategy manual)"),
     ARG_U64("--seed", &opt.seed, "S", "seed of the clustering (default 1)"),
@@ -277,29 +286,42 @@ static void router_mog_reply(Router *r, int k, const WireMsg *m, const Pending *
 
 static int lookup_class(void *ctx, const char *tok) { return mog_class_lookup(ctx, tok); }
 
-/* --mode partition: embed (class means), cluster, write the file. Returns the exit status. */
+/* --mode partition: embed (the toy's class means, or an image dataset's class embeddings from
+ * a checkpoint: partition_classes.c), cluster, write the file. Returns the exit status. */
 static int router_partition(Proc *p) {
     const char *mix = opt.mix, *out = opt.out, *strategy = opt.strategy, *from = opt.from;
     int K = opt.k;
     uint64_t seed = opt.seed;
-    Mog m;
+    Mog m = {0};
+    RouterClasses img = {0};
     char err[1024];
-    if (mog_load(&m, mix, err, sizeof err)) return msd_fail(2, "%s", err);
-    int n = m.nclasses, rc = 0;
+    if (!mix == !opt.embed_from)
+        return msd_fail(2, "give either --mix FILE (the toy) or --embed-from CKPT (a labelled image dataset)");
+    if (mix && (opt.embed_tensor || opt.dataset)) return msd_fail(2, "--embed-tensor and --dataset go with --embed-from");
+    if (mix && mog_load(&m, mix, err, sizeof err)) return msd_fail(2, "%s", err);
+    if (!mix && router_classes_load(&img, opt.embed_from, opt.embed_tensor, opt.dataset, err, sizeof err))
+        return msd_fail(2, "%s", err);
+    int n = mix ? m.nclasses : img.n, dim = mix ? m.dim : img.d, rc = 0;
     int *assign = msd_calloc((size_t)n, sizeof(int));
-    double *emb = msd_calloc((size_t)n * (size_t)m.dim, sizeof(double));
-    for (int c = 0; c < n; c++) mog_class_mean(&m, c, emb + (size_t)c * (size_t)m.dim);
+    double *emb = msd_calloc((size_t)n * (size_t)dim, sizeof(double));
+    for (int c = 0; c < n && mix; c++) mog_class_mean(&m, c, emb + (size_t)c * (size_t)dim);
+    if (!mix) memcpy(emb, img.emb, sizeof(double) * (size_t)n * (size_t)dim);
+    const char **mnames = msd_calloc((size_t)n, sizeof(char *));
+    for (int c = 0; c < n && mix; c++) mnames[c] = m.class_names[c];
+    const char *const *cname = mix ? mnames : img.names;
+    PartitionNames pn = {n, cname};
     if (!strcmp(strategy, "manual")) {
         if (!from) { msd_fail(2, "--strategy manual needs --from FILE"); rc = 2; }
-        else if (partition_read(from, assign, n, &K, lookup_class, &m, err, sizeof err)) {
+        else if (partition_read_checked(from, assign, n, opt.k, cname, &K, mix ? lookup_class : partition_lookup_names,
+                                        mix ? (void *)&m : (void *)&pn, err, sizeof err)) {
             msd_fail(2, "%s", err);
             rc = 2;
         }
     } else if (K < 1 || K > n) {
-        msd_fail(2, "--k must be in 1..%d (the number of classes)", n);
+        msd_fail(2, "--k %d: must be in 1..%d (the number of classes)", K, n);
         rc = 2;
     } else if (!strcmp(strategy, "balanced") || !strcmp(strategy, "kmeans")) {
-        partition_kmeans(assign, emb, n, m.dim, K, !strcmp(strategy, "balanced"), seed, 100);
+        partition_kmeans(assign, emb, n, dim, K, !strcmp(strategy, "balanced"), seed, 100);
     } else if (!strcmp(strategy, "random")) {
         partition_random(assign, n, K, seed);
     } else if (!strcmp(strategy, "contiguous")) {
@@ -308,36 +330,49 @@ static int router_partition(Proc *p) {
         msd_fail(2, "--strategy %s: expected balanced, kmeans, random, contiguous or manual", strategy);
         rc = 2;
     }
+    /* images: larger groups first, then by first class (the toy keeps k-means' order, which its
+     * recorded results used) */
+    if (rc == 0 && !mix && strcmp(strategy, "manual") != 0) partition_canonical(assign, n, K);
     if (rc == 0) {
-        const char **names = msd_malloc(sizeof(char *) * (size_t)n);
-        for (int c = 0; c < n; c++) names[c] = m.class_names[c];
         /* the writer's lock (held until the process ends): two partition runs on one file refuse */
         if (fs_mkdir_parent(out, err, sizeof err) || fs_lock_writer(out, err, sizeof err) < 0) {
             msd_fail(2, "%s", err);
             rc = 2;
-        } else if (partition_write(out, assign, n, K, names, err, sizeof err)) {
+        } else if (partition_write(out, assign, n, K, cname, err, sizeof err)) {
             msd_fail(2, "%s", err);
             rc = 1;
         }
-        free(names);
     }
     if (rc == 0) {
         int *sizes = msd_calloc((size_t)K, sizeof(int));
+        double *cw = msd_calloc((size_t)K, sizeof(double)), *dw = msd_calloc((size_t)K, sizeof(double)), cb;
         partition_sizes(sizes, assign, n, K);
+        partition_group_stats(cw, dw, &cb, emb, n, dim, assign, K);
         for (int k = 0; k < K; k++) {
             char line[1024];
-            int len = snprintf(line, sizeof line, "student %d owns %d classes:", k, sizes[k]);
-            for (int c = 0; c < n && len < (int)sizeof line - MOG_MAX_NAME - 2; c++)
-                if (assign[c] == k) len += snprintf(line + len, sizeof line - (size_t)len, " %s", m.class_names[c]);
+            int len = snprintf(line, sizeof line, "student %d owns %d class%s:", k, sizes[k], sizes[k] > 1 ? "es" : "");
+            for (int c = 0; c < n && len < (int)sizeof line - 200; c++)
+                if (assign[c] == k) len += snprintf(line + len, sizeof line - (size_t)len, " %.100s", cname[c]);
+            if (sizes[k] > 1) snprintf(line + len, sizeof line - (size_t)len, " (within: cosine %.3f, distance %.3f)",
+                                       cw[k], dw[k]);
             log_info("%s", line);
         }
+        double sw = 0;
+        int np = 0;
+        for (int k = 0; k < K; k++) if (sizes[k] > 1) { sw += cw[k] * sizes[k] * (sizes[k] - 1) / 2; np += sizes[k] * (sizes[k] - 1) / 2; }
+        if (np > 0 && K > 1) log_info("mean cosine similarity of the classes' embeddings: %.3f within groups (%d pairs), "
+                                      "%.3f between groups", sw / np, np, cb);
         log_info("%s partition of %d classes into %d groups written to %s", strategy, n, K, out);
         free(sizes);
+        free(cw);
+        free(dw);
         proc_ready(p);
     }
     free(assign);
     free(emb);
-    mog_free(&m);
+    free(mnames);
+    if (mix) mog_free(&m);
+    router_classes_free(&img);
     if (rc == 0) return proc_end_job(p, 0, NULL);
     proc_finish(p);
     return rc;
@@ -477,8 +512,8 @@ static int run_mog(Proc *p) { return router_serve(p, 1); }
 static const ProcMode modes[] = {
     {"echo", "the walking skeleton: each input line goes to a student (its leading integer, else an FNV-1a\n"
              "hash of it, mod K) as ECHO; the answer is \"student.k: TEXT\"", timeout_args, run_echo, "the router", NULL},
-    {"partition", "split the classes of a mixture into K groups on their embeddings, write the partition\n"
-                  "file and exit (a job step)", partition_args, router_partition, "the router", NULL},
+    {"partition", "split the classes of a mixture (--mix) or of a labelled image set (--embed-from) into K\n"
+                  "groups on their embeddings, write the partition file and exit (a job step)", partition_args, router_partition, "the router", NULL},
     {"mog", "lines \"CLASS [N]\" -> N CSV lines \"class,x,y\" from the student that owns CLASS", mog_args, run_mog,
      "the router", NULL},
     {0},
