@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 
 #include "args.h"
+#include "critic.h"
 #include "dmd.h"
 #include "fsutil.h"
 #include "log.h"
@@ -224,6 +225,8 @@ static const ProcMode modes[] = {
      "the critic's toy modes (gauss, mog)", NULL},
     {"mog", "the fake-score MLP of the 2-D mixture toy, trained online (FAKE_TRAIN)", mog_args, run_mog,
      "the critic's toy modes (gauss, mog)", NULL},
+    {"image", "the fake-score UNet of an image student (stage 2), from the teacher, trained online (critic_image.c)",
+     critic_image_args, critic_image_run, NULL, NULL},
     {0},
 };
 

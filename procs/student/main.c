@@ -24,6 +24,7 @@
 #include "rpc.h"
 #include "serve.h"
 #include "student.h"
+#include "student_image.h"
 
 static struct {
     int steps, timeout_ms, serve_flag;
@@ -162,6 +163,8 @@ static const ProcMode modes[] = {
      student_mog_train_args, student_mog_train, CPU_ONLY, NULL},
     {"mog-serve", "GENERATE {\"label\" (N), \"seed\" (1)} -> \"x\" (N, dim) from a trained checkpoint",
      student_mog_serve_args, student_mog_serve, CPU_ONLY, NULL},
+    {"image-train", "stage 2 (DM) of a one-step UNet generator against the UNet teacher (student_image.c)",
+     student_image_train_args, student_image_train, NULL, NULL},
     {0},
 };
 
