@@ -173,6 +173,16 @@ static void img_critic_log(void *ctx) {
     c->next_log = msd_now() + 5;
 }
 
+/* The network of checkpoint `path` must be ours (a clearer message than a tensor's shape). */
+static int same_spec(const EdmUNet *n, const char *path, const char *what) {
+    char spec[512], err[1024];
+    int r = edmunet_read_spec(path, spec, sizeof spec, err, sizeof err);
+    if (r < 0) return msd_fail(2, "%s: %s", what, err);
+    if (r == 0 && strcmp(spec, n->spec))
+        return msd_fail(2, "%s: %s holds the network '%s', not '%s' (--net)", what, path, spec, n->spec);
+    return 0;
+}
+
 static int img_critic_open(Proc *p, ImgCritic *c) {
     char err[1024], spec[512];
     struct stat st;
@@ -205,6 +215,7 @@ static int img_critic_open(Proc *p, ImgCritic *c) {
         return msd_fail(2, "--net: %s", err);
     if (c->net.cfg.label_dim <= 0)
         return msd_fail(2, "the critic %s is unconditional: stage 2's critics need classes=N", c->net.spec);
+    if (same_spec(&c->net, from, resume ? "resuming" : "--init")) return 2;
     if (resume) {
         if (edmunet_load(&c->net, c->ckpt, 0, NULL, err, sizeof err)) return msd_fail(2, "resuming: %s", err);
         log_info("resumed from %s at update %lld", c->ckpt, (long long)c->net.opt->step);

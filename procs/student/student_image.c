@@ -401,6 +401,16 @@ static int lookup_class(void *ctx, const char *tok) {
     return -1;
 }
 
+/* The network of checkpoint `path` must be ours (a clearer message than a tensor's shape). */
+static int same_spec(const EdmUNet *n, const char *path, const char *what) {
+    char spec[512], err[1024];
+    int r = edmunet_read_spec(path, spec, sizeof spec, err, sizeof err);
+    if (r < 0) return msd_fail(2, "%s: %s", what, err);
+    if (r == 0 && strcmp(spec, n->spec))
+        return msd_fail(2, "%s: %s holds the network '%s', not '%s' (--net)", what, path, spec, n->spec);
+    return 0;
+}
+
 /* The generator: a new run from --init's (EMA) weights, or the student's checkpoint. */
 static int img_open_net(ImgTrain *s) {
     const ImgOpts *o = &s->o;
@@ -425,6 +435,7 @@ static int img_open_net(ImgTrain *s) {
     oc.ema_decay = o->ema;
     if (edmunet_new(&s->g, spec, s->be, s->ctx, o->batch, &oc, o->seed, err, sizeof err))
         return msd_fail(2, "--net: %s", err);
+    if (same_spec(&s->g, resume ? s->ckpt : o->init, resume ? "resuming" : "--init")) return 2;
     if (resume) {
         if (edmunet_load(&s->g, s->ckpt, 0, NULL, err, sizeof err)) return msd_fail(2, "resuming: %s", err);
         log_info("resumed from %s at step %lld", s->ckpt, (long long)s->g.opt->step);
