@@ -82,6 +82,21 @@ r = [json.loads(l) for l in open('a/metrics.jsonl')]
 print('%.3f' % max(x['s_per_step'] for x in r if x['step'] == 6))")
 echo "tiny students: $s_step s per generator step (TTUR 2, batch 4, K=2 on this machine)"
 
+# the generator starts as the teacher's EMA weights (a run of 0 steps checkpoints the untrained
+# one) and training moves it (A's): both against msd-nn export of the teacher, tolerance 0
+"$BIN/msd-nn" export --weights "$T10" --out t10-ema.safetensors >/dev/null
+mkdir -p z && cp a/partition.txt z/
+t_check "a run of 0 steps" "$BIN/msdpipe" up train_stage2 "${small[@]}" --set run="$T_TMP/z" --set steps=0 2>z.log
+"$BIN/msd-nn" compare z/ckpt/student.0.safetensors t10-ema.safetensors --atol-frac 0 --rtol 0 >z-cmp.log 2>&1; rc=$?
+t_check "the untrained generator is exactly the teacher's EMA weights ($(tail -n 1 z-cmp.log))" test "$rc" -eq 0
+"$BIN/msd-nn" compare a/ckpt/student.0.safetensors t10-ema.safetensors --atol-frac 0 --rtol 0 >a-cmp.log 2>&1
+t_check "A's trained generator differs from them in most tensors ($(tail -n 1 a-cmp.log))" python3 - a-cmp.log <<'EOF2'
+import re, sys
+t = open(sys.argv[1]).read()
+m = re.search(r"compare: (\d+) tensors, (\d+) failed", t)
+sys.exit(not (m and "missing" not in t and int(m.group(2)) > int(m.group(1)) // 2))
+EOF2
+
 # B: student.0 killed with SIGKILL at step 3 after its checkpoint, then resumed to step 6. The
 # kill must land before the run ends, so student.0 is held rather than raced: B's msdpipe is a
 # copy in a folder whose msd-student is a wrapper that makes student.0's temporary file of the
