@@ -26,8 +26,10 @@ T10=$T_TMP/t10/teacher.safetensors
 mkdir -p a b bad
 printf 'partition 2\n# a hand-written split of the 10 classes\n0: tshirt trouser pullover dress coat\n1: 5 6 7 8 9\n' |
     tee a/partition.txt b/partition.txt >bad/partition.txt
-# teacher_max_batch = batch: one student's request per teacher call, so the teacher's answers do
-# not depend on how the two students' requests happen to be batched (exact resume below)
+# teacher_max_batch = batch: one student's request per teacher call, so the exact-resume check
+# below does not rest on the teacher's answers being independent of how the two students'
+# requests happen to be batched together (on the CPU they appear to be: the check also passed
+# with batching on, but nothing promises it)
 small=(--set K=2 --set teacher="$T10" --set data=fmnist:test --set steps=6 --set batch=4 --set ttur=2
        --set warmup=2 --set lr=1e-3 --set critic_lr=1e-3 --set ckpt_every=3 --set log_every=1 --set grid_every=3
        --set grid_per_class=2 --set teacher_threads=1 --set teacher_max_batch=4 --set seed=5)

@@ -10,7 +10,7 @@
  *                           AdamW; DENOISE {"x", "sigma", "label"} answers D_fake with the
  *                           current weights; SAVE writes the checkpoint (--ckpt).
  * Every draw is keyed by (seed, update count), so a critic resumed from its checkpoint draws
- * what it would have drawn. Not yet here: the UNet critic and the GAN head (ADM stage). */
+ * what it would have drawn. The UNet critic is --mode image (critic_image.c). Not yet here: the GAN head. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -232,7 +232,7 @@ static const ProcMode modes[] = {
 
 static const ProcDesc desc = {
     "critic", "msd-critic: one per student, the fake-score network trained on that student's samples.", modes,
-    "serves (--bind serve=ENDPOINT): DENOISE (gauss, mog); FAKE_TRAIN, SAVE (mog) (docs/PROTOCOL.md)\n",
+    "serves (--bind serve=ENDPOINT): DENOISE (gauss, mog, image); FAKE_TRAIN, SAVE (mog, image) (docs/PROTOCOL.md)\n",
 };
 
 int main(int argc, char **argv) { return proc_main(&desc, argc, argv); }

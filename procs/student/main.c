@@ -12,7 +12,7 @@
  *                           --timeout-ms: exit 1.
  *   --mode skeleton-serve (or --serve)  binds serve and answers ECHO with the request's
  *                           tensors.
- * Not yet here: the image students (UNet generator, TSM/ADM losses). */
+ * --mode image-train (student_image.c) is stage 2 on images. Not yet here: TSM/ADM, image serving. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -170,7 +170,7 @@ static const ProcMode modes[] = {
 
 static const ProcDesc desc = {
     "student", "msd-student: one per partition: trains its one-step generator, or serves it.", modes,
-    "connects (skeleton-train, mog-train): data, teacher, critic\n",
+    "connects (skeleton-train, mog-train, image-train): data, teacher, critic\n",
 };
 
 int main(int argc, char **argv) { return proc_main(&desc, argc, argv); }
