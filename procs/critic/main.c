@@ -10,7 +10,8 @@
  *                           AdamW; DENOISE {"x", "sigma", "label"} answers D_fake with the
  *                           current weights; SAVE writes the checkpoint (--ckpt).
  * Every draw is keyed by (seed, update count), so a critic resumed from its checkpoint draws
- * what it would have drawn. The UNet critic is --mode image (critic_image.c). Not yet here: the GAN head. */
+ * what it would have drawn. The UNet critic is --mode image (critic_image.c). Not yet here:
+ * the GAN head. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
