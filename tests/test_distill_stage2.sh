@@ -131,4 +131,5 @@ for f in student.0 critic.0 student.1 critic.1; do
     t_check "B ends with A's $f checkpoint, bytewise" cmp a/ckpt/$f.safetensors b/ckpt/$f.safetensors
 done
 t_check "B: the final grid of student.0 equals A's" cmp a/grids/student.0/grid-0000006.png b/grids/student.0/grid-0000006.png
+t_check "no sanitizer report in any log" bash -c "$(declare -f t_log_clean); T_SAN_PATTERN='$T_SAN_PATTERN'; for f in *.log; do t_log_clean \$f || exit 1; done"
 t_end
