@@ -30,8 +30,8 @@ printf 'partition 2\n# a hand-written split of the 10 classes\n0: tshirt trouser
 # below does not rest on the teacher's answers being independent of how the two students'
 # requests happen to be batched together (on the CPU they appear to be: the check also passed
 # with batching on, but nothing promises it)
-small=(--set K=2 --set teacher="$T10" --set data=fmnist:test --set steps=6 --set batch=4 --set ttur=2
-       --set warmup=2 --set lr=1e-3 --set critic_lr=1e-3 --set ckpt_every=3 --set log_every=1 --set grid_every=3
+small=(--set K=2 --set teacher="$T10" --set data=fmnist:test --set steps=4 --set batch=4 --set ttur=2
+       --set warmup=2 --set lr=1e-3 --set critic_lr=1e-3 --set ckpt_every=2 --set log_every=1 --set grid_every=2
        --set grid_per_class=2 --set teacher_threads=1 --set teacher_max_batch=4 --set seed=5)
 
 # inputs missing or wrong: a message naming the file, status 2 (not a signal), nothing trained
@@ -62,26 +62,26 @@ t_check "a checkpoint of another network is refused, naming both" \
     grep -q "student.[01]\] ERROR --init: $T10 holds the network '.*ch=4,.*', not '.*ch=8,.*' (--net)" spec.log
 
 # A: uninterrupted
-t_check "A: K=2 students, 6 steps" "$BIN/msdpipe" up train_stage2 "${small[@]}" --set run="$T_TMP/a" 2>a.log
-t_check "A: both students finished" test "$(grep -c 'student\.[01]\] INFO finished 6 steps' a.log)" -eq 2
+t_check "A: K=2 students, 4 steps" "$BIN/msdpipe" up train_stage2 "${small[@]}" --set run="$T_TMP/a" 2>a.log
+t_check "A: both students finished" test "$(grep -c 'student\.[01]\] INFO finished 4 steps' a.log)" -eq 2
 t_check "A: checkpoints of both students and both critics" \
     test -s a/ckpt/student.0.safetensors -a -s a/ckpt/student.1.safetensors -a -s a/ckpt/critic.0.safetensors -a -s a/ckpt/critic.1.safetensors
-t_check "A: metrics: steps 1..6 of each student with loss_dm, loss_fake, s_per_step, eta_s" python3 - a/metrics.jsonl <<'EOF'
+t_check "A: metrics: steps 1..4 of each student with loss_dm, loss_fake, s_per_step, eta_s" python3 - a/metrics.jsonl <<'EOF'
 import json, math, sys
 r = [json.loads(l) for l in open(sys.argv[1])]
-ok = all(sorted(x["step"] for x in r if x["student"] == k) == list(range(1, 7)) for k in (0, 1)) and len(r) == 12
+ok = all(sorted(x["step"] for x in r if x["student"] == k) == list(range(1, 5)) for k in (0, 1)) and len(r) == 8
 ok = ok and all(math.isfinite(x["loss_dm"]) and x["loss_fake"] > 0 and x["s_per_step"] > 0 and "eta_s" in x for x in r)
 if not ok: print(r[:3])
 sys.exit(not ok)
 EOF
-t_check "A: progress lines with s/step and time left" test "$(grep -cE 'student\.[01]\] INFO step [0-9]+/6 .* s/step .* left' a.log)" -eq 12
+t_check "A: progress lines with s/step and time left" test "$(grep -cE 'student\.[01]\] INFO step [0-9]+/4 .* s/step .* left' a.log)" -eq 8
 png() { [ "$(head -c 8 "$1" | od -An -tx1 | tr -d ' \n')" = "89504e470d0a1a0a" ]; }
-t_check "A: a PNG grid per student at step 3" bash -c "$(declare -f png); png a/grids/student.0/grid-0000003.png && png a/grids/student.1/grid-0000003.png"
-t_check "A: the final grids" bash -c "$(declare -f png); png a/grids/student.0/grid-0000006.png && png a/grids/student.1/grid-0000006.png"
+t_check "A: a PNG grid per student at step 2" bash -c "$(declare -f png); png a/grids/student.0/grid-0000002.png && png a/grids/student.1/grid-0000002.png"
+t_check "A: the final grids" bash -c "$(declare -f png); png a/grids/student.0/grid-0000004.png && png a/grids/student.1/grid-0000004.png"
 s_step=$(python3 -c "
 import json
 r = [json.loads(l) for l in open('a/metrics.jsonl')]
-print('%.3f' % max(x['s_per_step'] for x in r if x['step'] == 6))")
+print('%.3f' % max(x['s_per_step'] for x in r if x['step'] == 4))")
 echo "tiny students: $s_step s per generator step (TTUR 2, batch 4, K=2 on this machine)"
 
 # the generator starts as the teacher's EMA weights (a run of 0 steps checkpoints the untrained
@@ -99,23 +99,23 @@ m = re.search(r"compare: (\d+) tensors, (\d+) failed", t)
 sys.exit(not (m and "missing" not in t and int(m.group(2)) > int(m.group(1)) // 2))
 EOF2
 
-# B: student.0 killed with SIGKILL at step 3 after its checkpoint, then resumed to step 6. The
+# B: student.0 killed with SIGKILL at step 2 after its checkpoint, then resumed to step 4. The
 # kill must land before the run ends, so student.0 is held rather than raced: B's msdpipe is a
 # copy in a folder whose msd-student is a wrapper that makes student.0's temporary file of the
-# step-3 grid (grid-0000003.png.tmp.PID, PID its own, which exec keeps) a FIFO: its open blocks
-# (heartbeats go on under proc_keepalive) until the kill, which waits for the step-3 checkpoint.
+# step-2 grid (grid-0000002.png.tmp.PID, PID its own, which exec keeps) a FIFO: its open blocks
+# (heartbeats go on under proc_keepalive) until the kill, which waits for the step-2 checkpoint.
 hold=$T_TMP/hold
 mkdir -p "$hold" b/grids/student.0
 cp "$BIN/msdpipe" "$hold/"
 for p in data teacher critic; do ln -s "$BIN/msd-$p" "$hold/msd-$p"; done
-printf '#!/bin/sh\ncase " $* " in *" --name student.0 "*) mkfifo "%s/b/grids/student.0/grid-0000003.png.tmp.$$";; esac\nexec "%s/msd-student" "$@"\n' \
+printf '#!/bin/sh\ncase " $* " in *" --name student.0 "*) mkfifo "%s/b/grids/student.0/grid-0000002.png.tmp.$$";; esac\nexec "%s/msd-student" "$@"\n' \
     "$T_TMP" "$BIN" >"$hold/msd-student"
 chmod +x "$hold/msd-student"
 "$hold/msdpipe" up "$MSD_TOP/pipelines/train_stage2.pipe" "${small[@]}" --set run="$T_TMP/b" 2>b-kill.log &
 lpid=$!
 trap 'kill $lpid 2>/dev/null; rm -rf "$T_TMP"' EXIT
 trap 'exit 143' TERM
-t_wait_for 60 grep -q "student.0\] INFO checkpoint .* at step 3" b-kill.log
+t_wait_for 60 grep -q "student.0\] INFO checkpoint .* at step 2" b-kill.log
 spid=$(pgrep -f -- "--name student.0 --control ipc://.*/train_stage2-$lpid/" | head -n 1)
 if [ -n "$spid" ]; then kill -9 "$spid"; fi
 t_wait_for 20 bash -c "! kill -0 $lpid 2>/dev/null" || kill "$lpid"
@@ -123,13 +123,13 @@ wait "$lpid"; rc=$?
 t_check "B: the launcher exits non-zero after student.0 is killed" test "$rc" -ne 0
 t_check "B: the launcher names the killed student" grep -qE "student.0 \(pid $spid\).*(signal 9|SIGKILL|killed)" b-kill.log
 t_check "B: student.0 did not finish" bash -c "! grep -q 'student.0\] INFO finished' b-kill.log"
-rm -f b/grids/student.0/grid-0000003.png.tmp.*
-t_check "B: a restart runs to step 6" "$BIN/msdpipe" up train_stage2 "${small[@]}" --set run="$T_TMP/b" 2>b-resume.log
-t_check "B: student.0 resumed at its step-3 checkpoint" grep -q "student.0\] INFO resuming at step 3 of 6" b-resume.log
+rm -f b/grids/student.0/grid-0000002.png.tmp.*
+t_check "B: a restart runs to step 4" "$BIN/msdpipe" up train_stage2 "${small[@]}" --set run="$T_TMP/b" 2>b-resume.log
+t_check "B: student.0 resumed at its step-2 checkpoint" grep -q "student.0\] INFO resuming at step 2 of 4" b-resume.log
 t_check "B: ... and its critic from its checkpoint" grep -q "critic.0\] INFO resumed from .*critic.0.safetensors at update " b-resume.log
 for f in student.0 critic.0 student.1 critic.1; do
     t_check "B ends with A's $f checkpoint, bytewise" cmp a/ckpt/$f.safetensors b/ckpt/$f.safetensors
 done
-t_check "B: the final grid of student.0 equals A's" cmp a/grids/student.0/grid-0000006.png b/grids/student.0/grid-0000006.png
+t_check "B: the final grid of student.0 equals A's" cmp a/grids/student.0/grid-0000004.png b/grids/student.0/grid-0000004.png
 t_check "no sanitizer report in any log" bash -c "$(declare -f t_log_clean); T_SAN_PATTERN='$T_SAN_PATTERN'; for f in *.log; do t_log_clean \$f || exit 1; done"
 t_end
