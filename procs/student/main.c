@@ -12,7 +12,7 @@
  *                           --timeout-ms: exit 1.
  *   --mode skeleton-serve (or --serve)  binds serve and answers ECHO with the request's
  *                           tensors.
- * Not yet here: the image students (UNet generator, TSM/ADM losses). */
+ * --mode image-train (student_image.c) is stage 2 on images. Not yet here: TSM/ADM, image serving. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +24,7 @@
 #include "rpc.h"
 #include "serve.h"
 #include "student.h"
+#include "student_image.h"
 
 static struct {
     int steps, timeout_ms, serve_flag;
@@ -162,12 +163,14 @@ static const ProcMode modes[] = {
      student_mog_train_args, student_mog_train, CPU_ONLY, NULL},
     {"mog-serve", "GENERATE {\"label\" (N), \"seed\" (1)} -> \"x\" (N, dim) from a trained checkpoint",
      student_mog_serve_args, student_mog_serve, CPU_ONLY, NULL},
+    {"image-train", "stage 2 (DM) of a one-step UNet generator against the UNet teacher (student_image.c)",
+     student_image_train_args, student_image_train, NULL, NULL},
     {0},
 };
 
 static const ProcDesc desc = {
     "student", "msd-student: one per partition: trains its one-step generator, or serves it.", modes,
-    "connects (skeleton-train, mog-train): data, teacher, critic\n",
+    "connects (skeleton-train, mog-train, image-train): data, teacher, critic\n",
 };
 
 int main(int argc, char **argv) { return proc_main(&desc, argc, argv); }

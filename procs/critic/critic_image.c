@@ -1,0 +1,273 @@
+/* critic_image.c: msd-critic --mode image, the fake-score UNet of one image student (stage 2;
+ * docs/ALGORITHMS.md sections 2.4 and 2.10), trained online on that student's detached samples.
+ *
+ * The network starts as --init's EMA weights (the teacher, as in DMD2) or, when --ckpt exists,
+ * resumes from it (weights, AdamW moments, update count). Ops:
+ *   FAKE_TRAIN {"x" (N, C, H, W), "label" (N)}: one AdamW update of the fake-score loss
+ *       (distill_fake_loss): t ~ U{0..999}, sigma = table[t], mean(lambda(sigma) (D_fake(x +
+ *       sigma eps) - x)^2); replies "loss" (1). Draws keyed by (--seed, the index K of its name
+ *       critic.K, update count), so a critic resumed from its checkpoint draws what it would
+ *       have drawn.
+ *   DENOISE {"x" (N, C, H, W), "sigma" (N), "label" (N)}: "d" = D_fake with the current weights.
+ *   SAVE: writes --ckpt (atomic).
+ * N <= --cap. Every computation runs under proc_keepalive (a UNet update can outlast a
+ * heartbeat period). Not here: the GAN head (ADM stage). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "args.h"
+#include "critic.h"
+#include "distill.h"
+#include "dmd.h"
+#include "edmunet.h"
+#include "fsutil.h"
+#include "log.h"
+#include "philox.h"
+#include "serve.h"
+
+#define STREAM_T 0x63720000000000a1ull
+#define STREAM_EPS 0x63720000000000a2ull
+#define STREAM_DROP 0x63720000000000a3ull
+
+static struct {
+    const char *init, *spec, *ckpt;
+    float lr, weight_decay, grad_clip;
+    int cap, threads;
+    uint64_t seed;
+} opt = {NULL, "init", NULL, 2e-6f, 0.01f, 10, 64, 0, 2};
+
+const ArgSpec critic_image_args[] = {
+    ARG_STR_REQ("--init", &opt.init, "FILE", "the starting weights (EMA weights when the file has them): the teacher;\n"
+                "ignored when --ckpt exists"),
+    ARG_STR_REQ("--ckpt", &opt.ckpt, "FILE", "checkpoint written on SAVE and resumed from at start when it exists"),
+    ARG_STR("--net", &opt.spec, "SPEC", "UNet CONFIG-SPEC (default init: the --init file's)"),
+    ARG_FLOAT("--lr", &opt.lr, 0, 1, "LR", "AdamW learning rate (default 2e-6, DMD2's)"),
+    ARG_FLOAT("--weight-decay", &opt.weight_decay, 0, 1, "W", "AdamW decoupled weight decay (default 0.01)"),
+    ARG_FLOAT("--grad-clip", &opt.grad_clip, 0, 1e9, "C", "global gradient-norm clip, 0: none (default 10)"),
+    ARG_INT("--cap", &opt.cap, 1, 1 << 16, "N", "largest batch (default 64)"),
+    ARG_INT("--threads", &opt.threads, 0, 1024, "T", "CPU threads (default: all cores)"),
+    ARG_U64("--seed", &opt.seed, "S", "seed of the draws (default 2)"),
+    ARG_END_,
+};
+
+typedef struct ImgCritic {
+    Proc *p;
+    const Backend *be;
+    BackendCtx *ctx;
+    EdmUNet net;
+    uint64_t seed, stream;   /* stream: the critic's index (name critic.K) in bits 32.. */
+    const char *ckpt;
+    float table[DMD_TABLE_N];
+    float *hnoise, *hsig, *hout;   /* host (cap, dim), (cap) */
+    float *dx, *dnoise, *dout;     /* device (cap, dim) */
+    double loss_sum;
+    long updates_logged;
+    double next_log;
+} ImgCritic;
+
+/* serve_loop keeps the compute/wait clock; these only keep the heartbeats going */
+static void keep_begin(ImgCritic *c) { proc_keepalive_begin(c->p); }
+static void keep_end(ImgCritic *c) { proc_keepalive_end(c->p); }
+
+/* "x" (N, C, H, W) f32 with 1 <= N <= cap, finite, and "label" (N); NULL after answering. */
+static const WireTensor *critic_images(ImgCritic *c, void *sock, const WireMsg *req, const WireTensor **lab) {
+    const UNetConfig *u = &c->net.cfg;
+    const WireTensor *x = serve_tensor(sock, req, "x", WIRE_F32, 4, -1);
+    if (!x) return NULL;
+    int64_t n = x->shape[0];
+    if (n < 1 || n > c->net.cap || x->shape[1] != u->in_ch || x->shape[2] != u->res || x->shape[3] != u->res) {
+        serve_error(sock, req, WIRE_STATUS_BAD_REQUEST, "\"x\" must be (N, %d, %d, %d) with 1 <= N <= %lld", u->in_ch,
+                    u->res, u->res, (long long)c->net.cap);
+        return NULL;
+    }
+    const float *xs = x->data;
+    for (int64_t i = 0; i < n * c->net.dim; i++)
+        if (!isfinite(xs[i])) {
+            serve_error(sock, req, WIRE_STATUS_BAD_REQUEST, "x[%lld] is not finite", (long long)i);
+            return NULL;
+        }
+    *lab = serve_labels(sock, req, "label", n, u->label_dim);
+    return *lab ? x : NULL;
+}
+
+static void img_critic_train(void *ctx, void *sock, const WireMsg *req) {
+    ImgCritic *c = ctx;
+    const WireTensor *lab, *x = critic_images(c, sock, req, &lab);
+    if (!x) return;
+    int64_t n = x->shape[0], D = c->net.dim;
+    uint64_t step = (uint64_t)c->net.opt->step, base = step * (uint64_t)c->net.cap;
+    keep_begin(c);
+    for (int64_t i = 0; i < n; i++)
+        c->hsig[i] = c->table[rng_uniform_int(c->seed, STREAM_T + c->stream, base + (uint64_t)i, DMD_TABLE_N)];
+    rng_normal_fill(c->hnoise, n * D, c->seed, STREAM_EPS + c->stream, base * (uint64_t)D);
+    if (c->net.cfg.dropout > 0)
+        unet_set_dropout_seed(c->net.unet, rng_u32(c->seed, STREAM_DROP + c->stream, step) |
+                                               ((uint64_t)rng_u32(c->seed, STREAM_DROP + c->stream + 1, step) << 32));
+    c->be->upload(c->ctx, c->dx, x->data, n * D);
+    c->be->upload(c->ctx, c->dnoise, c->hnoise, n * D);
+    params_zero_grad(unet_params(c->net.unet));
+    float loss = distill_fake_loss(&c->net.edm, c->dx, c->dnoise, c->hsig, lab->data, NULL, n);
+    optim_step(c->net.opt);
+    keep_end(c);
+    c->loss_sum += loss;
+    c->updates_logged++;
+    WireMsg rep;
+    int64_t one = 1;
+    wire_reply_init(&rep, req, WIRE_OP_FAKE_TRAIN, WIRE_STATUS_OK);
+    wire_msg_add(&rep, "loss", WIRE_F32, 1, &one, &loss);
+    serve_reply(sock, &rep);
+}
+
+static void img_critic_denoise(void *ctx, void *sock, const WireMsg *req) {
+    ImgCritic *c = ctx;
+    const WireTensor *lab, *x = critic_images(c, sock, req, &lab);
+    if (!x) return;
+    int64_t n = x->shape[0], D = c->net.dim;
+    const WireTensor *s = serve_tensor(sock, req, "sigma", WIRE_F32, 1, n);
+    if (!s) return;
+    const float *sg = s->data;
+    for (int64_t i = 0; i < n; i++)
+        if (!isfinite(sg[i]) || !(sg[i] > 0) || sg[i] > 1e6f) {
+            serve_error(sock, req, WIRE_STATUS_BAD_REQUEST, "sigma[%lld] = %g must be in (0, 1e6]", (long long)i, sg[i]);
+            return;
+        }
+    keep_begin(c);
+    c->be->upload(c->ctx, c->dx, x->data, n * D);
+    edm_forward(&c->net.edm, c->dout, c->dx, sg, lab->data, NULL, n, 0);
+    c->be->download(c->ctx, c->hout, c->dout, n * D);
+    keep_end(c);
+    WireMsg rep;
+    wire_reply_init(&rep, req, WIRE_OP_DENOISE, WIRE_STATUS_OK);
+    wire_msg_add(&rep, "d", WIRE_F32, 4, x->shape, c->hout);
+    serve_reply(sock, &rep);
+}
+
+static void img_critic_save(void *ctx, void *sock, const WireMsg *req) {
+    ImgCritic *c = ctx;
+    char err[1024], seed[32];
+    snprintf(seed, sizeof seed, "%llu", (unsigned long long)c->seed);
+    StMeta meta[2] = {{"critic.seed", seed}, {"critic.role", "critic"}};
+    keep_begin(c);
+    int rc = fs_mkdir_parent(c->ckpt, err, sizeof err) || edmunet_save(&c->net, c->ckpt, meta, 2, err, sizeof err);
+    keep_end(c);
+    if (rc) {
+        serve_error(sock, req, WIRE_STATUS_INTERNAL, "save: %s", err);
+        return;
+    }
+    WireMsg rep;
+    wire_reply_init(&rep, req, WIRE_OP_SAVE, WIRE_STATUS_OK);
+    serve_reply(sock, &rep);
+}
+
+/* Every few seconds: the mean fake-score loss since the last line. */
+static void img_critic_log(void *ctx) {
+    ImgCritic *c = ctx;
+    if (msd_now() <= c->next_log || !c->updates_logged) return;
+    log_info("update %lld: fake-score loss %.4f (mean of the last %ld)", (long long)c->net.opt->step,
+             c->loss_sum / c->updates_logged, c->updates_logged);
+    c->loss_sum = 0;
+    c->updates_logged = 0;
+    c->next_log = msd_now() + 5;
+}
+
+/* The network of checkpoint `path` must be ours (a clearer message than a tensor's shape). */
+static int same_spec(const EdmUNet *n, const char *path, const char *what) {
+    char spec[512], err[1024];
+    int r = edmunet_read_spec(path, spec, sizeof spec, err, sizeof err);
+    if (r < 0) return msd_fail(2, "%s: %s", what, err);
+    if (r == 0 && strcmp(spec, n->spec))
+        return msd_fail(2, "%s: %s holds the network '%s', not '%s' (--net)", what, path, spec, n->spec);
+    return 0;
+}
+
+static int img_critic_open(Proc *p, ImgCritic *c) {
+    char err[1024], spec[512];
+    struct stat st;
+    c->p = p;
+    c->seed = opt.seed;
+    long k = proc_name_index(p->name);
+    c->stream = k > 0 ? (uint64_t)k << 32 : 0;
+    c->ckpt = opt.ckpt;
+    int resume = stat(c->ckpt, &st) == 0;
+    if (!resume && stat(opt.init, &st) != 0)
+        return msd_fail(2, "--init %s: cannot open (the critic's starting weights; no checkpoint %s to resume either)",
+                        opt.init, c->ckpt);
+    const char *from = resume ? c->ckpt : opt.init;
+    if (!strcmp(opt.spec, "init")) {
+        int r = edmunet_read_spec(from, spec, sizeof spec, err, sizeof err);
+        if (r < 0) return msd_fail(2, "%s: %s", resume ? "resuming" : "--init", err);
+        if (r > 0) return msd_fail(2, "%s names no network (no \"%s\" metadata): pass --net SPEC", from, EDMUNET_META_SPEC);
+    } else {
+        snprintf(spec, sizeof spec, "%s", opt.spec);
+    }
+    c->be = p->gpu >= 0 ? proc_gpu(p, err, sizeof err) : backend_get(device_cpu(), err, sizeof err);
+    if (!c->be || backend_missing(c->be, err, sizeof err)) return msd_fail(1, "backend: %s", err);
+    c->ctx = backend_ctx_new(c->be, opt.threads);
+    OptimConfig oc;
+    optim_config_default(&oc);
+    oc.lr = opt.lr;
+    oc.weight_decay = opt.weight_decay;
+    oc.grad_clip = opt.grad_clip;
+    if (edmunet_new(&c->net, spec, c->be, c->ctx, opt.cap, &oc, c->seed, err, sizeof err))
+        return msd_fail(2, "--net: %s", err);
+    if (c->net.cfg.label_dim <= 0)
+        return msd_fail(2, "the critic %s is unconditional: stage 2's critics need classes=N", c->net.spec);
+    if (same_spec(&c->net, from, resume ? "resuming" : "--init")) return 2;
+    if (resume) {
+        if (edmunet_load(&c->net, c->ckpt, 0, NULL, err, sizeof err)) return msd_fail(2, "resuming: %s", err);
+        log_info("resumed from %s at update %lld", c->ckpt, (long long)c->net.opt->step);
+    } else {
+        Optim *keep = c->net.opt;
+        c->net.opt = NULL;
+        int rc = edmunet_load(&c->net, opt.init, 1, NULL, err, sizeof err);
+        c->net.opt = keep;
+        if (rc) return msd_fail(2, "--init: %s", err);
+        log_info("initialised from %s", opt.init);
+    }
+    dmd_sigma_table(c->table, DMD_TABLE_N);
+    int64_t cap = opt.cap, D = c->net.dim;
+    c->hnoise = msd_malloc(sizeof(float) * (size_t)(cap * D));
+    c->hout = msd_malloc(sizeof(float) * (size_t)(cap * D));
+    c->hsig = msd_malloc(sizeof(float) * (size_t)cap);
+    c->dx = c->be->alloc(c->ctx, cap * D);
+    c->dnoise = c->be->alloc(c->ctx, cap * D);
+    c->dout = c->be->alloc(c->ctx, cap * D);
+    log_info("fake-score net %s (%lld parameters) on %s, lr %g, cap %d", c->net.spec,
+             (long long)params_count(unet_params(c->net.unet)), c->be->name, opt.lr, opt.cap);
+    return 0;
+}
+
+static void img_critic_free(ImgCritic *c) {
+    if (c->be && c->dx) {
+        c->be->free(c->ctx, c->dx);
+        c->be->free(c->ctx, c->dnoise);
+        c->be->free(c->ctx, c->dout);
+    }
+    edmunet_free(&c->net);
+    if (c->ctx) backend_ctx_destroy(&c->ctx);
+    free(c->hnoise); free(c->hout); free(c->hsig);
+}
+
+int critic_image_run(Proc *p) {
+    static ImgCritic c;
+    memset(&c, 0, sizeof c);
+    int rc = img_critic_open(p, &c);
+    if (rc) {
+        img_critic_free(&c);
+        return rc;
+    }
+    void *serve = serve_socket(p, "--mode image");
+    if (!serve) {
+        img_critic_free(&c);
+        return 2;
+    }
+    static const ServeOp ops[] = {
+        {WIRE_OP_DENOISE, img_critic_denoise}, {WIRE_OP_FAKE_TRAIN, img_critic_train}, {WIRE_OP_SAVE, img_critic_save}};
+    c.next_log = msd_now() + 5;
+    serve_loop(p, serve, ops, 3, &c, img_critic_log, "critic");
+    img_critic_free(&c);
+    return proc_finish(p);
+}
