@@ -111,6 +111,20 @@ if hit 50 STOP student.0; then
     else t_fail stopped_restart "rc=$RC quiet=$quiet: $(grep -v ' INFO step ' "$LOG" | tail -n 30)"; fi
 else t_fail stopped_restart "no step 50 or no student.0: $(tail -n 20 "$LOG")"; finish; fi
 
+# ---- SIGSTOP of data (stateless): the students resend, nothing rolls back ------------------
+# A student's BATCH to the stopped data process times out (2 s) until the launcher has found
+# it silent (3 s), killed and restarted it; resending the same request then gets the answer,
+# so no student rolls back (a rollback would show "rolling back" in its log).
+start data --set restart=2
+if hit 50 STOP data; then
+    finish
+    if [ "$RC" = 0 ] && grep -q "process data (pid $VICTIM) went silent" "$LOG" && grep -q "restarted data: pid" "$LOG" \
+       && grep -qE "^\[student.[01]\] WARN data did not answer batch request [0-9]+ within 2000 ms; sending it again" "$LOG" \
+       && ! grep -q "rolling back" "$LOG" && [ "$(grep -c 'finished 120 steps' "$LOG")" -eq 2 ] && same_ckpts "$run/ckpt"; then
+        t_ok "SIGSTOP of data: restarted, the students resent their requests (no rollback), same final checkpoints"
+    else t_fail data_restart "rc=$RC: $(grep -v ' INFO step ' "$LOG" | tail -n 30)"; fi
+else t_fail data_restart "no step 50 or no data: $(tail -n 20 "$LOG")"; finish; fi
+
 # ---- restart=0: a killed student stops the job, as before -----------------------------
 start norestart
 if hit 50 9 student.0; then
