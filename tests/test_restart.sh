@@ -60,8 +60,8 @@ finish() { # wait for the launcher: RC
 }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b - a) / 1e9 }'; }
 # the time student.0 is back at a step it had reached before the kill: first line "step $1/120" after the resume
-back_at() { # STEP: nanoseconds when LOG shows student.0 at STEP for the second time
-    t_wait_for 240 bash -c "[ \$(grep -c '^\[student.0\] INFO step $1/120' '$LOG') -ge 2 ]" && now
+back_at() { # STEP: nanoseconds when LOG shows student.0 at STEP for the second time (or the launcher ended)
+    t_wait_for 240 bash -c "[ \$(grep -c '^\[student.0\] INFO step $1/120' '$LOG') -ge 2 ] || ! kill -0 $LPID 2>/dev/null" && now
 }
 
 # ---- kill -9 of a student --------------------------------------------------------------
