@@ -27,7 +27,7 @@ static void test_echo_like(void) {
         "var steps = 7\n"
         "proc data bind=serve\n"
         "proc teacher bind=serve gpu=0\n"
-        "proc critic[k in 0..$K-1] bind=serve gpu=$k%2\n"
+        "proc critic[k in 0..$K-1] bind=serve gpu=$k%2 restart=$K\n"
         "proc student[k in 0..$K-1] connect=data,teacher,critic=critic.$k -- --steps $steps --seed \"$k\"\n"
         "proc router connect=c=critic\n"
         "stdin = router\n";
@@ -44,6 +44,8 @@ static void test_echo_like(void) {
           strcmp(pl.procs[s1->connects[2].target].name, "critic.1") == 0, "alias critic=critic.$k");
     CHECK(proc(&pl, "critic.1")->gpu == 1 && proc(&pl, "critic.2")->gpu == 0, "gpu expressions");
     CHECK(proc(&pl, "teacher")->server == 1 && proc(&pl, "teacher")->gpu == 0, "teacher");
+    CHECK(proc(&pl, "critic.2")->restart == 3 && proc(&pl, "teacher")->restart == 0, "restart=$K: %d, default %d",
+          proc(&pl, "critic.2")->restart, proc(&pl, "teacher")->restart);
     const PipeProc *r = proc(&pl, "router");
     CHECK(r->nconnects == 3 && strcmp(r->connects[0].peer, "c.0") == 0 && strcmp(r->connects[2].peer, "c.2") == 0,
           "group connect with alias: %d", r->nconnects);
@@ -139,6 +141,10 @@ static void test_bad_files(void) {
         {"proc a bind=x,y\nproc b connect=a\n", 2, "binds several endpoints"},
         {"proc a bind=x\nproc b connect=a:y\n", 2, "does not bind an endpoint 'y'"},
         {"proc a bind=serve server=maybe\n", 1, "bad server"},
+        {"proc a bind=serve restart=-1\n", 1, "bad restart -1 (expected the most restarts after a crash, 0..100)"},
+        {"proc a bind=serve restart=101\n", 1, "bad restart 101"},
+        {"proc a bind=serve restart=two\n", 1, "bad restart 'two'"},
+        {"proc a bind=serve restart=1 restart=2\n", 1, "restart given twice"},
         {"proc a bind=serve\nstdin a\nstdin a\n", 3, "stdin given twice"},
         {"proc a bind=serve\nstdin\n", 2, "expected 'stdin NAME'"},
         {"pipeline bad/name\nproc a bind=serve\n", 1, "bad pipeline name"},

@@ -38,6 +38,7 @@ static int rpc_take(Rpc *r, void *sock, const char *peer, uint64_t id, uint32_t 
         return 0;
     }
     if (m->status != WIRE_STATUS_OK || m->op != op) {
+        r->peer_status = m->status != WIRE_STATUS_OK ? m->status : WIRE_STATUS_BAD_MESSAGE;
         snprintf(r->err, sizeof r->err, "%s answered %s request %llu with %s, status %s: %s", peer, wire_op_name(op),
                  (unsigned long long)id, wire_op_name(m->op), wire_status_name(m->status),
                  m->error[0] ? m->error : "(no text)");
@@ -52,6 +53,8 @@ int rpc_await(Rpc *r, int n, void **socks, const char *const *peers, const uint6
     enum { MAXN = 16 };
     MSD_CHECK(n >= 1 && n <= MAXN);
     int have[MAXN] = {0}, got = 0;
+    r->timed_out = 0;
+    r->peer_status = 0;
     double deadline = msd_now() + r->timeout_ms / 1000.0;
     while (got < n) {
         double left = deadline - msd_now();
@@ -62,6 +65,7 @@ int rpc_await(Rpc *r, int n, void **socks, const char *const *peers, const uint6
                              wire_op_name(ops[i]), (unsigned long long)ids[i], r->timeout_ms);
                     break;
                 }
+            r->timed_out = 1;
             goto fail;
         }
         void *wait[MAXN];
@@ -95,9 +99,14 @@ fail:
 }
 
 int rpc_call(Rpc *r, void *sock, const char *peer, const WireMsg *req, WireMsg *rep) {
-    if (rpc_send(r, sock, peer, req)) return -1;
+    double end = msd_now() + r->wait_ms / 1000.0;
     uint32_t op = req->op;
-    return rpc_await(r, 1, &sock, &peer, &req->id, &op, rep);
+    for (;;) {
+        if (rpc_send(r, sock, peer, req)) return -1;
+        if (rpc_await(r, 1, &sock, &peer, &req->id, &op, rep) == 0) return 0;
+        if (!r->timed_out || msd_now() >= end) return -1;
+        log_warn("%s; sending it again (is %s restarting? waiting up to %d ms in all)", r->err, peer, r->wait_ms);
+    }
 }
 
 const WireTensor *rpc_tensor(Rpc *r, const WireMsg *m, const char *peer, const char *name, WireDType dt, int ndim) {

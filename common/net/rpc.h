@@ -18,6 +18,10 @@ typedef struct Rpc {
     int timeout_ms;      /* per reply */
     uint64_t next_id;    /* ids handed out by rpc_id */
     const char *busy_reply; /* answer to LINE messages meanwhile (NULL: a default text) */
+    int wait_ms;         /* rpc_call: resend a request that timed out until this much time has
+                            passed in all (a peer restarting); 0: no resend */
+    int timed_out;       /* the last failure was a peer's silence past timeout_ms */
+    int32_t peer_status; /* the last failure was a peer's reply with this status (0: not one) */
     char err[2048];
 } Rpc;
 
@@ -30,7 +34,9 @@ int rpc_send(Rpc *r, void *sock, const char *peer, const WireMsg *m);
  * caller closes every out[i]; on failure (-1, r->err) nothing is left open. */
 int rpc_await(Rpc *r, int n, void **socks, const char *const *peers, const uint64_t *ids, const uint32_t *ops,
               WireMsg *out);
-/* rpc_send then rpc_await of one request. */
+/* rpc_send then rpc_await of one request. When it times out and wait_ms allows, it is sent
+ * again with the same id (so only for requests a server may see twice: BATCH, DENOISE to a
+ * stateless peer, SAVE, RESUME), each try waiting timeout_ms, until wait_ms has passed. */
 int rpc_call(Rpc *r, void *sock, const char *peer, const WireMsg *req, WireMsg *rep);
 
 /* Look up a reply tensor with the expected dtype and number of dims (ndim < 0: any); fills

@@ -62,6 +62,8 @@ typedef enum WireOp {
     WIRE_OP_SAVE = 12,      /* student -> critic: "step" i64 (1); checkpoint now; reply: no tensors */
     WIRE_OP_SAMPLE = 13,    /* -> teacher: "label" i32 (N), "seed" i64 (1), "steps" i32 (1), optional "churn"
                                f32 (1); reply: "x" f32 (N, ...) multi-step EDM (Heun) samples */
+    WIRE_OP_RESUME = 14,    /* student -> critic: "updates" i64 (1); roll back to the checkpoint taken after
+                               that many updates (0: the initial weights); reply: no tensors */
     WIRE_OP_COUNT
 } WireOp;
 

@@ -8,15 +8,22 @@
  *                           fake-score loss (docs/ALGORITHMS.md section 2): t ~ U{0..999}, sigma from
  *                           the Karras table, mean(lambda(sigma) (D_fake(x + sigma eps) - x)^2),
  *                           AdamW; DENOISE {"x", "sigma", "label"} answers D_fake with the
- *                           current weights; SAVE writes the checkpoint (--ckpt).
+ *                           current weights; SAVE writes the checkpoint (--ckpt), keeping the one
+ *                           before as FILE.prev; RESUME {"updates"} rolls back to whichever of the two
+ *                           was taken after that many updates (0: the initial weights).
  * Every draw is keyed by (seed, update count), so a critic resumed from its checkpoint draws
- * what it would have drawn. The UNet critic is --mode image (critic_image.c). Not yet here:
- * the GAN head. */
+ * what it would have drawn. Restarts (docs/PIPELINES.md "Restarts"): in mog mode nothing but
+ * RESUME is served until the student has sent one (a restarted critic must not answer with the
+ * wrong weights), and requests with a smaller id than the last RESUME's are refused as stale
+ * (a restarted student's ids start above its dead predecessor's, rpc.h). The UNet critic is
+ * --mode image (critic_image.c). */
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "args.h"
 #include "critic.h"
@@ -63,7 +70,26 @@ typedef struct Critic {
     double loss_sum;
     long updates_logged;
     double next_log;
+    OptimConfig oc;
+    int resumed;           /* a RESUME arrived: training requests are served */
+    uint64_t floor_id;     /* requests with a smaller id are stale (the last RESUME's id) */
+    int64_t saved_updates; /* the update count of --ckpt as last written or read, -1 none */
 } Critic;
+
+/* BUSY for a training request before RESUME or from before the last RESUME: 1 when refused. */
+static int critic_refuse(Critic *c, void *sock, const WireMsg *req) {
+    if (!c->resumed) {
+        serve_error(sock, req, WIRE_STATUS_BUSY, "%s: not resumed (send RESUME first: this critic may have restarted)",
+                    wire_op_name(req->op));
+        return 1;
+    }
+    if (req->id < c->floor_id) {
+        serve_error(sock, req, WIRE_STATUS_BUSY, "%s request %llu is stale (from before RESUME %llu)", wire_op_name(req->op),
+                    (unsigned long long)req->id, (unsigned long long)c->floor_id);
+        return 1;
+    }
+    return 0;
+}
 
 /* x (N, dim) f32 and label (N) i32, N <= cap, finite. */
 static const WireTensor *critic_points(Critic *c, void *sock, const WireMsg *req, const WireTensor **lab) {
@@ -88,6 +114,7 @@ static const WireTensor *critic_points(Critic *c, void *sock, const WireMsg *req
 
 static void critic_train(void *ctx, void *sock, const WireMsg *req) {
     Critic *c = ctx;
+    if (critic_refuse(c, sock, req)) return;
     const WireTensor *lab, *x = critic_points(c, sock, req, &lab);
     if (!x) return;
     int64_t n = x->shape[0], D = c->net.dim;
@@ -110,6 +137,7 @@ static void critic_train(void *ctx, void *sock, const WireMsg *req) {
 
 static void critic_denoise(void *ctx, void *sock, const WireMsg *req) {
     Critic *c = ctx;
+    if (critic_refuse(c, sock, req)) return;
     const WireTensor *lab, *x = critic_points(c, sock, req, &lab);
     if (!x) return;
     int64_t n = x->shape[0];
@@ -131,14 +159,35 @@ static void critic_denoise(void *ctx, void *sock, const WireMsg *req) {
 static void critic_save(void *ctx, void *sock, const WireMsg *req) {
     Critic *c = ctx;
     char err[1024];
+    if (critic_refuse(c, sock, req)) return;
     if (!c->ckpt) {
         serve_error(sock, req, WIRE_STATUS_BAD_REQUEST, "save: this critic has no --ckpt file");
         return;
     }
-    if (fs_mkdir_parent(c->ckpt, err, sizeof err) || edmmlp_save(&c->net, c->ckpt, "critic", err, sizeof err)) {
+    if (fs_mkdir_parent(c->ckpt, err, sizeof err)) {
         serve_error(sock, req, WIRE_STATUS_INTERNAL, "save: %s", err);
         return;
     }
+    /* the checkpoint before becomes FILE.prev (a hard link renamed over it: both names always
+     * hold a whole file), unless this SAVE repeats the last one */
+    int64_t updates = c->net.opt->step;
+    struct stat st;
+    if (updates != c->saved_updates && stat(c->ckpt, &st) == 0) {
+        char prev[4200], tmp[4300];
+        snprintf(prev, sizeof prev, "%s.prev", c->ckpt);
+        snprintf(tmp, sizeof tmp, "%s.prev.tmp", c->ckpt);
+        unlink(tmp);
+        if (link(c->ckpt, tmp) != 0 || rename(tmp, prev) != 0) {
+            serve_error(sock, req, WIRE_STATUS_INTERNAL, "save: keeping %s as %s: %s", c->ckpt, prev, strerror(errno));
+            unlink(tmp);
+            return;
+        }
+    }
+    if (edmmlp_save(&c->net, c->ckpt, "critic", err, sizeof err)) {
+        serve_error(sock, req, WIRE_STATUS_INTERNAL, "save: %s", err);
+        return;
+    }
+    c->saved_updates = updates;
     WireMsg rep;
     wire_reply_init(&rep, req, WIRE_OP_SAVE, WIRE_STATUS_OK);
     serve_reply(sock, &rep);
@@ -164,9 +213,70 @@ static void gauss_denoise(void *ctx, void *sock, const WireMsg *req) {
     free(d);
 }
 
+/* The initial network: the weights every run starts from (seeded), no update taken. */
+static int critic_net_new(Critic *c, char *err, size_t errlen) {
+    if (edmmlp_new(&c->net, opt.spec, c->mog.dim, c->mog.nclasses, opt.cap, (float)mog_data_std(&c->mog), &c->oc,
+                   c->seed, err, errlen))
+        return -1;
+    c->net.settings = &c->settings;       /* the run's settings, checked on every load (checkpoint.h) */
+    c->net.allow_changed = opt.allow_changed;
+    return 0;
+}
+
+/* RESUME {"updates" i64 (1)}: the student (re)starts at the step after which this critic had
+ * taken that many updates; roll back to the checkpoint (--ckpt or its .prev) holding exactly
+ * that state, or to the initial weights for 0. Serving starts (again) with the reply. */
+static void critic_resume(void *ctx, void *sock, const WireMsg *req) {
+    Critic *c = ctx;
+    const WireTensor *u = serve_tensor(sock, req, "updates", WIRE_I64, 1, 1);
+    if (!u) return;
+    int64_t want = *(const int64_t *)u->data;
+    char err[1024];
+    c->resumed = 0;
+    if (want < 0) {
+        serve_error(sock, req, WIRE_STATUS_BAD_REQUEST, "resume: updates %lld < 0", (long long)want);
+        return;
+    }
+    edmmlp_free(&c->net);
+    if (critic_net_new(c, err, sizeof err)) {
+        serve_error(sock, req, WIRE_STATUS_INTERNAL, "resume: %s", err);
+        return;
+    }
+    const char *from = "the initial weights";
+    if (want > 0) {
+        char prev[4200], had[512] = "";
+        snprintf(prev, sizeof prev, "%s.prev", c->ckpt ? c->ckpt : "");
+        const char *files[2] = {c->ckpt, prev};
+        from = NULL;
+        for (int k = 0; k < 2 && !from && c->ckpt; k++) {
+            struct stat st;
+            if (stat(files[k], &st) != 0) continue;
+            if (edmmlp_load(&c->net, files[k], 0, err, sizeof err)) {
+                serve_error(sock, req, WIRE_STATUS_INTERNAL, "resume: %s", err);
+                return;
+            }
+            if (c->net.opt->step == want) from = files[k];
+            else snprintf(had + strlen(had), sizeof had - strlen(had), "%s%s has %lld", had[0] ? ", " : "", files[k],
+                          (long long)c->net.opt->step);
+        }
+        if (!from) {
+            serve_error(sock, req, WIRE_STATUS_BAD_REQUEST, "resume: no checkpoint after %lld updates (%s)", (long long)want,
+                        had[0] ? had : "no checkpoint file");
+            return;
+        }
+    }
+    c->resumed = 1;
+    c->floor_id = req->id;
+    log_info("resumed at update %lld from %s (RESUME %llu)", (long long)want, from, (unsigned long long)req->id);
+    WireMsg rep;
+    wire_reply_init(&rep, req, WIRE_OP_RESUME, WIRE_STATUS_OK);
+    serve_reply(sock, &rep);
+}
+
 static int critic_open(Proc *p, Critic *c) {
     c->seed = opt.seed;
     c->ckpt = opt.ckpt;
+    c->saved_updates = -1;
     char err[1024];
     if (mog_load(&c->mog, opt.mix, err, sizeof err)) return msd_fail(2, "%s", err);
     /* the writer's lock, held until the process ends: a second run on this file refuses here */
@@ -178,20 +288,16 @@ static int critic_open(Proc *p, Critic *c) {
     ckpt_settings_add(&c->settings, "seed", "%llu", (unsigned long long)opt.seed);
     ckpt_settings_add(&c->settings, "lr", "%.7g", opt.lr);
     ckpt_settings_add(&c->settings, "cap", "%d", opt.cap);
-    OptimConfig oc;
-    optim_config_default(&oc);
-    oc.lr = opt.lr;
-    oc.weight_decay = 0;
-    oc.grad_clip = 10;
-    if (edmmlp_new(&c->net, opt.spec, c->mog.dim, c->mog.nclasses, opt.cap, (float)mog_data_std(&c->mog), &oc,
-                   c->seed, err, sizeof err))
-        return msd_fail(2, "--net: %s", err);
-    c->net.settings = &c->settings;
-    c->net.allow_changed = opt.allow_changed;
+    optim_config_default(&c->oc);
+    c->oc.lr = opt.lr;
+    c->oc.weight_decay = 0;
+    c->oc.grad_clip = 10;
+    if (critic_net_new(c, err, sizeof err)) return msd_fail(2, "--net: %s", err);
     struct stat st;
     if (c->ckpt && stat(c->ckpt, &st) == 0) {
         if (edmmlp_load(&c->net, c->ckpt, 0, err, sizeof err)) return msd_fail(2, "resuming: %s", err);
-        log_info("resumed from %s at update %lld", c->ckpt, (long long)c->net.opt->step);
+        c->saved_updates = c->net.opt->step;
+        log_info("found %s at update %lld (serving starts with the student's RESUME)", c->ckpt, (long long)c->net.opt->step);
     }
     dmd_sigma_table(c->table, DMD_TABLE_N);
     c->noise = msd_malloc(sizeof(float) * (size_t)opt.cap * c->mog.dim);
@@ -227,9 +333,10 @@ static int run_mog(Proc *p) {
     void *serve = serve_socket(p, "--mode mog");
     if (!serve) return 2;
     static const ServeOp ops[] = {
-        {WIRE_OP_DENOISE, critic_denoise}, {WIRE_OP_FAKE_TRAIN, critic_train}, {WIRE_OP_SAVE, critic_save}};
+        {WIRE_OP_DENOISE, critic_denoise}, {WIRE_OP_FAKE_TRAIN, critic_train}, {WIRE_OP_SAVE, critic_save},
+        {WIRE_OP_RESUME, critic_resume}};
     c.next_log = msd_now() + 5;
-    serve_loop(p, serve, ops, 3, &c, critic_log, "critic");
+    serve_loop(p, serve, ops, 4, &c, critic_log, "critic");
     edmmlp_free(&c.net);
     mog_free(&c.mog);
     free(c.noise); free(c.out); free(c.sigma);

@@ -14,6 +14,14 @@
  * (weights, EMA, AdamW state): a restart resumes from there. Progress lines and JSON-lines
  * metrics (--metrics) report step, losses, rate and time left.
  *
+ * Restarts (docs/PIPELINES.md "Restarts"): the student starts every run, and every resume,
+ * with RESUME to its critic (the critic's update count at the resumed step), so the pair
+ * always continues from one common checkpointed state; when a peer stays silent past
+ * --timeout-ms, or the critic refuses for want of a RESUME (it restarted), the student rolls
+ * back to its own last checkpoint and resumes the critic there, for up to --peer-wait-ms
+ * without a finished step. Every draw is keyed by the step, so the numbers equal an
+ * uninterrupted run's.
+ *
  * mog-serve: binds serve; GENERATE {"label" (N), "seed" (1)} -> "x" (N, dim) from the EMA
  * weights of --ckpt, noise keyed by the request's seed; a request taken after its optional
  * "deadline_ms" is answered BUSY, not computed (the router cancelled it). */
@@ -23,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "args.h"
 #include "dmd.h"
@@ -53,6 +62,10 @@ typedef struct MogTrain {
     float table[DMD_TABLE_N];
     float *z80, *x, *xt, *sigma, *eps, *dx, *sig80;
     int32_t *label;
+    OptimConfig oc;
+    char spec[256];
+    uint64_t init_seed;
+    double last_progress;  /* when the last step finished (or the loop started) */
     double fake_loss_sum;
     long fake_loss_n;
     Busy busy;
@@ -174,6 +187,44 @@ static int mog_checkpoint(MogTrain *s) {
     return 0;
 }
 
+/* The critic's update count once the student has finished `step` steps (0 before the warm-up:
+ * a student at step 0 warms it up again). */
+static int64_t mog_critic_updates(const MogTrain *s, int64_t step) {
+    return step > 0 ? s->warmup + step * (int64_t)s->ttur : 0;
+}
+
+/* RESUME: roll the critic back to the state that belongs to this student's step. */
+static int mog_resume_critic(MogTrain *s) {
+    WireMsg req, rep;
+    int64_t one = 1, updates = mog_critic_updates(s, s->g.opt->step);
+    wire_msg_init(&req, WIRE_OP_RESUME, rpc_id(&s->rpc));
+    wire_msg_add(&req, "updates", WIRE_I64, 1, &one, &updates);
+    if (rpc_call(&s->rpc, s->critic, "critic", &req, &rep)) return -1;
+    wire_msg_close(&rep);
+    return 0;
+}
+
+/* Back to the last checkpoint (or the initial weights), the critic with it. */
+static int mog_rollback(MogTrain *s) {
+    char err[1024];
+    struct stat st;
+    const CkptSettings *settings = s->g.settings;   /* the run's settings stay checked */
+    int allow_changed = s->g.allow_changed;
+    edmmlp_free(&s->g);
+    int rc = edmmlp_new(&s->g, s->spec, s->mog.dim, s->mog.nclasses, s->batch, (float)mog_data_std(&s->mog), &s->oc,
+                        s->init_seed, err, sizeof err);
+    if (rc == 0) {
+        s->g.settings = settings;
+        s->g.allow_changed = allow_changed;
+        if (stat(s->ckpt, &st) == 0) rc = edmmlp_load(&s->g, s->ckpt, 0, err, sizeof err);
+    }
+    if (rc) {
+        snprintf(s->rpc.err, sizeof s->rpc.err, "rolling back: %s", err);
+        return -1;
+    }
+    return mog_resume_critic(s);
+}
+
 static int mog_train_loop(MogTrain *s) {
     int64_t start = s->g.opt->step;
     if (start == 0 && s->warmup > 0) {
@@ -197,6 +248,7 @@ static int mog_train_loop(MogTrain *s) {
         if (mog_generator_step(s, step, data0 + s->ttur, &loss)) return -1;
         loss_sum += loss;
         loss_n++;
+        s->last_progress = msd_now();
         int64_t done = step + 1;
         if (done % s->log_every == 0 || done == s->steps) {
             double el = msd_now() - t0, rate = (double)(done - start) * s->batch / (el > 0 ? el : 1e-9);
@@ -229,7 +281,7 @@ static int mog_train_loop(MogTrain *s) {
 /* Options of both modes (each accepts every one; --mix is required, --ckpt-dir for training). */
 typedef struct MogOpts {
     const char *mix, *spec, *ckpt_dir, *ckpt, *metrics, *partition;
-    int index, batch, steps, ttur, warmup, ckpt_every, log_every, timeout_ms, cap, allow_changed;
+    int index, batch, steps, ttur, warmup, ckpt_every, log_every, timeout_ms, wait_ms, cap, allow_changed;
     float lr, ema;
     uint64_t seed;
 } MogOpts;
@@ -253,6 +305,8 @@ static const ArgSpec mog_common_args[] = {
     ARG_FLOAT("--ema", &opt.ema, 0, 1, "D", "EMA decay of the served weights (default 0.995)"),
     ARG_U64("--seed", &opt.seed, "S", "seed of the weights and the draws (default 1)"),
     ARG_INT("--timeout-ms", &opt.timeout_ms, 1, 86400000, "MS", "how long a peer may take to answer (default 30000)"),
+    ARG_INT("--peer-wait-ms", &opt.wait_ms, 0, 86400000, "MS",
+            "training: how long to keep resending and rolling back while a peer restarts, without a finished step (default 0: fail at once)"),
     ARG_INT("--cap", &opt.cap, 1, 1 << 20, "N", "largest GENERATE request (serve; default MOG_SERVE_MAX_SAMPLES, 4096)"),
     ARG_END_,
 };
@@ -301,6 +355,12 @@ int student_mog_train(Proc *p) {
     s.seed = o.seed;
     rpc_init(&s.rpc, p, o.timeout_ms);
     s.rpc.busy_reply = "a training student takes no input lines";
+    s.rpc.wait_ms = o.wait_ms;
+    /* request ids start above any a dead predecessor used (the clock in ms, 2^20 ids per ms),
+     * so the critic can tell its stale requests from ours */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    s.rpc.next_id = ((uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000) << 20;
     s.data = proc_connected(p, "data");
     s.teacher = proc_connected(p, "teacher");
     s.critic = proc_connected(p, "critic");
@@ -334,8 +394,11 @@ int student_mog_train(Proc *p) {
     oc.grad_clip = 10;
     oc.ema = 1;
     oc.ema_decay = o.ema;
+    s.oc = oc;
+    snprintf(s.spec, sizeof s.spec, "%s", o.spec);
+    s.init_seed = o.seed * 1000 + (uint64_t)s.index;
     if (edmmlp_new(&s.g, o.spec, s.mog.dim, s.mog.nclasses, s.batch, (float)mog_data_std(&s.mog), &oc,
-                   o.seed * 1000 + (uint64_t)s.index, err, sizeof err)) return msd_fail(2, "--net: %s", err);
+                   s.init_seed, err, sizeof err)) return msd_fail(2, "--net: %s", err);
     s.g.settings = &set;
     s.g.allow_changed = o.allow_changed;
     struct stat st;
@@ -356,7 +419,20 @@ int student_mog_train(Proc *p) {
              s.batch, s.steps, s.ttur, o.lr, s.ckpt);
     busy_init(&s.busy);
     proc_ready(p);
-    rc = mog_train_loop(&s);
+    s.last_progress = msd_now();
+    rc = mog_resume_critic(&s);
+    while (rc == 0 && (rc = mog_train_loop(&s)) != 0) {
+        /* a peer silent past --timeout-ms, or a critic that restarted: both roll back */
+        int again = s.rpc.timed_out || s.rpc.peer_status == WIRE_STATUS_BUSY;
+        if (!again || proc_should_stop(p)) break;
+        if (msd_now() - s.last_progress > o.wait_ms / 1000.0) {
+            log_error("no step finished for %d ms (--peer-wait-ms): giving up", o.wait_ms);
+            break;
+        }
+        log_warn("%s: rolling back to the last checkpoint and resuming the critic there", s.rpc.err);
+        rc = mog_rollback(&s);
+        if (rc == 0) log_warn("rolled back to step %lld", (long long)s.g.opt->step);
+    }
     busy_report(&s.busy, "student");
     if (s.metrics) fclose(s.metrics);
     edmmlp_free(&s.g);

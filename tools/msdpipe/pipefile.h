@@ -30,6 +30,7 @@
 #define PIPE_MAX_ARGS 64           /* own arguments of one process */
 #define PIPE_MAX_ERRORS 10         /* errors reported before giving up */
 #define PIPE_MAX_GPU 63
+#define PIPE_MAX_RESTART 100      /* restart= per process */
 
 /* Built-in variables, present in every pipeline (seconds; a file may give other defaults). */
 #define PIPE_DEFAULT_READY_TIMEOUT "10"
@@ -73,6 +74,7 @@ typedef struct PipeProc {
     int host;                      /* index into Pipeline.hosts (0 is localhost) */
     char hostname[PIPE_MAX_NAME];  /* as written (host=), resolved into host at the end */
     int server;                    /* binds something (or server=yes): stopped when the job ends */
+    int restart;                   /* restart=N: restarts after a crash or silence (0: a failure stops the job) */
     int nbinds, nconnects, argc;
     PipeBind binds[PIPE_MAX_BINDS];
     PipeConnect connects[PIPE_MAX_CONNECTS];

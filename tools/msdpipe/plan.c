@@ -202,6 +202,7 @@ void plan_print(const Pipeline *pl, const char *bindir, FILE *out) {
         if (p->gpu >= 0) fprintf(out, "  %-8s %d\n", "gpu", p->gpu);
         else fprintf(out, "  %-8s none\n", "gpu");
         fprintf(out, "  %-8s %s\n", "host", pl->hosts[p->host].name);
+        if (p->restart) fprintf(out, "  %-8s up to %d after a crash or silence\n", "restart", p->restart);
         fprintf(out, "  %-8s %s\n", "server", p->server ? "yes (stopped when the job ends)" : "no (the job ends when it is done)");
         for (int b = 0; b < p->nbinds; b++)
             fprintf(out, "  %-8s %s=%s\n", "bind", p->binds[b].name, p->binds[b].endpoint);

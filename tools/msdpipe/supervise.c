@@ -9,6 +9,12 @@
  * of the launcher leaves no orphan. Remote processes start through ${MSDPIPE_SSH:-ssh} HOST
  * with tcp endpoints and the run's CURVE key file on ssh's stdin.
  *
+ * restart=N (docs/PIPELINES.md "Restarts"): a process that crashes, or goes silent and is
+ * killed, is started again after a backoff (RESTART_BACKOFF doubling per restart of that
+ * process, at most RESTART_BACKOFF_MAX), at most N times; then its failure stops the job as
+ * with restart=0. The new process has the same name, so the same control identity; it counts
+ * as up again once it sends READY.
+ *
  * Not here: the file format (tools/msdpipe/pipefile.c), command lines (plan.c). */
 #include "msdpipe.h"
 
@@ -29,7 +35,10 @@
 #include <time.h>
 #include <unistd.h>
 
-enum { CH_STARTING, CH_READY, CH_EXITED };
+enum { CH_STARTING, CH_READY, CH_EXITED, CH_WAITING /* crashed, restart pending */ };
+
+#define RESTART_BACKOFF 0.5      /* seconds before the first restart of a process */
+#define RESTART_BACKOFF_MAX 8.0  /* the doubling stops here */
 
 typedef struct Child {
     pid_t pid;
@@ -39,6 +48,10 @@ typedef struct Child {
     int killed;            /* we sent SIGKILL */
     int status;            /* wait status, once exited */
     double last_heard;
+    double started;        /* when the current incarnation was started */
+    int restarts;          /* restarts used (restart= allows PipeProc.restart) */
+    int silenced;          /* we SIGKILLed it for silence or a missed READY; restart pending */
+    double restart_at;     /* CH_WAITING: when to start it again */
 } Child;
 
 typedef struct Launcher {
@@ -139,6 +152,7 @@ static int pick_port(const PipeHost *h, void *ctx, char *err, size_t errlen) {
 /* ---- state file ---------------------------------------------------------------------- */
 
 static const char *child_state_name(const Child *c) {
+    if (c->state == CH_WAITING) return "restarting";
     if (c->state == CH_EXITED) return c->killed ? "killed" : (WIFEXITED(c->status) && WEXITSTATUS(c->status) == 0 ? "exited" : "failed");
     if (c->done) return "done";
     return c->state == CH_READY ? "ready" : "starting";
@@ -246,8 +260,12 @@ static int start_child(Launcher *L, int i, char *err, size_t errlen) {
     }
     close(in);
     plan_free_argv(argv);
-    L->ch[i].pid = pid;
-    L->ch[i].state = CH_STARTING;
+    Child *c = &L->ch[i];
+    c->pid = pid;
+    c->state = CH_STARTING;
+    c->done = c->heard = c->killed = c->silenced = 0;
+    c->status = 0;
+    c->started = c->last_heard = msd_now();
     log_debug("started %s: pid %d", p->name, (int)pid);
     return 0;
 }
@@ -363,9 +381,19 @@ static int reap(Launcher *L, int stopping) {
             }
         } else if (clean && !p->server) {
             log_debug("%s (pid %d) finished", p->name, (int)pid);
+        } else if (c->restarts < p->restart) {
+            double delay = RESTART_BACKOFF;
+            for (int k = 0; k < c->restarts && delay < RESTART_BACKOFF_MAX; k++) delay *= 2;
+            if (delay > RESTART_BACKOFF_MAX) delay = RESTART_BACKOFF_MAX;
+            c->restarts++;
+            c->state = CH_WAITING;
+            c->restart_at = msd_now() + delay;
+            log_warn("process %s (pid %d) %s%s; restarting it in %.1f s (restart %d of %d)", p->name, (int)pid, how,
+                     clean ? " (a server must run until the pipeline stops)" : "", delay, c->restarts, p->restart);
         } else {
             log_error("process %s (pid %d) %s%s", p->name, (int)pid, how,
                       clean ? " (a server must run until the pipeline stops)" : "");
+            if (p->restart) log_error("process %s used all %d restarts (restart=%d)", p->name, c->restarts, p->restart);
             failed++;
         }
         write_state(L);
@@ -420,6 +448,8 @@ static void clean_remote(Launcher *L) {
  * process failed while stopping and code was 0. */
 static int stop_all(Launcher *L, int code) {
     L->phase = "stopping";
+    for (int i = 0; i < L->pl.nprocs; i++)
+        if (L->ch[i].state == CH_WAITING) L->ch[i].state = CH_EXITED;  /* its restart is off */
     write_state(L);
     int seen_signals = g_signals;
     for (int i = 0; i < L->pl.nprocs; i++) {
@@ -512,14 +542,34 @@ static int supervise(Launcher *L) {
         }
         if (now >= next_hb) {
             for (int i = 0; i < L->pl.nprocs; i++)
-                if (L->ch[i].state != CH_EXITED) send_op(L, i, WIRE_OP_HEARTBEAT);
+                if (L->ch[i].state != CH_EXITED && L->ch[i].state != CH_WAITING) send_op(L, i, WIRE_OP_HEARTBEAT);
             next_hb = now + hb_every;
         }
         for (int i = 0; i < L->pl.nprocs; i++) {
             Child *c = &L->ch[i];
-            if (c->state == CH_READY && now - c->last_heard > liveness) {
-                log_error("process %s (pid %d) went silent: nothing for %.1f s", L->pl.procs[i].name, (int)c->pid, now - c->last_heard);
-                return stop_all(L, MSDPIPE_EXIT_FAILED);
+            const PipeProc *p = &L->pl.procs[i];
+            int silent = c->state == CH_READY && now - c->last_heard > liveness;
+            int late = c->state == CH_STARTING && strcmp(L->phase, "starting") != 0 && now - c->started > L->pl.ready_timeout;
+            if ((silent || late) && !c->silenced) {
+                if (silent) log_error("process %s (pid %d) went silent: nothing for %.1f s", p->name, (int)c->pid, now - c->last_heard);
+                else log_error("process %s (pid %d) not ready after %g s (ready_timeout)", p->name, (int)c->pid, L->pl.ready_timeout);
+                if (c->restarts >= p->restart) {
+                    if (p->restart) log_error("process %s used all %d restarts (restart=%d)", p->name, c->restarts, p->restart);
+                    return stop_all(L, MSDPIPE_EXIT_FAILED);
+                }
+                /* the restart policy takes over once it is reaped */
+                c->silenced = 1;
+                kill(-c->pid, SIGKILL);
+                kill(c->pid, SIGKILL);
+            }
+            if (c->state == CH_WAITING && now >= c->restart_at) {
+                char err[512];
+                if (start_child(L, i, err, sizeof err) < 0) {
+                    log_error("cannot restart %s: %s", p->name, err);
+                    return stop_all(L, MSDPIPE_EXIT_FAILED);
+                }
+                log_warn("restarted %s: pid %d (restart %d of %d)", p->name, (int)c->pid, c->restarts, p->restart);
+                write_state(L);
             }
         }
         if (job_finished(L)) {
