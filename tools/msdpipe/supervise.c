@@ -183,6 +183,8 @@ static int open_control(Launcher *L, char *err, size_t errlen) {
     zmq_setsockopt(L->ctl, ZMQ_LINGER, &zero, sizeof zero);
     zmq_setsockopt(L->ctl, ZMQ_SNDHWM, &hwm, sizeof hwm);
     zmq_setsockopt(L->ctl, ZMQ_RCVHWM, &hwm, sizeof hwm);
+    int64_t maxmsg = wire_max_frame();   /* as every process's sockets: a larger frame disconnects its sender */
+    zmq_setsockopt(L->ctl, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
     snprintf(L->control_ipc, sizeof L->control_ipc, "ipc://%s/control", L->rundir);
     if (zmq_bind(L->ctl, L->control_ipc) != 0)
         return msd_errf(err, errlen, "cannot bind the control endpoint %s: %s", L->control_ipc, zmq_strerror(zmq_errno()));
