@@ -105,6 +105,7 @@ all: $(PROC_BINS) $(TOOL_BINS) $(TEST_BINS) $(BENCH_BINS)
 
 deps:
 	@tools/install-deps
+	@tools/fetch-minilm
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
