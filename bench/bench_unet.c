@@ -1,6 +1,7 @@
 /* bench_unet.c: the reference network fmnist-s (docs/ARCHITECTURE.md, docs/UNET.md) on the CPU backend:
- * an EDM training step (forward, backward, AdamW) at batch 32 and 128, and forward-only
- * throughput at batch 256. Prints JSON lines, one per metric:
+ * an EDM training step (forward, backward, AdamW) at batch 32 and 128, forward-only
+ * throughput at batch 256 and the latency of one image (forward at batch 1). Prints JSON lines,
+ * one per metric:
  *   {"bench":"unet","metric":"train_step_b32","value":412.3,"unit":"ms"}
  * Metrics per configuration: the time (ms, median of the timed repetitions), images/s,
  * GFLOP/s (analytic count, docs/UNET.md section 8: training = 3x forward) and the peak
@@ -8,7 +9,12 @@
  * runs in its own forked process, started before anything big is allocated, so each peak is
  * that configuration's alone.
  *
- *   bench_unet [--only train_b32|train_b128|fwd_b256] [--threads T (2)] [--reps R] [--flops] [--profile]
+ *   bench_unet [--only train_b32|train_b128|fwd_b256|fwd_b1] [--config SPEC] [--batch N] [--threads T (2)]
+ *              [--reps R] [--flops] [--profile]
+ *
+ * --config benches another network (a CONFIG-SPEC of docs/UNET.md section 1, e.g. the student
+ * sizes fmnist-m, fmnist-xs; image size 28x28x1): its lines then carry "config":"SPEC".
+ * --batch N replaces the batch of the configurations run (metric names follow: fwd_bN).
  *
  * --profile times every backend op through a wrapping copy of the CPU table and prints, to
  * stderr, ms per step per op and per convolution shape (the conv-shape table covers the warm-up
@@ -39,10 +45,18 @@ static const BenchCfg cfgs[] = {
     {"train_b32", 1, 32, 5},
     {"train_b128", 1, 128, 3},
     {"fwd_b256", 0, 256, 3},
+    {"fwd_b1", 0, 1, 30},
 };
 
+static const char *net_spec = "fmnist-s";   /* --config */
+static int spec_given;
+
 static void emit(const char *metric, double value, const char *unit) {
-    printf("{\"bench\":\"unet\",\"metric\":\"%s\",\"value\":%.6g,\"unit\":\"%s\"}\n", metric, value, unit);
+    if (spec_given)
+        printf("{\"bench\":\"unet\",\"config\":\"%s\",\"metric\":\"%s\",\"value\":%.6g,\"unit\":\"%s\"}\n", net_spec,
+               metric, value, unit);
+    else
+        printf("{\"bench\":\"unet\",\"metric\":\"%s\",\"value\":%.6g,\"unit\":\"%s\"}\n", metric, value, unit);
     fflush(stdout);
 }
 
@@ -215,7 +229,9 @@ static void run_one(const BenchCfg *b, int threads, int reps) {
     BackendCtx *ctx = backend_ctx_new(be, threads);
     char err[256];
     UNetConfig cfg;
-    if (unet_config_parse(&cfg, "fmnist-s", err, sizeof err) != 0) msd_die("bench_unet: %s", err);
+    if (unet_config_parse(&cfg, net_spec, err, sizeof err) != 0) msd_die("bench_unet: %s", err);
+    if (cfg.in_ch != 1 || cfg.res != 28 || cfg.label_dim != 10)
+        msd_die("bench_unet: --config %s is not a 28x28x1 network with 10 classes", net_spec);
     UNet *u = unet_new(&cfg, be, ctx);
     unet_init(u, 1);
     int64_t N = b->batch, D = 28 * 28;
@@ -266,7 +282,8 @@ static void run_one(const BenchCfg *b, int threads, int reps) {
     char m[64];
     const char *kind = b->train ? "train" : "fwd";
     snprintf(m, sizeof m, "%s_step_b%lld", kind, (long long)N);
-    emit(b->train ? m : "fwd_b256", sec * 1e3, "ms");
+    if (!b->train) snprintf(m, sizeof m, "fwd_b%lld", (long long)N);
+    emit(m, sec * 1e3, "ms");
     snprintf(m, sizeof m, "%s_images_per_s_b%lld", kind, (long long)N);
     emit(m, (double)N / sec, "images/s");
     snprintf(m, sizeof m, "%s_gflops_b%lld", kind, (long long)N);
@@ -285,22 +302,31 @@ static void run_one(const BenchCfg *b, int threads, int reps) {
 int main(int argc, char **argv) {
     const char *only = NULL;
     int threads = 2, reps = 0;
+    int64_t batch = 0;
+    int flops_only = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--only") && i + 1 < argc) only = argv[++i];
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--config") && i + 1 < argc) net_spec = argv[++i], spec_given = 1;
+        else if (!strcmp(argv[i], "--batch") && i + 1 < argc) {
+            batch = atoll(argv[++i]);
+            if (batch < 1 || batch > 65536) msd_die("bench_unet: --batch %s: not a batch size in [1, 65536]", argv[i]);
+        }
         else if (!strcmp(argv[i], "--profile")) prof_on = 1;
-        else if (!strcmp(argv[i], "--flops")) {
-            UNetConfig cfg;
-            char err[256];
-            if (unet_config_parse(&cfg, "fmnist-s", err, sizeof err) != 0) msd_die("%s", err);
-            emit("fwd_gflop_per_image", unet_forward_flops(&cfg) * 1e-9, "GFLOP");
-            return 0;
-        } else {
-            fprintf(stderr, "usage: bench_unet [--only train_b32|train_b128|fwd_b256] [--threads T] [--reps R] [--flops] "
-                            "[--profile]\n");
+        else if (!strcmp(argv[i], "--flops")) flops_only = 1;
+        else {
+            fprintf(stderr, "usage: bench_unet [--only train_b32|train_b128|fwd_b256|fwd_b1] [--config SPEC] [--batch N] "
+                            "[--threads T] [--reps R] [--flops] [--profile]\n");
             return 2;
         }
+    }
+    if (flops_only) {
+        UNetConfig cfg;
+        char err[256];
+        if (unet_config_parse(&cfg, net_spec, err, sizeof err) != 0) msd_die("bench_unet: %s", err);
+        emit("fwd_gflop_per_image", unet_forward_flops(&cfg) * 1e-9, "GFLOP");
+        return 0;
     }
     if (threads < 1) threads = 1;
     int found = 0, failed = 0;
@@ -308,15 +334,17 @@ int main(int argc, char **argv) {
         if (only && strcmp(only, cfgs[i].name)) continue;
         found = 1;
         int r = reps > 0 ? reps : cfgs[i].reps;
+        BenchCfg bc = cfgs[i];
+        if (batch > 0) bc.batch = batch;
         if (only) {          /* one configuration: run it here */
-            run_one(&cfgs[i], threads, r);
+            run_one(&bc, threads, r);
             continue;
         }
         fflush(stdout);
         pid_t pid = fork();
         if (pid < 0) msd_die("bench_unet: fork failed");
         if (pid == 0) {
-            run_one(&cfgs[i], threads, r);
+            run_one(&bc, threads, r);
             _exit(0);
         }
         int st;
