@@ -15,6 +15,7 @@
  * --config benches another network (a CONFIG-SPEC of docs/UNET.md section 1, e.g. the student
  * sizes fmnist-m, fmnist-xs; image size 28x28x1): its lines then carry "config":"SPEC".
  * --batch N replaces the batch of the configurations run (metric names follow: fwd_bN).
+ * --flops prints the network's forward GFLOP per image and its parameter count, and exits.
  *
  * --profile times every backend op through a wrapping copy of the CPU table and prints, to
  * stderr, ms per step per op and per convolution shape (the conv-shape table covers the warm-up
@@ -52,11 +53,11 @@ static const char *net_spec = "fmnist-s";   /* --config */
 static int spec_given;
 
 static void emit(const char *metric, double value, const char *unit) {
-    if (spec_given)
-        printf("{\"bench\":\"unet\",\"config\":\"%s\",\"metric\":\"%s\",\"value\":%.6g,\"unit\":\"%s\"}\n", net_spec,
-               metric, value, unit);
-    else
-        printf("{\"bench\":\"unet\",\"metric\":\"%s\",\"value\":%.6g,\"unit\":\"%s\"}\n", metric, value, unit);
+    int exact = value == (double)(int64_t)value && value < 1e15;   /* counts: every digit */
+    if (spec_given) printf("{\"bench\":\"unet\",\"config\":\"%s\",", net_spec);
+    else printf("{\"bench\":\"unet\",");
+    printf(exact ? "\"metric\":\"%s\",\"value\":%.0f,\"unit\":\"%s\"}\n" : "\"metric\":\"%s\",\"value\":%.6g,\"unit\":\"%s\"}\n",
+           metric, value, unit);
     fflush(stdout);
 }
 
@@ -326,6 +327,11 @@ int main(int argc, char **argv) {
         char err[256];
         if (unet_config_parse(&cfg, net_spec, err, sizeof err) != 0) msd_die("bench_unet: %s", err);
         emit("fwd_gflop_per_image", unet_forward_flops(&cfg) * 1e-9, "GFLOP");
+        BackendCtx *ctx = backend_ctx_new(&backend_cpu, 1);
+        UNet *u = unet_new(&cfg, &backend_cpu, ctx);
+        emit("params", (double)params_count(unet_params(u)), "parameters");
+        unet_destroy(&u);
+        backend_ctx_destroy(&ctx);
         return 0;
     }
     if (threads < 1) threads = 1;
