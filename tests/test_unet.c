@@ -535,7 +535,8 @@ static void test_student_sizes(void) {
  * "fmnist-s": the file's "unet.spec" must equal it, every tensor must match by name and shape,
  * the EMA weights become the weights). Checked: it loads, the weights are not the fresh
  * initialisation (out.conv starts at zero), and they equal the file's EMA tensors (ema.NAME,
- * or NAME in an export that holds only the EMA weights, as the committed file does). */
+ * or NAME in an export that holds only the EMA weights, as the committed file does); a training
+ * fmnist-s (edmunet_new with an optimiser) gets the same weights through st_load_params. */
 static void test_teacher_into_fmnist_s(void) {
     char path[1200], err[512];
     snprintf(path, sizeof path, "%s/../../models/fmnist_teacher.safetensors", fixture_dir);
@@ -559,7 +560,18 @@ static void test_teacher_into_fmnist_s(void) {
     int oc = params_find(ps, "out.conv.weight");
     REQUIRE(oc >= 0);
     CHECK(backend_cpu.sumsq(ctx, params_data(ps, oc), ps->p[oc].numel) > 0, "out.conv.weight is zero: not loaded");
-    printf("  %s: %d tensors, %lld parameters loaded into fmnist-s\n", path, ps->n, (long long)params_count(ps));
+    /* a training net (with an optimiser) takes the same weights through st_load_params */
+    EdmUNet tr;
+    OptimConfig oc_cfg;
+    optim_config_default(&oc_cfg);
+    REQUIRE(edmunet_new(&tr, "fmnist-s", &backend_cpu, ctx, 2, &oc_cfg, 1, err, sizeof err) == 0, "%s", err);
+    ParamSet *ps2 = unet_params(tr.unet);
+    CHECK(st_load_params(path, ps2, "", ST_ALLOW_EXTRA, err, sizeof err) == 0, "%s", err);
+    CHECK(ps2->total == ps->total && memcmp(ps2->data, ps->data, (size_t)ps->total * sizeof(float)) == 0,
+          "the training net's weights differ from edmunet_open's");
+    printf("  %s: %d tensors, %lld parameters loaded into fmnist-s (inference and training net)\n", path, ps->n,
+           (long long)params_count(ps));
+    edmunet_free(&tr);
     st_free(&f);
     edmunet_free(&t);
 }
