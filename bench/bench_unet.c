@@ -3,7 +3,9 @@
  * throughput at batch 256 and the latency of one image (forward at batch 1). Prints JSON lines,
  * one per metric:
  *   {"bench":"unet","metric":"train_step_b32","value":412.3,"unit":"ms"}
- * Metrics per configuration: the time (ms, median of the timed repetitions), images/s,
+ * Metrics per configuration: the time (ms, median of the timed repetitions), the process's CPU
+ * time for it (ms, median; every thread's, spinning workers included: with --threads 1 it is
+ * the time on a core of its own, robust to the machine's load), images/s,
  * GFLOP/s (analytic count, docs/UNET.md section 8: training = 3x forward) and the peak
  * resident memory of the process that ran it (getrusage ru_maxrss, MB). Every configuration
  * runs in its own forked process, started before anything big is allocated, so each peak is
@@ -26,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -64,6 +67,14 @@ static void emit(const char *metric, double value, const char *unit) {
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
+}
+
+/* CPU time of the whole process (every thread), seconds: with --threads 1 it is the time the
+ * work takes on a core of its own, whatever else the machine runs (wall time is not). */
+static double cpu_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 static double peak_rss_mb(void) {
@@ -255,12 +266,12 @@ static void run_one(const BenchCfg *b, int threads, int reps) {
         oc.lr = 1e-4f;
         opt = optim_new(unet_params(u), &oc);
     }
-    double *t = msd_malloc((size_t)(reps + 1) * sizeof(double));
+    double *t = msd_malloc((size_t)(reps + 1) * sizeof(double)), *cpu = msd_malloc((size_t)(reps + 1) * sizeof(double));
     for (int r = 0; r <= reps; r++) {   /* r = 0 warms up (first-touch of every buffer) */
         if (r == 1) {
             memset(prof_t, 0, sizeof prof_t);
         }
-        double t0 = msd_now();
+        double t0 = msd_now(), c0 = cpu_seconds();
         if (b->train) {
             params_zero_grad(unet_params(u));
             edm_loss_step(&e, x, labels, NULL, N, 7, r, 1);
@@ -270,6 +281,7 @@ static void run_one(const BenchCfg *b, int threads, int reps) {
             edm_forward(&e, out, x, sigma, labels, NULL, N, 0);
         }
         t[r] = msd_now() - t0;
+        cpu[r] = cpu_seconds() - c0;
     }
     if (prof_on) {
         double tot = 0;
@@ -278,6 +290,7 @@ static void run_one(const BenchCfg *b, int threads, int reps) {
         fprintf(stderr, "fill: %.1f MB per step\n", fill_floats * 4 / 1e6 / (reps + 1)); /* warm-up step included */
     }
     qsort(t + 1, (size_t)reps, sizeof(double), cmp_double);
+    qsort(cpu + 1, (size_t)reps, sizeof(double), cmp_double);
     double sec = t[1 + reps / 2];
     double flops = unet_forward_flops(&cfg) * (double)N * (b->train ? 3.0 : 1.0);
     char m[64];
@@ -285,6 +298,8 @@ static void run_one(const BenchCfg *b, int threads, int reps) {
     snprintf(m, sizeof m, "%s_step_b%lld", kind, (long long)N);
     if (!b->train) snprintf(m, sizeof m, "fwd_b%lld", (long long)N);
     emit(m, sec * 1e3, "ms");
+    snprintf(m, sizeof m, "%s_cpu_ms_b%lld", kind, (long long)N);
+    emit(m, cpu[1 + reps / 2] * 1e3, "ms");
     snprintf(m, sizeof m, "%s_images_per_s_b%lld", kind, (long long)N);
     emit(m, (double)N / sec, "images/s");
     snprintf(m, sizeof m, "%s_gflops_b%lld", kind, (long long)N);
@@ -293,7 +308,7 @@ static void run_one(const BenchCfg *b, int threads, int reps) {
     emit(m, peak_rss_mb(), "MB");
     snprintf(m, sizeof m, "%s_model_buffers_b%lld", kind, (long long)N);
     emit(m, (double)bytes / (1024.0 * 1024.0), "MB");
-    free(t); free(x); free(out); free(sigma); free(labels);
+    free(t); free(cpu); free(x); free(out); free(sigma); free(labels);
     optim_destroy(&opt);
     edm_free(&e);
     unet_destroy(&u);
