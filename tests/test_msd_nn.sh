@@ -91,4 +91,14 @@ doc=$(sed -nE 's/.*forward cost ([0-9.]+) GFLOP per image.*/\1/p' "$MSD_TOP/docs
 got=$("$NN" info --config fmnist-s | tail -n 1 | sed -nE 's/.* ([0-9.]+) GFLOP per image forward.*/\1/p')
 if [ -n "$doc" ] && [ "$doc" = "$got" ]; then t_ok "fmnist-s: $got GFLOP per image, as docs/UNET.md says"
 else t_fail flops_doc "docs/UNET.md says '$doc' GFLOP per image, msd-nn info '$got'"; fi
+# The student sizes' rows of docs/UNET.md section 12 ("| `NAME` | 597,633 | 34.3% | 0.1709 ...")
+# against msd-nn info: the parameter count and the GFLOP per image.
+for cfg in fmnist-m fmnist-xs; do
+    row=$(grep -F "| \`$cfg\` | " "$MSD_TOP/docs/UNET.md" | head -n 1)
+    doc=$(printf '%s\n' "$row" | awk -F'|' '{gsub(/[ ,]/, "", $3); split($5, g, " "); print $3 " " g[1]}')
+    got=$("$NN" info --config "$cfg" | tail -n 1 |
+          sed -nE 's/.* ([0-9]+) parameters, ([0-9.]+) GFLOP per image forward.*/\1 \2/p')
+    if [ -n "$got" ] && [ "$doc" = "$got" ]; then t_ok "$cfg: $got (parameters, GFLOP per image), as docs/UNET.md says"
+    else t_fail "size_doc $cfg" "docs/UNET.md section 12 says '$doc' (parameters, GFLOP), msd-nn info '$got'"; fi
+done
 t_end
