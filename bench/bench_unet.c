@@ -1,14 +1,23 @@
 /* bench_unet.c: the reference network fmnist-s (docs/ARCHITECTURE.md, docs/UNET.md) on the CPU backend:
- * an EDM training step (forward, backward, AdamW) at batch 32 and 128, and forward-only
- * throughput at batch 256. Prints JSON lines, one per metric:
+ * an EDM training step (forward, backward, AdamW) at batch 32 and 128, forward-only
+ * throughput at batch 256 and the latency of one image (forward at batch 1). Prints JSON lines,
+ * one per metric:
  *   {"bench":"unet","metric":"train_step_b32","value":412.3,"unit":"ms"}
- * Metrics per configuration: the time (ms, median of the timed repetitions), images/s,
+ * Metrics per configuration: the time (ms, median of the timed repetitions), the process's CPU
+ * time for it (ms, median; every thread's, spinning workers included: with --threads 1 it is
+ * the time on a core of its own, robust to the machine's load), images/s,
  * GFLOP/s (analytic count, docs/UNET.md section 8: training = 3x forward) and the peak
  * resident memory of the process that ran it (getrusage ru_maxrss, MB). Every configuration
  * runs in its own forked process, started before anything big is allocated, so each peak is
  * that configuration's alone.
  *
- *   bench_unet [--only train_b32|train_b128|fwd_b256] [--threads T (2)] [--reps R] [--flops] [--profile]
+ *   bench_unet [--only train_b32|train_b128|fwd_b256|fwd_b1] [--config SPEC] [--batch N] [--threads T (2)]
+ *              [--reps R] [--flops] [--profile]
+ *
+ * --config benches another network (a CONFIG-SPEC of docs/UNET.md section 1, e.g. the student
+ * sizes fmnist-m, fmnist-xs; image size 28x28x1): its lines then carry "config":"SPEC".
+ * --batch N replaces the batch of the configurations run (metric names follow: fwd_bN).
+ * --flops prints the network's forward GFLOP per image and its parameter count, and exits.
  *
  * --profile times every backend op through a wrapping copy of the CPU table and prints, to
  * stderr, ms per step per op and per convolution shape (the conv-shape table covers the warm-up
@@ -19,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -39,16 +49,32 @@ static const BenchCfg cfgs[] = {
     {"train_b32", 1, 32, 5},
     {"train_b128", 1, 128, 3},
     {"fwd_b256", 0, 256, 3},
+    {"fwd_b1", 0, 1, 30},
 };
 
+static const char *net_spec = "fmnist-s";   /* --config */
+static int spec_given;
+
 static void emit(const char *metric, double value, const char *unit) {
-    printf("{\"bench\":\"unet\",\"metric\":\"%s\",\"value\":%.6g,\"unit\":\"%s\"}\n", metric, value, unit);
+    int exact = value == (double)(int64_t)value && value < 1e15;   /* counts: every digit */
+    if (spec_given) printf("{\"bench\":\"unet\",\"config\":\"%s\",", net_spec);
+    else printf("{\"bench\":\"unet\",");
+    printf(exact ? "\"metric\":\"%s\",\"value\":%.0f,\"unit\":\"%s\"}\n" : "\"metric\":\"%s\",\"value\":%.6g,\"unit\":\"%s\"}\n",
+           metric, value, unit);
     fflush(stdout);
 }
 
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
+}
+
+/* CPU time of the whole process (every thread), seconds: with --threads 1 it is the time the
+ * work takes on a core of its own, whatever else the machine runs (wall time is not). */
+static double cpu_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 static double peak_rss_mb(void) {
@@ -215,7 +241,9 @@ static void run_one(const BenchCfg *b, int threads, int reps) {
     BackendCtx *ctx = backend_ctx_new(be, threads);
     char err[256];
     UNetConfig cfg;
-    if (unet_config_parse(&cfg, "fmnist-s", err, sizeof err) != 0) msd_die("bench_unet: %s", err);
+    if (unet_config_parse(&cfg, net_spec, err, sizeof err) != 0) msd_die("bench_unet: %s", err);
+    if (cfg.in_ch != 1 || cfg.res != 28 || cfg.label_dim != 10)
+        msd_die("bench_unet: --config %s is not a 28x28x1 network with 10 classes", net_spec);
     UNet *u = unet_new(&cfg, be, ctx);
     unet_init(u, 1);
     int64_t N = b->batch, D = 28 * 28;
@@ -238,12 +266,12 @@ static void run_one(const BenchCfg *b, int threads, int reps) {
         oc.lr = 1e-4f;
         opt = optim_new(unet_params(u), &oc);
     }
-    double *t = msd_malloc((size_t)(reps + 1) * sizeof(double));
+    double *t = msd_malloc((size_t)(reps + 1) * sizeof(double)), *cpu = msd_malloc((size_t)(reps + 1) * sizeof(double));
     for (int r = 0; r <= reps; r++) {   /* r = 0 warms up (first-touch of every buffer) */
         if (r == 1) {
             memset(prof_t, 0, sizeof prof_t);
         }
-        double t0 = msd_now();
+        double t0 = msd_now(), c0 = cpu_seconds();
         if (b->train) {
             params_zero_grad(unet_params(u));
             edm_loss_step(&e, x, labels, NULL, N, 7, r, 1);
@@ -253,6 +281,7 @@ static void run_one(const BenchCfg *b, int threads, int reps) {
             edm_forward(&e, out, x, sigma, labels, NULL, N, 0);
         }
         t[r] = msd_now() - t0;
+        cpu[r] = cpu_seconds() - c0;
     }
     if (prof_on) {
         double tot = 0;
@@ -261,12 +290,16 @@ static void run_one(const BenchCfg *b, int threads, int reps) {
         fprintf(stderr, "fill: %.1f MB per step\n", fill_floats * 4 / 1e6 / (reps + 1)); /* warm-up step included */
     }
     qsort(t + 1, (size_t)reps, sizeof(double), cmp_double);
+    qsort(cpu + 1, (size_t)reps, sizeof(double), cmp_double);
     double sec = t[1 + reps / 2];
     double flops = unet_forward_flops(&cfg) * (double)N * (b->train ? 3.0 : 1.0);
     char m[64];
     const char *kind = b->train ? "train" : "fwd";
     snprintf(m, sizeof m, "%s_step_b%lld", kind, (long long)N);
-    emit(b->train ? m : "fwd_b256", sec * 1e3, "ms");
+    if (!b->train) snprintf(m, sizeof m, "fwd_b%lld", (long long)N);
+    emit(m, sec * 1e3, "ms");
+    snprintf(m, sizeof m, "%s_cpu_ms_b%lld", kind, (long long)N);
+    emit(m, cpu[1 + reps / 2] * 1e3, "ms");
     snprintf(m, sizeof m, "%s_images_per_s_b%lld", kind, (long long)N);
     emit(m, (double)N / sec, "images/s");
     snprintf(m, sizeof m, "%s_gflops_b%lld", kind, (long long)N);
@@ -275,7 +308,7 @@ static void run_one(const BenchCfg *b, int threads, int reps) {
     emit(m, peak_rss_mb(), "MB");
     snprintf(m, sizeof m, "%s_model_buffers_b%lld", kind, (long long)N);
     emit(m, (double)bytes / (1024.0 * 1024.0), "MB");
-    free(t); free(x); free(out); free(sigma); free(labels);
+    free(t); free(cpu); free(x); free(out); free(sigma); free(labels);
     optim_destroy(&opt);
     edm_free(&e);
     unet_destroy(&u);
@@ -285,22 +318,36 @@ static void run_one(const BenchCfg *b, int threads, int reps) {
 int main(int argc, char **argv) {
     const char *only = NULL;
     int threads = 2, reps = 0;
+    int64_t batch = 0;
+    int flops_only = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--only") && i + 1 < argc) only = argv[++i];
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--config") && i + 1 < argc) net_spec = argv[++i], spec_given = 1;
+        else if (!strcmp(argv[i], "--batch") && i + 1 < argc) {
+            batch = atoll(argv[++i]);
+            if (batch < 1 || batch > 65536) msd_die("bench_unet: --batch %s: not a batch size in [1, 65536]", argv[i]);
+        }
         else if (!strcmp(argv[i], "--profile")) prof_on = 1;
-        else if (!strcmp(argv[i], "--flops")) {
-            UNetConfig cfg;
-            char err[256];
-            if (unet_config_parse(&cfg, "fmnist-s", err, sizeof err) != 0) msd_die("%s", err);
-            emit("fwd_gflop_per_image", unet_forward_flops(&cfg) * 1e-9, "GFLOP");
-            return 0;
-        } else {
-            fprintf(stderr, "usage: bench_unet [--only train_b32|train_b128|fwd_b256] [--threads T] [--reps R] [--flops] "
-                            "[--profile]\n");
+        else if (!strcmp(argv[i], "--flops")) flops_only = 1;
+        else {
+            fprintf(stderr, "usage: bench_unet [--only train_b32|train_b128|fwd_b256|fwd_b1] [--config SPEC] [--batch N] "
+                            "[--threads T] [--reps R] [--flops] [--profile]\n");
             return 2;
         }
+    }
+    if (flops_only) {
+        UNetConfig cfg;
+        char err[256];
+        if (unet_config_parse(&cfg, net_spec, err, sizeof err) != 0) msd_die("bench_unet: %s", err);
+        emit("fwd_gflop_per_image", unet_forward_flops(&cfg) * 1e-9, "GFLOP");
+        BackendCtx *ctx = backend_ctx_new(&backend_cpu, 1);
+        UNet *u = unet_new(&cfg, &backend_cpu, ctx);
+        emit("params", (double)params_count(unet_params(u)), "parameters");
+        unet_destroy(&u);
+        backend_ctx_destroy(&ctx);
+        return 0;
     }
     if (threads < 1) threads = 1;
     int found = 0, failed = 0;
@@ -308,15 +355,17 @@ int main(int argc, char **argv) {
         if (only && strcmp(only, cfgs[i].name)) continue;
         found = 1;
         int r = reps > 0 ? reps : cfgs[i].reps;
+        BenchCfg bc = cfgs[i];
+        if (batch > 0) bc.batch = batch;
         if (only) {          /* one configuration: run it here */
-            run_one(&cfgs[i], threads, r);
+            run_one(&bc, threads, r);
             continue;
         }
         fflush(stdout);
         pid_t pid = fork();
         if (pid < 0) msd_die("bench_unet: fork failed");
         if (pid == 0) {
-            run_one(&cfgs[i], threads, r);
+            run_one(&bc, threads, r);
             _exit(0);
         }
         int st;

@@ -52,8 +52,8 @@ else t_fail compare_detects "two different checkpoints compared equal"; fi
 # independent count from the parameter list `msd-nn info` prints: conv 2 O C K^2 Ho Wo with Ho
 # read from the module's name (enc/dec.RxR_*; mid.* at the lowest R; out.* at the highest),
 # linear 2 O I, attention 4 L^2 C per qkv (L = R^2, C its input channels). Exact (tolerance 0),
-# on fmnist-s, tiny and a 3-channel net with attention at two resolutions; and fmnist-s's
-# GFLOP equals what docs/UNET.md says.
+# on fmnist-s, the student sizes fmnist-m and fmnist-xs, tiny and a 3-channel net with attention
+# at two resolutions; and fmnist-s's GFLOP equals what docs/UNET.md says.
 flops_from_params() {
     awk '
     function dims(s, a) { gsub(/[(),]/, " ", s); return split(s, a, " ") }
@@ -80,7 +80,7 @@ flops_from_params() {
         printf "%.0f\n", f
     }'
 }
-for cfg in fmnist-s tiny "in=3,res=32,ch=16,mult=1-2-2,blocks=1,attn=16-8,classes=0"; do
+for cfg in fmnist-s fmnist-m fmnist-xs tiny "in=3,res=32,ch=16,mult=1-2-2,blocks=1,attn=16-8,classes=0"; do
     "$NN" info --config "$cfg" >"$T/info" 2>&1
     printed=$(tail -n 1 "$T/info" | sed -nE 's/.*\(([0-9]+) FLOP\)$/\1/p')
     counted=$(flops_from_params <"$T/info")
@@ -91,4 +91,14 @@ doc=$(sed -nE 's/.*forward cost ([0-9.]+) GFLOP per image.*/\1/p' "$MSD_TOP/docs
 got=$("$NN" info --config fmnist-s | tail -n 1 | sed -nE 's/.* ([0-9.]+) GFLOP per image forward.*/\1/p')
 if [ -n "$doc" ] && [ "$doc" = "$got" ]; then t_ok "fmnist-s: $got GFLOP per image, as docs/UNET.md says"
 else t_fail flops_doc "docs/UNET.md says '$doc' GFLOP per image, msd-nn info '$got'"; fi
+# The student sizes' rows of docs/UNET.md section 12 ("| `NAME` | 597,633 | 34.3% | 0.1709 ...")
+# against msd-nn info: the parameter count and the GFLOP per image.
+for cfg in fmnist-m fmnist-xs; do
+    row=$(grep -F "| \`$cfg\` | " "$MSD_TOP/docs/UNET.md" | head -n 1)
+    doc=$(printf '%s\n' "$row" | awk -F'|' '{gsub(/[ ,]/, "", $3); split($5, g, " "); print $3 " " g[1]}')
+    got=$("$NN" info --config "$cfg" | tail -n 1 |
+          sed -nE 's/.* ([0-9]+) parameters, ([0-9.]+) GFLOP per image forward.*/\1 \2/p')
+    if [ -n "$got" ] && [ "$doc" = "$got" ]; then t_ok "$cfg: $got (parameters, GFLOP per image), as docs/UNET.md says"
+    else t_fail "size_doc $cfg" "docs/UNET.md section 12 says '$doc' (parameters, GFLOP), msd-nn info '$got'"; fi
+done
 t_end

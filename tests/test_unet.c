@@ -2,7 +2,10 @@
  * twin's fixtures (tests/torch_unet.py, tests/fixtures/unet_tiny_*.safetensors): forward output,
  * bottleneck, input gradient and every parameter gradient; a short EDM training run that must
  * repeat bit for bit and lower the loss; fmnist-s's parameter count; config-spec errors; dropout
- * against the twin's masks rebuilt from the documented Philox stream (unet_tiny_dropout_expect).
+ * against the twin's masks rebuilt from the documented Philox stream (unet_tiny_dropout_expect);
+ * the student sizes fmnist-m and fmnist-xs (docs/UNET.md section 12: exact parameter and FLOP
+ * counts, a forward and backward through every tensor); the committed teacher checkpoint
+ * loaded into a fresh fmnist-s.
  *
  * Tolerance of the fixture comparison: the reference is float64 PyTorch on the same float32
  * weights and inputs; each tensor passes when |ours - ref| <= 1e-4 * max|ref| + 1e-3 |ref|
@@ -16,6 +19,7 @@
 #include "backend.h"
 #include "check.h"
 #include "edm.h"
+#include "edmunet.h"
 #include "log.h"
 #include "optimizer.h"
 #include "safetensors.h"
@@ -410,6 +414,136 @@ static void test_config_errors(void) {
     CHECK(cfg.n_attn == 0 && cfg.dropout > 0.09f);
 }
 
+/* The student sizes of docs/UNET.md section 12: each name parses to the teacher's interface
+ * (28x28x1, 10 classes, EDM), has exactly the documented parameter and FLOP counts and a
+ * smaller FLOP count than fmnist-s, and runs a forward and a backward at batch 3 in which
+ * every output, dx and parameter gradient is finite and every parameter tensor gets a nonzero
+ * gradient (the zero-initialised tensors are filled with small random values first, so the
+ * gradient reaches every layer). */
+static void test_student_sizes(void) {
+    static const struct { const char *name; int64_t params; double flops; int64_t bottleneck_c; } sizes[] = {
+        {"fmnist-m", 597633, 170933760, 48},
+        {"fmnist-xs", 300577, 95900416, 32},
+    };
+    const Backend *be = &backend_cpu;
+    char err[256];
+    UNetConfig teacher;
+    REQUIRE(unet_config_parse(&teacher, "fmnist-s", err, sizeof err) == 0, "%s", err);
+    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+        UNetConfig cfg;
+        CHECK(unet_config_parse(&cfg, sizes[k].name, err, sizeof err) == 0, "%s: %s", sizes[k].name, err);
+        if (check_cur_failed_) continue;
+        CHECK(cfg.in_ch == 1 && cfg.res == 28 && cfg.label_dim == 10 && cfg.cond_dim == 0 && cfg.dropout == 0,
+              "%s: not the teacher's interface (in %d res %d classes %d cond %d)", sizes[k].name, cfg.in_ch, cfg.res,
+              cfg.label_dim, cfg.cond_dim);
+        UNet *u = unet_new(&cfg, be, ctx);
+        ParamSet *ps = unet_params(u);
+        int64_t count = params_count(ps);
+        double flops = unet_forward_flops(&cfg);
+        printf("  %s: %d tensors, %lld parameters (%.1f%% of fmnist-s), %.0f FLOP per image forward (%.1f%%)\n",
+               sizes[k].name, ps->n, (long long)count, 100.0 * (double)count / 1744161.0, flops,
+               100.0 * flops / unet_forward_flops(&teacher));
+        CHECK(count == sizes[k].params, "%s: docs/UNET.md says %lld parameters, got %lld", sizes[k].name,
+              (long long)sizes[k].params, (long long)count);
+        CHECK(flops == sizes[k].flops, "%s: docs/UNET.md says %.0f FLOP per image, got %.0f", sizes[k].name,
+              sizes[k].flops, flops);
+        int64_t chw[3];
+        unet_bottleneck_shape(u, chw);
+        CHECK(chw[0] == sizes[k].bottleneck_c && chw[1] == 7 && chw[2] == 7, "%s: bottleneck %lldx%lldx%lld",
+              sizes[k].name, (long long)chw[0], (long long)chw[1], (long long)chw[2]);
+
+        unet_init(u, 11);
+        for (int i = 0; i < ps->n; i++) {   /* the zero-initialised tensors (conv1, proj, out.conv) */
+            float *w = params_data(ps, i);
+            double ss = be->sumsq(ctx, w, ps->p[i].numel);
+            if (ss == 0) {
+                be->rng_uniform(ctx, w, ps->p[i].numel, 12, (uint64_t)i, 0);
+                be->scale(ctx, w, w, 0.1f, ps->p[i].numel);
+            }
+        }
+        const int64_t N = 3, D = 28 * 28;
+        unet_alloc_batch(u, N);
+        Edm e;
+        edm_init(&e, unet_edm_net(u), N, be, ctx);
+        float *x = calloc((size_t)(N * D), sizeof(float)), *out = calloc((size_t)(N * D), sizeof(float));
+        float *dout = calloc((size_t)(N * D), sizeof(float)), *dx = calloc((size_t)(N * D), sizeof(float));
+        float sigma[3] = {0.05f, 1.0f, 40.0f};
+        int32_t labels[3] = {0, 4, 9};
+        be->rng_normal(ctx, x, N * D, 13, 0, 0);
+        be->rng_normal(ctx, dout, N * D, 14, 0, 0);
+        edm_forward(&e, out, x, sigma, labels, NULL, N, 1);
+        params_zero_grad(ps);
+        edm_backward(&e, dx, dout, NULL, N);
+        int64_t bad_out = 0, bad_dx = 0;
+        for (int64_t i = 0; i < N * D; i++) {
+            bad_out += !isfinite(out[i]);
+            bad_dx += !isfinite(dx[i]);
+        }
+        CHECK(bad_out == 0 && bad_dx == 0, "%s: %lld non-finite outputs, %lld non-finite dx", sizes[k].name,
+              (long long)bad_out, (long long)bad_dx);
+        CHECK(be->sumsq(ctx, dx, N * D) > 0, "%s: dx is all zero", sizes[k].name);
+        int dead = 0;
+        const char *first_dead = "";
+        for (int i = 0; i < ps->n; i++) {
+            double g = be->sumsq(ctx, params_grad(ps, i), ps->p[i].numel);
+            if (!(isfinite(g) && g > 0)) {
+                if (!dead++) first_dead = ps->p[i].name;
+            }
+        }
+        CHECK(dead == 0, "%s: %d of %d parameter tensors have a zero or non-finite gradient (first: %s)",
+              sizes[k].name, dead, ps->n, first_dead);
+        free(x); free(out); free(dout); free(dx);
+        edm_free(&e);
+        unet_destroy(&u);
+    }
+}
+
+/* The committed teacher (models/fmnist_teacher.safetensors) into a fresh fmnist-s: the way a
+ * student of the teacher's size starts from the teacher's weights (edmunet_open with the spec
+ * "fmnist-s": the file's "unet.spec" must equal it, every tensor must match by name and shape,
+ * the EMA weights become the weights). Checked: it loads, the weights are not the fresh
+ * initialisation (out.conv starts at zero), and they equal the file's EMA tensors (ema.NAME,
+ * or NAME in an export that holds only the EMA weights, as the committed file does); a training
+ * fmnist-s (edmunet_new with an optimiser) gets the same weights through st_load_params. */
+static void test_teacher_into_fmnist_s(void) {
+    char path[1200], err[512];
+    snprintf(path, sizeof path, "%s/../../models/fmnist_teacher.safetensors", fixture_dir);
+    EdmUNet t;
+    REQUIRE(edmunet_open(&t, path, "fmnist-s", &backend_cpu, ctx, 2, err, sizeof err) == 0, "%s", err);
+    ParamSet *ps = unet_params(t.unet);
+    StFile f;
+    REQUIRE(st_read(&f, path, err, sizeof err) == 0, "%s", err);
+    int differ = 0;
+    for (int i = 0; i < ps->n; i++) {
+        char name[PARAM_MAX_NAME + 8];
+        snprintf(name, sizeof name, "ema.%s", ps->p[i].name);
+        float *ref = st_get(&f, name, ps->p[i].numel);
+        if (!ref) ref = st_get(&f, ps->p[i].name, ps->p[i].numel);   /* an export: the EMA weights, bare */
+        CHECK(ref != NULL, "%s lacks %s", path, ps->p[i].name);
+        if (!ref) continue;
+        differ += memcmp(ref, params_data(ps, i), (size_t)ps->p[i].numel * sizeof(float)) != 0;
+        free(ref);
+    }
+    CHECK(differ == 0, "%d tensors differ from the file's EMA weights", differ);
+    int oc = params_find(ps, "out.conv.weight");
+    REQUIRE(oc >= 0);
+    CHECK(backend_cpu.sumsq(ctx, params_data(ps, oc), ps->p[oc].numel) > 0, "out.conv.weight is zero: not loaded");
+    /* a training net (with an optimiser) takes the same weights through st_load_params */
+    EdmUNet tr;
+    OptimConfig oc_cfg;
+    optim_config_default(&oc_cfg);
+    REQUIRE(edmunet_new(&tr, "fmnist-s", &backend_cpu, ctx, 2, &oc_cfg, 1, err, sizeof err) == 0, "%s", err);
+    ParamSet *ps2 = unet_params(tr.unet);
+    CHECK(st_load_params(path, ps2, "", ST_ALLOW_EXTRA, err, sizeof err) == 0, "%s", err);
+    CHECK(ps2->total == ps->total && memcmp(ps2->data, ps->data, (size_t)ps->total * sizeof(float)) == 0,
+          "the training net's weights differ from edmunet_open's");
+    printf("  %s: %d tensors, %lld parameters loaded into fmnist-s (inference and training net)\n", path, ps->n,
+           (long long)params_count(ps));
+    edmunet_free(&tr);
+    st_free(&f);
+    edmunet_free(&t);
+}
+
 int main(int argc, char **argv) {
     (void)argc;
     check_find_fixtures(argv[0]);
@@ -417,6 +551,8 @@ int main(int argc, char **argv) {
     TEST_RUN(test_fixture_forward_backward);
     TEST_RUN(test_fmnist_s);
     TEST_RUN(test_config_errors);
+    TEST_RUN(test_student_sizes);
+    TEST_RUN(test_teacher_into_fmnist_s);
     TEST_RUN(test_dropout_runs);
     TEST_RUN(test_dropout_matches_fixture);
     TEST_RUN(test_fused_matches_separate);

@@ -39,6 +39,8 @@ from rng_ref import f32, philox  # noqa: E402  (the Philox mapping of common/rng
 SIGMA_DATA = 0.5
 NAMED = {
     "fmnist-s": "in=1,res=28,ch=32,mult=1-2-2,blocks=2,attn=7,classes=10",
+    "fmnist-m": "in=1,res=28,ch=16,mult=1-3-3,blocks=1,attn=7,classes=10",
+    "fmnist-xs": "in=1,res=28,ch=16,mult=1-2-2,blocks=1,attn=7,classes=10",
 }
 TINY = "in=3,res=8,ch=8,mult=1-2,blocks=1,attn=4,classes=3,headch=8"
 
