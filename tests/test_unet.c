@@ -507,7 +507,7 @@ static void test_student_sizes(void) {
  * fmnist-s (edmunet_new with an optimiser) gets the same weights through st_load_params. */
 static void test_teacher_into_fmnist_s(void) {
     char path[1200], err[512];
-    snprintf(path, sizeof path, "%s/../../models/fmnist_teacher.safetensors", fixture_dir);
+    snprintf(path, sizeof path, "%s", check_fixture("../../models/fmnist_teacher.safetensors"));
     EdmUNet t;
     REQUIRE(edmunet_open(&t, path, "fmnist-s", &backend_cpu, ctx, 2, err, sizeof err) == 0, "%s", err);
     ParamSet *ps = unet_params(t.unet);
