@@ -62,6 +62,8 @@ typedef enum WireOp {
     WIRE_OP_SAVE = 12,      /* student -> critic: "step" i64 (1); checkpoint now; reply: no tensors */
     WIRE_OP_SAMPLE = 13,    /* -> teacher: "label" i32 (N), "seed" i64 (1), "steps" i32 (1), optional "churn"
                                f32 (1); reply: "x" f32 (N, ...) multi-step EDM (Heun) samples */
+    WIRE_OP_GAN_GRAD = 14,  /* student -> critic with a GAN head: "x" f32 (N, ...) generator samples, "label"
+                               i32 (N), "step" i64 (1); reply: "dx" f32 like x (dL_G/dx), "loss" f32 (1) */
     WIRE_OP_COUNT
 } WireOp;
 
