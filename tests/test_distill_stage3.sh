@@ -83,6 +83,22 @@ t_check "A: progress lines with the GAN losses" \
     test "$(grep -cE 'student\.[01]\] INFO step [0-9]+/4 .* loss_gan_g [0-9.]+  loss_gan_d [0-9.]+ .* s/step' a.log)" -eq 8
 t_check "A: the stage-2 checkpoints are left as they were" cmp s2/ckpt/student.0.safetensors s2c/ckpt/student.0.safetensors
 
+# Z: 0 steps: the untrained stage-3 networks are stage 2's raw generator and its critic, tolerance 0
+t_check "Z: a stage-3 run of 0 steps" "$BIN/msdpipe" up train_stage3 "${small[@]}" --set steps=0 --set run="$T_TMP/z" 2>z.log
+t_check "Z: the generators are stage 2's raw weights (not its EMA), the critics' UNets stage 2's critics" python3 - <<'EOF2'
+import sys; sys.path.insert(0, "."); import st
+for k in (0, 1):
+    z, s = st.read("z/ckpt/student.%d.safetensors" % k), st.read("s2/ckpt/student.%d.safetensors" % k)
+    w = [n for n in s if not n.startswith(("ema.", "opt."))]
+    same, ema = sum(z[n] == s[n] for n in w), sum(z[n] == s["ema." + n] for n in w)
+    zc, sc = st.read("z/ckpt/critic.%d.safetensors" % k), st.read("s2/ckpt/critic.%d.safetensors" % k)
+    wc = [n for n in sc if not n.startswith(("ema.", "opt."))]
+    samec = sum(zc[n] == sc[n] for n in wc)
+    print("student.%d: %d of %d tensors equal to stage 2's weights, %d to its EMA; critic.%d: %d of %d" %
+          (k, same, len(w), ema, k, samec, len(wc)))
+    if same != len(w) or ema == len(w) or samec != len(wc): sys.exit(1)
+EOF2
+
 # W0: the same run with the generator's GAN weight 0: the GAN term must have changed the generator
 t_check "W0: gan_gen=0" "$BIN/msdpipe" up train_stage3 "${small[@]}" --set gan_gen=0 --set run="$T_TMP/w0" 2>w0.log
 t_check "W0: its generators differ from A's (gan_gen=0.5) in most weight tensors" python3 - <<'EOF2'
