@@ -10,8 +10,8 @@
  *                           AdamW; DENOISE {"x", "sigma", "label"} answers D_fake with the
  *                           current weights; SAVE writes the checkpoint (--ckpt).
  * Every draw is keyed by (seed, update count), so a critic resumed from its checkpoint draws
- * what it would have drawn. The UNet critic is --mode image (critic_image.c). Not yet here:
- * the GAN head. */
+ * what it would have drawn. The UNet critic is --mode image (critic_image.c), with a GAN head
+ * under --gan-weight (stage 3). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -241,14 +241,15 @@ static const ProcMode modes[] = {
      "the critic's toy modes (gauss, mog)", NULL},
     {"mog", "the fake-score MLP of the 2-D mixture toy, trained online (FAKE_TRAIN)", mog_args, run_mog,
      "the critic's toy modes (gauss, mog)", NULL},
-    {"image", "the fake-score UNet of an image student (stage 2), from the teacher, trained online (critic_image.c)",
+    {"image", "the fake-score UNet of an image student (stage 2; with --gan-weight a GAN head, stage 3) (critic_image.c)",
      critic_image_args, critic_image_run, NULL, NULL},
     {0},
 };
 
 static const ProcDesc desc = {
     "critic", "msd-critic: one per student, the fake-score network trained on that student's samples.", modes,
-    "serves (--bind serve=ENDPOINT): DENOISE (gauss, mog, image); FAKE_TRAIN, SAVE (mog, image) (docs/PROTOCOL.md)\n",
+    "serves (--bind serve=ENDPOINT): DENOISE (gauss, mog, image); FAKE_TRAIN, SAVE (mog, image); GAN_GRAD (image\n"
+    "--gan-weight) (docs/PROTOCOL.md)\n",
 };
 
 int main(int argc, char **argv) { return proc_main(&desc, argc, argv); }
