@@ -41,6 +41,11 @@ cp -r s2 s2c && rm s2c/ckpt/critic.1.safetensors
 t_check "without critic.1's stage-2 checkpoint critic.1 stops, naming it" \
     grep -q "critic\.1\] ERROR --init $T_TMP/s2c/ckpt/critic\.1\.safetensors: cannot open" nos2c.log
 
+# gan_critic=0 gives critics without a head: the students' FAKE_TRAIN with real images is refused
+"$BIN/msdpipe" up train_stage3 "${small[@]}" --set gan_critic=0 --set run="$T_TMP/x" 2>nohead.log
+t_check "a critic without a GAN head refuses the ADM student's real images, saying why" \
+    grep -qE "student\.[01]\] ERROR .*critic.*FAKE_TRAIN with \"real\": this critic has no GAN head \(--gan-weight 0\)" nohead.log
+
 # A: uninterrupted, 4 steps
 t_check "A: K=2 students, 4 steps of stage 3" "$BIN/msdpipe" up train_stage3 "${small[@]}" --set run="$T_TMP/a" 2>a.log
 t_check "A: both students finished" test "$(grep -c 'student\.[01]\] INFO finished 4 steps' a.log)" -eq 2
