@@ -235,14 +235,18 @@ float distill_gan_critic(DistillBuf *b, Edm *critic, GanHead *h, float weight, c
     double loss = 0;
     /* fake: softplus(f), d/df = sigmoid(f) */
     distill_gan_logits(b, critic, h, f, x_fake, noise_fake, sigma_fake, labels_fake, cond_fake, n_fake);
+    h->mean_fake = 0;
     for (int64_t n = 0; n < n_fake; n++) {
+        h->mean_fake += f[n] / (double)n_fake;
         loss += softplus_d(f[n]) / (double)n_fake;
         df[n] = (float)(weight * sigmoid_d(f[n]) / (double)n_fake);
     }
     gan_backward(b, critic, h, NULL, df, n_fake);
     /* real: softplus(-f), d/df = -sigmoid(-f) */
     distill_gan_logits(b, critic, h, f, x_real, noise_real, sigma_real, labels_real, cond_real, n_real);
+    h->mean_real = 0;
     for (int64_t n = 0; n < n_real; n++) {
+        h->mean_real += f[n] / (double)n_real;
         loss += softplus_d(-(double)f[n]) / (double)n_real;
         df[n] = (float)(-weight * sigmoid_d(-(double)f[n]) / (double)n_real);
     }

@@ -95,6 +95,7 @@ typedef struct GanHead {
     float *y0, *a0, *y1, *z1, *a1, *g0, *g1, *dfeat;
     float *m0, *r0, *m1, *r1;                 /* (cap, G) GroupNorm statistics */
     float *logit, *dlogit;                    /* (cap) */
+    double mean_fake, mean_real;              /* the last distill_gan_critic's mean logits (log values) */
 } GanHead;
 /* Head for bottlenecks of (C, H, W) and batches up to cap; parameters zeroed (load or init).
  * 0, or -1 with a message when C does not divide into the GroupNorm groups (a UNet configured

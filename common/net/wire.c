@@ -38,7 +38,7 @@ const char *wire_op_name(uint32_t op) {
         [WIRE_OP_LINE] = "line",   [WIRE_OP_ERROR] = "error",         [WIRE_OP_ECHO] = "echo",
         [WIRE_OP_DONE] = "done",   [WIRE_OP_BATCH] = "batch",         [WIRE_OP_DENOISE] = "denoise",
         [WIRE_OP_FAKE_TRAIN] = "fake-train", [WIRE_OP_GENERATE] = "generate", [WIRE_OP_SAVE] = "save",
-        [WIRE_OP_SAMPLE] = "sample", [WIRE_OP_RESUME] = "resume",
+        [WIRE_OP_SAMPLE] = "sample", [WIRE_OP_RESUME] = "resume", [WIRE_OP_GAN_GRAD] = "gan-grad",
     };
     return op > 0 && op < WIRE_OP_COUNT && names[op] ? names[op] : "?";
 }

@@ -64,6 +64,8 @@ typedef enum WireOp {
                                f32 (1); reply: "x" f32 (N, ...) multi-step EDM (Heun) samples */
     WIRE_OP_RESUME = 14,    /* student -> critic: "updates" i64 (1); roll back to the checkpoint taken after
                                that many updates (0: the initial weights); reply: no tensors */
+    WIRE_OP_GAN_GRAD = 15,  /* student -> critic with a GAN head: "x" f32 (N, ...) generator samples, "label"
+                               i32 (N), "step" i64 (1); reply: "dx" f32 like x (dL_G/dx), "loss" f32 (1) */
     WIRE_OP_COUNT
 } WireOp;
 

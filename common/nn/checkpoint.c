@@ -16,38 +16,55 @@ static int has_prefix(const char *s, const char *prefix) { return strncmp(s, pre
 
 int checkpoint_save(const char *path, const ParamSet *ps, const Optim *opt, const StMeta *meta, int nmeta,
                     char *err, size_t errlen) {
-    MSD_CHECK(ps->data && nmeta >= 0);
-    MSD_CHECK(!opt || opt->ps == ps);
+    CkptPart part = {"", (ParamSet *)ps, (Optim *)opt};
+    return checkpoint_save_parts(path, &part, 1, meta, nmeta, err, errlen);
+}
+
+int checkpoint_save_parts(const char *path, const CkptPart *parts, int nparts, const StMeta *meta, int nmeta,
+                          char *err, size_t errlen) {
+    MSD_CHECK(nparts >= 1 && nparts <= CKPT_PARTS_MAX && nmeta >= 0);
+    const Optim *opt = parts[0].opt;
     for (int i = 0; i < nmeta; i++)
         if (has_prefix(meta[i].key, "msd."))
             return msd_errf(err, errlen, "%s: metadata key '%s' is reserved (msd.*)", path, meta[i].key);
-    for (int i = 0; i < ps->n; i++)
-        if (has_prefix(ps->p[i].name, "ema.") || has_prefix(ps->p[i].name, "opt."))
-            return msd_errf(err, errlen, "%s: parameter name '%s' clashes with the checkpoint's state prefixes",
-                            path, ps->p[i].name);
-    const char *prefixes[4] = {"", "ema.", "opt.m.", "opt.v."};
-    const float *slabs[4] = {ps->data, opt ? opt->ema : NULL, opt ? opt->m : NULL, opt ? opt->v : NULL};
-    int nslab = 0;
-    float *host[4] = {0};
-    for (int s = 0; s < 4; s++) {
-        if (!slabs[s]) continue;
-        host[s] = msd_malloc((size_t)(ps->total ? ps->total : 1) * sizeof(float));
-        if (ps->total) ps->be->download(ps->ctx, host[s], slabs[s], ps->total);
-        nslab++;
+    int nt = 0;
+    for (int q = 0; q < nparts; q++) {
+        const ParamSet *ps = parts[q].ps;
+        MSD_CHECK(ps->data && parts[q].prefix && (q == 0 || parts[q].prefix[0]));
+        MSD_CHECK(!parts[q].opt || parts[q].opt->ps == ps);
+        for (int i = 0; i < ps->n; i++) {
+            if (has_prefix(ps->p[i].name, "ema.") || has_prefix(ps->p[i].name, "opt."))
+                return msd_errf(err, errlen, "%s: parameter name '%s' clashes with the checkpoint's state prefixes",
+                                path, ps->p[i].name);
+            for (int r = 1; r < nparts; r++)
+                if (r != q && has_prefix(ps->p[i].name, parts[r].prefix))
+                    return msd_errf(err, errlen, "%s: parameter name '%s' clashes with the part prefix '%s'", path,
+                                    ps->p[i].name, parts[r].prefix);
+        }
+        nt += 4 * ps->n;
     }
-    int nt = nslab * ps->n;
+    const char *prefixes[4] = {"", "ema.", "opt.m.", "opt.v."};
+    float *host[CKPT_PARTS_MAX][4] = {{0}};
     StWriteTensor *w = msd_calloc((size_t)(nt ? nt : 1), sizeof *w);
     char **names = msd_calloc((size_t)(nt ? nt : 1), sizeof *names);
     int k = 0;
-    for (int s = 0; s < 4; s++) {
-        if (!host[s]) continue;
-        for (int i = 0; i < ps->n; i++, k++) {
-            size_t l = strlen(prefixes[s]) + strlen(ps->p[i].name) + 1;
-            names[k] = msd_malloc(l);
-            snprintf(names[k], l, "%s%s", prefixes[s], ps->p[i].name);
-            w[k] = (StWriteTensor){names[k], ST_F32, ps->p[i].ndim, ps->p[i].shape, host[s] + ps->p[i].offset};
+    for (int q = 0; q < nparts; q++) {
+        const ParamSet *ps = parts[q].ps;
+        const Optim *po = parts[q].opt;
+        const float *slabs[4] = {ps->data, po ? po->ema : NULL, po ? po->m : NULL, po ? po->v : NULL};
+        for (int s = 0; s < 4; s++) {
+            if (!slabs[s]) continue;
+            host[q][s] = msd_malloc((size_t)(ps->total ? ps->total : 1) * sizeof(float));
+            if (ps->total) ps->be->download(ps->ctx, host[q][s], slabs[s], ps->total);
+            for (int i = 0; i < ps->n; i++, k++) {
+                size_t l = strlen(parts[q].prefix) + strlen(prefixes[s]) + strlen(ps->p[i].name) + 1;
+                names[k] = msd_malloc(l);
+                snprintf(names[k], l, "%s%s%s", parts[q].prefix, prefixes[s], ps->p[i].name);
+                w[k] = (StWriteTensor){names[k], ST_F32, ps->p[i].ndim, ps->p[i].shape, host[q][s] + ps->p[i].offset};
+            }
         }
     }
+    nt = k;
     StMeta *all = msd_calloc((size_t)nmeta + 3, sizeof *all);
     char step[32], nimg[40];
     snprintf(step, sizeof step, "%" PRId64, opt ? opt->step : 0);
@@ -64,7 +81,8 @@ int checkpoint_save(const char *path, const ParamSet *ps, const Optim *opt, cons
     free(names);
     free(w);
     free(all);
-    for (int s = 0; s < 4; s++) free(host[s]);
+    for (int q = 0; q < nparts; q++)
+        for (int s = 0; s < 4; s++) free(host[q][s]);
     return rc;
 }
 
@@ -103,8 +121,18 @@ static int parse_f64(const char *s, double *out) {
 
 int checkpoint_load(const char *path, ParamSet *ps, Optim *opt, CheckpointMeta *meta_out, char *err,
                     size_t errlen) {
-    MSD_CHECK(ps->data);
-    MSD_CHECK(!opt || opt->ps == ps);
+    CkptPart part = {"", ps, opt};
+    return checkpoint_load_parts(path, &part, 1, meta_out, err, errlen);
+}
+
+int checkpoint_load_parts(const char *path, const CkptPart *parts, int nparts, CheckpointMeta *meta_out, char *err,
+                          size_t errlen) {
+    MSD_CHECK(nparts >= 1 && nparts <= CKPT_PARTS_MAX);
+    for (int q = 0; q < nparts; q++) {
+        MSD_CHECK(parts[q].ps->data && parts[q].prefix && (q == 0 || parts[q].prefix[0]));
+        MSD_CHECK(!parts[q].opt || parts[q].opt->ps == parts[q].ps);
+    }
+    Optim *opt = parts[0].opt;
     if (meta_out) memset(meta_out, 0, sizeof *meta_out);
     StFile f;
     if (st_read(&f, path, err, errlen)) return -1;
@@ -123,21 +151,32 @@ int checkpoint_load(const char *path, ParamSet *ps, Optim *opt, CheckpointMeta *
         else if (parse_f64(st_meta_get(&f, "msd.nimg"), &nimg))
             rc = msd_errf(e, sizeof e, "metadata msd.nimg is missing or not a non-negative number");
     }
-    if (!rc) rc = st_load_slab(&f, ps, ps->data, "", used, e, sizeof e);
-    if (!rc && opt) rc = st_load_slab(&f, ps, opt->m, "opt.m.", used, e, sizeof e);
-    if (!rc && opt) rc = st_load_slab(&f, ps, opt->v, "opt.v.", used, e, sizeof e);
-    if (!rc && opt && opt->ema) rc = st_load_slab(&f, ps, opt->ema, "ema.", used, e, sizeof e);
-    if (!rc) {
-        for (int i = 0; i < f.n; i++) {
-            if (has_prefix(f.t[i].name, "ema.") && (!opt || !opt->ema)) used[i] = 1;
-            if (has_prefix(f.t[i].name, "opt.") && !opt) used[i] = 1;
+    for (int q = 0; q < nparts && !rc; q++) {
+        ParamSet *ps = parts[q].ps;
+        Optim *po = parts[q].opt;
+        const char *state[4] = {"", "opt.m.", "opt.v.", "ema."};
+        float *slabs[4] = {ps->data, po ? po->m : NULL, po ? po->v : NULL, po ? po->ema : NULL};
+        for (int s = 0; s < 4 && !rc; s++) {
+            if (!slabs[s]) continue;
+            char pre[160];
+            snprintf(pre, sizeof pre, "%s%s", parts[q].prefix, state[s]);
+            rc = st_load_slab(&f, ps, slabs[s], pre, used, e, sizeof e);
         }
-        rc = st_check_unused(&f, used, e, sizeof e);
+        for (int i = 0; i < f.n && !rc; i++) {
+            const char *name = f.t[i].name;
+            if (!has_prefix(name, parts[q].prefix)) continue;
+            name += strlen(parts[q].prefix);
+            if (has_prefix(name, "ema.") && (!po || !po->ema)) used[i] = 1;
+            if (has_prefix(name, "opt.") && !po) used[i] = 1;
+        }
     }
-    if (!rc && opt) {
-        opt->step = step;
-        opt->nimg = nimg;
-    }
+    if (!rc) rc = st_check_unused(&f, used, e, sizeof e);
+    if (!rc)
+        for (int q = 0; q < nparts; q++)
+            if (parts[q].opt) {
+                parts[q].opt->step = step;
+                parts[q].opt->nimg = nimg;
+            }
     if (!rc && meta_out && f.nmeta) {
         meta_out->kv = msd_calloc((size_t)f.nmeta, sizeof *meta_out->kv);
         for (int i = 0; i < f.nmeta; i++) {

@@ -42,6 +42,22 @@ const char *checkpoint_meta_get(const CheckpointMeta *m, const char *key);
 int checkpoint_load(const char *path, ParamSet *ps, Optim *opt, CheckpointMeta *meta_out, char *err,
                     size_t errlen);
 
+/* Several parameter sets (each with its optimiser or NULL) in one file: part q's tensors are
+ * named PREFIX + the names above (part 0's prefix is "", the others' non-empty and clashing with
+ * no parameter name, e.g. "gan." for a critic's GAN head). The parts step together: the file
+ * records part 0's step and nimg and loading sets every part's optimiser to them. Loading
+ * checks as checkpoint_load, every tensor of the file consumed by some part. */
+#define CKPT_PARTS_MAX 4
+typedef struct CkptPart {
+    const char *prefix;
+    ParamSet *ps;
+    Optim *opt;
+} CkptPart;
+int checkpoint_save_parts(const char *path, const CkptPart *parts, int nparts, const StMeta *meta, int nmeta,
+                          char *err, size_t errlen);
+int checkpoint_load_parts(const char *path, const CkptPart *parts, int nparts, CheckpointMeta *meta_out, char *err,
+                          size_t errlen);
+
 /* The settings that define a run (seed, batch, learning rate, ...: what a trainer's results
  * depend on), recorded in its checkpoints as metadata "run.KEY" = VALUE and compared when a
  * run resumes. Settings a resume may change (the target step count, log and checkpoint

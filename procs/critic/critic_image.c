@@ -10,8 +10,19 @@
  *       have drawn.
  *   DENOISE {"x" (N, C, H, W), "sigma" (N), "label" (N)}: "d" = D_fake with the current weights.
  *   SAVE: writes --ckpt (atomic).
+ * With --gan-weight W > 0 (stage 3, ADM; sections 2.7 and 2.10) the critic also owns a GAN head
+ * on its bottleneck (GanHead: own parameters and AdamW, freshly initialised from --seed when
+ * starting from --init, saved in --ckpt as "gan.*" tensors next to the UNet's and resumed
+ * exactly):
+ *   FAKE_TRAIN must then also carry "real" (M, C, H, W) real images of the student's classes and
+ *       "real_label" (M); the update adds W L_D (distill_gan_critic, both batches noised at
+ *       their own t ~ U{0..999}) to the fake-score loss, the head steps with the UNet; the
+ *       reply adds "loss_gan" (L_D), "logit_fake" and "logit_real" (the batches' mean logits).
+ *   GAN_GRAD {"x" (N, C, H, W), "label" (N), "step" (1)}: "dx" = dL_G/dx of the generator's GAN
+ *       loss L_G = mean softplus(-f(x + sigma eps)) (distill_gan_gen_grad; t ~ U{0..999} and eps
+ *       keyed by (--seed, K, step)), "loss" (L_G), "logit" (the mean logit); no update.
  * N <= --cap. Every computation runs under proc_keepalive (a UNet update can outlast a
- * heartbeat period). Not here: the GAN head (ADM stage). */
+ * heartbeat period). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,13 +42,19 @@
 #define STREAM_T 0x63720000000000a1ull
 #define STREAM_EPS 0x63720000000000a2ull
 #define STREAM_DROP 0x63720000000000a3ull
+#define STREAM_GAN_T 0x63720000000000a4ull    /* the GAN term of an update: fake rows i, real rows cap + i */
+#define STREAM_GAN_EPS 0x63720000000000a5ull
+#define STREAM_GG_T 0x63720000000000a6ull     /* GAN_GRAD, keyed by the request's step */
+#define STREAM_GG_EPS 0x63720000000000a7ull
+#define STREAM_GG_DROP 0x63720000000000a8ull
+#define GAN_HEAD_SEED 0x67616e68656164ull     /* added to --seed and K for the head's initialisation */
 
 static struct {
     const char *init, *spec, *ckpt;
-    float lr, weight_decay, grad_clip;
+    float lr, weight_decay, grad_clip, gan_weight;
     int cap, threads;
     uint64_t seed;
-} opt = {NULL, "init", NULL, 2e-6f, 0.01f, 10, 64, 0, 2};
+} opt = {NULL, "init", NULL, 2e-6f, 0.01f, 10, 0, 64, 0, 2};
 
 const ArgSpec critic_image_args[] = {
     ARG_STR_REQ("--init", &opt.init, "FILE", "the starting weights (EMA weights when the file has them): the teacher;\n"
@@ -50,6 +67,8 @@ const ArgSpec critic_image_args[] = {
     ARG_INT("--cap", &opt.cap, 1, 1 << 16, "N", "largest batch (default 64)"),
     ARG_INT("--threads", &opt.threads, 0, 1024, "T", "CPU threads (default: all cores)"),
     ARG_U64("--seed", &opt.seed, "S", "seed of the draws (default 2)"),
+    ARG_FLOAT("--gan-weight", &opt.gan_weight, 0, 1e6, "W", "weight of the GAN critic loss L_D (stage 3, ADM; DMD2: 1e-2);\n"
+              "0 (default): no GAN head (stage 2)"),
     ARG_END_,
 };
 
@@ -66,37 +85,65 @@ typedef struct ImgCritic {
     double loss_sum;
     long updates_logged;
     double next_log;
+    /* the GAN term (--gan-weight > 0) */
+    int gan;
+    float gan_w;
+    GanHead head;
+    Optim *hopt;
+    DistillBuf db;
+    float *hnoise_r, *hsig_r;      /* host (cap, dim), (cap): the real batch's draws */
+    float *dreal, *dnoise_r;       /* device (cap, dim) */
+    double gan_loss_sum;
 } ImgCritic;
 
 /* serve_loop keeps the compute/wait clock; these only keep the heartbeats going */
 static void keep_begin(ImgCritic *c) { proc_keepalive_begin(c->p); }
 static void keep_end(ImgCritic *c) { proc_keepalive_end(c->p); }
 
-/* "x" (N, C, H, W) f32 with 1 <= N <= cap, finite, and "label" (N); NULL after answering. */
-static const WireTensor *critic_images(ImgCritic *c, void *sock, const WireMsg *req, const WireTensor **lab) {
+/* Images `xname` (N, C, H, W) f32 with 1 <= N <= cap, finite, and labels `lname` (N); NULL
+ * after answering. */
+static const WireTensor *critic_images_named(ImgCritic *c, void *sock, const WireMsg *req, const char *xname,
+                                             const char *lname, const WireTensor **lab) {
     const UNetConfig *u = &c->net.cfg;
-    const WireTensor *x = serve_tensor(sock, req, "x", WIRE_F32, 4, -1);
+    const WireTensor *x = serve_tensor(sock, req, xname, WIRE_F32, 4, -1);
     if (!x) return NULL;
     int64_t n = x->shape[0];
     if (n < 1 || n > c->net.cap || x->shape[1] != u->in_ch || x->shape[2] != u->res || x->shape[3] != u->res) {
-        serve_error(sock, req, WIRE_STATUS_BAD_REQUEST, "\"x\" must be (N, %d, %d, %d) with 1 <= N <= %lld", u->in_ch,
-                    u->res, u->res, (long long)c->net.cap);
+        serve_error(sock, req, WIRE_STATUS_BAD_REQUEST, "\"%s\" must be (N, %d, %d, %d) with 1 <= N <= %lld", xname,
+                    u->in_ch, u->res, u->res, (long long)c->net.cap);
         return NULL;
     }
     const float *xs = x->data;
     for (int64_t i = 0; i < n * c->net.dim; i++)
         if (!isfinite(xs[i])) {
-            serve_error(sock, req, WIRE_STATUS_BAD_REQUEST, "x[%lld] is not finite", (long long)i);
+            serve_error(sock, req, WIRE_STATUS_BAD_REQUEST, "%s[%lld] is not finite", xname, (long long)i);
             return NULL;
         }
-    *lab = serve_labels(sock, req, "label", n, u->label_dim);
+    *lab = serve_labels(sock, req, lname, n, u->label_dim);
     return *lab ? x : NULL;
+}
+
+static const WireTensor *critic_images(ImgCritic *c, void *sock, const WireMsg *req, const WireTensor **lab) {
+    return critic_images_named(c, sock, req, "x", "label", lab);
 }
 
 static void img_critic_train(void *ctx, void *sock, const WireMsg *req) {
     ImgCritic *c = ctx;
     const WireTensor *lab, *x = critic_images(c, sock, req, &lab);
     if (!x) return;
+    const WireTensor *rlab = NULL, *real = NULL;
+    if (c->gan) {
+        if (!wire_msg_find(req, "real")) {
+            serve_error(sock, req, WIRE_STATUS_BAD_REQUEST, "FAKE_TRAIN without \"real\": this critic has the GAN term "
+                        "on (--gan-weight %g) and needs real images of the student's classes", c->gan_w);
+            return;
+        }
+        if (!(real = critic_images_named(c, sock, req, "real", "real_label", &rlab))) return;
+    } else if (wire_msg_find(req, "real")) {
+        serve_error(sock, req, WIRE_STATUS_BAD_REQUEST, "FAKE_TRAIN with \"real\": this critic has no GAN head "
+                    "(--gan-weight 0)");
+        return;
+    }
     int64_t n = x->shape[0], D = c->net.dim;
     uint64_t step = (uint64_t)c->net.opt->step, base = step * (uint64_t)c->net.cap;
     keep_begin(c);
@@ -110,15 +157,99 @@ static void img_critic_train(void *ctx, void *sock, const WireMsg *req) {
     c->be->upload(c->ctx, c->dnoise, c->hnoise, n * D);
     params_zero_grad(unet_params(c->net.unet));
     float loss = distill_fake_loss(&c->net.edm, c->dx, c->dnoise, c->hsig, lab->data, NULL, n);
+    float gan[3] = {0, 0, 0};   /* L_D, mean fake logit, mean real logit */
+    if (c->gan) {
+        /* W L_D on the same detached samples (fresh draws) and the real batch */
+        int64_t m = real->shape[0], cap = c->net.cap;
+        uint64_t gb = step * 2 * (uint64_t)cap;
+        for (int64_t i = 0; i < n; i++)
+            c->hsig[i] = c->table[rng_uniform_int(c->seed, STREAM_GAN_T + c->stream, gb + (uint64_t)i, DMD_TABLE_N)];
+        for (int64_t i = 0; i < m; i++)
+            c->hsig_r[i] =
+                c->table[rng_uniform_int(c->seed, STREAM_GAN_T + c->stream, gb + (uint64_t)(cap + i), DMD_TABLE_N)];
+        rng_normal_fill(c->hnoise, n * D, c->seed, STREAM_GAN_EPS + c->stream, gb * (uint64_t)D);
+        rng_normal_fill(c->hnoise_r, m * D, c->seed, STREAM_GAN_EPS + c->stream, (gb + (uint64_t)cap) * (uint64_t)D);
+        c->be->upload(c->ctx, c->dnoise, c->hnoise, n * D);
+        c->be->upload(c->ctx, c->dreal, real->data, m * D);
+        c->be->upload(c->ctx, c->dnoise_r, c->hnoise_r, m * D);
+        params_zero_grad(&c->head.ps);
+        gan[0] = distill_gan_critic(&c->db, &c->net.edm, &c->head, c->gan_w, c->dx, c->dnoise, c->hsig, lab->data,
+                                    NULL, n, c->dreal, c->dnoise_r, c->hsig_r, rlab->data, NULL, m);
+        gan[1] = (float)c->head.mean_fake;
+        gan[2] = (float)c->head.mean_real;
+    }
     optim_step(c->net.opt);
+    if (c->gan) optim_step(c->hopt);
     keep_end(c);
     c->loss_sum += loss;
+    c->gan_loss_sum += gan[0];
     c->updates_logged++;
     WireMsg rep;
     int64_t one = 1;
     wire_reply_init(&rep, req, WIRE_OP_FAKE_TRAIN, WIRE_STATUS_OK);
     wire_msg_add(&rep, "loss", WIRE_F32, 1, &one, &loss);
+    if (c->gan) {
+        wire_msg_add(&rep, "loss_gan", WIRE_F32, 1, &one, &gan[0]);
+        wire_msg_add(&rep, "logit_fake", WIRE_F32, 1, &one, &gan[1]);
+        wire_msg_add(&rep, "logit_real", WIRE_F32, 1, &one, &gan[2]);
+    }
     serve_reply(sock, &rep);
+}
+
+/* GAN_GRAD: dL_G/dx of the generator's samples (no update; the parameter gradients it leaves
+ * are zeroed by the next FAKE_TRAIN). */
+static void img_critic_gan_grad(void *ctx, void *sock, const WireMsg *req) {
+    ImgCritic *c = ctx;
+    if (!c->gan) {
+        serve_error(sock, req, WIRE_STATUS_UNKNOWN_OP, "GAN_GRAD: this critic has no GAN head (--gan-weight 0)");
+        return;
+    }
+    const WireTensor *lab, *x = critic_images(c, sock, req, &lab);
+    if (!x) return;
+    int64_t one = 1, n = x->shape[0], D = c->net.dim;
+    const WireTensor *st = serve_tensor(sock, req, "step", WIRE_I64, 1, 1);
+    if (!st) return;
+    int64_t step = *(const int64_t *)st->data;
+    if (step < 0 || step > ((int64_t)1 << 40)) {
+        serve_error(sock, req, WIRE_STATUS_BAD_REQUEST, "step = %lld must be in 0..2^40", (long long)step);
+        return;
+    }
+    uint64_t base = (uint64_t)step * (uint64_t)c->net.cap;
+    keep_begin(c);
+    for (int64_t i = 0; i < n; i++)
+        c->hsig[i] = c->table[rng_uniform_int(c->seed, STREAM_GG_T + c->stream, base + (uint64_t)i, DMD_TABLE_N)];
+    rng_normal_fill(c->hnoise, n * D, c->seed, STREAM_GG_EPS + c->stream, base * (uint64_t)D);
+    if (c->net.cfg.dropout > 0)
+        unet_set_dropout_seed(c->net.unet, rng_u32(c->seed, STREAM_GG_DROP + c->stream, (uint64_t)step) |
+                                               ((uint64_t)rng_u32(c->seed, STREAM_GG_DROP + c->stream + 1, (uint64_t)step) << 32));
+    c->be->upload(c->ctx, c->dx, x->data, n * D);
+    c->be->upload(c->ctx, c->dnoise, c->hnoise, n * D);
+    float loss = distill_gan_gen_grad(&c->db, &c->net.edm, &c->head, c->dout, c->dx, c->dnoise, c->hsig, lab->data,
+                                      NULL, n);
+    float lg = 0;
+    float *hl = msd_malloc(sizeof(float) * (size_t)n);
+    c->be->download(c->ctx, hl, c->head.logit, n);
+    for (int64_t i = 0; i < n; i++) lg += hl[i] / (float)n;
+    free(hl);
+    c->be->download(c->ctx, c->hout, c->dout, n * D);
+    keep_end(c);
+    WireMsg rep;
+    wire_reply_init(&rep, req, WIRE_OP_GAN_GRAD, WIRE_STATUS_OK);
+    wire_msg_add(&rep, "dx", WIRE_F32, 4, x->shape, c->hout);
+    wire_msg_add(&rep, "loss", WIRE_F32, 1, &one, &loss);
+    wire_msg_add(&rep, "logit", WIRE_F32, 1, &one, &lg);
+    serve_reply(sock, &rep);
+}
+
+/* The checkpoint: the UNet (part ""), with the GAN head its part "gan.". */
+static int critic_save(ImgCritic *c, const StMeta *meta, int nmeta, char *err, size_t errlen) {
+    if (!c->gan) return edmunet_save(&c->net, c->ckpt, meta, nmeta, err, errlen);
+    StMeta all[8];
+    MSD_CHECK(nmeta < 8);
+    all[0] = (StMeta){EDMUNET_META_SPEC, (char *)c->net.spec};
+    for (int i = 0; i < nmeta; i++) all[1 + i] = meta[i];
+    CkptPart parts[2] = {{"", unet_params(c->net.unet), c->net.opt}, {"gan.", &c->head.ps, c->hopt}};
+    return checkpoint_save_parts(c->ckpt, parts, 2, all, 1 + nmeta, err, errlen);
 }
 
 static void img_critic_denoise(void *ctx, void *sock, const WireMsg *req) {
@@ -149,9 +280,11 @@ static void img_critic_save(void *ctx, void *sock, const WireMsg *req) {
     ImgCritic *c = ctx;
     char err[1024], seed[32];
     snprintf(seed, sizeof seed, "%llu", (unsigned long long)c->seed);
-    StMeta meta[2] = {{"critic.seed", seed}, {"critic.role", "critic"}};
+    char gw[32];
+    snprintf(gw, sizeof gw, "%.9g", c->gan_w);
+    StMeta meta[3] = {{"critic.seed", seed}, {"critic.role", "critic"}, {"critic.gan_weight", gw}};
     keep_begin(c);
-    int rc = fs_mkdir_parent(c->ckpt, err, sizeof err) || edmunet_save(&c->net, c->ckpt, meta, 2, err, sizeof err);
+    int rc = fs_mkdir_parent(c->ckpt, err, sizeof err) || critic_save(c, meta, c->gan ? 3 : 2, err, sizeof err);
     keep_end(c);
     if (rc) {
         serve_error(sock, req, WIRE_STATUS_INTERNAL, "save: %s", err);
@@ -166,9 +299,15 @@ static void img_critic_save(void *ctx, void *sock, const WireMsg *req) {
 static void img_critic_log(void *ctx) {
     ImgCritic *c = ctx;
     if (msd_now() <= c->next_log || !c->updates_logged) return;
-    log_info("update %lld: fake-score loss %.4f (mean of the last %ld)", (long long)c->net.opt->step,
-             c->loss_sum / c->updates_logged, c->updates_logged);
+    if (c->gan)
+        log_info("update %lld: fake-score loss %.4f, GAN loss L_D %.4f (means of the last %ld)",
+                 (long long)c->net.opt->step, c->loss_sum / c->updates_logged, c->gan_loss_sum / c->updates_logged,
+                 c->updates_logged);
+    else
+        log_info("update %lld: fake-score loss %.4f (mean of the last %ld)", (long long)c->net.opt->step,
+                 c->loss_sum / c->updates_logged, c->updates_logged);
     c->loss_sum = 0;
+    c->gan_loss_sum = 0;
     c->updates_logged = 0;
     c->next_log = msd_now() + 5;
 }
@@ -216,7 +355,26 @@ static int img_critic_open(Proc *p, ImgCritic *c) {
     if (c->net.cfg.label_dim <= 0)
         return msd_fail(2, "the critic %s is unconditional: stage 2's critics need classes=N", c->net.spec);
     if (same_spec(&c->net, from, resume ? "resuming" : "--init")) return 2;
-    if (resume) {
+    c->gan_w = opt.gan_weight;
+    c->gan = opt.gan_weight > 0;
+    if (c->gan) {
+        int64_t chw[3];
+        unet_bottleneck_shape(c->net.unet, chw);
+        if (gan_head_init(&c->head, chw[0], chw[1], chw[2], opt.cap, c->be, c->ctx, err, sizeof err))
+            return msd_fail(2, "--gan-weight: %s (the critic %s)", err, c->net.spec);
+        gan_head_init_weights(&c->head, c->seed + GAN_HEAD_SEED + c->stream);
+        c->hopt = optim_new(&c->head.ps, &oc);
+        distill_buf_init(&c->db, c->be, c->ctx, opt.cap, c->net.dim);
+    }
+    if (resume && c->gan) {
+        CheckpointMeta m;
+        CkptPart parts[2] = {{"", unet_params(c->net.unet), c->net.opt}, {"gan.", &c->head.ps, c->hopt}};
+        if (checkpoint_load_parts(c->ckpt, parts, 2, &m, err, sizeof err))
+            return msd_fail(2, "resuming: %s (a critic with --gan-weight resumes from a checkpoint with its GAN head)",
+                            err);
+        checkpoint_meta_free(&m);
+        log_info("resumed from %s at update %lld (with its GAN head)", c->ckpt, (long long)c->net.opt->step);
+    } else if (resume) {
         if (edmunet_load(&c->net, c->ckpt, 0, NULL, err, sizeof err)) return msd_fail(2, "resuming: %s", err);
         log_info("resumed from %s at update %lld", c->ckpt, (long long)c->net.opt->step);
     } else {
@@ -235,6 +393,14 @@ static int img_critic_open(Proc *p, ImgCritic *c) {
     c->dx = c->be->alloc(c->ctx, cap * D);
     c->dnoise = c->be->alloc(c->ctx, cap * D);
     c->dout = c->be->alloc(c->ctx, cap * D);
+    if (c->gan) {
+        c->hnoise_r = msd_malloc(sizeof(float) * (size_t)(cap * D));
+        c->hsig_r = msd_malloc(sizeof(float) * (size_t)cap);
+        c->dreal = c->be->alloc(c->ctx, cap * D);
+        c->dnoise_r = c->be->alloc(c->ctx, cap * D);
+        log_info("GAN head on the %lldx%lldx%lld bottleneck (%lld parameters), L_D weight %g", (long long)c->head.C,
+                 (long long)c->head.H, (long long)c->head.W, (long long)params_count(&c->head.ps), c->gan_w);
+    }
     log_info("fake-score net %s (%lld parameters) on %s, lr %g, cap %d", c->net.spec,
              (long long)params_count(unet_params(c->net.unet)), c->be->name, opt.lr, opt.cap);
     return 0;
@@ -246,9 +412,16 @@ static void img_critic_free(ImgCritic *c) {
         c->be->free(c->ctx, c->dnoise);
         c->be->free(c->ctx, c->dout);
     }
+    if (c->be && c->dreal) {
+        c->be->free(c->ctx, c->dreal);
+        c->be->free(c->ctx, c->dnoise_r);
+    }
+    optim_destroy(&c->hopt);
+    gan_head_free(&c->head);
+    distill_buf_free(&c->db);
     edmunet_free(&c->net);
     if (c->ctx) backend_ctx_destroy(&c->ctx);
-    free(c->hnoise); free(c->hout); free(c->hsig);
+    free(c->hnoise); free(c->hout); free(c->hsig); free(c->hnoise_r); free(c->hsig_r);
 }
 
 int critic_image_run(Proc *p) {
@@ -265,9 +438,10 @@ int critic_image_run(Proc *p) {
         return 2;
     }
     static const ServeOp ops[] = {
-        {WIRE_OP_DENOISE, img_critic_denoise}, {WIRE_OP_FAKE_TRAIN, img_critic_train}, {WIRE_OP_SAVE, img_critic_save}};
+        {WIRE_OP_DENOISE, img_critic_denoise}, {WIRE_OP_FAKE_TRAIN, img_critic_train}, {WIRE_OP_SAVE, img_critic_save},
+        {WIRE_OP_GAN_GRAD, img_critic_gan_grad}};
     c.next_log = msd_now() + 5;
-    serve_loop(p, serve, ops, 3, &c, img_critic_log, "critic");
+    serve_loop(p, serve, ops, 4, &c, img_critic_log, "critic");
     img_critic_free(&c);
     return proc_finish(p);
 }

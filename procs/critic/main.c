@@ -16,7 +16,7 @@
  * RESUME is served until the student has sent one (a restarted critic must not answer with the
  * wrong weights), and requests with a smaller id than the last RESUME's are refused as stale
  * (a restarted student's ids start above its dead predecessor's, rpc.h). The UNet critic is
- * --mode image (critic_image.c). */
+ * --mode image (critic_image.c), with a GAN head under --gan-weight (stage 3). */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -348,14 +348,15 @@ static const ProcMode modes[] = {
      "the critic's toy modes (gauss, mog)", NULL},
     {"mog", "the fake-score MLP of the 2-D mixture toy, trained online (FAKE_TRAIN)", mog_args, run_mog,
      "the critic's toy modes (gauss, mog)", NULL},
-    {"image", "the fake-score UNet of an image student (stage 2), from the teacher, trained online (critic_image.c)",
+    {"image", "the fake-score UNet of an image student (stage 2; with --gan-weight a GAN head, stage 3) (critic_image.c)",
      critic_image_args, critic_image_run, NULL, NULL},
     {0},
 };
 
 static const ProcDesc desc = {
     "critic", "msd-critic: one per student, the fake-score network trained on that student's samples.", modes,
-    "serves (--bind serve=ENDPOINT): DENOISE (gauss, mog, image); FAKE_TRAIN, SAVE (mog, image) (docs/PROTOCOL.md)\n",
+    "serves (--bind serve=ENDPOINT): DENOISE (gauss, mog, image); FAKE_TRAIN, SAVE (mog, image); GAN_GRAD (image\n"
+    "--gan-weight) (docs/PROTOCOL.md)\n",
 };
 
 int main(int argc, char **argv) { return proc_main(&desc, argc, argv); }

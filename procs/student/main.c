@@ -12,7 +12,8 @@
  *                           --timeout-ms: exit 1.
  *   --mode skeleton-serve (or --serve)  binds serve and answers ECHO with the request's
  *                           tensors.
- * --mode image-train (student_image.c) is stage 2 on images. Not yet here: TSM/ADM, image serving. */
+ * --mode image-train (student_image.c) is stage 2 on images, with --adm stage 3 (ADM). Not yet
+ * here: TSM, image serving. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -163,7 +164,7 @@ static const ProcMode modes[] = {
      student_mog_train_args, student_mog_train, CPU_ONLY, NULL},
     {"mog-serve", "GENERATE {\"label\" (N), \"seed\" (1)} -> \"x\" (N, dim) from a trained checkpoint",
      student_mog_serve_args, student_mog_serve, CPU_ONLY, NULL},
-    {"image-train", "stage 2 (DM) of a one-step UNet generator against the UNet teacher (student_image.c)",
+    {"image-train", "stage 2 (DM) of a one-step UNet generator against the UNet teacher; --adm: stage 3 (student_image.c)",
      student_image_train_args, student_image_train, NULL, NULL},
     {0},
 };

@@ -22,7 +22,14 @@
  * of EMA samples of its classes (one row per class, fixed noise). Long computations run under
  * proc_keepalive, so the launcher keeps hearing from a student busy for seconds.
  *
- * Not here: the GAN head (ADM stage), TSM, serving the image students. */
+ * With --adm (stage 3, ADM: docs/ALGORITHMS.md sections 2.7 and 2.10, docs/DISTILL.md "Stage 3")
+ * the critic has a GAN head (msd-critic --gan-weight): every FAKE_TRAIN also carries the real
+ * images of the data batch whose labels condition the fake samples ("real", "real_label"), and
+ * every generator step also sends GAN_GRAD (its clean samples x, keyed by the step) to the
+ * critic, whose dL_G/dx enters distill_dm_backward with weight --gan-weight. --init-raw takes
+ * --init's raw weights instead of its EMA (resuming a stage-2 generator where DM left it).
+ *
+ * Not here: TSM, serving the image students. */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -57,15 +64,15 @@
 typedef struct ImgOpts {
     const char *init, *spec, *part, *ckpt_dir, *metrics, *grid_dir;
     int index, batch, steps, ttur, warmup, ckpt_every, log_every, grid_every, grid_per_class, lr_warmup, threads,
-        timeout_ms;
-    float lr, weight_decay, grad_clip, ema;
+        timeout_ms, adm, init_raw;
+    float lr, weight_decay, grad_clip, ema, gan_weight;
     uint64_t seed;
 } ImgOpts;
 
 static ImgOpts opt = {.spec = "init", .index = -1, .batch = 16, .steps = 1000, .ttur = 5, .warmup = 0,
                       .ckpt_every = 100, .log_every = 10, .grid_every = 500, .grid_per_class = 8,
                       .timeout_ms = 120000, .lr = 2e-6f, .weight_decay = 0.01f, .grad_clip = 10, .ema = 0.999f,
-                      .seed = 1};
+                      .gan_weight = DISTILL_GAN_W_GEN, .seed = 1};
 
 const ArgSpec student_image_train_args[] = {
     ARG_STR_REQ("--init", &opt.init, "FILE", "the generator's starting weights (EMA weights when the file has them):\n"
@@ -94,6 +101,10 @@ const ArgSpec student_image_train_args[] = {
     ARG_INT("--grid-per-class", &opt.grid_per_class, 1, 64, "N", "images per class in a grid row (default 8)"),
     ARG_INT("--threads", &opt.threads, 0, 1024, "T", "CPU threads (default: all cores)"),
     ARG_INT("--timeout-ms", &opt.timeout_ms, 1, 86400000, "MS", "how long a peer may take to answer (default 120000)"),
+    ARG_FLAG("--adm", &opt.adm, "stage 3 (ADM): real images to the critic's GAN head, its dL_G/dx into every generator step"),
+    ARG_FLOAT("--gan-weight", &opt.gan_weight, 0, 1e6, "W", "weight of the generator's GAN loss L_G with --adm (default\n"
+              "3e-3, DMD2's)"),
+    ARG_FLAG("--init-raw", &opt.init_raw, "take --init's raw weights, not its EMA weights (a stage-2 student checkpoint)"),
     ARG_END_,
 };
 
@@ -120,6 +131,11 @@ typedef struct ImgTrain {
     int32_t *label;
     double fake_loss_sum;
     long fake_loss_n;
+    /* --adm */
+    float *hreal, *hxc;        /* host (B, D): the data batch's real images, the clean samples */
+    float *dgan;               /* device (B, D): the critic's dL_G/dx */
+    double gan_d_sum, logit_fake_sum, logit_real_sum, gan_g_sum;   /* since the last metrics line */
+    long gan_g_n;
     Busy busy;
 } ImgTrain;
 
@@ -147,6 +163,13 @@ static int img_fetch(ImgTrain *s, int64_t step) {
     if (rpc_call(&s->rpc, s->data, "data", &req, &rep)) return -1;
     const WireTensor *l = rpc_labels(&s->rpc, &rep, "data", "label", count, s->nclasses);
     int ok = l != NULL;
+    if (ok && s->o.adm) {
+        const UNetConfig *c = &s->g.cfg;
+        int64_t shape[4] = {count, c->in_ch, c->res, c->res};
+        const WireTensor *x = rpc_tensor_shape(&s->rpc, &rep, "data", "x", WIRE_F32, 4, shape);
+        if (x) memcpy(s->hreal, x->data, sizeof(float) * (size_t)(count * s->D));
+        else ok = 0;
+    }
     if (ok) {
         memcpy(s->label, l->data, sizeof(int32_t) * (size_t)count);
         for (int i = 0; i < count; i++)
@@ -188,6 +211,10 @@ static int img_critic_round(ImgTrain *s, int n, int64_t data_step0) {
         wire_msg_init(&req, WIRE_OP_FAKE_TRAIN, ids[j]);
         wire_msg_add(&req, "x", WIRE_F32, 4, shape, s->hx);
         wire_msg_add(&req, "label", WIRE_I32, 1, shape, s->label);
+        if (s->o.adm) {
+            wire_msg_add(&req, "real", WIRE_F32, 4, shape, s->hreal);
+            wire_msg_add(&req, "real_label", WIRE_I32, 1, shape, s->label);
+        }
         if (rpc_send(&s->rpc, s->critic, "critic", &req)) return -1;
     }
     for (int j = 0; j < n; j++) {
@@ -200,6 +227,18 @@ static int img_critic_round(ImgTrain *s, int n, int64_t data_step0) {
         if (l) {
             s->fake_loss_sum += *(const float *)l->data;
             s->fake_loss_n++;
+        }
+        if (l && s->o.adm) {
+            const WireTensor *gd = rpc_tensor_shape(&s->rpc, &rep, "critic", "loss_gan", WIRE_F32, 1, &one);
+            const WireTensor *lf = gd ? rpc_tensor_shape(&s->rpc, &rep, "critic", "logit_fake", WIRE_F32, 1, &one) : NULL;
+            const WireTensor *lr = lf ? rpc_tensor_shape(&s->rpc, &rep, "critic", "logit_real", WIRE_F32, 1, &one) : NULL;
+            if (lr) {
+                s->gan_d_sum += *(const float *)gd->data;
+                s->logit_fake_sum += *(const float *)lf->data;
+                s->logit_real_sum += *(const float *)lr->data;
+            } else {
+                l = NULL;
+            }
         }
         wire_msg_close(&rep);
         if (!l) return -1;
@@ -216,6 +255,7 @@ static int img_generator_step(ImgTrain *s, int64_t step, int64_t data_step, doub
     s->be->upload(s->ctx, s->dz, s->hz, B * D);
     img_dropout_seed(s, data_step);
     distill_generate(&s->db, &s->g.edm, s->dx, s->dz, s->label, NULL, B, 1);
+    if (s->o.adm) s->be->download(s->ctx, s->hxc, s->dx, B * D);
     uint64_t base = (uint64_t)step * (uint64_t)B;
     for (int64_t i = 0; i < B; i++)
         s->hsig[i] = s->table[DMD_GEN_T_MIN + rng_uniform_int(s->o.seed, stream_of(s, STREAM_T), base + (uint64_t)i,
@@ -232,6 +272,18 @@ static int img_generator_step(ImgTrain *s, int64_t step, int64_t data_step, doub
     wire_msg_add(&req, "sigma", WIRE_F32, 1, shape, s->hsig);
     wire_msg_add(&req, "label", WIRE_I32, 1, shape, s->label);
     if (rpc_send(&s->rpc, s->teacher, "teacher", &req) || rpc_send(&s->rpc, s->critic, "critic", &req)) return -1;
+    uint64_t gid = 0;
+    if (s->o.adm) {
+        /* the critic's dL_G/dx of the clean samples (it answers after the DENOISE above) */
+        WireMsg g;
+        int64_t one = 1, st = step;
+        gid = rpc_id(&s->rpc);
+        wire_msg_init(&g, WIRE_OP_GAN_GRAD, gid);
+        wire_msg_add(&g, "x", WIRE_F32, 4, shape, s->hxc);
+        wire_msg_add(&g, "label", WIRE_I32, 1, shape, s->label);
+        wire_msg_add(&g, "step", WIRE_I64, 1, &one, &st);
+        if (rpc_send(&s->rpc, s->critic, "critic", &g)) return -1;
+    }
     void *socks[2] = {s->teacher, s->critic};
     const char *peers[2] = {"teacher", "critic"};
     uint64_t ids[2] = {id, id};
@@ -241,17 +293,35 @@ static int img_generator_step(ImgTrain *s, int64_t step, int64_t data_step, doub
     const WireTensor *dr = rpc_tensor_shape(&s->rpc, &reps[0], "teacher", "d", WIRE_F32, 4, shape);
     const WireTensor *df = dr ? rpc_tensor_shape(&s->rpc, &reps[1], "critic", "d", WIRE_F32, 4, shape) : NULL;
     int ok = df != NULL;
+    WireMsg grep_;
+    int have_g = 0;
+    if (ok && s->o.adm) {
+        const char *peer = "critic";
+        uint32_t op = WIRE_OP_GAN_GRAD;
+        int64_t one = 1;
+        ok = have_g = rpc_await(&s->rpc, 1, &s->critic, &peer, &gid, &op, &grep_) == 0;
+        const WireTensor *gx = ok ? rpc_tensor_shape(&s->rpc, &grep_, "critic", "dx", WIRE_F32, 4, shape) : NULL;
+        const WireTensor *gl = gx ? rpc_tensor_shape(&s->rpc, &grep_, "critic", "loss", WIRE_F32, 1, &one) : NULL;
+        ok = gl != NULL;
+        if (ok) {
+            s->be->upload(s->ctx, s->dgan, gx->data, B * D);
+            s->gan_g_sum += *(const float *)gl->data;
+            s->gan_g_n++;
+        }
+    }
     if (ok) {
         keep_begin(s);
         s->be->upload(s->ctx, s->dreal, dr->data, B * D);
         s->be->upload(s->ctx, s->dfake, df->data, B * D);
         params_zero_grad(unet_params(s->g.unet));
-        *loss = distill_dm_backward(&s->db, &s->g.edm, s->dx, s->dreal, s->dfake, NULL, 0, B);
+        *loss = distill_dm_backward(&s->db, &s->g.edm, s->dx, s->dreal, s->dfake, s->o.adm ? s->dgan : NULL,
+                                    s->o.gan_weight, B);
         optim_step(s->g.opt);
         keep_end(s);
     }
     wire_msg_close(&reps[0]);
     wire_msg_close(&reps[1]);
+    if (have_g) wire_msg_close(&grep_);
     return ok ? 0 : -1;
 }
 
@@ -336,6 +406,7 @@ static int img_train_loop(ImgTrain *s) {
         log_info("critic warm-up done: fake-score loss %.4f", s->fake_loss_sum / (s->fake_loss_n ? s->fake_loss_n : 1));
         s->fake_loss_sum = 0;
         s->fake_loss_n = 0;
+        s->gan_d_sum = s->logit_real_sum = s->logit_fake_sum = 0;
     } else if (start > 0) {
         log_info("resuming at step %lld of %d", (long long)start, o->steps);
     }
@@ -359,17 +430,29 @@ static int img_train_loop(ImgTrain *s) {
             double el = msd_now() - t_run, per_step = el / (double)(done - start);
             double rate = o->batch / (per_step > 0 ? per_step : 1e-9), eta = (double)(o->steps - done) * per_step;
             double lf = s->fake_loss_n ? s->fake_loss_sum / s->fake_loss_n : 0;
-            char eta_s[32];
+            char eta_s[32], gan[256] = "", gan_j[256] = "";
             format_eta(eta, eta_s, sizeof eta_s);
-            log_info("step %lld/%d  loss_dm %.5g  loss_fake %.4f  grad_norm %.3g  %.2f s/step  %.1f img/s  %s left",
-                     (long long)done, o->steps, loss_sum / loss_n, lf, s->g.opt->last_grad_norm, per_step, rate, eta_s);
+            if (o->adm) {
+                double nf = s->fake_loss_n ? (double)s->fake_loss_n : 1, ng = s->gan_g_n ? (double)s->gan_g_n : 1;
+                double gg = s->gan_g_sum / ng, gd = s->gan_d_sum / nf, fr = s->logit_real_sum / nf,
+                       ff = s->logit_fake_sum / nf;
+                snprintf(gan, sizeof gan, "  loss_gan_g %.4f  loss_gan_d %.4f  logit real %.3g fake %.3g", gg, gd, fr, ff);
+                snprintf(gan_j, sizeof gan_j,
+                         ", \"loss_gan_g\": %.9g, \"loss_gan_d\": %.9g, \"logit_real\": %.9g, \"logit_fake\": %.9g", gg,
+                         gd, fr, ff);
+                s->gan_g_sum = s->gan_d_sum = s->logit_real_sum = s->logit_fake_sum = 0;
+                s->gan_g_n = 0;
+            }
+            log_info("step %lld/%d  loss_dm %.5g  loss_fake %.4f%s  grad_norm %.3g  %.2f s/step  %.1f img/s  %s left",
+                     (long long)done, o->steps, loss_sum / loss_n, lf, gan, s->g.opt->last_grad_norm, per_step, rate,
+                     eta_s);
             if (s->metrics) {
                 fprintf(s->metrics,
-                        "{\"student\": %d, \"step\": %lld, \"loss_dm\": %.9g, \"loss_fake\": %.9g, \"grad_norm\": %.9g, "
-                        "\"lr\": %.6g, \"s_per_step\": %.4f, \"images_per_s\": %.2f, \"elapsed_s\": %.3f, \"eta_s\": "
-                        "%.1f}\n",
-                        o->index, (long long)done, loss_sum / loss_n, lf, s->g.opt->last_grad_norm, s->g.opt->last_lr,
-                        per_step, rate, el, eta);
+                        "{\"student\": %d, \"step\": %lld, \"loss_dm\": %.9g, \"loss_fake\": %.9g%s, \"grad_norm\": "
+                        "%.9g, \"lr\": %.6g, \"s_per_step\": %.4f, \"images_per_s\": %.2f, \"elapsed_s\": %.3f, "
+                        "\"eta_s\": %.1f}\n",
+                        o->index, (long long)done, loss_sum / loss_n, lf, gan_j, s->g.opt->last_grad_norm,
+                        s->g.opt->last_lr, per_step, rate, el, eta);
                 fflush(s->metrics);
             }
             loss_sum = 0;
@@ -426,11 +509,11 @@ static int img_open_net(ImgTrain *s) {
     } else {
         Optim *keep = s->g.opt;
         s->g.opt = NULL;
-        int rc = edmunet_load(&s->g, o->init, 1, NULL, err, sizeof err);
+        int rc = edmunet_load(&s->g, o->init, !o->init_raw, NULL, err, sizeof err);
         s->g.opt = keep;
         if (rc) return msd_fail(2, "--init: %s", err);
         optim_ema_reset(s->g.opt);
-        log_info("generator initialised from %s", o->init);
+        log_info("generator initialised from %s (%s weights)", o->init, o->init_raw ? "raw" : "EMA");
     }
     if (s->g.cfg.label_dim <= 0)
         return msd_fail(2, "the generator %s is unconditional: a student owns classes, its network needs classes=N",
@@ -469,7 +552,7 @@ static int img_read_partition(ImgTrain *s) {
 static void img_free(ImgTrain *s) {
     if (s->metrics) fclose(s->metrics);
     if (s->be) {
-        float *bufs[] = {s->dz, s->dx, s->deps, s->dxt, s->dreal, s->dfake};
+        float *bufs[] = {s->dz, s->dx, s->deps, s->dxt, s->dreal, s->dfake, s->dgan};
         for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
             if (bufs[i]) s->be->free(s->ctx, bufs[i]);
     }
@@ -478,6 +561,7 @@ static void img_free(ImgTrain *s) {
     edmunet_free(&s->g);
     if (s->ctx) backend_ctx_destroy(&s->ctx);
     free(s->hz); free(s->hx); free(s->hsig); free(s->heps); free(s->label); free(s->mine);
+    free(s->hreal); free(s->hxc);
 }
 
 int student_image_train(Proc *p) {
@@ -535,6 +619,11 @@ int student_image_train(Proc *p) {
     s.dxt = s.be->alloc(s.ctx, B * D);
     s.dreal = s.be->alloc(s.ctx, B * D);
     s.dfake = s.be->alloc(s.ctx, B * D);
+    if (o->adm) {
+        s.hreal = msd_malloc(sizeof(float) * (size_t)(B * D));
+        s.hxc = msd_malloc(sizeof(float) * (size_t)(B * D));
+        s.dgan = s.be->alloc(s.ctx, B * D);
+    }
     char cls[256];
     size_t k = 0;
     cls[0] = 0;
@@ -543,6 +632,7 @@ int student_image_train(Proc *p) {
     log_info("student %d (classes %s): generator %s (%lld parameters) on %s, batch %d, %d steps, TTUR %d, lr %g, "
              "checkpoint %s, grids in %s", o->index, cls, s.g.spec, (long long)params_count(unet_params(s.g.unet)),
              s.be->name, o->batch, o->steps, o->ttur, o->lr, s.ckpt, s.grid_dir);
+    if (o->adm) log_info("ADM: the critic's GAN term on, generator GAN weight %g", o->gan_weight);
     busy_init(&s.busy);
     proc_ready(p);
     rc = img_train_loop(&s);
