@@ -84,7 +84,8 @@ EOF
 png() { [ "$(head -c 8 "$1" | od -An -tx1 | tr -d ' \n')" = "89504e470d0a1a0a" ]; }
 t_check "A: a PNG grid per student at step 20 and at the end" bash -c "$(declare -f png); png a/grids/student.0/grid-0000020.png &&
     png a/grids/student.1/grid-0000020.png && png a/grids/student.0/grid-00000$N.png && png a/grids/student.1/grid-00000$N.png"
-t_check "A: grids of 2 Heun steps" test "$(grep -c "student\.[01]\] INFO grid .*: 10 EMA samples of 5 classes, 2 Heun steps" a.log)" -eq 4
+t_check "A: grids of 2 Heun steps of the sampler (NFE 3)" \
+    test "$(grep -c "student\.[01]\] INFO grid .*: 10 EMA samples of 5 classes, 2 Heun steps, NFE 3 " a.log)" -eq 4
 s_step=$(python3 -c "
 import json
 r = [json.loads(l) for l in open('a/metrics.jsonl')]
@@ -131,15 +132,18 @@ mkdir -p z2 s2 && cp a/partition.txt z2/ && cp a/partition.txt s2/
 t_check "stage 2 from the TSM checkpoints: 0 steps" "$BIN/msdpipe" up train_stage2 "${s2[@]}" --set steps=0 --set run="$T_TMP/z2" 2>z2.log
 for k in 0 1; do
     "$BIN/msd-nn" export --weights a/ckpt/student.$k.safetensors --out tsm$k-ema.safetensors >/dev/null
-    "$BIN/msd-nn" compare z2/ckpt/student.$k.safetensors tsm$k-ema.safetensors --atol-frac 0 --rtol 0 >z2-cmp$k.log 2>&1
-    t_check "stage 2's untrained generator $k is exactly TSM student $k's EMA weights ($(tail -n 1 z2-cmp$k.log))" test $? -eq 0
+    "$BIN/msd-nn" compare z2/ckpt/student.$k.safetensors tsm$k-ema.safetensors --atol-frac 0 --rtol 0 >z2-cmp$k.log 2>&1; rc=$?
+    t_check "stage 2's untrained generator $k is exactly TSM student $k's EMA weights ($(tail -n 1 z2-cmp$k.log))" test "$rc" -eq 0
     t_check "... its critic started from the same file" grep -q "critic.$k\] INFO initialised from $T_TMP/a/ckpt/student.$k.safetensors" z2.log
 done
 t_check "stage 2 from the TSM checkpoints: 2 steps" "$BIN/msdpipe" up train_stage2 "${s2[@]}" --set steps=2 --set run="$T_TMP/s2" 2>s2.log
 t_check "... both students finished, on the small spec" \
     test "$(grep -c 'student\.[01]\] INFO finished 2 steps' s2.log)" -eq 2 -a "$(grep -c "generator $snet" s2.log)" -eq 2
-"$BIN/msdpipe" up train_stage2 "${s2[@]}" --set steps=2 --set run="$T_TMP/a" 2>wrongrun.log
-t_check "stage 2 pointed at stage 1's run folder refuses to resume a TSM checkpoint" \
+"$BIN/msdpipe" up train_stage2 "${s2[@]}" --set steps=2 --set run="$T_TMP/a" 2>wrongrun.log; rc=$?
+t_check "stage 2 pointed at stage 1's run folder fails ($rc)" test "$rc" -ne 0
+t_check "... leaving stage 1's checkpoints as they were" bash -c "cmp a/ckpt/student.0.safetensors b/ckpt/student.0.safetensors &&
+    cmp a/ckpt/student.1.safetensors b/ckpt/student.1.safetensors"
+t_check "... refusing to resume a TSM checkpoint, naming it" \
     grep -q "student.[01]\] ERROR resuming: $T_TMP/a/ckpt/student.[01].safetensors is a checkpoint of another stage (student.role tsm, not student)" wrongrun.log
 t_check "no sanitizer report in any log" bash -c "$(declare -f t_log_clean); T_SAN_PATTERN='$T_SAN_PATTERN'; for f in *.log; do t_log_clean \$f || exit 1; done"
 t_end

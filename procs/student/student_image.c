@@ -380,11 +380,12 @@ static int img_grid(ImgTrain *s) {
         labels[i] = s->owned[i / per];
         sig[i] = DMD_SIGMA_GEN;
     }
+    int nfe = 1;   /* network evaluations per image */
     if (s->tsm) {
         SamplerConfig sc;
         sampler_config_default(&sc);
         sc.steps = s->o.grid_steps;
-        edmunet_sample(&s->ema, &sc, hz, labels, n, s->o.seed, (uint64_t)s->o.index * (uint64_t)n);
+        nfe = edmunet_sample(&s->ema, &sc, hz, labels, n, s->o.seed, (uint64_t)s->o.index * (uint64_t)n);
     } else {
         rng_normal_fill(hz, n * D, s->o.seed, stream_of(s, STREAM_GRID), 0);
         for (int64_t i = 0; i < n * D; i++) hz[i] *= DMD_SIGMA_GEN;
@@ -400,8 +401,8 @@ static int img_grid(ImgTrain *s) {
     keep_end(s);
     if (rc) snprintf(s->rpc.err, sizeof s->rpc.err, "grid: %s", err);
     else if (s->tsm)
-        log_info("grid %s: %lld EMA samples of %d classes, %d Heun steps (%.1f s)", path, (long long)n, rows,
-                 s->o.grid_steps, msd_now() - t0);
+        log_info("grid %s: %lld EMA samples of %d classes, %d Heun steps, NFE %d (%.1f s)", path, (long long)n, rows,
+                 s->o.grid_steps, nfe, msd_now() - t0);
     else log_info("grid %s: %lld EMA samples of %d classes (%.1f s)", path, (long long)n, rows, msd_now() - t0);
     free(labels);
     free(hz);
