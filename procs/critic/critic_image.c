@@ -1,7 +1,8 @@
 /* critic_image.c: msd-critic --mode image, the fake-score UNet of one image student (stage 2;
  * docs/ALGORITHMS.md sections 2.4 and 2.10), trained online on that student's detached samples.
  *
- * The network starts as --init's EMA weights (the teacher, as in DMD2) or, when --ckpt exists,
+ * The network starts as --init's EMA weights (the teacher, as in DMD2; a folder of stage-1
+ * checkpoints: its student K's, DIR/student.K.safetensors) or, when --ckpt exists,
  * resumes from it (weights, AdamW moments, update count). Ops:
  *   FAKE_TRAIN {"x" (N, C, H, W), "label" (N)}: one AdamW update of the fake-score loss
  *       (distill_fake_loss): t ~ U{0..999}, sigma = table[t], mean(lambda(sigma) (D_fake(x +
@@ -58,7 +59,7 @@ static struct {
 
 const ArgSpec critic_image_args[] = {
     ARG_STR_REQ("--init", &opt.init, "FILE", "the starting weights (EMA weights when the file has them): the teacher;\n"
-                "ignored when --ckpt exists"),
+                "a folder: its student.K.safetensors (stage 1's, K of the name critic.K); ignored when --ckpt exists"),
     ARG_STR_REQ("--ckpt", &opt.ckpt, "FILE", "checkpoint written on SAVE and resumed from at start when it exists"),
     ARG_STR("--net", &opt.spec, "SPEC", "UNet CONFIG-SPEC (default init: the --init file's)"),
     ARG_FLOAT("--lr", &opt.lr, 0, 1, "LR", "AdamW learning rate (default 2e-6, DMD2's)"),
@@ -331,10 +332,15 @@ static int img_critic_open(Proc *p, ImgCritic *c) {
     c->stream = k > 0 ? (uint64_t)k << 32 : 0;
     c->ckpt = opt.ckpt;
     int resume = stat(c->ckpt, &st) == 0;
-    if (!resume && stat(opt.init, &st) != 0)
+    /* --init DIR: stage 1's checkpoint of its student K in it (critic.K starts as student K's TSM net) */
+    char init[4096];
+    if (stat(opt.init, &st) == 0 && S_ISDIR(st.st_mode))
+        snprintf(init, sizeof init, "%s/student.%ld.safetensors", opt.init, k > 0 ? k : 0);
+    else snprintf(init, sizeof init, "%s", opt.init);
+    if (!resume && stat(init, &st) != 0)
         return msd_fail(2, "--init %s: cannot open (the critic's starting weights; no checkpoint %s to resume either)",
-                        opt.init, c->ckpt);
-    const char *from = resume ? c->ckpt : opt.init;
+                        init, c->ckpt);
+    const char *from = resume ? c->ckpt : init;
     if (!strcmp(opt.spec, "init")) {
         int r = edmunet_read_spec(from, spec, sizeof spec, err, sizeof err);
         if (r < 0) return msd_fail(2, "%s: %s", resume ? "resuming" : "--init", err);
@@ -380,10 +386,10 @@ static int img_critic_open(Proc *p, ImgCritic *c) {
     } else {
         Optim *keep = c->net.opt;
         c->net.opt = NULL;
-        int rc = edmunet_load(&c->net, opt.init, 1, NULL, err, sizeof err);
+        int rc = edmunet_load(&c->net, init, 1, NULL, err, sizeof err);
         c->net.opt = keep;
         if (rc) return msd_fail(2, "--init: %s", err);
-        log_info("initialised from %s", opt.init);
+        log_info("initialised from %s", init);
     }
     dmd_sigma_table(c->table, DMD_TABLE_N);
     int64_t cap = opt.cap, D = c->net.dim;

@@ -12,8 +12,8 @@
  *                           --timeout-ms: exit 1.
  *   --mode skeleton-serve (or --serve)  binds serve and answers ECHO with the request's
  *                           tensors.
- * --mode image-train (student_image.c) is stage 2 on images, with --adm stage 3 (ADM). Not yet
- * here: TSM, image serving. */
+ * --mode image-train (student_image.c) is stage 2 on images, with --adm stage 3 (ADM); --mode
+ * tsm-train stage 1 (TSM) of a student smaller than the teacher. Not yet here: image serving. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -166,12 +166,15 @@ static const ProcMode modes[] = {
      student_mog_serve_args, student_mog_serve, CPU_ONLY, NULL},
     {"image-train", "stage 2 (DM) of a one-step UNet generator against the UNet teacher; --adm: stage 3 (student_image.c)",
      student_image_train_args, student_image_train, NULL, NULL},
+    {"tsm-train", "stage 1 (TSM) of a small UNet denoiser on its classes' images against the UNet teacher\n"
+                  "(student_image.c); its checkpoint is image-train's --init",
+     student_tsm_train_args, student_tsm_train, NULL, NULL},
     {0},
 };
 
 static const ProcDesc desc = {
     "student", "msd-student: one per partition: trains its one-step generator, or serves it.", modes,
-    "connects (skeleton-train, mog-train, image-train): data, teacher, critic\n",
+    "connects (skeleton-train, mog-train, image-train): data, teacher, critic; (tsm-train): data, teacher\n",
 };
 
 int main(int argc, char **argv) { return proc_main(&desc, argc, argv); }

@@ -1,6 +1,10 @@
-/* student_image.c: msd-student --mode image-train, stage 2 (DM, distribution matching) of one
- * student on images (docs/ALGORITHMS.md sections 2.1-2.6 and 2.10; docs/DISTILL.md).
+/* student_image.c: msd-student's image training modes (docs/DISTILL.md): --mode image-train,
+ * stage 2 (DM, distribution matching) of one student (docs/ALGORITHMS.md sections 2.1-2.6 and
+ * 2.10), and --mode tsm-train, stage 1 (TSM, teacher score matching, section 3.3) of a student
+ * smaller than the teacher. Both share the set-up (partition, network, resume), checkpoints,
+ * progress lines and grids below.
  *
+ * Stage 2 (image-train):
  * The student owns the classes of its line of the partition file (--partition; msd-data hands it
  * conditions of those classes only). Its generator is an EDM UNet evaluated at sigma_max,
  * x = G(z, c) = D_G(80 z; 80, c) (distill_generate), initialised from --init (the teacher's EMA
@@ -29,7 +33,17 @@
  * critic, whose dL_G/dx enters distill_dm_backward with weight --gan-weight. --init-raw takes
  * --init's raw weights instead of its EMA (resuming a stage-2 generator where DM left it).
  *
- * Not here: TSM, serving the image students. */
+ * Stage 1 (tsm-train): the small UNet (--net SPEC, initialised from --seed, or --init) is trained
+ * as a multi-step denoiser on real images of its classes: step s takes data step s (BATCH with
+ * "x"), ln sigma ~ N(P_mean, P_std^2) (EDM's training distribution, edm.h) and eps keyed by
+ * (--seed, student, s) (STREAM_SIGMA, STREAM_EPS), x_t = x0 + sigma eps goes to the teacher
+ * (DENOISE), and distill_tsm_loss regresses D_phi(x_t; sigma, c) onto its answer; AdamW (clip,
+ * weight decay) and EMA. Checkpoints (role "tsm"), progress lines and metrics as in stage 2 (no
+ * critic); grids are --grid-steps Heun steps of the EMA denoiser (sampler.h). Its checkpoint is
+ * stage 2's --init for the generator and the critic of the same spec (--init DIR: a folder of
+ * stage-1 checkpoints, DIR/student.K.safetensors for student K).
+ *
+ * Not here: serving the image students. */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -57,36 +71,32 @@
 #define STREAM_EPS 0x737a000000000003ull
 #define STREAM_GRID 0x737a000000000004ull
 #define STREAM_DROP 0x737a000000000005ull
+#define STREAM_SIGMA 0x737a000000000006ull   /* TSM: ln sigma */
 #define WARMUP_DATA_BASE ((int64_t)1 << 40)
 #define GRID_MAX_ROWS 32
 #define MAX_ROUND 64
 
 typedef struct ImgOpts {
     const char *init, *spec, *part, *ckpt_dir, *metrics, *grid_dir;
-    int index, batch, steps, ttur, warmup, ckpt_every, log_every, grid_every, grid_per_class, lr_warmup, threads,
-        timeout_ms, adm, init_raw;
+    int index, batch, steps, ttur, warmup, ckpt_every, log_every, grid_every, grid_per_class, grid_steps, lr_warmup,
+        threads, timeout_ms, adm, init_raw;
     float lr, weight_decay, grad_clip, ema, gan_weight;
     uint64_t seed;
 } ImgOpts;
 
 static ImgOpts opt = {.spec = "init", .index = -1, .batch = 16, .steps = 1000, .ttur = 5, .warmup = 0,
                       .ckpt_every = 100, .log_every = 10, .grid_every = 500, .grid_per_class = 8,
-                      .timeout_ms = 120000, .lr = 2e-6f, .weight_decay = 0.01f, .grad_clip = 10, .ema = 0.999f,
-                      .gan_weight = DISTILL_GAN_W_GEN, .seed = 1};
+                      .grid_steps = 8, .timeout_ms = 120000, .lr = 2e-6f, .weight_decay = 0.01f, .grad_clip = 10,
+                      .ema = 0.999f, .gan_weight = DISTILL_GAN_W_GEN, .seed = 1};
 
-const ArgSpec student_image_train_args[] = {
-    ARG_STR_REQ("--init", &opt.init, "FILE", "the generator's starting weights (EMA weights when the file has them):\n"
-                "the teacher for a student of its size; ignored when the student's checkpoint exists"),
+/* what both modes take */
+static const ArgSpec student_image_common_args[] = {
     ARG_STR_REQ("--partition", &opt.part, "FILE", "partition file (partition.h): the classes this student owns"),
     ARG_STR_REQ("--ckpt-dir", &opt.ckpt_dir, "DIR", "where student.K.safetensors is written (and resumed from)"),
     ARG_STR("--net", &opt.spec, "SPEC", "generator UNet CONFIG-SPEC (default init: the --init file's)"),
     ARG_INT("--index", &opt.index, 0, 1 << 20, "K", "this student's line of the partition (default: K of the name student.K)"),
-    ARG_INT("--batch", &opt.batch, 1, 1 << 16, "B", "images per generator step and per critic update (default 16)"),
-    ARG_INT("--steps", &opt.steps, 0, 1 << 30, "N", "generator steps in all (default 1000)"),
-    ARG_INT("--ttur", &opt.ttur, 0, MAX_ROUND, "T", "critic updates per generator step (default 5)"),
-    ARG_INT("--critic-warmup", &opt.warmup, 0, 1 << 20, "W", "critic updates before the first step (default 0: the\n"
-            "critic starts as the teacher)"),
-    ARG_FLOAT("--lr", &opt.lr, 0, 1, "LR", "AdamW learning rate (default 2e-6, DMD2's)"),
+    ARG_INT("--batch", &opt.batch, 1, 1 << 16, "B", "images per step (and per critic update) (default 16)"),
+    ARG_INT("--steps", &opt.steps, 0, 1 << 30, "N", "training steps in all (default 1000)"),
     ARG_INT("--lr-warmup", &opt.lr_warmup, 0, 1 << 30, "N", "linear learning-rate warm-up steps (default 0)"),
     ARG_FLOAT("--weight-decay", &opt.weight_decay, 0, 1, "W", "AdamW decoupled weight decay (default 0.01)"),
     ARG_FLOAT("--grad-clip", &opt.grad_clip, 0, 1e9, "C", "global gradient-norm clip, 0: none (default 10)"),
@@ -94,25 +104,48 @@ const ArgSpec student_image_train_args[] = {
     ARG_U64("--seed", &opt.seed, "S", "seed of the draws (default 1)"),
     ARG_INT("--ckpt-every", &opt.ckpt_every, 0, 1 << 30, "N", "steps between checkpoints (default 100; 0: only at the end)"),
     ARG_INT("--log-every", &opt.log_every, 1, 1 << 30, "N", "steps between progress lines and metrics (default 10)"),
-    ARG_STR("--metrics", &opt.metrics, "FILE", "JSON lines: student, step, loss_dm, loss_fake, s_per_step, eta_s, ..."),
+    ARG_STR("--metrics", &opt.metrics, "FILE", "JSON lines: student, step, the losses, s_per_step, eta_s, ..."),
     ARG_INT("--grid-every", &opt.grid_every, 0, 1 << 30, "N", "steps between sample grids (default 500; 0: only at the end)"),
     ARG_STR("--grid-dir", &opt.grid_dir, "DIR", "grids go to DIR/student.K/grid-STEP.png (default: the checkpoint folder's\n"
             "../grids)"),
     ARG_INT("--grid-per-class", &opt.grid_per_class, 1, 64, "N", "images per class in a grid row (default 8)"),
     ARG_INT("--threads", &opt.threads, 0, 1024, "T", "CPU threads (default: all cores)"),
     ARG_INT("--timeout-ms", &opt.timeout_ms, 1, 86400000, "MS", "how long a peer may take to answer (default 120000)"),
+    ARG_FLAG("--init-raw", &opt.init_raw, "take --init's raw weights, not its EMA weights (a stage-2 student checkpoint)"),
+    ARG_END_,
+};
+
+const ArgSpec student_image_train_args[] = {
+    ARG_STR_REQ("--init", &opt.init, "FILE", "the generator's starting weights (EMA weights when the file has them):\n"
+                "the teacher for a student of its size; a folder: its student.K.safetensors (stage 1's\n"
+                "checkpoints, K this student's index); ignored when the student's checkpoint exists"),
+    ARG_INCLUDE(student_image_common_args),
+    ARG_INT("--ttur", &opt.ttur, 0, MAX_ROUND, "T", "critic updates per generator step (default 5)"),
+    ARG_INT("--critic-warmup", &opt.warmup, 0, 1 << 20, "W", "critic updates before the first step (default 0: the\n"
+            "critic starts as the teacher)"),
+    ARG_FLOAT("--lr", &opt.lr, 0, 1, "LR", "AdamW learning rate (default 2e-6, DMD2's)"),
     ARG_FLAG("--adm", &opt.adm, "stage 3 (ADM): real images to the critic's GAN head, its dL_G/dx into every generator step"),
     ARG_FLOAT("--gan-weight", &opt.gan_weight, 0, 1e6, "W", "weight of the generator's GAN loss L_G with --adm (default\n"
               "3e-3, DMD2's)"),
-    ARG_FLAG("--init-raw", &opt.init_raw, "take --init's raw weights, not its EMA weights (a stage-2 student checkpoint)"),
+    ARG_END_,
+};
+
+static float tsm_lr = 1e-4f;
+const ArgSpec student_tsm_train_args[] = {
+    ARG_STR("--init", &opt.init, "FILE", "starting weights (EMA weights when the file has them; a folder: its\n"
+            "student.K.safetensors); default none: fresh weights of --net from --seed"),
+    ARG_INCLUDE(student_image_common_args),
+    ARG_FLOAT("--lr", &tsm_lr, 0, 1, "LR", "AdamW learning rate (default 1e-4)"),
+    ARG_INT("--grid-steps", &opt.grid_steps, 1, 1000, "N", "Heun steps of the grid sampler (default 8)"),
     ARG_END_,
 };
 
 typedef struct ImgTrain {
     Proc *p;
     ImgOpts o;
+    int tsm;                   /* stage 1 (tsm-train): no critic; batches carry images */
     Rpc rpc;
-    void *data, *teacher, *critic;
+    void *data, *teacher, *critic;   /* critic: NULL in stage 1 */
     const Backend *be;
     BackendCtx *ctx;
     EdmUNet g;                 /* the generator (training buffers, AdamW with EMA) */
@@ -122,11 +155,11 @@ typedef struct ImgTrain {
     int nclasses, nowned;
     int32_t owned[GRID_MAX_ROWS];   /* the first classes it owns (grid rows) */
     unsigned char *mine;       /* mine[c]: class c is this student's */
-    char ckpt[4096], grid_dir[4096];
+    char ckpt[4096], grid_dir[4096], init[4096];   /* init: --init resolved (a folder's student.K) */
     FILE *metrics;
     float table[DMD_TABLE_N];
     int64_t D;
-    float *hz, *hx, *hsig, *heps;   /* host (B, D), (B) */
+    float *hz, *hx, *hsig, *heps;   /* host (B, D), (B); stage 1: the images in hx */
     float *dz, *dx, *deps, *dxt, *dreal, *dfake;   /* device (B, D) */
     int32_t *label;
     double fake_loss_sum;
@@ -151,7 +184,7 @@ static void keep_end(ImgTrain *s) {
 }
 
 /* Labels of data step `step` into s->label (checked: classes of this student), and z of that
- * step into s->hz. */
+ * step into s->hz; in stage 1 the step's images into s->hx instead of z. */
 static int img_fetch(ImgTrain *s, int64_t step) {
     int32_t who = s->o.index, count = s->o.batch;
     int64_t one = 1;
@@ -181,8 +214,15 @@ static int img_fetch(ImgTrain *s, int64_t step) {
                 break;
             }
     }
+    if (ok && s->tsm) {
+        int64_t shape[4] = {count, s->g.cfg.in_ch, s->g.cfg.res, s->g.cfg.res};
+        const WireTensor *x = rpc_tensor_shape(&s->rpc, &rep, "data", "x", WIRE_F32, 4, shape);
+        if (x) memcpy(s->hx, x->data, sizeof(float) * (size_t)(count * s->D));
+        else ok = 0;
+    }
     wire_msg_close(&rep);
     if (!ok) return -1;
+    if (s->tsm) return 0;
     rng_normal_fill(s->hz, count * s->D, s->o.seed, stream_of(s, STREAM_Z), (uint64_t)step * (uint64_t)(count * s->D));
     return 0;
 }
@@ -325,17 +365,57 @@ static int img_generator_step(ImgTrain *s, int64_t step, int64_t data_step, doub
     return ok ? 0 : -1;
 }
 
+/* The checkpoint's "student.role": which stage wrote it (a run resumes only its own stage's). */
+static const char *img_role(const ImgTrain *s) { return s->tsm ? "tsm" : "student"; }
+
+/* One TSM step (stage 1) on data step `step`; L_TSM into *loss. */
+static int tsm_step(ImgTrain *s, int64_t step, double *loss) {
+    if (img_fetch(s, step)) return -1;
+    const UNetConfig *c = &s->g.cfg;
+    int64_t B = s->o.batch, D = s->D, shape[4] = {B, c->in_ch, c->res, c->res};
+    uint64_t base = (uint64_t)step * (uint64_t)B;
+    for (int64_t i = 0; i < B; i++)
+        s->hsig[i] = expf(EDM_P_MEAN + EDM_P_STD * rng_normal1(s->o.seed, stream_of(s, STREAM_SIGMA), base + (uint64_t)i));
+    keep_begin(s);
+    s->be->upload(s->ctx, s->dx, s->hx, B * D);
+    rng_normal_fill(s->heps, B * D, s->o.seed, stream_of(s, STREAM_EPS), base * (uint64_t)D);
+    s->be->upload(s->ctx, s->deps, s->heps, B * D);
+    distill_add_noise(&s->db, s->dxt, s->dx, s->deps, s->hsig, B);
+    s->be->download(s->ctx, s->hx, s->dxt, B * D);
+    keep_end(s);
+    WireMsg req, rep;
+    wire_msg_init(&req, WIRE_OP_DENOISE, rpc_id(&s->rpc));
+    wire_msg_add(&req, "x", WIRE_F32, 4, shape, s->hx);
+    wire_msg_add(&req, "sigma", WIRE_F32, 1, shape, s->hsig);
+    wire_msg_add(&req, "label", WIRE_I32, 1, shape, s->label);
+    if (rpc_call(&s->rpc, s->teacher, "teacher", &req, &rep)) return -1;
+    const WireTensor *dt = rpc_tensor_shape(&s->rpc, &rep, "teacher", "d", WIRE_F32, 4, shape);
+    if (dt) {
+        keep_begin(s);
+        s->be->upload(s->ctx, s->dreal, dt->data, B * D);
+        params_zero_grad(unet_params(s->g.unet));
+        img_dropout_seed(s, step);
+        *loss = distill_tsm_loss(&s->db, &s->g.edm, s->dxt, s->dreal, s->hsig, s->label, NULL, B);
+        optim_step(s->g.opt);
+        keep_end(s);
+    }
+    wire_msg_close(&rep);
+    return dt ? 0 : -1;
+}
+
 static int img_checkpoint(ImgTrain *s) {
     WireMsg req, rep;
     int64_t one = 1, step = s->g.opt->step;
-    wire_msg_init(&req, WIRE_OP_SAVE, rpc_id(&s->rpc));
-    wire_msg_add(&req, "step", WIRE_I64, 1, &one, &step);
-    if (rpc_call(&s->rpc, s->critic, "critic", &req, &rep)) return -1;
-    wire_msg_close(&rep);
+    if (s->critic) {
+        wire_msg_init(&req, WIRE_OP_SAVE, rpc_id(&s->rpc));
+        wire_msg_add(&req, "step", WIRE_I64, 1, &one, &step);
+        if (rpc_call(&s->rpc, s->critic, "critic", &req, &rep)) return -1;
+        wire_msg_close(&rep);
+    }
     char err[1024], idx[32], seed[32];
     snprintf(idx, sizeof idx, "%d", s->o.index);
     snprintf(seed, sizeof seed, "%llu", (unsigned long long)s->o.seed);
-    StMeta meta[3] = {{"student.index", idx}, {"student.seed", seed}, {"student.role", "student"}};
+    StMeta meta[3] = {{"student.index", idx}, {"student.seed", seed}, {"student.role", (char *)img_role(s)}};
     keep_begin(s);
     int rc = edmunet_save(&s->g, s->ckpt, meta, 3, err, sizeof err);
     keep_end(s);
@@ -348,7 +428,8 @@ static int img_checkpoint(ImgTrain *s) {
 }
 
 /* A grid of EMA samples: one row of --grid-per-class images per owned class (at most 32 rows),
- * the same noise every time. */
+ * the same noise every time: the one-step generator's (stage 2), or --grid-steps Heun steps of
+ * the denoiser (stage 1, sampler.h). */
 static int img_grid(ImgTrain *s) {
     const UNetConfig *c = &s->g.cfg;
     int per = s->o.grid_per_class, rows = s->nowned;
@@ -369,18 +450,29 @@ static int img_grid(ImgTrain *s) {
         labels[i] = s->owned[i / per];
         sig[i] = DMD_SIGMA_GEN;
     }
-    rng_normal_fill(hz, n * D, s->o.seed, stream_of(s, STREAM_GRID), 0);
-    for (int64_t i = 0; i < n * D; i++) hz[i] *= DMD_SIGMA_GEN;
-    float *dz = s->be->alloc(s->ctx, n * D), *dout = s->be->alloc(s->ctx, n * D);
-    s->be->upload(s->ctx, dz, hz, n * D);
-    edm_forward(&s->ema.edm, dout, dz, sig, labels, NULL, n, 0);
-    s->be->download(s->ctx, hz, dout, n * D);
+    int nfe = 1;   /* network evaluations per image */
+    if (s->tsm) {
+        SamplerConfig sc;
+        sampler_config_default(&sc);
+        sc.steps = s->o.grid_steps;
+        nfe = edmunet_sample(&s->ema, &sc, hz, labels, n, s->o.seed, (uint64_t)s->o.index * (uint64_t)n);
+    } else {
+        rng_normal_fill(hz, n * D, s->o.seed, stream_of(s, STREAM_GRID), 0);
+        for (int64_t i = 0; i < n * D; i++) hz[i] *= DMD_SIGMA_GEN;
+        float *dz = s->be->alloc(s->ctx, n * D), *dout = s->be->alloc(s->ctx, n * D);
+        s->be->upload(s->ctx, dz, hz, n * D);
+        edm_forward(&s->ema.edm, dout, dz, sig, labels, NULL, n, 0);
+        s->be->download(s->ctx, hz, dout, n * D);
+        s->be->free(s->ctx, dz);
+        s->be->free(s->ctx, dout);
+    }
     snprintf(path, sizeof path, "%s/grid-%07lld.png", s->grid_dir, (long long)s->g.opt->step);
     int rc = image_write_grid(path, hz, n, c->in_ch, c->res, c->res, per, err, sizeof err);
-    s->be->free(s->ctx, dz);
-    s->be->free(s->ctx, dout);
     keep_end(s);
     if (rc) snprintf(s->rpc.err, sizeof s->rpc.err, "grid: %s", err);
+    else if (s->tsm)
+        log_info("grid %s: %lld EMA samples of %d classes, %d Heun steps, NFE %d (%.1f s)", path, (long long)n, rows,
+                 s->o.grid_steps, nfe, msd_now() - t0);
     else log_info("grid %s: %lld EMA samples of %d classes (%.1f s)", path, (long long)n, rows, msd_now() - t0);
     free(labels);
     free(hz);
@@ -394,10 +486,31 @@ static void format_eta(double s, char *buf, size_t len) {
     snprintf(buf, len, "%ld:%02ld:%02ld", v / 3600, v / 60 % 60, v % 60);
 }
 
+/* A progress line and a metrics line after step `done` (of a run resumed at `start`, started
+ * at t_run): losses is the line's part with the losses, losses_json the JSON members. */
+static void img_report(ImgTrain *s, int64_t done, int64_t start, double t_run, const char *losses,
+                       const char *losses_json) {
+    const ImgOpts *o = &s->o;
+    double el = msd_now() - t_run, per_step = el / (double)(done - start);
+    double rate = o->batch / (per_step > 0 ? per_step : 1e-9), eta = (double)(o->steps - done) * per_step;
+    char eta_s[32];
+    format_eta(eta, eta_s, sizeof eta_s);
+    log_info("step %lld/%d  %s  grad_norm %.3g  %.2f s/step  %.1f img/s  %s left", (long long)done, o->steps, losses,
+             s->g.opt->last_grad_norm, per_step, rate, eta_s);
+    if (s->metrics) {
+        fprintf(s->metrics,
+                "{\"student\": %d, \"step\": %lld, %s, \"grad_norm\": %.9g, \"lr\": %.6g, \"s_per_step\": %.4f, "
+                "\"images_per_s\": %.2f, \"elapsed_s\": %.3f, \"eta_s\": %.1f}\n",
+                o->index, (long long)done, losses_json, s->g.opt->last_grad_norm, s->g.opt->last_lr, per_step, rate, el,
+                eta);
+        fflush(s->metrics);
+    }
+}
+
 static int img_train_loop(ImgTrain *s) {
     const ImgOpts *o = &s->o;
     int64_t start = s->g.opt->step;
-    if (start == 0 && o->warmup > 0) {
+    if (start == 0 && o->warmup > 0 && !s->tsm) {
         log_info("warming up the critic: %d updates on the initial generator's samples", o->warmup);
         for (int w = 0; w < o->warmup; w += MAX_ROUND) {
             int n = o->warmup - w < MAX_ROUND ? o->warmup - w : MAX_ROUND;
@@ -419,42 +532,41 @@ static int img_train_loop(ImgTrain *s) {
     double t_run = msd_now(), loss_sum = 0;
     int loss_n = 0;
     for (int64_t step = start; step < o->steps; step++) {
-        int64_t data0 = step * (o->ttur + 1);
-        if (o->ttur > 0 && img_critic_round(s, o->ttur, data0)) return -1;
         double loss;
-        if (img_generator_step(s, step, data0 + o->ttur, &loss)) return -1;
+        if (s->tsm) {
+            if (tsm_step(s, step, &loss)) return -1;
+        } else {
+            int64_t data0 = step * (o->ttur + 1);
+            if (o->ttur > 0 && img_critic_round(s, o->ttur, data0)) return -1;
+            if (img_generator_step(s, step, data0 + o->ttur, &loss)) return -1;
+        }
         loss_sum += loss;
         loss_n++;
         int64_t done = step + 1;
         if (done % o->log_every == 0 || done == o->steps) {
-            double el = msd_now() - t_run, per_step = el / (double)(done - start);
-            double rate = o->batch / (per_step > 0 ? per_step : 1e-9), eta = (double)(o->steps - done) * per_step;
             double lf = s->fake_loss_n ? s->fake_loss_sum / s->fake_loss_n : 0;
-            char eta_s[32], gan[256] = "", gan_j[256] = "";
-            format_eta(eta, eta_s, sizeof eta_s);
-            if (o->adm) {
-                double nf = s->fake_loss_n ? (double)s->fake_loss_n : 1, ng = s->gan_g_n ? (double)s->gan_g_n : 1;
-                double gg = s->gan_g_sum / ng, gd = s->gan_d_sum / nf, fr = s->logit_real_sum / nf,
-                       ff = s->logit_fake_sum / nf;
-                snprintf(gan, sizeof gan, "  loss_gan_g %.4f  loss_gan_d %.4f  logit real %.3g fake %.3g", gg, gd, fr, ff);
-                snprintf(gan_j, sizeof gan_j,
-                         ", \"loss_gan_g\": %.9g, \"loss_gan_d\": %.9g, \"logit_real\": %.9g, \"logit_fake\": %.9g", gg,
-                         gd, fr, ff);
-                s->gan_g_sum = s->gan_d_sum = s->logit_real_sum = s->logit_fake_sum = 0;
-                s->gan_g_n = 0;
+            char lg[512], js[512];
+            if (s->tsm) {
+                snprintf(lg, sizeof lg, "loss_tsm %.5g", loss_sum / loss_n);
+                snprintf(js, sizeof js, "\"loss_tsm\": %.9g", loss_sum / loss_n);
+            } else {
+                char gan[256] = "", gan_j[256] = "";
+                if (o->adm) {
+                    double nf = s->fake_loss_n ? (double)s->fake_loss_n : 1, ng = s->gan_g_n ? (double)s->gan_g_n : 1;
+                    double gg = s->gan_g_sum / ng, gd = s->gan_d_sum / nf, fr = s->logit_real_sum / nf,
+                           ff = s->logit_fake_sum / nf;
+                    snprintf(gan, sizeof gan, "  loss_gan_g %.4f  loss_gan_d %.4f  logit real %.3g fake %.3g", gg, gd, fr,
+                             ff);
+                    snprintf(gan_j, sizeof gan_j,
+                             ", \"loss_gan_g\": %.9g, \"loss_gan_d\": %.9g, \"logit_real\": %.9g, \"logit_fake\": %.9g",
+                             gg, gd, fr, ff);
+                    s->gan_g_sum = s->gan_d_sum = s->logit_real_sum = s->logit_fake_sum = 0;
+                    s->gan_g_n = 0;
+                }
+                snprintf(lg, sizeof lg, "loss_dm %.5g  loss_fake %.4f%s", loss_sum / loss_n, lf, gan);
+                snprintf(js, sizeof js, "\"loss_dm\": %.9g, \"loss_fake\": %.9g%s", loss_sum / loss_n, lf, gan_j);
             }
-            log_info("step %lld/%d  loss_dm %.5g  loss_fake %.4f%s  grad_norm %.3g  %.2f s/step  %.1f img/s  %s left",
-                     (long long)done, o->steps, loss_sum / loss_n, lf, gan, s->g.opt->last_grad_norm, per_step, rate,
-                     eta_s);
-            if (s->metrics) {
-                fprintf(s->metrics,
-                        "{\"student\": %d, \"step\": %lld, \"loss_dm\": %.9g, \"loss_fake\": %.9g%s, \"grad_norm\": "
-                        "%.9g, \"lr\": %.6g, \"s_per_step\": %.4f, \"images_per_s\": %.2f, \"elapsed_s\": %.3f, "
-                        "\"eta_s\": %.1f}\n",
-                        o->index, (long long)done, loss_sum / loss_n, lf, gan_j, s->g.opt->last_grad_norm,
-                        s->g.opt->last_lr, per_step, rate, el, eta);
-                fflush(s->metrics);
-            }
+            img_report(s, done, start, t_run, lg, js);
             loss_sum = 0;
             loss_n = 0;
             s->fake_loss_sum = 0;
@@ -484,8 +596,10 @@ static int img_open_net(ImgTrain *s) {
     char err[1024], spec[512];
     struct stat st;
     int resume = stat(s->ckpt, &st) == 0;
+    const char *init = s->init[0] ? s->init : NULL;   /* NULL: fresh weights (stage 1) */
     if (!strcmp(o->spec, "init")) {
-        const char *from = resume ? s->ckpt : o->init;
+        if (!resume && !init) return msd_fail(2, "without --init the network needs --net SPEC");
+        const char *from = resume ? s->ckpt : init;
         int r = edmunet_read_spec(from, spec, sizeof spec, err, sizeof err);
         if (r < 0) return msd_fail(2, "%s: %s", resume ? "resuming" : "--init", err);
         if (r > 0) return msd_fail(2, "%s names no network (no \"%s\" metadata): pass --net SPEC", from, EDMUNET_META_SPEC);
@@ -502,18 +616,28 @@ static int img_open_net(ImgTrain *s) {
     oc.ema_decay = o->ema;
     if (edmunet_new(&s->g, spec, s->be, s->ctx, o->batch, &oc, o->seed, err, sizeof err))
         return msd_fail(2, "--net: %s", err);
-    if (same_spec(&s->g, resume ? s->ckpt : o->init, resume ? "resuming" : "--init")) return 2;
+    if ((resume || init) && same_spec(&s->g, resume ? s->ckpt : init, resume ? "resuming" : "--init")) return 2;
     if (resume) {
-        if (edmunet_load(&s->g, s->ckpt, 0, NULL, err, sizeof err)) return msd_fail(2, "resuming: %s", err);
+        CheckpointMeta meta = {0};
+        if (edmunet_load(&s->g, s->ckpt, 0, &meta, err, sizeof err)) return msd_fail(2, "resuming: %s", err);
+        const char *role = checkpoint_meta_get(&meta, "student.role");
+        int other = role && strcmp(role, img_role(s));
+        if (other)   /* e.g. stage 2 pointed at stage 1's run folder: its checkpoint is an --init */
+            msd_fail(2, "resuming: %s is a checkpoint of another stage (student.role %s, not %s): give this run its own "
+                     "folder (stage 1's checkpoints are stage 2's --init)", s->ckpt, role, img_role(s));
+        checkpoint_meta_free(&meta);
+        if (other) return 2;
         log_info("resumed from %s at step %lld", s->ckpt, (long long)s->g.opt->step);
-    } else {
+    } else if (init) {
         Optim *keep = s->g.opt;
         s->g.opt = NULL;
-        int rc = edmunet_load(&s->g, o->init, !o->init_raw, NULL, err, sizeof err);
+        int rc = edmunet_load(&s->g, init, !o->init_raw, NULL, err, sizeof err);
         s->g.opt = keep;
         if (rc) return msd_fail(2, "--init: %s", err);
         optim_ema_reset(s->g.opt);
-        log_info("generator initialised from %s (%s weights)", o->init, o->init_raw ? "raw" : "EMA");
+        log_info("generator initialised from %s (%s weights)", init, o->init_raw ? "raw" : "EMA");
+    } else {
+        log_info("generator initialised fresh from seed %llu", (unsigned long long)o->seed);
     }
     if (s->g.cfg.label_dim <= 0)
         return msd_fail(2, "the generator %s is unconditional: a student owns classes, its network needs classes=N",
@@ -564,12 +688,15 @@ static void img_free(ImgTrain *s) {
     free(s->hreal); free(s->hxc);
 }
 
-int student_image_train(Proc *p) {
+/* Both modes: tsm = 1 for stage 1. */
+static int img_run(Proc *p, int tsm) {
     static ImgTrain s;
     memset(&s, 0, sizeof s);
     s.p = p;
     s.o = opt;
+    s.tsm = tsm;
     ImgOpts *o = &s.o;
+    if (tsm) o->lr = tsm_lr;
     if (o->index < 0) {
         long k = proc_name_index(p->name);
         if (k < 0 || k > (1 << 20)) return msd_fail(2, "no --index K and the name does not end in .K");
@@ -579,15 +706,23 @@ int student_image_train(Proc *p) {
     s.rpc.busy_reply = "a training student takes no input lines";
     s.data = proc_connected(p, "data");
     s.teacher = proc_connected(p, "teacher");
-    s.critic = proc_connected(p, "critic");
-    if (!s.data || !s.teacher || !s.critic) return msd_fail(2, "image-train needs --connect data=... teacher=... critic=...");
+    s.critic = tsm ? NULL : proc_connected(p, "critic");
+    if (tsm && (!s.data || !s.teacher)) return msd_fail(2, "tsm-train needs --connect data=... teacher=...");
+    if (!tsm && (!s.data || !s.teacher || !s.critic))
+        return msd_fail(2, "image-train needs --connect data=... teacher=... critic=...");
     char err[1024];
     snprintf(s.ckpt, sizeof s.ckpt, "%s/student.%d.safetensors", o->ckpt_dir, o->index);
     if (o->grid_dir) snprintf(s.grid_dir, sizeof s.grid_dir, "%s/student.%d", o->grid_dir, o->index);
     else snprintf(s.grid_dir, sizeof s.grid_dir, "%s/../grids/student.%d", o->ckpt_dir, o->index);
     struct stat st;
-    if (stat(s.ckpt, &st) != 0 && stat(o->init, &st) != 0)
-        return msd_fail(2, "--init %s: %s (the generator's starting weights; no checkpoint %s to resume either)", o->init,
+    /* --init DIR: stage 1's checkpoint of this student in it; none (stage 1): fresh weights */
+    if (o->init && strcmp(o->init, "none")) {
+        if (stat(o->init, &st) == 0 && S_ISDIR(st.st_mode))
+            snprintf(s.init, sizeof s.init, "%s/student.%d.safetensors", o->init, o->index);
+        else snprintf(s.init, sizeof s.init, "%s", o->init);
+    }
+    if (s.init[0] && stat(s.ckpt, &st) != 0 && stat(s.init, &st) != 0)
+        return msd_fail(2, "--init %s: %s (the generator's starting weights; no checkpoint %s to resume either)", s.init,
                         strerror(errno), s.ckpt);
     if (stat(o->part, &st) != 0) return msd_fail(2, "--partition %s: %s", o->part, strerror(errno));
     s.be = p->gpu >= 0 ? proc_gpu(p, err, sizeof err) : backend_get(device_cpu(), err, sizeof err);
@@ -629,9 +764,14 @@ int student_image_train(Proc *p) {
     cls[0] = 0;
     for (int c = 0; c < s.nclasses && k + 8 < sizeof cls; c++)
         if (s.mine[c]) k += (size_t)snprintf(cls + k, sizeof cls - k, "%s%d", k ? "," : "", c);
-    log_info("student %d (classes %s): generator %s (%lld parameters) on %s, batch %d, %d steps, TTUR %d, lr %g, "
-             "checkpoint %s, grids in %s", o->index, cls, s.g.spec, (long long)params_count(unet_params(s.g.unet)),
-             s.be->name, o->batch, o->steps, o->ttur, o->lr, s.ckpt, s.grid_dir);
+    if (tsm)
+        log_info("student %d (classes %s): TSM of %s (%lld parameters) on %s, batch %d, %d steps, lr %g, checkpoint %s, "
+                 "grids in %s", o->index, cls, s.g.spec, (long long)params_count(unet_params(s.g.unet)), s.be->name,
+                 o->batch, o->steps, o->lr, s.ckpt, s.grid_dir);
+    else
+        log_info("student %d (classes %s): generator %s (%lld parameters) on %s, batch %d, %d steps, TTUR %d, lr %g, "
+                 "checkpoint %s, grids in %s", o->index, cls, s.g.spec, (long long)params_count(unet_params(s.g.unet)),
+                 s.be->name, o->batch, o->steps, o->ttur, o->lr, s.ckpt, s.grid_dir);
     if (o->adm) log_info("ADM: the critic's GAN term on, generator GAN weight %g", o->gan_weight);
     busy_init(&s.busy);
     proc_ready(p);
@@ -641,3 +781,6 @@ int student_image_train(Proc *p) {
     if (rc == 0) log_info("finished %d steps", o->steps);
     return proc_end_job(p, rc, s.rpc.err);
 }
+
+int student_image_train(Proc *p) { return img_run(p, 0); }
+int student_tsm_train(Proc *p) { return img_run(p, 1); }

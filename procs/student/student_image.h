@@ -1,5 +1,6 @@
 /* student_image.h: msd-student's image modes (student_image.c): stage 2 (DM, distribution
- * matching) of a one-step EDM UNet generator against the served UNet teacher. */
+ * matching) of a one-step EDM UNet generator against the served UNet teacher, and stage 1 (TSM,
+ * teacher score matching) of a small denoiser that initialises it. */
 #ifndef MSD_PROCS_STUDENT_IMAGE_H
 #define MSD_PROCS_STUDENT_IMAGE_H
 
@@ -9,5 +10,8 @@
  * exit status. */
 extern const ArgSpec student_image_train_args[];
 int student_image_train(Proc *p);
+/* --mode tsm-train (stage 1) and its options. */
+extern const ArgSpec student_tsm_train_args[];
+int student_tsm_train(Proc *p);
 
 #endif
