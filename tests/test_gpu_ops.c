@@ -322,6 +322,58 @@ static void test_attention(void) {
     check_attention(1, 8, 33, 8);
 }
 
+/* ---- the sentence encoder's forward-only ops (token sequences) ----
+ * Masked token attention (ragged padding, then mask NULL), masked mean, GELU, the gather with
+ * host ids (twice: the staging is reused), LayerNorm as groupnorm (HW 1, G 1, eps 1e-12) at
+ * BERT's width. Tolerances as above: tol_mm for reductions, TOL_PW pointwise, 0 for the gather. */
+static void check_token_ops(int64_t N, int64_t L, int64_t C, int64_t heads) {
+    const int64_t T = N * L, nq = T * 3 * C, no = T * C;
+    float *qkv = rnd(nq, -2, 2), *out = rnd(no, -1, 1), *mask = rnd(T, 0, 1), *pool = rnd(N * C, -1, 1);
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t l = 0; l < L; l++) mask[n * L + l] = l < 1 + (n * 7) % L ? 1.0f : 0.0f;
+    float *gq = dup_dev(qkv, nq), *gout = dup_dev(out, no), *gmask = dup_dev(mask, T), *gpool = dup_dev(pool, N * C);
+    char what[100], w[160];
+    snprintf(what, sizeof what, "N%lld L%lld C%lld heads%lld", (long long)N, (long long)L, (long long)C,
+             (long long)heads);
+    for (int pass = 0; pass < 2; pass++) {
+        cpu->token_attention_forward(cctx, out, qkv, pass ? NULL : mask, N, L, C, heads);
+        gpu->token_attention_forward(gctx, gout, gq, pass ? NULL : gmask, N, L, C, heads);
+        snprintf(w, sizeof w, "token attention %s%s", what, pass ? " no mask" : " ragged mask");
+        cmp(w, gout, out, no, tol_mm);
+    }
+    cpu->masked_mean_forward(cctx, pool, out, mask, N, L, C);
+    gpu->masked_mean_forward(gctx, gpool, gout, gmask, N, L, C);
+    snprintf(w, sizeof w, "masked mean %s", what);
+    cmp(w, gpool, pool, N * C, tol_mm);
+    cpu->gelu_forward(cctx, out, qkv, no);
+    gpu->gelu_forward(gctx, gout, gq, no);
+    snprintf(w, sizeof w, "gelu n=%lld", (long long)no);
+    cmp(w, gout, out, no, TOL_PW);
+    float *mean = rnd(T, -1, 1), *rstd = rnd(T, -1, 1), *g = rnd(C, 0.5f, 1.5f), *b = rnd(C, -1, 1);
+    float *gmean = dup_dev(mean, T), *grstd = dup_dev(rstd, T), *gg = dup_dev(g, C), *gb = dup_dev(b, C);
+    cpu->groupnorm_forward(cctx, out, mean, rstd, qkv, g, b, T, C, 1, 1, 1e-12f);
+    gpu->groupnorm_forward(gctx, gout, gmean, grstd, gq, gg, gb, T, C, 1, 1, 1e-12f);
+    snprintf(w, sizeof w, "layernorm (groupnorm HW1 G1) T%lld D%lld", (long long)T, (long long)C);
+    cmp(w, gout, out, no, tol_mm);
+    int32_t *ids = msd_malloc((size_t)T * sizeof(int32_t));
+    for (int rep = 0; rep < 2; rep++) {
+        for (int64_t t = 0; t < T; t++) ids[t] = (int32_t)((t * 31 + rep * 5) % (3 * L));
+        cpu->embedding_forward(cctx, out, ids, qkv, T, 3 * L, C);
+        gpu->embedding_forward(gctx, gout, ids, gq, T, 3 * L, C);
+        snprintf(w, sizeof w, "embedding T%lld D%lld (host ids, pass %d)", (long long)T, (long long)C, rep);
+        cmp(w, gout, out, no, 0.0);
+    }
+    free(ids); free(mean); free(rstd); free(g); free(b);
+    dfree(gmean); dfree(grstd); dfree(gg); dfree(gb);
+    free(qkv); free(out); free(mask); free(pool);
+    dfree(gq); dfree(gout); dfree(gmask); dfree(gpool);
+}
+static void test_token_ops(void) {
+    check_token_ops(2, 7, 12, 3);
+    check_token_ops(5, 33, 384, 12);
+    check_token_ops(3, 256, 384, 12);
+}
+
 /* ---- pointwise ---- */
 typedef void (*Unary)(BackendCtx *, float *, const float *, int64_t);
 typedef void (*UnaryBwd)(BackendCtx *, float *, const float *, const float *, int64_t);
@@ -786,6 +838,7 @@ int main(void) {
     TEST_RUN(test_linear);
     TEST_RUN(test_groupnorm);
     TEST_RUN(test_attention);
+    TEST_RUN(test_token_ops);
     TEST_RUN(test_pointwise);
     TEST_RUN(test_cond_spatial);
     TEST_RUN(test_loss_optim);

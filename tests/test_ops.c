@@ -7,7 +7,8 @@
  *  - Larger shapes (that go through the thread pool and its per-chunk partials) against the
  *    naive loops, forward and backward.
  *  - PyTorch 1.13's outputs and gradients for conv (3x3, 4x4 s2, 1x1, 3x3 s2), linear,
- *    groupnorm, attention, silu, softplus, upsample and EDM's sinusoidal embedding, from
+ *    groupnorm, attention, silu, softplus, upsample, EDM's sinusoidal embedding and the
+ *    sentence encoder's forward-only ops (gelu, layernorm, embedding, token attention, masked mean), from
  *    tests/fixtures/ops_ref.safetensors (regenerate: /usr/bin/python3 tests/torch_ops_ref.py).
  * Tolerances are stated at each check; failures print the worst element (CHECK_CLOSE). */
 #include <math.h>
@@ -973,6 +974,100 @@ static void test_torch_pointwise(void) {
     }
 }
 
+/* The sentence encoder's forward-only ops (backend.h, "token sequences") against PyTorch:
+ * GELU (erf form), LayerNorm as groupnorm_forward (N = tokens, C = D, HW = 1, G = 1, eps
+ * 1e-12 as BERT, one row of offset 20 and spread 0.3), row gather, masked token attention
+ * (3 samples, 7 tokens, 0/3/5 padded keys), masked mean. Tolerance: atol 1e-5, rtol 1e-4
+ * (1e-6 / 1e-5 for GELU and the gather, which is exact). */
+static void test_torch_encoder_ops(void) {
+    float *x = fxt("gelu", "x", 45), *want = fxt("gelu", "out", 45);
+    if (x && want) {
+        float out[45];
+        be->gelu_forward(ctx, out, x, 45);
+        CHECK_CLOSE(out, want, 45, 1e-6, 1e-5, "torch gelu out");
+    }
+    free(x); free(want);
+
+    x = fxt("layernorm", "x", 5, 24), want = fxt("layernorm", "out", 5, 24);
+    float *g = fxt("layernorm", "g", 24), *b = fxt("layernorm", "b", 24);
+    if (x && want && g && b) {
+        float out[120], mean[5], rstd[5];
+        be->groupnorm_forward(ctx, out, mean, rstd, x, g, b, 5, 24, 1, 1, 1e-12f);
+        CHECK_CLOSE(out, want, 120, 1e-5, 1e-4, "torch layernorm (groupnorm G=1 HW=1) out");
+    }
+    free(x); free(want); free(g); free(b);
+
+    float *table = fxt("embedding", "table", 11, 6), *fid = fxt("embedding", "ids", 5);
+    want = fxt("embedding", "out", 5, 6);
+    if (table && fid && want) {
+        int32_t ids[5];
+        float out[30];
+        for (int i = 0; i < 5; i++) ids[i] = (int32_t)fid[i];
+        be->embedding_forward(ctx, out, ids, table, 5, 11, 6);
+        CHECK_CLOSE(out, want, 30, 0.0, 0.0, "torch embedding out");
+    }
+    free(table); free(fid); free(want);
+
+    float *qkv = fxt("tokattn", "qkv", 3, 7, 36), *mask = fxt("tokattn", "mask", 3, 7);
+    want = fxt("tokattn", "out", 3, 7, 12);
+    if (qkv && mask && want) {
+        float out[252];
+        be->token_attention_forward(ctx, out, qkv, mask, 3, 7, 12, 3);
+        CHECK_CLOSE(out, want, 252, 1e-5, 1e-4, "torch token attention out");
+    }
+    free(qkv); free(want);
+
+    x = fxt("maskmean", "x", 3, 7, 10), want = fxt("maskmean", "out", 3, 10);
+    if (x && mask && want) {
+        float out[30];
+        be->masked_mean_forward(ctx, out, x, mask, 3, 7, 10);
+        CHECK_CLOSE(out, want, 30, 1e-6, 1e-5, "torch masked mean out");
+    }
+    free(x); free(want); free(mask);
+}
+
+/* Token attention at a size that goes through the thread pool (4 samples, 40 tokens, C 48, 4
+ * heads, ragged padding, mask NULL for the last call) against a double loop, and each sample
+ * alone must give the batched rows: atol 1e-5, rtol 1e-4. */
+static void test_token_attention_big(void) {
+    const int64_t N = 4, L = 40, C = 48, H = 4, d = C / H, lens[4] = {40, 17, 1, 29};
+    float *qkv = zeros(N * L * 3 * C), *mask = zeros(N * L), *out = zeros(N * L * C), *one = zeros(L * C);
+    float *ref = zeros(N * L * C);
+    for (int64_t i = 0; i < N * L * 3 * C; i++) qkv[i] = frand(-3.0f, 3.0f);
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t l = 0; l < lens[n]; l++) mask[n * L + l] = 1.0f;
+    for (int pass = 0; pass < 2; pass++) {
+        const float *m = pass ? NULL : mask;
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t h = 0; h < H; h++)
+                for (int64_t i = 0; i < L; i++) {
+                    double s[40], mx = -1e300, sum = 0;
+                    for (int64_t j = 0; j < L; j++) {
+                        double acc = 0;
+                        for (int64_t c = 0; c < d; c++)
+                            acc += (double)qkv[(n * L + i) * 3 * C + h * d + c] * qkv[(n * L + j) * 3 * C + C + h * d + c];
+                        s[j] = acc / sqrt((double)d);
+                        if (!m || m[n * L + j] > 0) mx = fmax(mx, s[j]);
+                    }
+                    for (int64_t j = 0; j < L; j++) sum += s[j] = (!m || m[n * L + j] > 0) ? exp(s[j] - mx) : 0.0;
+                    for (int64_t c = 0; c < d; c++) {
+                        double acc = 0;
+                        for (int64_t j = 0; j < L; j++) acc += s[j] / sum * qkv[(n * L + j) * 3 * C + 2 * C + h * d + c];
+                        ref[(n * L + i) * C + h * d + c] = (float)acc;
+                    }
+                }
+        be->token_attention_forward(ctx, out, qkv, m, N, L, C, H);
+        CHECK_CLOSE(out, ref, N * L * C, 1e-5, 1e-4, pass ? "token attention, no mask, vs double loop"
+                                                          : "token attention, ragged mask, vs double loop");
+    }
+    be->token_attention_forward(ctx, out, qkv, mask, N, L, C, H);
+    for (int64_t n = 0; n < N; n++) {
+        be->token_attention_forward(ctx, one, qkv + n * L * 3 * C, mask + n * L, 1, L, C, H);
+        CHECK_CLOSE(one, out + n * L * C, L * C, 1e-6, 1e-6, "token attention: one sample alone = its batched rows");
+    }
+    free(qkv); free(mask); free(out); free(one); free(ref);
+}
+
 /* ops_expf (cpu_ops.h): within 3 ulp of exp in double over [-87, 88], clamped outside, NaN
  * through; its 16-lane form gives the same bits (the SiLU loops mix the two at their tails). */
 static void test_expf(void) {
@@ -1112,11 +1207,13 @@ int main(int argc, char **argv) {
         TEST_RUN(test_torch_conv);
         TEST_RUN(test_torch_linear_groupnorm_attention);
         TEST_RUN(test_torch_pointwise);
+        TEST_RUN(test_torch_encoder_ops);
         st_free(&fx);
     }
     TEST_RUN(test_norm_act); /* last: their random inputs do not shift the other tests' */
     TEST_RUN(test_winograd);
     TEST_RUN(test_expf);
+    TEST_RUN(test_token_attention_big);
     TEST_RUN(test_every_op_covered);
     backend_ctx_destroy(&ctx);
     return TEST_END();

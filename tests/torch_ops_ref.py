@@ -85,6 +85,42 @@ def positional_embedding(x, num_channels=16, max_positions=10000, endpoint=False
 
 case("sinusoidal", lambda t: positional_embedding(t), dict(t=torch.randn(5) * 1.5))
 
+# ---- the sentence encoder's forward-only ops (BERT, common/text/minilm.c) ----
+def fwd(name, out, **inputs):
+    for k, v in inputs.items():
+        put(f"{name}.{k}", v)
+    put(f"{name}.out", out)
+
+
+x = torch.cat([torch.randn(40) * 3, torch.tensor([-10.0, -4.0, 0.0, 4.0, 10.0])])
+fwd("gelu", F.gelu(x), x=x)  # erf form (approximate='none', torch's default)
+# LayerNorm over the last dim (BERT's eps 1e-12; one row of large offset and small spread)
+x = torch.randn(5, 24) * 3 + 2
+x[3] = x[3] * 0.1 + 20.0  # |mean|/std ~ 70 (groupnorm writes x*sc + sh: a ratio ~1e4 loses digits)
+g, b = torch.rand(24) + 0.5, torch.randn(24)
+fwd("layernorm", F.layer_norm(x, (24,), g, b, eps=1e-12), x=x, g=g, b=b)
+table = torch.randn(11, 6)
+ids = torch.tensor([0, 10, 3, 3, 7])
+fwd("embedding", F.embedding(ids, table), table=table, ids=ids.float())
+
+
+def token_attention(qkv, mask, heads):
+    # qkv (N, L, 3C), mask (N, L) 1 real / 0 padded; as HF BERT's additive mask, but padded keys exact 0
+    N, L, C3 = qkv.shape
+    C = C3 // 3
+    d = C // heads
+    q, k, v = (qkv[:, :, i * C:(i + 1) * C].reshape(N, L, heads, d).transpose(1, 2) for i in range(3))
+    s = q @ k.transpose(-1, -2) / d ** 0.5
+    s = s.masked_fill(mask[:, None, None, :] <= 0, float("-inf"))
+    return (s.softmax(-1) @ v).transpose(1, 2).reshape(N, L, C)
+
+
+qkv = torch.randn(3, 7, 36) * 2
+mask = torch.tensor([[1.0] * 7, [1.0] * 4 + [0.0] * 3, [1.0] * 2 + [0.0] * 5])
+fwd("tokattn", token_attention(qkv, mask, 3), qkv=qkv, mask=mask)
+h = torch.randn(3, 7, 10)
+fwd("maskmean", (h * mask[:, :, None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1e-9), x=h, mask=mask)
+
 # ---- safetensors writer: 8-byte header length, JSON header, raw little-endian data ----
 names = sorted(T)
 header, blobs, off = {"__metadata__": {"generator": "tests/torch_ops_ref.py", "torch": torch.__version__}}, [], 0

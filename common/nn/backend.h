@@ -137,6 +137,28 @@ static inline int64_t conv_out_w(const ConvShape *s) { return (s->W + 2 * s->pad
     X(void, attention_backward, (BackendCtx *ctx, float *dqkv, const float *dout, const float *qkv, \
       const float *att, int64_t N, int64_t C, int64_t L, int64_t heads), \
       (ctx, dqkv, dout, qkv, att, N, C, L, heads)) \
+    /* ---- token sequences (the sentence encoder, common/text/minilm.c); forward only ---- \
+     * LayerNorm over the last dimension D of (T, D) is groupnorm_forward with N = T, C = D, \
+     * HW = 1, G = 1. Masks are (N, L) floats on the device: token l of sample n is real iff \
+     * mask[n, l] > 0. */ \
+    /* GELU, erf form (BERT, torch's default): out = 0.5 x (1 + erf(x / sqrt 2)). Forward only. */ \
+    X(void, gelu_forward, (BackendCtx *ctx, float *out, const float *in, int64_t n), (ctx, out, in, n)) \
+    /* Row gather: out (N, D) = table (V, D) row ids[n]. ids is a HOST pointer (as onehot's \
+     * labels), values in [0, V) (outside is a bug: callers check untrusted ids). Forward only. */ \
+    X(void, embedding_forward, (BackendCtx *ctx, float *out, const int32_t *ids, const float *table, \
+      int64_t N, int64_t V, int64_t D), (ctx, out, ids, table, N, V, D)) \
+    /* Multi-head self-attention over tokens with a key padding mask. qkv (N, L, 3C): each \
+     * token's row holds q, k, v as blocks of C, head h on columns [h*d, (h+1)*d) of each, \
+     * d = C/heads; out (N, L, C): out[n, i, h*d + c] = sum_j p_ij v[n, j, h*d + c] with \
+     * p_ij = softmax over the real keys j (mask[n, j] > 0; mask NULL = all real) of \
+     * q_i . k_j / sqrt(d), and p_ij = 0 for padded keys (a query with no real key gets 0). \
+     * Padded queries are computed like the others. Forward only. */ \
+    X(void, token_attention_forward, (BackendCtx *ctx, float *out, const float *qkv, const float *mask, \
+      int64_t N, int64_t L, int64_t C, int64_t heads), (ctx, out, qkv, mask, N, L, C, heads)) \
+    /* Masked mean over tokens (sentence-transformers' mean pooling): out (N, D) = \
+     * sum_l mask[n, l] in[n, l, :] / max(sum_l mask[n, l], 1e-9), in (N, L, D). Forward only. */ \
+    X(void, masked_mean_forward, (BackendCtx *ctx, float *out, const float *in, const float *mask, \
+      int64_t N, int64_t L, int64_t D), (ctx, out, in, mask, N, L, D)) \
     /* ---- losses (results reduced to a scalar on the host) ---- */ \
     /* Weighted MSE of EDM and DMD2: loss = (1/(N*D)) * sum_n w[n] * sum_j (pred - target)^2; \
      * backward: dpred += dloss * 2 w[n] (pred - target) / (N*D). w may be NULL (all ones). */ \

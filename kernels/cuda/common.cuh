@@ -131,6 +131,9 @@ __device__ __forceinline__ float dev_expf(float x) {
 #define CUDA_OP_PROTO_(RET, NAME, PARAMS, ARGS) RET cuda_##NAME PARAMS;
 MSD_BACKEND_OPS(CUDA_OP_PROTO_)
 #undef CUDA_OP_PROTO_
+/* elementwise.cu: N host int32 values (onehot's labels, embedding's ids) copied to the device
+ * through the context's pinned staging buffer, on its stream */
+const int32_t *cuda_stage_labels(CudaCtx *cc, const int32_t *labels, int64_t N);
 /* conv.cu: drop the context's cached convolution plans (at context release) */
 void cuda_conv_plans_release(CudaCtx *cc);
 

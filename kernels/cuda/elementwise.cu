@@ -290,11 +290,9 @@ void cuda_sinusoidal_backward(BackendCtx *ctx, float *dt, const float *dout, con
 __global__ void onehot_kernel(float *out, const int32_t *labels, int64_t N, int64_t V) {
     GRID_STRIDE(i, N * V) out[i] = labels[i / V] == (int32_t)(i % V) ? 1.0f : 0.0f;
 }
-void cuda_onehot(BackendCtx *ctx, float *out, const int32_t *labels, int64_t N, int64_t V) {
-    MSD_CHECK(out && labels && N >= 0 && V > 0);
-    if (!N) return;
-    for (int64_t n = 0; n < N; n++) MSD_CHECK(labels[n] >= 0 && labels[n] < V);
-    CudaCtx *cc = cuda_ctx(ctx);
+/* The context's device copy of N host labels (or token ids), staged through its pinned buffer
+ * and queued on its stream; valid for kernels queued after it. */
+const int32_t *cuda_stage_labels(CudaCtx *cc, const int32_t *labels, int64_t N) {
     if (N > cc->labels_n) { /* grow both buffers (rare: waits for the stream) */
         CUDA_OK(cudaStreamSynchronize(cc->stream));
         if (cc->d_labels) CUDA_OK(cudaFree(cc->d_labels));
@@ -310,7 +308,16 @@ void cuda_onehot(BackendCtx *ctx, float *out, const int32_t *labels, int64_t N, 
     CUDA_OK(cudaMemcpyAsync(cc->d_labels, cc->h_labels, (size_t)N * sizeof(int32_t), cudaMemcpyHostToDevice,
                             cc->stream));
     CUDA_OK(cudaEventRecord(cc->labels_done, cc->stream));
-    onehot_kernel<<<cuda_blocks(N * V), CUDA_THREADS, 0, cc->stream>>>(out, cc->d_labels, N, V);
+    return cc->d_labels;
+}
+
+void cuda_onehot(BackendCtx *ctx, float *out, const int32_t *labels, int64_t N, int64_t V) {
+    MSD_CHECK(out && labels && N >= 0 && V > 0);
+    if (!N) return;
+    for (int64_t n = 0; n < N; n++) MSD_CHECK(labels[n] >= 0 && labels[n] < V);
+    CudaCtx *cc = cuda_ctx(ctx);
+    const int32_t *d = cuda_stage_labels(cc, labels, N);
+    onehot_kernel<<<cuda_blocks(N * V), CUDA_THREADS, 0, cc->stream>>>(out, d, N, V);
     LAUNCH_OK(cc, "onehot_kernel");
 }
 
