@@ -36,9 +36,10 @@ struct MiniLM {
 };
 
 const char *minilm_default_dir(char *buf, size_t len) {
-    const char *e = getenv("MSD_MINILM_DIR"), *home = getenv("HOME");
+    const char *e = getenv("MSD_MINILM_DIR"), *cache = getenv("MSD_CACHE"), *home = getenv("HOME");
     int n;
     if (e && *e) n = snprintf(buf, len, "%s", e);
+    else if (cache && *cache) n = snprintf(buf, len, "%s/all-minilm-l6-v2", cache);
     else if (home && *home) n = snprintf(buf, len, "%s/.cache/msdpipe/all-minilm-l6-v2", home);
     else return NULL;
     return n >= 0 && (size_t)n < len ? buf : NULL;

@@ -25,7 +25,7 @@ enum {
 
 typedef struct MiniLM MiniLM;
 
-/* The model directory: $MSD_MINILM_DIR, else $HOME/.cache/msdpipe/all-minilm-l6-v2 (written
+/* The model directory: $MSD_MINILM_DIR, else ${MSD_CACHE:-$HOME/.cache/msdpipe}/all-minilm-l6-v2 (written
  * into buf; returns buf, or NULL when neither is set or buf is too short). */
 const char *minilm_default_dir(char *buf, size_t len);
 
