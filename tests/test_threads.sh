@@ -67,6 +67,18 @@ err=$("$M" check "$TP/threads.pipe" --set t=65 2>&1); rc=$?
 if [ $rc -eq 2 ] && echo "$err" | grep -q "threads.pipe:[0-9]*: bad threads 65"; then t_ok check_bad_threads
 else t_fail check_bad_threads "rc=$rc: $err"; fi
 
+# another host: threads= travels in the ssh command (env MSD_THREADS=N), no threads= sends none
+sed 's/bind=serve host=far/bind=serve host=far threads=$k+2/' "$TP/remote_serve.pipe" >"$T_TMP/remote.pipe"
+printf 'a\nb\n' | MSDPIPE_SSH="$here/fake_ssh" MSDPIPE_VERBOSE=1 timeout 60 "$M" up "$T_TMP/remote.pipe" --run-dir "$RUNS" \
+    >"$T_TMP/remote.out" 2>"$T_TMP/remote.err"; rc=$?
+if [ $rc -eq 0 ] && grep -q "student.1: .*fake_ssh -- far .*exec env MSD_THREADS=3 OPENBLAS_NUM_THREADS=1 '" "$T_TMP/remote.err" \
+   && grep -q "student.0: .*exec env MSD_THREADS=2 " "$T_TMP/remote.err"; then t_ok remote_threads_in_command
+else t_fail remote_threads_in_command "rc=$rc: $(grep -E 'DEBUG student|ERROR' "$T_TMP/remote.err" | head -n 4)"; fi
+printf 'a\n' | MSDPIPE_SSH="$here/fake_ssh" MSDPIPE_VERBOSE=1 timeout 60 "$M" up "$TP/remote_serve.pipe" --run-dir "$RUNS" \
+    >"$T_TMP/remote0.out" 2>"$T_TMP/remote0.err"; rc=$?
+if [ $rc -eq 0 ] && grep -q "student.0: .*fake_ssh -- far .*exec '" "$T_TMP/remote0.err"; then t_ok remote_default_sends_none
+else t_fail remote_default_sends_none "rc=$rc: $(grep -E 'DEBUG student|ERROR' "$T_TMP/remote0.err" | head -n 4)"; fi
+
 # a process refuses a bad MSD_THREADS at start, naming it
 for v in 0 abc 65 ""; do
     err=$(MSD_THREADS=$v timeout 20 "$BIN/msd-critic" --mode mog --mix "$TP/corners4.mix" --bind serve=ipc://"$T_TMP"/c 2>&1); rc=$?
