@@ -209,7 +209,9 @@ static void proc_print_help(const char *role, const ProcDesc *d) {
            "  --gpu N                  run networks on GPU N (needs a CUDA build)\n"
            "  --curve-keys FILE        CurveZMQ keys (mode 0600) for tcp:// endpoints\n"
            "  --liveness-ms MS         exit (status 3) when the launcher is silent this long (default %d)\n"
-           "  --help                   this text\n",
+           "  --help                   this text\n"
+           "environment: MSD_THREADS=N (1..64) CPU threads where a mode's --threads is absent or 0\n"
+           "  (msdpipe sets it: threads= or a share of the cores, docs/PIPELINES.md \"Threads\")\n",
            role, PROC_LIVENESS_MS);
 }
 
