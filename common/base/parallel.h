@@ -36,7 +36,7 @@ int parallel_cpu_count(void);
 /* The environment variable that sets a process's pool width when its code does not choose one
  * (msdpipe sets it for every process it starts: docs/PIPELINES.md "Threads"). */
 #define PARALLEL_THREADS_ENV "MSD_THREADS"
-/* Parse a MSD_THREADS value: a whole number 1..PARALLEL_MAX_THREADS into *out, 0; else -1. */
+/* Parse a MSD_THREADS value: 0 with a whole number 1..PARALLEL_MAX_THREADS in *out; else -1. */
 int parallel_parse_threads(const char *s, int *out);
 /* The width for a caller that leaves it to the default: MSD_THREADS when set (a bad value is
  * fatal, naming it), else parallel_cpu_count() clamped to PARALLEL_MAX_THREADS. */
