@@ -145,6 +145,11 @@ static void test_bad_files(void) {
         {"proc a bind=serve restart=101\n", 1, "bad restart 101"},
         {"proc a bind=serve restart=two\n", 1, "bad restart 'two'"},
         {"proc a bind=serve restart=1 restart=2\n", 1, "restart given twice"},
+        {"proc a bind=serve threads=-1\n", 1, "bad threads -1 (expected the process's CPU threads, 1..64, or 0"},
+        {"proc a bind=serve threads=65\n", 1, "bad threads 65"},
+        {"proc a bind=serve threads=all\n", 1, "bad threads 'all'"},
+        {"proc a bind=serve threads=\n", 1, "bad threads ''"},
+        {"proc a bind=serve threads=1 threads=2\n", 1, "threads given twice"},
         {"proc a bind=serve\nstdin a\nstdin a\n", 3, "stdin given twice"},
         {"proc a bind=serve\nstdin\n", 2, "expected 'stdin NAME'"},
         {"pipeline bad/name\nproc a bind=serve\n", 1, "bad pipeline name"},
@@ -189,6 +194,61 @@ static void test_set_errors(void) {
     /* a tiny error buffer is never overrun */
     char small[8];
     CHECK(pipeline_parse(&pl, "t.pipe", "bogus\n", 6, 0, NULL, small, sizeof small) < 0 && strlen(small) < sizeof small, "small");
+}
+
+/* threads=N (0: the launcher's share) and pipeline_share_threads (docs/PIPELINES.md
+ * "Threads"): explicit counts are kept and taken off the local cores, the rest is shared
+ * evenly among the local CPU processes whose role computes (remainder to the first ones, at
+ * least 1 each, at most PIPE_MAX_THREADS), every other local process gets 1, a remote one
+ * without threads= none. */
+static void test_threads(void) {
+    Pipeline pl;
+    const char *text =
+        "host far address=10.0.0.9\n"
+        "var K = 3\n"
+        "var t = 0\n"
+        "proc data bind=serve\n"
+        "proc router connect=data\n"
+        "proc teacher bind=serve threads=$t\n"
+        "proc critic[k in 0..$K-1] bind=serve\n"
+        "proc student[k in 0..$K-1] connect=data,teacher,critic=critic.$k threads=$k%2*2\n"
+        "proc gcritic bind=g gpu=0 role=critic\n"
+        "proc rteacher bind=r host=far role=teacher\n"
+        "proc rteacher2 bind=r host=far role=teacher threads=5\n";
+    REQUIRE(parse(&pl, text, 0, NULL) == 0, "%s", err);
+    CHECK(proc(&pl, "student.1")->threads == 2 && proc(&pl, "student.0")->threads == 0 &&
+          proc(&pl, "rteacher2")->threads == 5, "threads= as written");
+    /* 10 cores, 2 taken by student.1's threads=2: 8 among teacher, critic.0-2, student.0, student.2 */
+    static const struct { const char *name; int want; } ten[] = {
+        {"data", 1}, {"router", 1}, {"teacher", 2}, {"critic.0", 2}, {"critic.1", 1}, {"critic.2", 1},
+        {"student.0", 1}, {"student.1", 2}, {"student.2", 1}, {"gcritic", 1}, {"rteacher", 0}, {"rteacher2", 5}};
+    pipeline_share_threads(&pl, 10);
+    CHECK(pl.cores == 10 && pl.sharers == 6, "cores %d sharers %d, want 10 and 6", pl.cores, pl.sharers);
+    for (size_t i = 0; i < sizeof ten / sizeof ten[0]; i++)
+        CHECK(proc(&pl, ten[i].name)->cpu_threads == ten[i].want, "10 cores: %s gets %d threads, want %d", ten[i].name,
+              proc(&pl, ten[i].name)->cpu_threads, ten[i].want);
+    /* fewer cores than processes: every sharer still gets 1 */
+    pipeline_share_threads(&pl, 1);
+    for (size_t i = 0; i < sizeof ten / sizeof ten[0]; i++) {
+        int want = ten[i].want == 2 && strcmp(ten[i].name, "student.1") ? 1 : ten[i].want;
+        CHECK(proc(&pl, ten[i].name)->cpu_threads == want, "1 core: %s gets %d threads, want %d", ten[i].name,
+              proc(&pl, ten[i].name)->cpu_threads, want);
+    }
+    pipeline_free(&pl);
+    /* a lone computing process gets every core, up to the limit; --set reaches threads= */
+    REQUIRE(parse(&pl, "proc data bind=serve\nproc critic bind=serve\n", 0, NULL) == 0, "%s", err);
+    pipeline_share_threads(&pl, 4);
+    CHECK(proc(&pl, "critic")->cpu_threads == 4 && proc(&pl, "data")->cpu_threads == 1, "4 cores: critic %d data %d",
+          proc(&pl, "critic")->cpu_threads, proc(&pl, "data")->cpu_threads);
+    pipeline_share_threads(&pl, 1000);
+    CHECK(proc(&pl, "critic")->cpu_threads == PIPE_MAX_THREADS, "1000 cores: %d", proc(&pl, "critic")->cpu_threads);
+    pipeline_free(&pl);
+    char *sets[] = {"t=3"};
+    REQUIRE(parse(&pl, "var t = 0\nproc critic bind=serve threads=$t\nproc teacher bind=s\n", 1, sets) == 0, "%s", err);
+    pipeline_share_threads(&pl, 8);
+    CHECK(proc(&pl, "critic")->cpu_threads == 3 && proc(&pl, "teacher")->cpu_threads == 5, "--set t=3 on 8 cores: %d and %d",
+          proc(&pl, "critic")->cpu_threads, proc(&pl, "teacher")->cpu_threads);
+    pipeline_free(&pl);
 }
 
 /* Overlong lines and files, many errors, many processes: all bounded. */
@@ -316,6 +376,7 @@ int main(void) {
     TEST_RUN(test_hosts_and_tcp);
     TEST_RUN(test_bad_files);
     TEST_RUN(test_set_errors);
+    TEST_RUN(test_threads);
     TEST_RUN(test_limits);
     TEST_RUN(test_continuation);
     TEST_RUN(test_random_input);

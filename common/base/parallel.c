@@ -20,6 +20,7 @@
  * its own sequentially consistent write, taking the mutex before it signals. */
 #include "parallel.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -131,6 +132,51 @@ int parallel_cpu_count(void) {
     return c > 0 ? (int)c : 1;
 }
 
+int parallel_parse_threads(const char *s, int *out) {
+    if (!s || *s < '0' || *s > '9') return -1;
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (*end || errno || v < 1 || v > PARALLEL_MAX_THREADS) return -1;
+    *out = (int)v;
+    return 0;
+}
+
+int parallel_default_threads(void) {
+    const char *e = getenv(PARALLEL_THREADS_ENV);
+    int t;
+    if (e) {
+        if (parallel_parse_threads(e, &t) < 0)
+            msd_die("%s=%s: expected a thread count 1..%d", PARALLEL_THREADS_ENV, e, PARALLEL_MAX_THREADS);
+        return t;
+    }
+    t = parallel_cpu_count();
+    return t > PARALLEL_MAX_THREADS ? PARALLEL_MAX_THREADS : t;
+}
+
+static void init_spin(void);
+
+/* Create workers 1 .. threads-1 that do not exist yet; the caller holds run_lock. */
+static void create_workers(int threads) {
+    while (pool.nworkers < threads - 1) {
+        pthread_t th;
+        int rc = pthread_create(&th, NULL, worker_main, (void *)(intptr_t)(pool.nworkers + 1));
+        if (rc != 0) msd_die("parallel: pthread_create failed: %s", strerror(rc));
+        pthread_setname_np(th, "msd-pool");
+        pthread_detach(th);
+        pool.nworkers++;
+    }
+}
+
+void parallel_prestart(int threads) {
+    if (threads > PARALLEL_MAX_THREADS) threads = PARALLEL_MAX_THREADS;
+    if (threads <= 1) return;
+    init_spin();
+    pthread_mutex_lock(&pool.run_lock);
+    create_workers(threads);
+    pthread_mutex_unlock(&pool.run_lock);
+}
+
 static void init_spin(void) {
     if (spin_ns >= 0) return;
     const char *e = getenv("MSD_SPIN_US");
@@ -152,14 +198,7 @@ void parallel_for_chunks(int threads, int nchunks, int64_t n, ParallelFn fn, voi
         return;
     }
     init_spin();
-    /* create missing workers (idx 1 .. threads-1) */
-    while (pool.nworkers < threads - 1) {
-        pthread_t th;
-        int rc = pthread_create(&th, NULL, worker_main, (void *)(intptr_t)(pool.nworkers + 1));
-        if (rc != 0) msd_die("parallel: pthread_create failed: %s", strerror(rc));
-        pthread_detach(th);
-        pool.nworkers++;
-    }
+    create_workers(threads); /* the missing workers (idx 1 .. threads-1) */
     pool.fn = fn;
     pool.arg = arg;
     pool.n = n;

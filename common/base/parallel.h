@@ -33,4 +33,17 @@ void parallel_for(int threads, int64_t n, ParallelFn fn, void *arg);
 /* Number of CPUs this process may run on (>= 1). */
 int parallel_cpu_count(void);
 
+/* The environment variable that sets a process's pool width when its code does not choose one
+ * (msdpipe sets it for every process it starts: docs/PIPELINES.md "Threads"). */
+#define PARALLEL_THREADS_ENV "MSD_THREADS"
+/* Parse a MSD_THREADS value: 0 with a whole number 1..PARALLEL_MAX_THREADS in *out; else -1. */
+int parallel_parse_threads(const char *s, int *out);
+/* The width for a caller that leaves it to the default: MSD_THREADS when set (a bad value is
+ * fatal, naming it), else parallel_cpu_count() clamped to PARALLEL_MAX_THREADS. */
+int parallel_default_threads(void);
+/* Create the pool's workers for jobs of `threads` threads now rather than at the first such
+ * job (they sleep until work comes). Workers are named "msd-pool" (/proc/PID/task/ * /comm),
+ * so a process's width can be seen from outside: threads - 1 of them. */
+void parallel_prestart(int threads);
+
 #endif

@@ -18,6 +18,7 @@
 
 #include "backend.h"
 #include "log.h"
+#include "parallel.h"
 
 static volatile sig_atomic_t g_signal;
 /* the process's own argv (p->argv) stays reachable from here until proc_finish, so a process
@@ -208,7 +209,9 @@ static void proc_print_help(const char *role, const ProcDesc *d) {
            "  --gpu N                  run networks on GPU N (needs a CUDA build)\n"
            "  --curve-keys FILE        CurveZMQ keys (mode 0600) for tcp:// endpoints\n"
            "  --liveness-ms MS         exit (status 3) when the launcher is silent this long (default %d)\n"
-           "  --help                   this text\n",
+           "  --help                   this text\n"
+           "environment: MSD_THREADS=N (1..64) CPU threads where a mode's --threads is absent or 0\n"
+           "  (msdpipe sets it: threads= or a share of the cores, docs/PIPELINES.md \"Threads\")\n",
            role, PROC_LIVENESS_MS);
 }
 
@@ -296,6 +299,11 @@ void proc_start(Proc *p, const char *role, const ProcDesc *d, int argc, char **a
     if (frame_env && wire_parse_frame_limit(frame_env, &frame_limit) != 0)
         exit(msd_fail(2, "%s=%s: expected a byte count from 1K to 16G, like 134217728 or 128M", WIRE_MAX_FRAME_ENV,
                       frame_env));
+
+    const char *threads_env = getenv(PARALLEL_THREADS_ENV); /* the pool's width (msdpipe: threads=) */
+    int threads;
+    if (threads_env && parallel_parse_threads(threads_env, &threads) != 0)
+        exit(msd_fail(2, "%s=%s: expected a thread count 1..%d", PARALLEL_THREADS_ENV, threads_env, PARALLEL_MAX_THREADS));
 
     p->zctx = wire_ctx_new();
     if (!p->zctx) msd_die("zmq_ctx_new: %s", zmq_strerror(zmq_errno()));

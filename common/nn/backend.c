@@ -81,9 +81,10 @@ BackendCtx *backend_ctx_new(const Backend *b, int threads) {
     MSD_CHECK(b != NULL);
     BackendCtx *ctx = msd_calloc(1, sizeof *ctx);
     ctx->be = b;
-    if (threads <= 0) threads = parallel_cpu_count();
+    if (threads <= 0) threads = parallel_default_threads(); /* MSD_THREADS, else every CPU */
     if (threads > PARALLEL_MAX_THREADS) threads = PARALLEL_MAX_THREADS;
     ctx->threads = threads;
+    if (b->device == DEVICE_CPU) parallel_prestart(threads);
 #ifdef MSD_HAVE_CUDA
     if (b->device == DEVICE_CUDA && backend_cuda_ctx_init) {
         char err[256];

@@ -66,7 +66,7 @@ const ArgSpec critic_image_args[] = {
     ARG_FLOAT("--weight-decay", &opt.weight_decay, 0, 1, "W", "AdamW decoupled weight decay (default 0.01)"),
     ARG_FLOAT("--grad-clip", &opt.grad_clip, 0, 1e9, "C", "global gradient-norm clip, 0: none (default 10)"),
     ARG_INT("--cap", &opt.cap, 1, 1 << 16, "N", "largest batch (default 64)"),
-    ARG_INT("--threads", &opt.threads, 0, 1024, "T", "CPU threads (default: all cores)"),
+    ARG_INT("--threads", &opt.threads, 0, 1024, "T", "CPU threads (default: $MSD_THREADS, else all cores)"),
     ARG_U64("--seed", &opt.seed, "S", "seed of the draws (default 2)"),
     ARG_FLOAT("--gan-weight", &opt.gan_weight, 0, 1e6, "W", "weight of the GAN critic loss L_D (stage 3, ADM; DMD2: 1e-2);\n"
               "0 (default): no GAN head (stage 2)"),

@@ -109,7 +109,7 @@ static const ArgSpec student_image_common_args[] = {
     ARG_STR("--grid-dir", &opt.grid_dir, "DIR", "grids go to DIR/student.K/grid-STEP.png (default: the checkpoint folder's\n"
             "../grids)"),
     ARG_INT("--grid-per-class", &opt.grid_per_class, 1, 64, "N", "images per class in a grid row (default 8)"),
-    ARG_INT("--threads", &opt.threads, 0, 1024, "T", "CPU threads (default: all cores)"),
+    ARG_INT("--threads", &opt.threads, 0, 1024, "T", "CPU threads (default: $MSD_THREADS, else all cores)"),
     ARG_INT("--timeout-ms", &opt.timeout_ms, 1, 86400000, "MS", "how long a peer may take to answer (default 120000)"),
     ARG_FLAG("--init-raw", &opt.init_raw, "take --init's raw weights, not its EMA weights (a stage-2 student checkpoint)"),
     ARG_END_,

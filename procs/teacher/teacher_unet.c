@@ -44,7 +44,7 @@ const ArgSpec teacher_unet_args[] = {
     ARG_STR_REQ("--ckpt", &opt.ckpt, "FILE", "the UNet checkpoint (its EMA weights are served)"),
     ARG_STR("--net", &opt.spec, "SPEC", "the UNet CONFIG-SPEC (default: the checkpoint's)"),
     ARG_INT("--cap", &opt.cap, 1, 1 << 16, "N", "rows per network call (default 256)"),
-    ARG_INT("--threads", &opt.threads, 0, 1024, "T", "CPU threads (default: all cores)"),
+    ARG_INT("--threads", &opt.threads, 0, 1024, "T", "CPU threads (default: $MSD_THREADS, else all cores)"),
     ARG_INCLUDE(teacher_loop_args),
     ARG_END_,
 };

@@ -92,7 +92,7 @@ const ArgSpec teacher_train_args[] = {
     ARG_STR("--grid-dir", &opt.grid_dir, "DIR", "where grid-STEP.png go (default: the checkpoint's folder/grids)"),
     ARG_INT("--grid-steps", &opt.grid_steps, 1, 1000, "N", "Heun steps of the grid sampler (default 18, NFE 35)"),
     ARG_INT("--grid-per-class", &opt.grid_per_class, 1, 64, "N", "images per class (a grid row; default 10)"),
-    ARG_INT("--threads", &opt.threads, 0, 1024, "T", "CPU threads (default: all cores)"),
+    ARG_INT("--threads", &opt.threads, 0, 1024, "T", "CPU threads (default: $MSD_THREADS, else all cores)"),
     ARG_INT("--timeout-ms", &opt.timeout_ms, 1, 86400000, "MS", "how long to wait for a batch (default 60000)"),
     ARG_END_,
 };

@@ -118,7 +118,7 @@ static const ArgSpec args[] = {
     ARG_STR("--grad-out", &opt.grad, "FILE", "forward: gradients of the outputs, for a backward pass"),
     ARG_STR("--prefix", &opt.prefix, "P", "forward: prefix of the tensor names"),
     ARG_U64("--seed", &opt.seed, "S", "init: seed of the weights"),
-    ARG_INT("--threads", &opt.threads, 0, 256, "T", "CPU threads (default: all cores)"),
+    ARG_INT("--threads", &opt.threads, 0, 256, "T", "CPU threads (default: $MSD_THREADS, else all cores)"),
     ARG_DOUBLE("--atol-frac", &opt.atol, 0, 1e300, "A", "compare: |d| <= A max|want| + R |want| (default 1e-4)"),
     ARG_DOUBLE("--rtol", &opt.rtol, 0, 1e300, "R", "compare (default 1e-3)"),
     ARG_POS(&opt.got, "GOT", "compare: the file checked"),

@@ -51,7 +51,7 @@ static const ArgSpec args[] = {
     ARG_U64("--seed", &opt.seed, "S", "noise of image i keyed by (seed, i) (default 1)"),
     ARG_STR("--grid", &opt.grid, "FILE.png", "the first min(N, 100) images as one PNG"),
     ARG_LONG("--batch", &opt.batch, 1, 65536, "B", "images per network call (default 100)"),
-    ARG_LONG("--threads", &opt.threads, 0, 1024, "T", "CPU threads (default: all cores)"),
+    ARG_LONG("--threads", &opt.threads, 0, 1024, "T", "CPU threads (default: $MSD_THREADS, else all cores)"),
     ARG_LONG("--gpu", &opt.gpu, 0, 64, "I", "run on GPU I (a CUDA build)"),
     ARG_END_,
 };

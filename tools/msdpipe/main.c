@@ -5,6 +5,7 @@
 
 #include "args.h"
 #include "log.h"
+#include "parallel.h"
 
 #include <errno.h>
 #include <libgen.h>
@@ -113,6 +114,7 @@ int load_pipeline(Options *o, Pipeline *pl) {
         pipeline_free(pl);
         return MSDPIPE_EXIT_USAGE;
     }
+    pipeline_share_threads(pl, parallel_cpu_count()); /* the cores this launcher may use */
     return 0;
 }
 

@@ -47,6 +47,9 @@ int plan_check_binaries(const Pipeline *pl, const char *bindir, char *err, size_
  * the --curve-keys file or NULL. */
 char **plan_argv(const Pipeline *pl, int i, const char *bindir, const char *control, const char *keys);
 void plan_free_argv(char **argv);
+/* The environment of local process i (free with plan_free_argv): the launcher's, with
+ * MSD_THREADS=cpu_threads and OPENBLAS_NUM_THREADS=1 (docs/PIPELINES.md "Threads"). */
+char **plan_env(const Pipeline *pl, int i);
 /* Quote s for a POSIX shell into out; returns out. */
 char *plan_shell_quote(const char *s, char *out, size_t cap);
 /* Does process i need the CURVE key file (a tcp link or a remote control endpoint)? */

@@ -31,6 +31,7 @@
 #define PIPE_MAX_ERRORS 10         /* errors reported before giving up */
 #define PIPE_MAX_GPU 63
 #define PIPE_MAX_RESTART 100      /* restart= per process */
+#define PIPE_MAX_THREADS 64        /* threads= per process (the pool's limit, PARALLEL_MAX_THREADS) */
 
 /* Built-in variables, present in every pipeline (seconds; a file may give other defaults). */
 #define PIPE_DEFAULT_READY_TIMEOUT "10"
@@ -75,6 +76,8 @@ typedef struct PipeProc {
     char hostname[PIPE_MAX_NAME];  /* as written (host=), resolved into host at the end */
     int server;                    /* binds something (or server=yes): stopped when the job ends */
     int restart;                   /* restart=N: restarts after a crash or silence (0: a failure stops the job) */
+    int threads;                   /* threads=N as written; 0: not given (the launcher's share) */
+    int cpu_threads;               /* what it gets (MSD_THREADS), set by pipeline_share_threads; 0: none */
     int nbinds, nconnects, argc;
     PipeBind binds[PIPE_MAX_BINDS];
     PipeConnect connects[PIPE_MAX_CONNECTS];
@@ -94,6 +97,7 @@ typedef struct Pipeline {
     PipeProc *procs;               /* nprocs, owned */
     int stdin_proc;                /* index of the process that gets stdin lines, -1 none */
     double ready_timeout, stop_timeout, reply_timeout;  /* from the built-in variables */
+    int cores, sharers;            /* pipeline_share_threads: the cores shared, and by how many */
     /* the file's lines, for error messages (owned) */
     int nlines;
     char **lines;
@@ -119,6 +123,15 @@ typedef int (*PipePortFn)(const PipeHost *h, void *ctx, char *err, size_t errlen
  * rundir NULL prints "$RUNDIR". Returns 0, or -1 with err (e.g. an ipc path too long). */
 int pipeline_plan(Pipeline *pl, const char *rundir, PipePortFn pick, void *ctx, char *err,
                   size_t errlen);
+/* Give every process its CPU thread count (PipeProc.cpu_threads, docs/PIPELINES.md "Threads"):
+ * threads=N wherever it runs; else, on localhost, a process whose role computes (student,
+ * critic, teacher: pipeline_role_computes) on the CPU gets an even share of the `cores` left
+ * after the explicit counts there (at least 1; the remainder goes to the first ones), and
+ * every other local process 1; a process on another host without threads= gets none (0: it
+ * uses its own machine's cores). */
+void pipeline_share_threads(Pipeline *pl, int cores);
+/* True for the roles that share the cores: student, critic, teacher. */
+int pipeline_role_computes(const char *role);
 /* True when some process runs on another host than localhost (tcp + CURVE needed). */
 int pipeline_has_remote(const Pipeline *pl);
 /* The endpoint a process's --connect PEER= uses for connection c. */

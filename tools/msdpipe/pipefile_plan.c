@@ -65,3 +65,34 @@ int pipeline_plan(Pipeline *pl, const char *rundir, PipePortFn pick, void *ctx, 
     }
     return 0;
 }
+
+/* ---- CPU threads ---------------------------------------------------------------------- */
+
+int pipeline_role_computes(const char *role) {
+    return !strcmp(role, "student") || !strcmp(role, "critic") || !strcmp(role, "teacher");
+}
+
+void pipeline_share_threads(Pipeline *pl, int cores) {
+    if (cores < 1) cores = 1;
+    int left = cores, sharers = 0;
+    for (int i = 0; i < pl->nprocs; i++) {
+        PipeProc *p = &pl->procs[i];
+        p->cpu_threads = p->threads;
+        if (p->host != 0 || p->threads) {
+            if (p->host == 0) left -= p->threads;
+            continue;
+        }
+        if (p->gpu < 0 && pipeline_role_computes(p->role)) sharers++;
+        else p->cpu_threads = 1;
+    }
+    pl->cores = cores;
+    pl->sharers = sharers;
+    for (int i = 0, k = 0; i < pl->nprocs; i++) {
+        PipeProc *p = &pl->procs[i];
+        if (p->cpu_threads || p->host != 0) continue;
+        int t = left > 0 ? left / sharers + (k < left % sharers) : 0;
+        if (t > PIPE_MAX_THREADS) t = PIPE_MAX_THREADS;
+        p->cpu_threads = t < 1 ? 1 : t;
+        k++;
+    }
+}

@@ -225,13 +225,13 @@ static int split_list(Parser *P, const char *key, char *val, char **out, int *n,
 /* The key=value words and '--' arguments of one (replica of a) proc line. */
 static int proc_keys(Parser *P, PipeProc *p) {
     Toks *t = &P->toks;
-    int seen_role = 0, seen_bind = 0, seen_connect = 0, seen_gpu = 0, seen_host = 0, seen_server = 0, seen_restart = 0;
+    int seen_role = 0, seen_bind = 0, seen_connect = 0, seen_gpu = 0, seen_host = 0, seen_server = 0, seen_restart = 0, seen_threads = 0;
     int i = 0;
     for (; i < t->n; i++) {
         if (strcmp(t->v[i], "--") == 0) { i++; break; }
         char *eq = strchr(t->v[i], '=');
         if (!eq)
-            return perr(P, "expected key=value or '--', got '%s' (proc keys: role, bind, connect, gpu, host, server, restart)", t->v[i]);
+            return perr(P, "expected key=value or '--', got '%s' (proc keys: role, bind, connect, gpu, host, server, restart, threads)", t->v[i]);
         *eq = 0;
         const char *key = t->v[i];
         char *val = eq + 1;
@@ -289,8 +289,17 @@ static int proc_keys(Parser *P, PipeProc *p) {
             if (r < 0 || r > PIPE_MAX_RESTART)
                 return perr(P, "bad restart %lld (expected the most restarts after a crash, 0..%d)", r, PIPE_MAX_RESTART);
             p->restart = (int)r;
+        } else if (strcmp(key, "threads") == 0) {
+            if (seen_threads++) return perr(P, "threads given twice");
+            long long n;
+            char why[96];
+            if (pf_eval_int(val, &n, why, sizeof why) < 0)
+                return perr(P, "bad threads '%s': %s (expected the process's CPU threads, 1..%d, or 0 for the launcher's share)", val, why, PIPE_MAX_THREADS);
+            if (n < 0 || n > PIPE_MAX_THREADS)
+                return perr(P, "bad threads %lld (expected the process's CPU threads, 1..%d, or 0 for the launcher's share)", n, PIPE_MAX_THREADS);
+            p->threads = (int)n;
         } else {
-            return perr(P, "unknown proc key '%s' (proc keys: role, bind, connect, gpu, host, server, restart)", key);
+            return perr(P, "unknown proc key '%s' (proc keys: role, bind, connect, gpu, host, server, restart, threads)", key);
         }
     }
     for (; i < t->n; i++) {

@@ -156,6 +156,11 @@ char **plan_argv(const Pipeline *pl, int i, const char *bindir, const char *cont
         str_add(&s, &len, &cap, " && ");
     }
     str_add(&s, &len, &cap, "exec");
+    if (p->cpu_threads > 0) { /* threads= reaches the other host through env(1) */
+        char t[64];
+        snprintf(t, sizeof t, " env MSD_THREADS=%d OPENBLAS_NUM_THREADS=1", p->cpu_threads);
+        str_add(&s, &len, &cap, t);
+    }
     for (int k = 0; k < cmd.n; k++) {
         str_add(&s, &len, &cap, " ");
         str_add(&s, &len, &cap, plan_shell_quote(cmd.v[k], q, sizeof q));
@@ -163,6 +168,22 @@ char **plan_argv(const Pipeline *pl, int i, const char *bindir, const char *cont
     plan_free_argv(cmd.v);
     av_add(&a, s);
     free(s);
+    return a.v;
+}
+
+char **plan_env(const Pipeline *pl, int i) {
+    extern char **environ;
+    const PipeProc *p = &pl->procs[i];
+    Argv a = {0};
+    for (char **e = environ; e && *e; e++)
+        if (p->cpu_threads <= 0 || (strncmp(*e, "MSD_THREADS=", 12) && strncmp(*e, "OPENBLAS_NUM_THREADS=", 21))) av_add(&a, *e);
+    if (p->cpu_threads > 0) {
+        char t[32];
+        snprintf(t, sizeof t, "MSD_THREADS=%d", p->cpu_threads);
+        av_add(&a, t);
+        av_add(&a, "OPENBLAS_NUM_THREADS=1"); /* the backend runs BLAS single-threaded: no idle BLAS threads */
+    }
+    if (!a.v) a.v = msd_calloc(1, sizeof *a.v); /* an empty environment: never NULL */
     return a.v;
 }
 
@@ -203,6 +224,15 @@ void plan_print(const Pipeline *pl, const char *bindir, FILE *out) {
         else fprintf(out, "  %-8s none\n", "gpu");
         fprintf(out, "  %-8s %s\n", "host", pl->hosts[p->host].name);
         if (p->restart) fprintf(out, "  %-8s up to %d after a crash or silence\n", "restart", p->restart);
+        int own = 0; /* a mode's own --threads option (not 0) wins over MSD_THREADS */
+        for (int k = 0; k < p->argc; k++) own |= !strcmp(p->argv[k], "--threads") || !strncmp(p->argv[k], "--threads=", 10);
+        const char *ownnote = own ? "; its own --threads, unless 0, wins" : "";
+        if (p->threads) fprintf(out, "  %-8s %d (threads=%s)\n", "threads", p->threads, ownnote);
+        else if (p->host != 0) fprintf(out, "  %-8s not set (its host's own cores%s)\n", "threads", ownnote);
+        else if (p->gpu < 0 && pipeline_role_computes(p->role))
+            fprintf(out, "  %-8s %d (a share of %d core%s among %d computing process%s%s)\n", "threads", p->cpu_threads, pl->cores,
+                    pl->cores == 1 ? "" : "s", pl->sharers, pl->sharers == 1 ? "" : "es", ownnote);
+        else fprintf(out, "  %-8s %d (%s%s)\n", "threads", p->cpu_threads, p->gpu >= 0 ? "on a GPU" : "a role that does not compute", ownnote);
         fprintf(out, "  %-8s %s\n", "server", p->server ? "yes (stopped when the job ends)" : "no (the job ends when it is done)");
         for (int b = 0; b < p->nbinds; b++)
             fprintf(out, "  %-8s %s=%s\n", "bind", p->binds[b].name, p->binds[b].endpoint);

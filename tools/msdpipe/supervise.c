@@ -218,6 +218,7 @@ static int start_child(Launcher *L, int i, char *err, size_t errlen) {
         keyarg = keys;
     }
     char **argv = plan_argv(&L->pl, i, L->o->bindir, remote ? L->control_tcp : L->control_ipc, keyarg);
+    char **envp = remote ? NULL : plan_env(&L->pl, i); /* MSD_THREADS (a remote one's is in argv) */
     if (getenv("MSDPIPE_VERBOSE")) {
         fprintf(stderr, "[msdpipe] DEBUG %s:", p->name);
         for (char **a = argv; *a; a++) fprintf(stderr, " %s", *a);
@@ -227,6 +228,7 @@ static int start_child(Launcher *L, int i, char *err, size_t errlen) {
     if (in < 0) {
         int e = errno;
         plan_free_argv(argv);
+        plan_free_argv(envp);
         return msd_errf(err, errlen, "open %s: %s", remote && keyarg ? L->keyfile : "/dev/null", strerror(e));
     }
     pid_t parent = getpid();
@@ -236,6 +238,7 @@ static int start_child(Launcher *L, int i, char *err, size_t errlen) {
         int e = errno;
         close(in);
         plan_free_argv(argv);
+        plan_free_argv(envp);
         return msd_errf(err, errlen, "fork: %s", strerror(e));
     }
     if (pid == 0) {
@@ -254,7 +257,7 @@ static int start_child(Launcher *L, int i, char *err, size_t errlen) {
         dup2(in, 0);
         dup2(2, 1);                              /* stdout is for replies only */
         if (remote) execvp(argv[0], argv);
-        else execv(argv[0], argv);
+        else execve(argv[0], argv, envp);
         static const char msg[] = "[msdpipe] ERROR exec failed for a pipeline process\n";
         ssize_t w = write(2, msg, sizeof msg - 1);
         (void)w;
@@ -262,6 +265,7 @@ static int start_child(Launcher *L, int i, char *err, size_t errlen) {
     }
     close(in);
     plan_free_argv(argv);
+    plan_free_argv(envp);
     Child *c = &L->ch[i];
     c->pid = pid;
     c->state = CH_STARTING;

@@ -1,0 +1,88 @@
+# test_threads.sh: the CPU threads the launcher gives each process (threads=, and its share
+# of the cores otherwise: docs/PIPELINES.md "Threads") really reach the running processes:
+# MSD_THREADS in its environment, and the width of its thread pool, counted as the pool's
+# workers ("msd-pool" in /proc/PID/task/*/comm: width - 1 of them, started with the backend).
+# Also `check` prints the counts, and a bad MSD_THREADS is refused at start. Every wait is
+# bounded (t_wait_for); run directories live under this test's temp folder.
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib.sh"
+M="$(cd "$BIN" && pwd)/msdpipe"
+RUNS="$T_TMP/runs"
+mkdir -p "$RUNS"
+TP="$here/pipelines"
+LPID=
+cleanup() { [ -n "$LPID" ] && kill -9 "$LPID" 2>/dev/null; wait 2>/dev/null; rm -rf "$T_TMP"; }
+trap cleanup EXIT
+cores=$(nproc)   # the launcher's sched_getaffinity count: it runs from this shell
+[ "$cores" -gt 64 ] && cores=64
+
+# the pid of process NAME of the running threads pipeline (from its state file)
+pid_of() { awk -v n="$1" '$1 == "proc" && $2 == n { print $3 }' "$RUNS"/threads-*/state 2>/dev/null | head -n 1; }
+pool_workers() { local n=0 c; for c in /proc/"$1"/task/*/comm; do [ "$(cat "$c" 2>/dev/null)" = msd-pool ] && n=$((n + 1)); done; echo $n; }
+env_threads() { tr '\0' '\n' <"/proc/$1/environ" | sed -n 's/^MSD_THREADS=//p'; }
+
+# up NAME WANT-DATA WANT-CRITIC... --set ...: start threads.pipe, wait for "pipeline up", check
+# every process's MSD_THREADS and pool width, stop it with `down`
+up_check() {
+    local name=$1 want_data=$2; shift 2
+    local wants=() a
+    while [ $# -gt 0 ] && [ "$1" != --set ]; do wants+=("$1"); shift; done
+    "$M" up "$TP/threads.pipe" --run-dir "$RUNS" "$@" >"$T_TMP/$name.out" 2>"$T_TMP/$name.err" </dev/null &
+    LPID=$!
+    if ! t_wait_for 60 grep -qs "pipeline up" "$T_TMP/$name.err"; then
+        t_fail "$name" "pipeline did not come up: $(tail -n 5 "$T_TMP/$name.err")"
+        kill -9 "$LPID" 2>/dev/null; wait "$LPID" 2>/dev/null; LPID=; return
+    fi
+    local bad="" p e w k=0
+    p=$(pid_of data); e=$(env_threads "$p"); w=$(pool_workers "$p")
+    [ "$e" = "$want_data" ] && [ "$w" = 0 ] || bad="$bad data: MSD_THREADS=$e, $w pool workers (want $want_data, 0);"
+    for a in "${wants[@]}"; do
+        p=$(pid_of critic.$k); e=$(env_threads "$p"); w=$(pool_workers "$p")
+        [ "$e" = "$a" ] && [ "$w" = $((a - 1)) ] || bad="$bad critic.$k: MSD_THREADS=$e, $w pool workers (want $a, $((a - 1)));"
+        k=$((k + 1))
+    done
+    "$M" down threads --run-dir "$RUNS" >/dev/null 2>&1
+    t_wait_for 20 bash -c "! kill -0 $LPID 2>/dev/null" || kill -9 "$LPID" 2>/dev/null
+    wait "$LPID" 2>/dev/null; LPID=
+    if [ -z "$bad" ]; then t_ok "$name (${wants[*]} on $cores cores)"; else t_fail "$name" "$bad"; fi
+}
+
+# the default rule: one computing process gets every core, data 1; K=2 share them (at least 1)
+up_check default_one_critic 1 "$cores" --set K=1
+half=$((cores / 2)); [ $half -lt 1 ] && half=1
+rest=$((cores - half)); [ $rest -lt 1 ] && rest=1
+up_check default_two_critics 1 "$rest" "$half" --set K=2
+# threads= wins over the share, also beyond the cores
+up_check explicit_threads 1 3 3 --set K=2 --set t=3
+
+# check prints each process's count and why
+out=$("$M" check "$TP/threads.pipe" --set K=2 --set t=5 2>&1)
+if echo "$out" | grep -q "threads  5 (threads=)" && echo "$out" | grep -q "threads  1 (a role that does not compute)"; then
+    t_ok check_prints_threads
+else t_fail check_prints_threads "$out"; fi
+out=$("$M" check "$TP/threads.pipe" --set K=3 2>&1)
+if echo "$out" | grep -q "a share of $(nproc) cores* among 3 computing processes"; then t_ok check_prints_share
+else t_fail check_prints_share "$out"; fi
+err=$("$M" check "$TP/threads.pipe" --set t=65 2>&1); rc=$?
+if [ $rc -eq 2 ] && echo "$err" | grep -q "threads.pipe:[0-9]*: bad threads 65"; then t_ok check_bad_threads
+else t_fail check_bad_threads "rc=$rc: $err"; fi
+
+# another host: threads= travels in the ssh command (env MSD_THREADS=N), no threads= sends none
+sed 's/bind=serve host=far/bind=serve host=far threads=$k+2/' "$TP/remote_serve.pipe" >"$T_TMP/remote.pipe"
+printf 'a\nb\n' | MSDPIPE_SSH="$here/fake_ssh" MSDPIPE_VERBOSE=1 timeout 60 "$M" up "$T_TMP/remote.pipe" --run-dir "$RUNS" \
+    >"$T_TMP/remote.out" 2>"$T_TMP/remote.err"; rc=$?
+if [ $rc -eq 0 ] && grep -q "student.1: .*fake_ssh -- far .*exec env MSD_THREADS=3 OPENBLAS_NUM_THREADS=1 '" "$T_TMP/remote.err" \
+   && grep -q "student.0: .*exec env MSD_THREADS=2 " "$T_TMP/remote.err"; then t_ok remote_threads_in_command
+else t_fail remote_threads_in_command "rc=$rc: $(grep -E 'DEBUG student|ERROR' "$T_TMP/remote.err" | head -n 4)"; fi
+printf 'a\n' | MSDPIPE_SSH="$here/fake_ssh" MSDPIPE_VERBOSE=1 timeout 60 "$M" up "$TP/remote_serve.pipe" --run-dir "$RUNS" \
+    >"$T_TMP/remote0.out" 2>"$T_TMP/remote0.err"; rc=$?
+if [ $rc -eq 0 ] && grep -q "student.0: .*fake_ssh -- far .*exec '" "$T_TMP/remote0.err"; then t_ok remote_default_sends_none
+else t_fail remote_default_sends_none "rc=$rc: $(grep -E 'DEBUG student|ERROR' "$T_TMP/remote0.err" | head -n 4)"; fi
+
+# a process refuses a bad MSD_THREADS at start, naming it
+for v in 0 abc 65 ""; do
+    err=$(MSD_THREADS=$v timeout 20 "$BIN/msd-critic" --mode mog --mix "$TP/corners4.mix" --bind serve=ipc://"$T_TMP"/c 2>&1); rc=$?
+    if [ $rc -eq 2 ] && echo "$err" | grep -q "MSD_THREADS=$v: expected a thread count 1..64"; then t_ok "bad_env_'$v'"
+    else t_fail "bad_env_'$v'" "rc=$rc: $err"; fi
+done
+t_end
