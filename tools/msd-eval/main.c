@@ -7,13 +7,16 @@
  *   msd-eval floor --n N [--seed S]            FID of N training images vs the test set
  *   msd-eval export --n N --out FILE|FOLDER [--split train|test] [--seed S]
  *                                              real images in the formats fid reads
+ *   msd-eval students ...                      one-step students through their partition
+ *                                              (students.c)
  * common options: --classifier FILE, --data DIR (Fashion-MNIST folder), --threads T, --gpu I
  *
  * Results are JSON on stdout (one object per line); progress goes to stderr. Generated images:
  * a safetensors file with "images" (or "x") float (N, 1, 28, 28), (N, 28, 28) or (N, 784)
  * in [-1, 1] and optionally "labels" (or "label", any integer dtype), or a PNG folder as
  * dataset.h reads it (28x28, colour converted to grey). Values are clamped to [-1, 1] (what a
- * PNG would hold); a non-finite value is an error. Not here: generating the images. */
+ * PNG would hold); a non-finite value is an error. Not here: generating the images (except the
+ * one-step students' and the teacher's one-step images of `students`, students.c). */
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -34,6 +37,8 @@
 #include "philox.h"
 #include "safetensors.h"
 
+#include "eval.h"
+
 #define EVAL_DEFAULT_CLASSIFIER "models/fmnist_classifier.safetensors"
 #define EVAL_STREAM_SUBSET 0x4556414cull
 
@@ -46,28 +51,32 @@ static const char *about =
     "  floor --n N [--seed S]   FID of N training images vs the test set\n"
     "  export --n N --out FILE.safetensors|FOLDER [--split train|test] [--seed S]\n"
     "        N real images (seeded subset) in the generated-image formats\n"
+    "  students --partition FILE --students DIR|F,F,... | --one-step CKPT  [--n N] [--seed S]\n"
+    "        [--out FILE.safetensors] [--grid FILE.png] [--export DIR --stage TEXT]\n"
+    "        N one-step images, class i mod 10 from its owner; FID and accuracy per class,\n"
+    "        per student and overall (docs/EVAL.md)\n"
     "options (every command):\n";
-
-typedef struct Opts {
-    const char *cmd, *out, *classifier, *data, *images, *labels, *split;
-    long epochs, batch, n, ref_n;
-    double lr;
-    uint64_t seed;
-    int threads, gpu;
-} Opts;
 
 static Opts opt = {.gpu = -1, .seed = 1};
 
 static const ArgSpec args[] = {
-    ARG_STR("--out", &opt.out, "FILE", "train-classifier: the classifier; export: FILE.safetensors or FOLDER"),
+    ARG_STR("--out", &opt.out, "FILE", "train-classifier: the classifier; export: FILE.safetensors or FOLDER;\n"
+            "students: the samples (FILE.safetensors)"),
     ARG_STR("--classifier", &opt.classifier, "FILE", "default " EVAL_DEFAULT_CLASSIFIER ", also looked up next to\n"
             "the binary's ../models"),
     ARG_STR("--data", &opt.data, "DIR", "the Fashion-MNIST IDX folder"),
     ARG_STR("--images", &opt.images, "FILE|DIR", "fid: GEN.safetensors or a PNG folder"),
     ARG_STR("--labels", &opt.labels, "FILE", "fid: the generated images' labels (safetensors or text)"),
     ARG_STR("--split", &opt.split, "S", "export: train or test"),
+    ARG_STR("--partition", &opt.partition, "FILE", "students: the partition file (docs/DISTILL.md)"),
+    ARG_STR("--students", &opt.students, "DIR|F,F,...", "students: DIR/student.K.safetensors or one file per student"),
+    ARG_STR("--one-step", &opt.one_step, "CKPT", "students: any UNet checkpoint as the one generator of every class\n"
+            "(the teacher at NFE 1)"),
+    ARG_STR("--grid", &opt.grid, "FILE.png", "students: one row of images per class"),
+    ARG_STR("--export", &opt.export_dir, "DIR", "students: write the set (weights only) and DIR/manifest.json"),
+    ARG_STR("--stage", &opt.stage, "TEXT", "students --export: the training stage, recorded in the manifest"),
     ARG_LONG("--epochs", &opt.epochs, 1, 1000, "E", "train-classifier: epochs"),
-    ARG_LONG("--batch", &opt.batch, 1, 4096, "B", "train-classifier: batch"),
+    ARG_LONG("--batch", &opt.batch, 1, 4096, "B", "train-classifier: batch; students: images per network call (100)"),
     ARG_DOUBLE("--lr", &opt.lr, 1e-12, 0.999999, "LR", "train-classifier: peak learning rate (default 2e-3)"),
     ARG_LONG("--n", &opt.n, 2, 10000000, "N", "number of images"),
     ARG_LONG("--ref-n", &opt.ref_n, 2, 10000000, "N", "fid, floor: use only the first N test images as the reference\n"
@@ -84,7 +93,7 @@ static int file_exists(const char *p) {
 }
 
 /* --classifier, else the default relative to the working folder, else next to the binary. */
-static const char *classifier_path(const Opts *o, char *buf, size_t len) {
+const char *classifier_path(const Opts *o, char *buf, size_t len) {
     if (o->classifier) return o->classifier;
     if (file_exists(EVAL_DEFAULT_CLASSIFIER)) return EVAL_DEFAULT_CLASSIFIER;
     char exe[PATH_MAX];
@@ -101,7 +110,7 @@ static const char *classifier_path(const Opts *o, char *buf, size_t len) {
     return EVAL_DEFAULT_CLASSIFIER;
 }
 
-static int load_split(const Opts *o, const char *split, Dataset *d) {
+int load_split(const Opts *o, const char *split, Dataset *d) {
     char spec[4200], err[1024];
     if (o->data) snprintf(spec, sizeof spec, "fmnist:%s:%s", o->data, split);
     else snprintf(spec, sizeof spec, "fmnist:%s", split);
@@ -117,13 +126,7 @@ static int load_split(const Opts *o, const char *split, Dataset *d) {
     return 0;
 }
 
-typedef struct Engine {
-    const Backend *be;
-    BackendCtx *ctx;
-    Classifier *net;
-} Engine;
-
-static int engine_open(Engine *e, const Opts *o, int load, int64_t batch) {
+int engine_open(Engine *e, const Opts *o, int load, int64_t batch) {
     char err[1024];
     Device dev = device_cpu();
     if (o->gpu >= 0) { dev.type = DEVICE_CUDA; dev.index = o->gpu; }
@@ -150,7 +153,7 @@ static int engine_open(Engine *e, const Opts *o, int load, int64_t batch) {
     return 0;
 }
 
-static void engine_close(Engine *e) {
+void engine_close(Engine *e) {
     classifier_destroy(&e->net);
     backend_ctx_destroy(&e->ctx);
 }
@@ -303,7 +306,7 @@ static int fid_report(Engine *e, const Dataset *test, const float *x, const int3
     return 0;
 }
 
-static int ends_with(const char *s, const char *suf) {
+int ends_with(const char *s, const char *suf) {
     size_t a = strlen(s), b = strlen(suf);
     return a >= b && !strcmp(s + a - b, suf);
 }
@@ -528,7 +531,7 @@ static int cmd_export(const Opts *o) {
 int main(int argc, char **argv) {
     log_set_name("msd-eval");
     const char *synopsis = "msd-eval COMMAND [options]";
-    if (argc < 2) return msd_fail(2, "needs a COMMAND: train-classifier, accuracy, fid, floor or export (try --help)");
+    if (argc < 2) return msd_fail(2, "needs a COMMAND: train-classifier, accuracy, fid, floor, export or students (try --help)");
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     opt.threads = ncpu > 0 ? (int)ncpu : 1;
     int first = argv[1][0] == '-' ? 1 : 2; /* "msd-eval --help" */
@@ -538,10 +541,13 @@ int main(int argc, char **argv) {
         return msd_fail(2, "--split %s: expected train or test", opt.split);
     Opts o = opt;
     o.cmd = argv[1];
+    o.argc = argc;
+    o.argv = argv;
     if (!strcmp(o.cmd, "train-classifier")) return cmd_train(&o);
     if (!strcmp(o.cmd, "accuracy")) return cmd_accuracy(&o);
     if (!strcmp(o.cmd, "fid")) return cmd_fid(&o);
     if (!strcmp(o.cmd, "floor")) return cmd_floor(&o);
     if (!strcmp(o.cmd, "export")) return cmd_export(&o);
+    if (!strcmp(o.cmd, "students")) return cmd_students(&o);
     return msd_fail(2, "unknown command '%s' (try --help)", o.cmd);
 }
