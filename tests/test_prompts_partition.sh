@@ -13,6 +13,7 @@ mdir=${MSD_MINILM_DIR:-${MSD_CACHE:-$HOME/.cache/msdpipe}/all-minilm-l6-v2}
 if [ ! -e "$mdir/model.safetensors" ]; then
     t_skip_missing_data "partition on prompt prototypes" "no model at $mdir (make deps, or set MSD_MINILM_DIR)"
     t_end
+    exit
 fi
 part() { # OUT K [more args]: the router's partition of the prompt prototypes into OUT
     local out=$1 K=$2; shift 2
