@@ -142,6 +142,26 @@ static void test_prototypes(void) {
         double cs = dot / sqrt(mm * s + 1e-300);
         if (cs < worst_cos) worst_cos = cs, wc = c;
     }
+    /* leave-one-out (what test_leave_one_out relies on): leaving phrasing 0 out changes its
+     * class's prototype to the renormalised mean of the others and no other class's */
+    float *loo = malloc(sizeof(float) * N * MINILM_DIM);
+    prompts_prototypes(loo, R.emb, ps->cls, ps->np, N, 0);
+    double others[MINILM_DIM] = {0}, oo = 0, od = 0, ll = 0, moved = 0;
+    for (int i = 1; i < ps->np; i++)
+        if (ps->cls[i] == ps->cls[0])
+            for (int j = 0; j < MINILM_DIM; j++) others[j] += R.emb[(size_t)i * MINILM_DIM + j];
+    for (int j = 0; j < MINILM_DIM; j++) {
+        double l = loo[ps->cls[0] * MINILM_DIM + j];
+        oo += others[j] * others[j], od += others[j] * l, ll += l * l;
+    }
+    for (int c = 0; c < N; c++)
+        for (int j = 0; j < MINILM_DIM && c != ps->cls[0]; j++)
+            moved = fmax(moved, fabs((double)loo[c * MINILM_DIM + j] - R.proto[c * MINILM_DIM + j]));
+    free(loo);
+    CHECK(od / sqrt(oo * ll + 1e-300) >= 1 - 1e-6 && fabs(sqrt(ll) - 1) <= 1e-5,
+          "leaving '%s' out: its class's prototype is not the mean of the others (cosine %.8f, norm %.6f)", ps->text[0],
+          od / sqrt(oo * ll + 1e-300), sqrt(ll));
+    CHECK(moved <= 1e-7, "leaving '%s' out changed another class's prototype by %.3e", ps->text[0], moved);
     printf("  prototypes: worst |norm - 1| %.2e (%s), worst cosine with the phrasings' mean 1 - %.2e (%s)\n",
            worst_norm, NAMES[wn], 1 - worst_cos, NAMES[wc]);
     CHECK(worst_norm <= 1e-5, "prototype %s has norm 1 %+.3e, not a unit vector (tolerance 1e-5)", NAMES[wn], worst_norm);
