@@ -5,9 +5,10 @@
  *                      k-means++, random, contiguous, or a manual file) on their embeddings
  *                      (for the toy: each class's mean location; for a labelled image set
  *                      (--embed-from CKPT): the columns of the teacher's class-embedding
- *                      matrix, partition_classes.c), write the partition file, log each
- *                      group's classes and how alike they are, and exit (a job step: DONE,
- *                      status 0)
+ *                      matrix, or with --embed-prompts FILE the class prototypes of a prompts
+ *                      file, common/text/prompts.h; partition_classes.c), write the partition
+ *                      file, log each group's classes and how alike they are, and exit (a job
+ *                      step: DONE, status 0)
  *   --mode mog         serve the toy: each input line "CLASS [N]" (name or id, N samples,
  *                      default 1) goes to the student that owns CLASS in --partition as
  *                      GENERATE; the answer is N CSV lines "class,x,y"; --png FILE draws every
@@ -26,7 +27,7 @@
  * error, its late reply is dropped, and it still counts against N until that reply comes (the
  * student is busy with it). GENERATE carries "deadline_ms" (when the router gives up) so a
  * student skips a request that was cancelled before it started (docs/PROTOCOL.md section 3).
- * Not yet here: prompt embeddings (partition clusters class means or class-embedding rows). */
+ * Not yet here: routing a text prompt when serving (common/text/prompts.h prompt_classify). */
 #include <ctype.h>
 #include <math.h>
 #include <stdio.h>
@@ -64,7 +65,8 @@ static const ArgSpec partition_args[] = {
     ARG_STR("--embed-from", &opt.embed_from, "CKPT", "labelled images: the class embeddings from this checkpoint\n"
             "(a teacher's map_label.weight); or --mix"),
     ARG_STR("--embed-tensor", &opt.embed_tensor, "NAME", "with --embed-from: the tensor (default map_label.weight)"),
-    ARG_STR("--dataset", &opt.dataset, "D", "with --embed-from: fmnist (default: the 10 class names) or ids"),
+    ARG_STR("--dataset", &opt.dataset, "D", "with --embed-from: fmnist (default: the 10 class names) or ids;\n"
+            "with --embed-prompts: fmnist"),
     ARG_STR("--embed-prompts", &opt.embed_prompts, "FILE", "labelled images: the class prototypes of a prompts file\n"
             "(pipelines/fmnist.prompts, embedded with all-MiniLM-L6-v2: docs/ROUTER.md)"),
     ARG_STR_REQ("--out", &opt.out, "FILE", "the partition file to write"),
