@@ -5,9 +5,10 @@
  *                      k-means++, random, contiguous, or a manual file) on their embeddings
  *                      (for the toy: each class's mean location; for a labelled image set
  *                      (--embed-from CKPT): the columns of the teacher's class-embedding
- *                      matrix, partition_classes.c), write the partition file, log each
- *                      group's classes and how alike they are, and exit (a job step: DONE,
- *                      status 0)
+ *                      matrix, or with --embed-prompts FILE the class prototypes of a prompts
+ *                      file, common/text/prompts.h; partition_classes.c), write the partition
+ *                      file, log each group's classes and how alike they are, and exit (a job
+ *                      step: DONE, status 0)
  *   --mode mog         serve the toy: each input line "CLASS [N]" (name or id, N samples,
  *                      default 1) goes to the student that owns CLASS in --partition as
  *                      GENERATE; the answer is N CSV lines "class,x,y"; --png FILE draws every
@@ -26,7 +27,7 @@
  * error, its late reply is dropped, and it still counts against N until that reply comes (the
  * student is busy with it). GENERATE carries "deadline_ms" (when the router gives up) so a
  * student skips a request that was cancelled before it started (docs/PROTOCOL.md section 3).
- * Not yet here: prompt embeddings (partition clusters class means or class-embedding rows). */
+ * Not yet here: routing a text prompt when serving (common/text/prompts.h prompt_classify). */
 #include <ctype.h>
 #include <math.h>
 #include <stdio.h>
@@ -47,7 +48,7 @@
 
 static struct {
     const char *mix, *part, *out, *strategy, *from, *png;
-    const char *embed_from, *embed_tensor, *dataset;
+    const char *embed_from, *embed_tensor, *dataset, *embed_prompts;
     int k, timeout_ms, max_samples, inflight;
     uint64_t seed;
 } opt = {.strategy = "balanced", .timeout_ms = 10000, .max_samples = MOG_SERVE_MAX_SAMPLES, .inflight = 1, .seed = 1};
@@ -64,7 +65,10 @@ static const ArgSpec partition_args[] = {
     ARG_STR("--embed-from", &opt.embed_from, "CKPT", "labelled images: the class embeddings from this checkpoint\n"
             "(a teacher's map_label.weight); or --mix"),
     ARG_STR("--embed-tensor", &opt.embed_tensor, "NAME", "with --embed-from: the tensor (default map_label.weight)"),
-    ARG_STR("--dataset", &opt.dataset, "D", "with --embed-from: fmnist (default: the 10 class names) or ids"),
+    ARG_STR("--dataset", &opt.dataset, "D", "with --embed-from: fmnist (default: the 10 class names) or ids;\n"
+            "with --embed-prompts: fmnist"),
+    ARG_STR("--embed-prompts", &opt.embed_prompts, "FILE", "labelled images: the class prototypes of a prompts file\n"
+            "(pipelines/fmnist.prompts, embedded with all-MiniLM-L6-v2: docs/ROUTER.md)"),
     ARG_STR_REQ("--out", &opt.out, "FILE", "the partition file to write"),
     ARG_INT("--k", &opt.k, 1, 100000, "K", "number of groups (students); with manual: the K the file must have"),
     ARG_STR("--strategy", &opt.strategy, "S", "balanced (default), kmeans, random, contiguous or manual"),
@@ -295,11 +299,15 @@ static int router_partition(Proc *p) {
     Mog m = {0};
     RouterClasses img = {0};
     char err[1024];
-    if (!mix == !opt.embed_from)
-        return msd_fail(2, "give either --mix FILE (the toy) or --embed-from CKPT (a labelled image dataset)");
+    if (!!mix + !!opt.embed_from + !!opt.embed_prompts != 1)
+        return msd_fail(2, "give one of --mix FILE (the toy), --embed-from CKPT or --embed-prompts FILE (a labelled "
+                        "image dataset)");
     if (mix && (opt.embed_tensor || opt.dataset)) return msd_fail(2, "--embed-tensor and --dataset go with --embed-from");
+    if (opt.embed_prompts && opt.embed_tensor) return msd_fail(2, "--embed-tensor goes with --embed-from");
     if (mix && mog_load(&m, mix, err, sizeof err)) return msd_fail(2, "%s", err);
-    if (!mix && router_classes_load(&img, opt.embed_from, opt.embed_tensor, opt.dataset, err, sizeof err))
+    if (opt.embed_from && router_classes_load(&img, opt.embed_from, opt.embed_tensor, opt.dataset, err, sizeof err))
+        return msd_fail(2, "%s", err);
+    if (opt.embed_prompts && router_classes_from_prompts(&img, opt.embed_prompts, opt.dataset, err, sizeof err))
         return msd_fail(2, "%s", err);
     int n = mix ? m.nclasses : img.n, dim = mix ? m.dim : img.d, rc = 0;
     int *assign = msd_calloc((size_t)n, sizeof(int));

@@ -9,7 +9,10 @@
 
 #include "dataset.h"
 #include "log.h"
+#include "minilm.h"
+#include "prompts.h"
 #include "safetensors.h"
+#include "tokenizer.h"
 
 int router_classes_load(RouterClasses *rc, const char *ckpt, const char *tensor, const char *dataset, char *err,
                         size_t errlen) {
@@ -88,6 +91,42 @@ int router_classes_load(RouterClasses *rc, const char *ckpt, const char *tensor,
     rcode = 0;
 out:
     st_free(&f);
+    return rcode;
+}
+
+int router_classes_from_prompts(RouterClasses *rc, const char *prompts, const char *dataset, char *err,
+                                size_t errlen) {
+    memset(rc, 0, sizeof *rc);
+    if (!dataset) dataset = "fmnist";
+    if (strcmp(dataset, "fmnist") != 0)
+        return msd_errf(err, errlen, "--dataset %s: --embed-prompts knows fmnist (its 10 class names) only", dataset);
+    char dir[4096], e2[1024];
+    if (!minilm_default_dir(dir, sizeof dir))
+        return msd_errf(err, errlen, "--embed-prompts: no model folder (set MSD_MINILM_DIR or HOME; make deps)");
+    Tokenizer *t = tok_load(dir, e2, sizeof e2);
+    if (!t) return msd_errf(err, errlen, "--embed-prompts: the tokenizer: %s (make deps)", e2);
+    BackendCtx *ctx = backend_ctx_new(&backend_cpu, 1);
+    MiniLM *m = minilm_load(dir, &backend_cpu, ctx, e2, sizeof e2);
+    int rcode = -1;
+    PromptRouter r = {0};
+    if (!m) msd_errf(err, errlen, "--embed-prompts: the encoder: %s (make deps)", e2);
+    else if (prompt_router_init(&r, prompts, DATASET_FMNIST_CLASSES, dataset_fmnist_names, t, m, e2, sizeof e2))
+        msd_errf(err, errlen, "--embed-prompts %s", e2);
+    else {
+        rc->n = r.set.n;
+        rc->d = MINILM_DIM;
+        rc->emb = msd_malloc(sizeof(double) * (size_t)rc->n * MINILM_DIM);
+        for (int i = 0; i < rc->n * MINILM_DIM; i++) rc->emb[i] = r.proto[i];
+        rc->names = msd_malloc(sizeof(char *) * (size_t)rc->n);
+        for (int i = 0; i < rc->n; i++) rc->names[i] = dataset_fmnist_names[i];
+        log_info("class prototypes of %d classes from %d phrasings in %s (all-MiniLM-L6-v2, %s)", r.set.n, r.set.np,
+                 prompts, dir);
+        rcode = 0;
+    }
+    prompt_router_free(&r);
+    minilm_free(&m);
+    backend_ctx_destroy(&ctx);
+    tok_free(t);
     return rcode;
 }
 

@@ -19,6 +19,10 @@ typedef struct RouterClasses {
  * tensor's smaller dimension, named by id). 0, or -1 with a message naming the file and tensor. */
 int router_classes_load(RouterClasses *rc, const char *ckpt, const char *tensor, const char *dataset, char *err,
                         size_t errlen);
+/* The prototypes of a prompts file (common/text/prompts.h) as the class embeddings: each
+ * phrasing embedded by all-MiniLM-L6-v2 (model from minilm_default_dir), one unit vector per
+ * class (d = 384). dataset as above. 0, or -1 with FILE:LINE or the model's error. */
+int router_classes_from_prompts(RouterClasses *rc, const char *prompts, const char *dataset, char *err, size_t errlen);
 void router_classes_free(RouterClasses *rc);
 
 #endif
