@@ -254,19 +254,24 @@ static void images_reply(Router *r, int k, const WireMsg *m, const Pending *pd) 
     const char *cname = dataset_fmnist_names[pd->cls];
     size_t plen = strlen(im->out) + 64;
     char *paths = msd_malloc((size_t)(n + 1) * plen), err[1024];
+    uint8_t *pix = msd_malloc((size_t)D);
     for (int64_t i = 0; i <= n; i++) {
         char *pth = paths + (size_t)i * plen;
         if (i < n) snprintf(pth, plen, "%s/%06llu-%s-%lld.png", im->out, (unsigned long long)pd->line_id, cname, (long long)i);
         else snprintf(pth, plen, "%s/%06llu-%s-grid.png", im->out, (unsigned long long)pd->line_id, cname);
-        int rc = i < n ? image_write_png(pth, xs + i * D, C, H, W, err, sizeof err)
+        if (i < n) /* (C, H, W) to interleaved 8-bit rows */
+            for (int64_t j = 0; j < D; j++) pix[j] = image_to_u8(xs[i * D + (j % C) * H * W + j / C]);
+        int rc = i < n ? png_write_nosync(pth, pix, W, H, C, err, sizeof err)
                        : im->grid && n > 1 ? image_write_grid(pth, xs, n, C, H, W, 0, err, sizeof err) : 0;
         if (rc) {
             snprintf(msg, sizeof msg, "writing the images: %.900s", err);
             router_answer(r, pd->line_id, msg, WIRE_STATUS_INTERNAL);
             free(paths);
+            free(pix);
             return;
         }
     }
+    free(pix);
     int grid = im->grid && n > 1;
     double ms = 1000.0 * (msd_now() - pd->t_in);
     /* sized: every path needs at most plen + 4 (quotes, comma, space), plus the fixed fields */
