@@ -36,8 +36,8 @@ static int write_rows(FILE *f, const uint8_t *pixels, int width, int height, int
     return 0;
 }
 
-int png_write(const char *path, const uint8_t *pixels, int width, int height, int channels, char *err,
-              size_t errlen) {
+static int png_write_file(const char *path, const uint8_t *pixels, int width, int height, int channels, int durable,
+                          char *err, size_t errlen) {
     if (width <= 0 || height <= 0 || width > 1 << 15 || height > 1 << 15 || (channels != 1 && channels != 3))
         return msd_errf(err, errlen, "%s: bad image geometry %dx%dx%d", path, width, height, channels);
     char tmp[4096];
@@ -46,7 +46,7 @@ int png_write(const char *path, const uint8_t *pixels, int width, int height, in
     FILE *f = fopen(tmp, "wb");
     if (!f) return msd_errf(err, errlen, "%s: cannot create: %s", tmp, strerror(errno));
     int bad = write_rows(f, pixels, width, height, channels);
-    bad |= fflush(f) != 0 || fsync(fileno(f)) != 0;
+    bad |= fflush(f) != 0 || (durable && fsync(fileno(f)) != 0);
     bad |= fclose(f) != 0;
     if (bad || rename(tmp, path) != 0) {
         int e = errno;
@@ -54,6 +54,16 @@ int png_write(const char *path, const uint8_t *pixels, int width, int height, in
         return msd_errf(err, errlen, "%s: cannot write PNG: %s", path, bad ? "libpng or I/O error" : strerror(e));
     }
     return 0;
+}
+
+int png_write(const char *path, const uint8_t *pixels, int width, int height, int channels, char *err,
+              size_t errlen) {
+    return png_write_file(path, pixels, width, height, channels, 1, err, errlen);
+}
+
+int png_write_nosync(const char *path, const uint8_t *pixels, int width, int height, int channels, char *err,
+                     size_t errlen) {
+    return png_write_file(path, pixels, width, height, channels, 0, err, errlen);
 }
 
 /* ---- reading ---- */

@@ -12,6 +12,10 @@
 /* channels 1 (grey) or 3 (RGB), 8 bits, rows top to bottom. 0, or -1 with a message. */
 int png_write(const char *path, const uint8_t *pixels, int width, int height, int channels, char *err,
               size_t errlen);
+/* png_write (atomic: a temporary file renamed) without the fsync: a server writing many small
+ * files (msd-router --mode serve), which a crash may lose but never leaves half written. */
+int png_write_nosync(const char *path, const uint8_t *pixels, int width, int height, int channels, char *err,
+                     size_t errlen);
 
 /* Read a PNG into *pixels (malloc'd, caller frees), 8 bits, rows top to bottom, converted to
  * `channels` (1 or 3) by this rule: palette, low-bit grey and tRNS are expanded, 16-bit

@@ -13,6 +13,10 @@
  *                      default 1) goes to the student that owns CLASS in --partition as
  *                      GENERATE; the answer is N CSV lines "class,x,y"; --png FILE draws every
  *                      sample served as a scatter plot when the pipeline stops
+ *   --mode serve       serve the image students: each input line "PROMPT [N] [seed=S]" goes to
+ *                      the student that owns the prompt's class as GENERATE; the images are
+ *                      written as PNG files and the line is answered with their paths
+ *                      (serve_images.c, docs/ROUTER.md "Serving")
  *   --mode echo (default), the walking skeleton: it connects to every
  * --connect peer whose name starts with "student" (K of them, ordered by the number after the
  * last '.'), takes the launcher's LINE messages, sends each line's text as ECHO (u8 tensor
@@ -20,7 +24,7 @@
  * answers the LINE with "student.k: TEXT" once that student replies. Requests are matched by
  * id, so replies may come back in any order; the launcher puts its output in order.
  *
- * Backpressure (echo and mog): each student has a FIFO of the lines waiting for it here and
+ * Backpressure (echo, mog and serve; router.h): each student has a FIFO of the lines waiting for it here and
  * at most --inflight N (default 1) requests forwarded to it; the next one goes when a reply
  * comes back. A request's --timeout-ms counts from when it is forwarded (with N = 1, when the
  * student starts it). A request past its timeout is cancelled: its line is answered with an
@@ -41,22 +45,20 @@
 #include "partition.h"
 #include "partition_classes.h"
 #include "proc.h"
-
-#define ROUTER_MAX_PENDING 1024   /* lines held at once: queued, forwarded or cancelled */
-#define ROUTER_MAX_TEXT 4096
-#define ROUTER_MAX_INFLIGHT 64
+#include "router.h"
 
 static struct {
     const char *mix, *part, *out, *strategy, *from, *png;
     const char *embed_from, *embed_tensor, *dataset, *embed_prompts;
-    int k, timeout_ms, max_samples, inflight;
+    int k, max_samples;
     uint64_t seed;
-} opt = {.strategy = "balanced", .timeout_ms = 10000, .max_samples = MOG_SERVE_MAX_SAMPLES, .inflight = 1, .seed = 1};
+} opt = {.strategy = "balanced", .max_samples = MOG_SERVE_MAX_SAMPLES, .seed = 1};
 
-static const ArgSpec timeout_args[] = {
-    ARG_INT("--timeout-ms", &opt.timeout_ms, 1, 86400000, "MS",
+RouterQueueOpts router_qopt = {.timeout_ms = 10000, .inflight = 1};
+const ArgSpec router_timeout_args[] = {
+    ARG_INT("--timeout-ms", &router_qopt.timeout_ms, 1, 86400000, "MS",
             "how long a student may take to answer a request, from when it is forwarded (default 10000)"),
-    ARG_INT("--inflight", &opt.inflight, 1, ROUTER_MAX_INFLIGHT, "N",
+    ARG_INT("--inflight", &router_qopt.inflight, 1, ROUTER_MAX_INFLIGHT, "N",
             "requests forwarded to one student at a time; the rest wait here (default 1)"),
     ARG_END_,
 };
@@ -82,49 +84,9 @@ static const ArgSpec mog_args[] = {
     ARG_STR("--png", &opt.png, "FILE", "scatter plot of every sample served, at the stop (none: off)"),
     ARG_INT("--max-samples", &opt.max_samples, 1, MOG_SERVE_MAX_SAMPLES, "N",
             "largest N of a line (default and most: MOG_SERVE_MAX_SAMPLES, the students' limit, 4096)"),
-    ARG_INCLUDE(timeout_args),
+    ARG_INCLUDE(router_timeout_args),
     ARG_END_,
 };
-
-enum { P_FREE, P_QUEUED, P_SENT, P_CANCELLED };
-
-typedef struct Pending {
-    int state;            /* P_... */
-    uint64_t id;          /* our request id to the student (P_SENT, P_CANCELLED) */
-    uint64_t line_id;     /* the launcher's LINE id */
-    int student;
-    double deadline;      /* P_SENT: when it times out (msd_now) */
-    int cls;              /* mog: the class asked for */
-    int64_t count;        /* mog: samples asked for */
-    char *text;           /* echo, P_QUEUED: the line's text (len bytes) */
-    size_t len;
-    int next;             /* P_QUEUED: the next slot in its student's queue, or -1 */
-} Pending;
-
-typedef struct StudentQ {
-    int head, tail;       /* queued slots, oldest first (-1: none) */
-    int inflight;         /* P_SENT + P_CANCELLED */
-} StudentQ;
-
-typedef struct Router {
-    Proc *p;
-    int k;
-    void *socks[31];
-    const char *names[31];
-    Pending pending[ROUTER_MAX_PENDING];
-    StudentQ q[31];
-    uint64_t next_id;
-    int timeout_ms, inflight;
-    /* mog mode */
-    int mog_mode;
-    Mog mog;
-    int *assign;          /* class -> student */
-    int max_samples;
-    const char *png;
-    float *served;        /* every sample served (for --png), (nserved, 2) */
-    int32_t *served_cls;
-    int64_t nserved, served_cap;
-} Router;
 
 static int router_pick(const Router *r, const char *text, size_t len) {
     size_t i = 0;
@@ -139,7 +101,7 @@ static int router_pick(const Router *r, const char *text, size_t len) {
     return (int)(h % (uint32_t)r->k);
 }
 
-static void router_answer(Router *r, uint64_t line_id, const char *text, int32_t status) {
+void router_answer(Router *r, uint64_t line_id, const char *text, int32_t status) {
     WireMsg req;
     wire_msg_init(&req, WIRE_OP_LINE, line_id);
     proc_reply_line(r->p, &req, text, status);
@@ -166,12 +128,15 @@ static int router_mog_parse(Router *r, const WireMsg *line, const WireTensor *t,
 static int router_forward(Router *r, Pending *pd) {
     int k = pd->student;
     WireMsg m;
-    wire_msg_init(&m, r->mog_mode ? WIRE_OP_GENERATE : WIRE_OP_ECHO, ++r->next_id);
+    wire_msg_init(&m, r->mog_mode || r->hooks ? WIRE_OP_GENERATE : WIRE_OP_ECHO, ++r->next_id);
     int32_t *labels = NULL;
+    void *extra = NULL;
     /* the wall-clock time (Unix ms) after which the answer is no use: the student checks it
      * before it starts (a request cancelled while it waited behind another one) */
     int64_t one = 1, seed = (int64_t)pd->line_id, deadline_ms = msd_wall_ms() + r->timeout_ms;
-    if (r->mog_mode) {
+    if (r->hooks) {
+        extra = r->hooks->request(r, pd, &m, deadline_ms);
+    } else if (r->mog_mode) {
         labels = msd_malloc(sizeof(int32_t) * (size_t)pd->count);
         for (int64_t i = 0; i < pd->count; i++) labels[i] = pd->cls;
         wire_msg_add(&m, "label", WIRE_I32, 1, &pd->count, labels);
@@ -184,6 +149,7 @@ static int router_forward(Router *r, Pending *pd) {
     char err[256];
     int rc = wire_send(r->socks[k], &m, 0, 0, err, sizeof err);
     free(labels);
+    free(extra);
     free(pd->text);
     pd->text = NULL;
     if (rc != WIRE_OK) {
@@ -221,8 +187,10 @@ static void router_take_line(Router *r, WireMsg *line) {
     for (int i = 0; i < ROUTER_MAX_PENDING && slot < 0; i++) if (r->pending[i].state == P_FREE) slot = i;
     if (slot < 0) { router_answer(r, line->id, "too many lines in flight", WIRE_STATUS_BUSY); return; }
     Pending *pd = &r->pending[slot];
-    *pd = (Pending){.line_id = line->id, .cls = -1, .next = -1};
-    if (r->mog_mode) {
+    *pd = (Pending){.line_id = line->id, .cls = -1, .next = -1, .t_in = msd_now()};
+    if (r->hooks) {
+        if (r->hooks->parse(r, line, t, pd)) return;
+    } else if (r->mog_mode) {
         if (router_mog_parse(r, line, t, pd)) return;
     } else {
         pd->student = router_pick(r, t->data, t->nbytes);
@@ -411,6 +379,11 @@ static void router_take_reply(Router *r, int k) {
         wire_msg_close(&m);
         return;
     }
+    if (r->hooks) {
+        r->hooks->reply(r, k, &m, &pd);
+        wire_msg_close(&m);
+        return;
+    }
     if (r->mog_mode) {
         router_mog_reply(r, k, &m, &pd);
         wire_msg_close(&m);
@@ -453,13 +426,14 @@ static int router_expire(Router *r) {
     return (int)((next - now) * 1000) + 1;
 }
 
-/* --mode echo and --mode mog: route the launcher's lines to the students until stopped. */
-static int router_serve(Proc *p, int mog_mode) {
+/* --mode echo, mog and serve (hooks): route the launcher's lines to the students until stopped. */
+static int router_serve(Proc *p, int mog_mode, const RouterHooks *hooks) {
     static Router r;
     r.p = p;
-    r.timeout_ms = opt.timeout_ms;
-    r.inflight = opt.inflight;
-    for (int k = 0; k < 31; k++) r.q[k] = (StudentQ){-1, -1, 0};
+    r.hooks = hooks;
+    r.timeout_ms = router_qopt.timeout_ms;
+    r.inflight = router_qopt.inflight;
+    for (int k = 0; k < ROUTER_MAX_STUDENTS; k++) r.q[k] = (StudentQ){-1, -1, 0};
     r.mog_mode = mog_mode;
     r.max_samples = opt.max_samples;
     r.png = opt.png && strcmp(opt.png, "none") ? opt.png : NULL;
@@ -473,7 +447,7 @@ static int router_serve(Proc *p, int mog_mode) {
     }
     for (int i = 0; i < p->nconnect; i++) {
         if (strncmp(p->connects[i].name, "student", 7) != 0) continue;
-        if (r.k >= 31) return msd_fail(2, "at most 31 students");
+        if (r.k >= ROUTER_MAX_STUDENTS) return msd_fail(2, "at most %d students", ROUTER_MAX_STUDENTS);
         r.socks[r.k] = p->connects[i].sock;
         r.names[r.k] = p->connects[i].name;
         r.k++;
@@ -485,6 +459,10 @@ static int router_serve(Proc *p, int mog_mode) {
             void *s = r.socks[j]; r.socks[j] = r.socks[j - 1]; r.socks[j - 1] = s;
             const char *n = r.names[j]; r.names[j] = r.names[j - 1]; r.names[j - 1] = n;
         }
+    if (hooks) {
+        int rc = hooks->setup(&r);
+        if (rc) return rc;
+    }
     proc_ready(p);
     int wait_ms = 200;
     while (!proc_should_stop(p)) {
@@ -498,6 +476,7 @@ static int router_serve(Proc *p, int mog_mode) {
         wait_ms = router_expire(&r);
     }
     for (int i = 0; i < ROUTER_MAX_PENDING; i++) free(r.pending[i].text);
+    if (hooks && hooks->finish) hooks->finish(&r);
     if (r.mog_mode) {
         char err[1024];
         if (r.png && r.nserved > 0) {
@@ -514,22 +493,26 @@ static int router_serve(Proc *p, int mog_mode) {
     return proc_finish(p);
 }
 
-static int run_echo(Proc *p) { return router_serve(p, 0); }
-static int run_mog(Proc *p) { return router_serve(p, 1); }
+static int run_echo(Proc *p) { return router_serve(p, 0, NULL); }
+static int run_mog(Proc *p) { return router_serve(p, 1, NULL); }
+int router_serve_hooks(Proc *p, const RouterHooks *hooks) { return router_serve(p, 0, hooks); }
 
 static const ProcMode modes[] = {
     {"echo", "the walking skeleton: each input line goes to a student (its leading integer, else an FNV-1a\n"
-             "hash of it, mod K) as ECHO; the answer is \"student.k: TEXT\"", timeout_args, run_echo, "the router", NULL},
+             "hash of it, mod K) as ECHO; the answer is \"student.k: TEXT\"", router_timeout_args, run_echo, "the router", NULL},
     {"partition", "split the classes of a mixture (--mix) or of a labelled image set (--embed-from) into K\n"
                   "groups on their embeddings, write the partition file and exit (a job step)", partition_args, router_partition, "the router", NULL},
     {"mog", "lines \"CLASS [N]\" -> N CSV lines \"class,x,y\" from the student that owns CLASS", mog_args, run_mog,
      "the router", NULL},
+    {"serve", "lines \"PROMPT [N] [seed=S]\" -> N images of the prompt's class from the student that owns it,\n"
+              "written as PNG files; the answer names them, the class, the student and the latency\n"
+              "(serve_images.c)", router_images_args, router_run_images, "the router", NULL},
     {0},
 };
 
 static const ProcDesc desc = {
     "router", "msd-router: routes each request to the student that owns it.", modes,
-    "connects (echo, mog): student.0 ... student.K-1 (every --connect name starting with \"student\")\n",
+    "connects (echo, mog, serve): student.0 ... student.K-1 (every --connect name starting with \"student\")\n",
 };
 
 int main(int argc, char **argv) { return proc_main(&desc, argc, argv); }

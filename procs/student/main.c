@@ -13,7 +13,8 @@
  *   --mode skeleton-serve (or --serve)  binds serve and answers ECHO with the request's
  *                           tensors.
  * --mode image-train (student_image.c) is stage 2 on images, with --adm stage 3 (ADM); --mode
- * tsm-train stage 1 (TSM) of a student smaller than the teacher. Not yet here: image serving. */
+ * tsm-train stage 1 (TSM) of a student smaller than the teacher; --mode image-serve
+ * (student_image_serve.c) serves a trained image student behind msd-router --mode serve. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -169,6 +170,9 @@ static const ProcMode modes[] = {
     {"tsm-train", "stage 1 (TSM) of a small UNet denoiser on its classes' images against the UNet teacher\n"
                   "(student_image.c); its checkpoint is image-train's --init",
      student_tsm_train_args, student_tsm_train, NULL, NULL},
+    {"image-serve", "GENERATE {\"label\" (N), \"seed\" (N)} -> \"x\" (N, C, H, W) from a stage-2 checkpoint's EMA\n"
+                    "weights, concurrent requests batched (student_image_serve.c)",
+     student_image_serve_args, student_image_serve, NULL, NULL},
     {0},
 };
 

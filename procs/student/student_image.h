@@ -13,5 +13,8 @@ int student_image_train(Proc *p);
 /* --mode tsm-train (stage 1) and its options. */
 extern const ArgSpec student_tsm_train_args[];
 int student_tsm_train(Proc *p);
+/* --mode image-serve (student_image_serve.c) and its options. */
+extern const ArgSpec student_image_serve_args[];
+int student_image_serve(Proc *p);
 
 #endif

@@ -1,0 +1,333 @@
+/* serve_images.c: msd-router --mode serve: prompts in, PNG images out, through the K one-step
+ * image students (msd-student --mode image-serve) on the queueing of router.h.
+ *
+ * A line is "PROMPT [N] [seed=S]" (docs/ROUTER.md "Serving"): the trailing "seed=S" (S an integer
+ * in 0..ROUTER_SEED_MAX) and the trailing integer N (1..--max-images, default 1) are optional;
+ * the rest is the prompt. A prompt that is one integer is a class id. router_classify turns the
+ * prompt into a class (for now a class name or id; the prompt encoder plugs in there); the
+ * partition says which student owns the class; GENERATE {"label" (N), "seed" (N): S + i for
+ * image i, "deadline_ms"} goes to it. Without seed=S the seed is 1000 x the line number, so
+ * the same input gives the same images. The reply's images are written as
+ * OUT/NNNNNN-CLASS-i.png (NNNNNN the line number), and with --grid 1 a line of N > 1 also as
+ * OUT/NNNNNN-CLASS-grid.png; the line is answered
+ *     CLASS STUDENT MS PATH... [grid PATH]
+ * (--format json: {"line", "class", "class_id", "student", "ms", "seed", "paths", ["grid"]}). MS is the
+ * latency from when the router took the line to when its images were written. A line that
+ * cannot be served is answered with an error (the launcher prints an empty line and a warning
+ * naming the line and the reason), and the stream goes on.
+ *
+ * Limits (stated once here; the launcher refuses lines of 64 KiB or more and lines with a NUL
+ * byte before they get here): a line of at most ROUTER_MAX_TEXT (4096) bytes of valid UTF-8,
+ * N in 1..ROUTER_IMAGES_MAX (64), at most ROUTER_MAX_PENDING (1024) lines held. */
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dataset.h"
+#include "fsutil.h"
+#include "image.h"
+#include "log.h"
+#include "partition.h"
+#include "router.h"
+
+#define ROUTER_IMAGES_MAX 64
+#define ROUTER_SEED_MAX ((int64_t)1 << 62)
+#define ROUTER_SEED_PER_LINE 1000   /* the default seed: 1000 x the line number */
+
+static struct {
+    const char *part, *out, *format;
+    int max_images, grid;
+} iopt = {.max_images = 1, .format = "text"};
+
+const ArgSpec router_images_args[] = {
+    ARG_STR_REQ("--partition", &iopt.part, "FILE", "which student owns which class (the 10 Fashion-MNIST classes)"),
+    ARG_STR_REQ("--out", &iopt.out, "DIR", "where the PNG files go (created)"),
+    ARG_INT("--max-images", &iopt.max_images, 1, ROUTER_IMAGES_MAX, "N",
+            "largest N of a line (default 1; at most 64)"),
+    ARG_INT("--grid", &iopt.grid, 0, 1, "0|1", "1: a line of N > 1 images also gets one grid PNG of them (default 0)"),
+    ARG_STR("--format", &iopt.format, "F", "text (default) or json: each line answered with a JSON object"),
+    ARG_INCLUDE(router_timeout_args),
+    ARG_END_,
+};
+
+/* The Fashion-MNIST classes as their official names say them (dataset_fmnist_names are the
+ * one-word names the partition files and msd-data use). */
+static const char *const official_names[DATASET_FMNIST_CLASSES] = {
+    "t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot"};
+
+typedef struct Images {
+    int assign[DATASET_FMNIST_CLASSES];   /* class -> student */
+    int max_images, grid, json;
+    const char *out;
+    int64_t served, images;
+} Images;
+
+/* Valid UTF-8 (no overlong forms, surrogates or code points above U+10FFFF)? -1, or the
+ * offset of the first bad byte. */
+static long utf8_bad_at(const unsigned char *s, size_t n) {
+    size_t i = 0;
+    while (i < n) {
+        unsigned c = s[i];
+        size_t k;
+        unsigned lo = 0x80, hi = 0xBF;
+        if (c < 0x80) { i++; continue; }
+        else if (c >= 0xC2 && c <= 0xDF) k = 1;
+        else if (c >= 0xE0 && c <= 0xEF) { k = 2; if (c == 0xE0) lo = 0xA0; if (c == 0xED) hi = 0x9F; }
+        else if (c >= 0xF0 && c <= 0xF4) { k = 3; if (c == 0xF0) lo = 0x90; if (c == 0xF4) hi = 0x8F; }
+        else return (long)i;
+        if (i + k >= n) return (long)i;   /* cut off */
+        for (size_t j = 1; j <= k; j++) {
+            unsigned b = s[i + j];
+            if (j == 1 ? (b < lo || b > hi) : (b < 0x80 || b > 0xBF)) return (long)i;
+        }
+        i += k + 1;
+    }
+    return -1;
+}
+
+/* Does the prompt (len bytes) name class c, case-insensitively, by its one-word name or its
+ * official name? */
+static int names_class(const char *t, size_t len, int c) {
+    const char *names[2] = {dataset_fmnist_names[c], official_names[c]};
+    for (int i = 0; i < 2; i++)
+        if (strlen(names[i]) == len && strncasecmp(t, names[i], len) == 0) return 1;
+    return 0;
+}
+
+/* The prompt's class: THE place where the prompt encoder plugs in (common/text/prompts.h:
+ * embed the prompt, nearest class prototype by cosine, threshold). For now the prompt must name
+ * the class: a class id 0..9, or a Fashion-MNIST class name in any case (the one-word names of
+ * dataset_fmnist_names or the official ones: "T-shirt/top", "ankle boot"), after an optional
+ * article "a ", "an " or "the ". 0 with *cls, or -1 with the reason in why. */
+static int router_classify(Router *r, const char *text, size_t len, int *cls, char *why, size_t whylen) {
+    (void)r;
+    const char *t = text;
+    size_t n = len;
+    int digits = n > 0;
+    for (size_t i = 0; i < n; i++) digits &= isdigit((unsigned char)t[i]) != 0;
+    if (digits) {
+        if (n <= 3 && atoi(t) < DATASET_FMNIST_CLASSES) {   /* text is NUL-terminated by the caller */
+            *cls = atoi(t);
+            return 0;
+        }
+        snprintf(why, whylen, "class id %.*s is not a class (0..%d)", n > 20 ? 20 : (int)n, t, DATASET_FMNIST_CLASSES - 1);
+        return -1;
+    }
+    static const char *const articles[] = {"a ", "an ", "the "};
+    for (int a = 0; a < 3; a++) {
+        size_t al = strlen(articles[a]);
+        if (n > al && strncasecmp(t, articles[a], al) == 0) {
+            for (int c = 0; c < DATASET_FMNIST_CLASSES; c++)
+                if (names_class(t + al, n - al, c)) { *cls = c; return 0; }
+        }
+    }
+    for (int c = 0; c < DATASET_FMNIST_CLASSES; c++)
+        if (names_class(t, n, c)) { *cls = c; return 0; }
+    snprintf(why, whylen, "no class matches '%.*s'%s", n > 200 ? 200 : (int)n, t, n > 200 ? "..." : "");
+    return -1;
+}
+
+/* A token "N" (digits only; at most 18 so it fits): its value, or -1 when it is not one. */
+static int64_t parse_uint(const char *t, size_t n) {
+    if (n == 0 || n > 18) return -1;
+    int64_t v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!isdigit((unsigned char)t[i])) return -1;
+        v = v * 10 + (t[i] - '0');
+    }
+    return v;
+}
+
+static int is_space(char c) { return c == ' ' || c == '\t'; }
+
+/* "PROMPT [N] [seed=S]" into pd; 0, or -1 after answering the line. */
+static int images_parse(Router *r, const WireMsg *line, const WireTensor *tt, Pending *pd) {
+    Images *im = r->ext;
+    char why[512];
+    const char *raw = tt->data;
+    size_t len = tt->nbytes;
+    long bad = utf8_bad_at((const unsigned char *)raw, len);
+    if (bad >= 0) {
+        snprintf(why, sizeof why, "the line is not valid UTF-8 (byte %ld of %zu)", bad + 1, len);
+        router_answer(r, line->id, why, WIRE_STATUS_BAD_REQUEST);
+        return -1;
+    }
+    char text[ROUTER_MAX_TEXT + 1];
+    memcpy(text, raw, len);
+    text[len] = 0;
+    size_t b = 0, e = len;
+    while (b < e && is_space(text[b])) b++;
+    while (e > b && is_space(text[e - 1])) e--;
+    int64_t count = 1, seed = -1;
+    /* the trailing "seed=S", then the trailing N (only after a prompt: a lone integer is a class id) */
+    size_t s = e;
+    while (s > b && !is_space(text[s - 1])) s--;
+    if (e - s >= 5 && strncmp(text + s, "seed=", 5) == 0) {
+        seed = parse_uint(text + s + 5, e - s - 5);
+        if (seed < 0 || seed > ROUTER_SEED_MAX) {
+            snprintf(why, sizeof why, "'%.*s': the seed must be an integer in 0..%lld", e - s > 40 ? 40 : (int)(e - s),
+                     text + s, (long long)ROUTER_SEED_MAX);
+            router_answer(r, line->id, why, WIRE_STATUS_BAD_REQUEST);
+            return -1;
+        }
+        for (e = s; e > b && is_space(text[e - 1]);) e--;
+        for (s = e; s > b && !is_space(text[s - 1]);) s--;
+    }
+    int digits = e > s;
+    for (size_t i = s; i < e; i++) digits &= isdigit((unsigned char)text[i]) != 0;
+    if (digits && s > b) {
+        count = parse_uint(text + s, e - s);
+        if (count < 1 || count > im->max_images) {
+            snprintf(why, sizeof why, "image count %.*s%s must be an integer in 1..%d (--max-images)",
+                     e - s > 40 ? 40 : (int)(e - s), text + s, e - s > 40 ? "..." : "", im->max_images);
+            router_answer(r, line->id, why, WIRE_STATUS_BAD_REQUEST);
+            return -1;
+        }
+        for (e = s; e > b && is_space(text[e - 1]);) e--;
+    }
+    if (e == b) {
+        snprintf(why, sizeof why, "empty prompt: a line is \"PROMPT [N] [seed=S]\"");
+        router_answer(r, line->id, why, WIRE_STATUS_BAD_REQUEST);
+        return -1;
+    }
+    text[e] = 0;
+    int cls;
+    if (router_classify(r, text + b, e - b, &cls, why, sizeof why)) {
+        router_answer(r, line->id, why, WIRE_STATUS_BAD_REQUEST);
+        return -1;
+    }
+    pd->cls = cls;
+    pd->count = count;
+    pd->seed = seed >= 0 ? seed : (int64_t)(line->id % (uint64_t)(ROUTER_SEED_MAX / ROUTER_SEED_PER_LINE)) *
+                                      ROUTER_SEED_PER_LINE;
+    pd->student = im->assign[cls];
+    return 0;
+}
+
+static void *images_request(Router *r, const Pending *pd, WireMsg *m, int64_t deadline_ms) {
+    int64_t n = pd->count, one = 1;
+    char *buf = msd_malloc((size_t)n * (sizeof(int32_t) + sizeof(int64_t)));
+    int64_t *seeds = (int64_t *)buf;
+    int32_t *labels = (int32_t *)(buf + (size_t)n * sizeof(int64_t));
+    for (int64_t i = 0; i < n; i++) {
+        labels[i] = pd->cls;
+        seeds[i] = pd->seed + i;
+    }
+    wire_msg_add(m, "label", WIRE_I32, 1, &n, labels);
+    wire_msg_add(m, "seed", WIRE_I64, 1, &n, seeds);
+    wire_msg_add(m, "deadline_ms", WIRE_I64, 1, &one, &deadline_ms);
+    return buf;
+}
+
+/* Append to out (cap bytes, *len used) or die: the answer is sized before it is written. */
+static void put(char *out, size_t cap, size_t *len, const char *fmt, const char *a) {
+    int w = snprintf(out + *len, cap - *len, fmt, a);
+    MSD_CHECK(w >= 0 && (size_t)w < cap - *len);
+    *len += (size_t)w;
+}
+
+static void images_reply(Router *r, int k, const WireMsg *m, const Pending *pd) {
+    Images *im = r->ext;
+    const WireTensor *x = wire_msg_find(m, "x");
+    char msg[1024];
+    if (m->status != WIRE_STATUS_OK || !x || x->dtype != WIRE_F32 || x->ndim != 4 || x->shape[0] != pd->count ||
+        (x->shape[1] != 1 && x->shape[1] != 3) || x->shape[2] < 1 || x->shape[2] > 1024 || x->shape[3] < 1 ||
+        x->shape[3] > 1024) {
+        snprintf(msg, sizeof msg, "%s failed: %s %s", r->names[k], wire_status_name(m->status),
+                 m->error[0] ? m->error : "(reply without an (N, C, H, W) tensor \"x\" of the N images asked for)");
+        router_answer(r, pd->line_id, msg, WIRE_STATUS_INTERNAL);
+        return;
+    }
+    int C = (int)x->shape[1], H = (int)x->shape[2], W = (int)x->shape[3];
+    int64_t n = pd->count, D = (int64_t)C * H * W;
+    const float *xs = x->data;
+    for (int64_t i = 0; i < n * D; i++)
+        if (!isfinite(xs[i])) {
+            snprintf(msg, sizeof msg, "%s produced a non-finite pixel (image %lld); none written", r->names[k],
+                     (long long)(i / D));
+            router_answer(r, pd->line_id, msg, WIRE_STATUS_INTERNAL);
+            return;
+        }
+    const char *cname = dataset_fmnist_names[pd->cls];
+    size_t plen = strlen(im->out) + 64;
+    char *paths = msd_malloc((size_t)(n + 1) * plen), err[1024];
+    uint8_t *pix = msd_malloc((size_t)D);
+    for (int64_t i = 0; i <= n; i++) {
+        char *pth = paths + (size_t)i * plen;
+        if (i < n) snprintf(pth, plen, "%s/%06llu-%s-%lld.png", im->out, (unsigned long long)pd->line_id, cname, (long long)i);
+        else snprintf(pth, plen, "%s/%06llu-%s-grid.png", im->out, (unsigned long long)pd->line_id, cname);
+        if (i < n) /* (C, H, W) to interleaved 8-bit rows */
+            for (int64_t j = 0; j < D; j++) pix[j] = image_to_u8(xs[i * D + (j % C) * H * W + j / C]);
+        int rc = i < n ? png_write_nosync(pth, pix, W, H, C, err, sizeof err)
+                       : im->grid && n > 1 ? image_write_grid(pth, xs, n, C, H, W, 0, err, sizeof err) : 0;
+        if (rc) {
+            snprintf(msg, sizeof msg, "writing the images: %.900s", err);
+            router_answer(r, pd->line_id, msg, WIRE_STATUS_INTERNAL);
+            free(paths);
+            free(pix);
+            return;
+        }
+    }
+    free(pix);
+    int grid = im->grid && n > 1;
+    double ms = 1000.0 * (msd_now() - pd->t_in);
+    /* sized: every path needs at most plen + 4 (quotes, comma, space), plus the fixed fields */
+    size_t cap = (size_t)(n + 1) * (plen + 4) + 512, len = 0;
+    char *out = msd_malloc(cap), num[64];
+    if (im->json) {
+        put(out, cap, &len, "{\"line\": %s", (snprintf(num, sizeof num, "%llu", (unsigned long long)pd->line_id), num));
+        put(out, cap, &len, ", \"class\": \"%s\"", cname);
+        put(out, cap, &len, ", \"class_id\": %s", (snprintf(num, sizeof num, "%d", pd->cls), num));
+        put(out, cap, &len, ", \"student\": \"%s\"", r->names[k]);
+        put(out, cap, &len, ", \"ms\": %s", (snprintf(num, sizeof num, "%.3f", ms), num));
+        put(out, cap, &len, ", \"seed\": %s, \"paths\": [", (snprintf(num, sizeof num, "%lld", (long long)pd->seed), num));
+        for (int64_t i = 0; i < n; i++) put(out, cap, &len, i ? ", \"%s\"" : "\"%s\"", paths + (size_t)i * plen);
+        put(out, cap, &len, "]%s", "");
+        if (grid) put(out, cap, &len, ", \"grid\": \"%s\"", paths + (size_t)n * plen);
+        put(out, cap, &len, "}%s", "");
+    } else {
+        put(out, cap, &len, "%s", cname);
+        put(out, cap, &len, " %s", r->names[k]);
+        put(out, cap, &len, " %sms", (snprintf(num, sizeof num, "%.1f", ms), num));
+        for (int64_t i = 0; i < n; i++) put(out, cap, &len, " %s", paths + (size_t)i * plen);
+        if (grid) put(out, cap, &len, " grid %s", paths + (size_t)n * plen);
+    }
+    router_answer(r, pd->line_id, out, WIRE_STATUS_OK);
+    im->served++;
+    im->images += n;
+    free(out);
+    free(paths);
+}
+
+static int images_setup(Router *r) {
+    static Images im;
+    char err[1024];
+    int K = 0;
+    PartitionNames pn = {DATASET_FMNIST_CLASSES, dataset_fmnist_names};
+    if (partition_read_checked(iopt.part, im.assign, DATASET_FMNIST_CLASSES, 0, dataset_fmnist_names, &K,
+                               partition_lookup_names, &pn, err, sizeof err))
+        return msd_fail(2, "--partition: %s", err);
+    if (K != r->k) return msd_fail(2, "--partition %s has %d students but %d are connected", iopt.part, K, r->k);
+    if (fs_mkdir_p(iopt.out, err, sizeof err)) return msd_fail(2, "--out: %s", err);
+    im.out = iopt.out;
+    im.max_images = iopt.max_images;
+    im.grid = iopt.grid;
+    if (strcmp(iopt.format, "text") && strcmp(iopt.format, "json"))
+        return msd_fail(2, "--format %s: expected text or json", iopt.format);
+    im.json = !strcmp(iopt.format, "json");
+    r->ext = &im;
+    log_info("serving %d students; images to %s, at most %d per line", r->k, im.out, im.max_images);
+    return 0;
+}
+
+static void images_finish(Router *r) {
+    Images *im = r->ext;
+    if (im) log_info("served %lld lines, %lld images", (long long)im->served, (long long)im->images);
+}
+
+static const RouterHooks images_hooks = {images_setup, images_parse, images_request, images_reply, images_finish};
+
+int router_run_images(Proc *p) { return router_serve_hooks(p, &images_hooks); }
