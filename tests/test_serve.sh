@@ -87,6 +87,14 @@ t_check "another seed: other bytes" bash -c '! cmp -s o1/000003-sneaker-0.png o1
 printf 'a sneaker\nsneaker 5\nsneaker seed=42\n' | serve "$T_TMP/o1b" >again.out 2>again.log
 t_check "the same seed in another run, batched with other requests: the same bytes" cmp o1/000003-sneaker-0.png o1b/000003-sneaker-0.png
 t_check "the default seed (from the line number) is reproducible across runs" cmp o1/000001-sneaker-0.png o1b/000001-sneaker-0.png
+printf 'a pair of running shoes\na warm winter coat\na leather handbag 2\nthe stock market today\n' |
+    serve "$T_TMP/o1c" >free.out 2>free.log
+got=$(awk '{ print $1, $2 }' free.out | tr '\n' '|')
+t_check "free-text prompts go to the nearest class prototype (sentence encoder), off-topic to none ($got)" \
+    test "$got" = "sneaker student.1|coat student.0|bag student.1| |"
+t_check "... the off-topic line's warning names the best match and its score" \
+    grep -qE "line 4: .*'the stock market today': no class: the best match is '[a-z]+' \([0-9]\) at cosine [0-9.]+, below the threshold" free.log
+t_check "... the router logs the encoder's time per prompt" grep -qE "the prompt encoder ran for [0-9]+ prompts: [0-9.]+ ms each" free.log
 printf 'bag 4\nfoo\ncoat\n' | serve "$T_TMP/o2" --set format=json --set grid=1 >json.out 2>json.log
 t_check "--format json --grid 1: JSON lines with the fields, a grid of 2x2 cells" python3 - json.out <<'EOF'
 import json, sys
@@ -119,7 +127,7 @@ if [ "$got" = "$want" ]; then t_ok "... each bad line answered in place by an em
 else t_fail "bad lines" "got: $got; want: $want"; fi
 for w in "line 1: .*empty prompt" "line 3: line too long" "line 5: line has a NUL byte" "line 7: .*not valid UTF-8 \(byte 4 of 6\)" \
     "line 9: .*image count 0 must be an integer in 1..64" "line 11: .*image count 99999999999999999999 must be" \
-    "line 13: .*class id 10 is not a class \(0..9\)" "line 15: .*no class matches 'a unicorn'"; do
+    "line 13: .*class id 10 is not a class \(0..9\)" "line 15: .*'a unicorn': no class: the best match is '[a-z]+' \([0-9]\) at cosine"; do
     t_check "... warning: $w" grep -qE "WARN $w" bad.log
 done
 t_check "... no process failed" bash -c '! grep -qE "process .* (exited with status|killed)" bad.log'

@@ -4,7 +4,8 @@
  * A line is "PROMPT [N] [seed=S]" (docs/ROUTER.md "Serving"): the trailing "seed=S" (S an integer
  * in 0..ROUTER_SEED_MAX) and the trailing integer N (1..--max-images, default 1) are optional;
  * the rest is the prompt. A prompt that is one integer is a class id. router_classify turns the
- * prompt into a class (for now a class name or id; the prompt encoder plugs in there); the
+ * prompt into a class (a class name or id, else with --prompts the nearest class prototype of
+ * the sentence encoder, common/text/prompts.h); the
  * partition says which student owns the class; GENERATE {"label" (N), "seed" (N): S + i for
  * image i, "deadline_ms"} goes to it. Without seed=S the seed is 1000 x the line number, so
  * the same input gives the same images. The reply's images are written as
@@ -30,17 +31,20 @@
 #include "fsutil.h"
 #include "image.h"
 #include "log.h"
+#include "minilm.h"
 #include "partition.h"
+#include "prompts.h"
 #include "router.h"
+#include "tokenizer.h"
 
 #define ROUTER_IMAGES_MAX 64
 #define ROUTER_SEED_MAX ((int64_t)1 << 62)
 #define ROUTER_SEED_PER_LINE 1000   /* the default seed: 1000 x the line number */
 
 static struct {
-    const char *part, *out, *format;
-    int max_images, grid;
-} iopt = {.max_images = 1, .format = "text"};
+    const char *part, *out, *format, *prompts, *model;
+    int max_images, grid, threads;
+} iopt = {.max_images = 1, .format = "text", .threads = 1};
 
 const ArgSpec router_images_args[] = {
     ARG_STR_REQ("--partition", &iopt.part, "FILE", "which student owns which class (the 10 Fashion-MNIST classes)"),
@@ -49,6 +53,11 @@ const ArgSpec router_images_args[] = {
             "largest N of a line (default 1; at most 64)"),
     ARG_INT("--grid", &iopt.grid, 0, 1, "0|1", "1: a line of N > 1 images also gets one grid PNG of them (default 0)"),
     ARG_STR("--format", &iopt.format, "F", "text (default) or json: each line answered with a JSON object"),
+    ARG_STR("--prompts", &iopt.prompts, "FILE", "class phrasings (pipelines/fmnist.prompts): free-text prompts go to the\n"
+            "nearest class prototype of the sentence encoder (docs/ROUTER.md \"Routing\"); without it a prompt\n"
+            "must name its class (also with \"none\")"),
+    ARG_STR("--model", &iopt.model, "DIR", "the encoder's folder (default $MSD_MINILM_DIR, else tools/fetch-minilm's cache)"),
+    ARG_INT("--encoder-threads", &iopt.threads, 1, 64, "T", "CPU threads of the encoder (default 1)"),
     ARG_INCLUDE(router_timeout_args),
     ARG_END_,
 };
@@ -63,6 +72,13 @@ typedef struct Images {
     int max_images, grid, json;
     const char *out;
     int64_t served, images;
+    /* the prompt encoder (--prompts), or pr.tok == NULL */
+    PromptRouter pr;
+    Tokenizer *tok;
+    MiniLM *lm;
+    BackendCtx *ctx;
+    int64_t encoded;
+    double encode_s;
 } Images;
 
 /* Valid UTF-8 (no overlong forms, surrogates or code points above U+10FFFF)? -1, or the
@@ -97,13 +113,14 @@ static int names_class(const char *t, size_t len, int c) {
     return 0;
 }
 
-/* The prompt's class: THE place where the prompt encoder plugs in (common/text/prompts.h:
- * embed the prompt, nearest class prototype by cosine, threshold). For now the prompt must name
- * the class: a class id 0..9, or a Fashion-MNIST class name in any case (the one-word names of
- * dataset_fmnist_names or the official ones: "T-shirt/top", "ankle boot"), after an optional
- * article "a ", "an " or "the ". 0 with *cls, or -1 with the reason in why. */
+/* The prompt's class. First the names: a class id 0..9, or a Fashion-MNIST class name in any
+ * case (the one-word names of dataset_fmnist_names or the official ones: "T-shirt/top", "ankle
+ * boot"), after an optional article "a ", "an " or "the ". Else, with --prompts, the sentence
+ * encoder (common/text/prompts.h): the nearest class prototype by cosine, at or above the
+ * prompts file's threshold; below it, the reason names the best match and its score. 0 with
+ * *cls, or -1 with the reason in why. */
 static int router_classify(Router *r, const char *text, size_t len, int *cls, char *why, size_t whylen) {
-    (void)r;
+    Images *im = r->ext;
     const char *t = text;
     size_t n = len;
     int digits = n > 0;
@@ -126,7 +143,19 @@ static int router_classify(Router *r, const char *text, size_t len, int *cls, ch
     }
     for (int c = 0; c < DATASET_FMNIST_CLASSES; c++)
         if (names_class(t, n, c)) { *cls = c; return 0; }
-    snprintf(why, whylen, "no class matches '%.*s'%s", n > 200 ? 200 : (int)n, t, n > 200 ? "..." : "");
+    if (im && im->tok) {
+        int best;
+        double score, best_score, t0 = msd_now();
+        char err[512];
+        int rc = prompt_classify(&im->pr, t, n, cls, &score, &best, &best_score, err, sizeof err);
+        im->encode_s += msd_now() - t0;
+        im->encoded++;
+        if (rc == PROMPT_ROUTED || rc == PROMPT_DIRECT) return 0;
+        snprintf(why, whylen, "'%.*s'%s: %.300s", n > 200 ? 200 : (int)n, t, n > 200 ? "..." : "", err);
+        return -1;
+    }
+    snprintf(why, whylen, "no class matches '%.*s'%s (a class name or id; free text needs --prompts)",
+             n > 200 ? 200 : (int)n, t, n > 200 ? "..." : "");
     return -1;
 }
 
@@ -146,7 +175,7 @@ static int is_space(char c) { return c == ' ' || c == '\t'; }
 /* "PROMPT [N] [seed=S]" into pd; 0, or -1 after answering the line. */
 static int images_parse(Router *r, const WireMsg *line, const WireTensor *tt, Pending *pd) {
     Images *im = r->ext;
-    char why[512];
+    char why[1024];
     const char *raw = tt->data;
     size_t len = tt->nbytes;
     long bad = utf8_bad_at((const unsigned char *)raw, len);
@@ -318,6 +347,22 @@ static int images_setup(Router *r) {
     if (strcmp(iopt.format, "text") && strcmp(iopt.format, "json"))
         return msd_fail(2, "--format %s: expected text or json", iopt.format);
     im.json = !strcmp(iopt.format, "json");
+    if (iopt.prompts && strcmp(iopt.prompts, "none")) {
+        char dir[2048];
+        const char *mdir = iopt.model ? iopt.model : minilm_default_dir(dir, sizeof dir);
+        if (!mdir) return msd_fail(2, "--prompts: no encoder folder (give --model DIR or set MSD_MINILM_DIR)");
+        const Backend *be = &backend_cpu;
+        if (r->p->gpu >= 0 && !(be = proc_gpu(r->p, err, sizeof err))) return msd_fail(2, "%s", err);
+        double t0 = msd_now();
+        im.ctx = backend_ctx_new(be, iopt.threads);
+        if (!(im.tok = tok_load(mdir, err, sizeof err))) return msd_fail(2, "--prompts: the tokenizer: %s", err);
+        if (!(im.lm = minilm_load(mdir, be, im.ctx, err, sizeof err))) return msd_fail(2, "--prompts: the encoder: %s", err);
+        if (prompt_router_init(&im.pr, iopt.prompts, DATASET_FMNIST_CLASSES, dataset_fmnist_names, im.tok, im.lm, err,
+                               sizeof err))
+            return msd_fail(2, "--prompts: %s", err);
+        log_info("prompt encoder: %d phrasings of %s into %d class prototypes on %s in %.2f s (threshold %.3f)",
+                 im.pr.set.np, iopt.prompts, DATASET_FMNIST_CLASSES, be->name, msd_now() - t0, im.pr.threshold);
+    }
     r->ext = &im;
     log_info("serving %d students; images to %s, at most %d per line", r->k, im.out, im.max_images);
     return 0;
@@ -325,7 +370,18 @@ static int images_setup(Router *r) {
 
 static void images_finish(Router *r) {
     Images *im = r->ext;
-    if (im) log_info("served %lld lines, %lld images", (long long)im->served, (long long)im->images);
+    if (!im) return;
+    log_info("served %lld lines, %lld images", (long long)im->served, (long long)im->images);
+    if (im->encoded)
+        log_info("the prompt encoder ran for %lld prompts: %.2f ms each on average", (long long)im->encoded,
+                 1000.0 * im->encode_s / (double)im->encoded);
+    if (im->tok) {
+        prompt_router_free(&im->pr);
+        minilm_free(&im->lm);
+        tok_free(im->tok);
+        backend_ctx_destroy(&im->ctx);
+        im->tok = NULL;
+    }
 }
 
 static const RouterHooks images_hooks = {images_setup, images_parse, images_request, images_reply, images_finish};
