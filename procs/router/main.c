@@ -31,7 +31,7 @@
  * error, its late reply is dropped, and it still counts against N until that reply comes (the
  * student is busy with it). GENERATE carries "deadline_ms" (when the router gives up) so a
  * student skips a request that was cancelled before it started (docs/PROTOCOL.md section 3).
- * Not yet here: routing a text prompt when serving (common/text/prompts.h prompt_classify). */
+ * --mode serve (serve_images.c) routes text prompts through the sentence encoder. */
 #include <ctype.h>
 #include <math.h>
 #include <stdio.h>
