@@ -7,6 +7,7 @@
 # Fashion-MNIST files) is not installed: a skip, never a pass, and a failure under
 # MSD_REQUIRE_DATA=1 (make test, whose set-up installs the data). Only for *missing* data: data
 # that is there but unreadable is a failure.
+# t_skip NAME WHY: any other reason a test cannot run here (tests/test_slurm.sh: no test cluster).
 # t_stop NAME PID LOG / t_exited NAME STATUS LOG: see below (processes a test started).
 T_PASSED=0
 T_FAILED=0
@@ -20,6 +21,9 @@ t_fail() { T_FAILED=$((T_FAILED + 1)); echo "FAIL $1: $2"; }
 t_skip_missing_data() {
     if [ "${MSD_REQUIRE_DATA:-0}" = 1 ]; then t_fail "$1" "data missing under MSD_REQUIRE_DATA=1: $2"
     else T_SKIPPED=$((T_SKIPPED + 1)); echo "skip $1: $2"; fi
+}
+t_skip() { # NAME WHY: NAME cannot run on this machine (e.g. no root for a test cluster): counted, said
+    T_SKIPPED=$((T_SKIPPED + 1)); echo "skip $1: $2"
 }
 t_check() { # NAME COMMAND...: passes when COMMAND exits 0
     local name=$1; shift

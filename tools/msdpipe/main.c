@@ -18,7 +18,7 @@
 static const char *usage_text =
     "usage: msdpipe COMMAND ...\n"
     "\n"
-    "  msdpipe up FILE.pipe [--set NAME=VALUE ...] [--run-dir DIR]\n"
+    "  msdpipe up FILE.pipe [--set NAME=VALUE ...] [--run-dir DIR] [--slurm]\n"
     "      start the pipeline, supervise it, forward stdin lines to its stdin process and\n"
     "      print the replies in input order; ends when the job ends, at the end of stdin,\n"
     "      on SIGINT/SIGTERM (or `msdpipe down`), or when a process fails\n"
@@ -34,7 +34,8 @@ static const char *usage_text =
     "A bare FILE (no '/') is looked up in the current folder, then in $MSDPIPE_PATH\n"
     "(colon-separated folders), then in the pipelines/ folder next to the binaries' folder;\n"
     "'.pipe' may be left out. Processes run as BINDIR/msd-ROLE where BINDIR is msdpipe's own\n"
-    "folder; remote ones through ${MSDPIPE_SSH:-ssh} HOST COMMAND.\n"
+    "folder; remote ones through ${MSDPIPE_SSH:-ssh} HOST COMMAND; with --slurm (inside an\n"
+    "allocation) every process is a job step on a node of it (docs/SCALE.md).\n"
     "Run directories live in --run-dir, else $XDG_RUNTIME_DIR/msdpipe, else /tmp/msdpipe-UID.\n"
     "Exit status of up: 0 job finished, 1 a process failed, 2 bad usage or pipeline file,\n"
     "128+N stopped by signal N. The file format: docs/PIPELINES.md.\n";
@@ -42,6 +43,7 @@ static const char *usage_text =
 /* The options of each command, into these (main copies them into Options). */
 static ArgList g_sets;
 static const char *g_run_dir, *g_file, *g_target;
+static int g_slurm;
 
 static const ArgSpec set_args[] = {
     ARG_LIST("--set", &g_sets, "NAME=VALUE", "give a pipeline variable a value; repeatable"),
@@ -52,7 +54,9 @@ static const ArgSpec run_dir_args[] = {
     ARG_END_,
 };
 static const ArgSpec up_args[] = {
-    ARG_POS(&g_file, "FILE.pipe", "the pipeline file"), ARG_INCLUDE(set_args), ARG_INCLUDE(run_dir_args), ARG_END_,
+    ARG_POS(&g_file, "FILE.pipe", "the pipeline file"), ARG_INCLUDE(set_args), ARG_INCLUDE(run_dir_args),
+    ARG_FLAG("--slurm", &g_slurm, "inside a Slurm allocation: run every process as a job step on its nodes (docs/SCALE.md)"),
+    ARG_END_,
 };
 static const ArgSpec check_args[] = {ARG_POS(&g_file, "FILE.pipe", "the pipeline file"), ARG_INCLUDE(set_args), ARG_END_};
 static const ArgSpec down_args[] = {
@@ -179,6 +183,7 @@ int main(int argc, char **argv) {
     o.run_base = g_run_dir;
     o.file = g_file;
     o.target = g_target;
+    o.slurm = g_slurm;
     if (is_check) rc = cmd_check(&o);
     else if (is_up) rc = cmd_up(&o);
     else if (is_ps) rc = cmd_ps(&o);

@@ -6,6 +6,7 @@
  *   curve.c      per-run CurveZMQ key file and the launcher's ZAP handler
  *   supervise.c  `up`: start, wait for READY, heartbeats, failures, stop
  *   lines.c      `up`: stdin lines to the stdin process, replies to stdout in input order
+ *   slurm.c      `up --slurm`: processes placed on the nodes of a Slurm allocation, its steps
  *
  * Exit statuses of `msdpipe up` (docs/PIPELINES.md): 0 the job finished (or stdin was
  * answered to the end), 1 a process failed or the environment did, 2 bad command line or
@@ -33,6 +34,7 @@ typedef struct Options {
     const char *run_base;      /* --run-dir: the folder holding run directories, or NULL */
     const char *target;        /* down: which pipeline */
     char bindir[PATH_MAX];     /* folder of msdpipe itself, where msd-* live */
+    int slurm;                 /* up --slurm: processes are job steps (slurm.c) */
 } Options;
 
 /* main.c */
@@ -47,6 +49,13 @@ int plan_check_binaries(const Pipeline *pl, const char *bindir, char *err, size_
  * the --curve-keys file or NULL. */
 char **plan_argv(const Pipeline *pl, int i, const char *bindir, const char *control, const char *keys);
 void plan_free_argv(char **argv);
+/* The command line that runs shellcmd (a POSIX shell command) on host `host` (not 0): through
+ * ${MSDPIPE_SSH:-ssh} -- HOST, or for a Slurm node (PipeHost.slurm) as a job step,
+ * ${MSDPIPE_SRUN:-srun} --nodes=1 --ntasks=1 --overlap --quiet --nodelist=NODE
+ * --job-name=PREFIX.NAME -- sh -c shellcmd; stdin reaches the command in both. */
+char **plan_remote_argv(const Pipeline *pl, int host, const char *name, const char *shellcmd);
+/* "msdpipe-PID.": the start of the step names of this launcher's Slurm steps. */
+const char *plan_step_prefix(void);
 /* The environment of local process i (free with plan_free_argv): the launcher's, with
  * MSD_THREADS=cpu_threads and OPENBLAS_NUM_THREADS=1 (docs/PIPELINES.md "Threads"). */
 char **plan_env(const Pipeline *pl, int i);
@@ -120,6 +129,16 @@ int lines_pump(Lines *q, void *ctl);
 int lines_reply(Lines *q, const WireMsg *m);
 /* Lines sent and not answered yet. */
 int lines_outstanding(const Lines *q);
+
+/* slurm.c (docs/SCALE.md) */
+/* Inside an allocation (SLURM_JOB_ID): replace the pipeline's hosts by the allocation's nodes
+ * (PipeHost.slurm, address = the node's NodeAddr) and place every process on one: host=NODE
+ * where given, else students and critics with replica index k on node k mod N, the rest on
+ * the first node. Prints the placement at debug level. 0, or -1 with err. */
+int slurm_place(Pipeline *pl, char *err, size_t errlen);
+/* Cancel (scancel) every step of the allocation whose name starts with plan_step_prefix();
+ * bounded. Returns how many it cancelled, -1 when squeue/scancel could not run. */
+int slurm_cancel_steps(void);
 
 /* supervise.c */
 int cmd_up(Options *o);

@@ -51,6 +51,7 @@ typedef struct PipeHost {
     char bindir[PIPE_MAX_VALUE];   /* where msd-* live there; "" = the launcher's own folder */
     int port_lo, port_hi;          /* ports= range for tcp binds there; 0 = probe a free port */
     int line;
+    int slurm;                     /* a node of the Slurm allocation (msdpipe up --slurm): start through srun */
 } PipeHost;
 
 typedef struct PipeBind {

@@ -133,15 +133,9 @@ char **plan_argv(const Pipeline *pl, int i, const char *bindir, const char *cont
     const PipeProc *p = &pl->procs[i];
     Argv cmd = proc_command(pl, i, bindir, control, keys);
     if (p->host == 0) return cmd.v;
-    /* Another host: ${MSDPIPE_SSH:-ssh} -- HOST 'umask 077 && mkdir -p DIR && cat > KEYS && exec CMD'.
-     * The key file arrives on ssh's stdin, so it never shows in a command line. */
-    Argv a = {0};
-    const char *ssh = getenv("MSDPIPE_SSH");
-    char *words = msd_strdup(ssh && *ssh ? ssh : "ssh"), *save = NULL;
-    for (char *w = strtok_r(words, " \t", &save); w; w = strtok_r(NULL, " \t", &save)) av_add(&a, w);
-    free(words);
-    av_add(&a, "--"); /* the destination is never an option, whatever its name */
-    av_add(&a, pl->hosts[p->host].name);
+    /* Another host: ${MSDPIPE_SSH:-ssh} -- HOST 'umask 077 && mkdir -p DIR && cat > KEYS && exec CMD'
+     * (a Slurm node: srun ... --nodelist=NODE sh -c '...', plan_remote_argv). The key file
+     * arrives on ssh's (srun's) stdin, so it never shows in a command line. */
     char *s = NULL, q[PATH_MAX * 4 + 16];
     size_t len = 0, cap = 0;
     if (keys) {
@@ -166,9 +160,45 @@ char **plan_argv(const Pipeline *pl, int i, const char *bindir, const char *cont
         str_add(&s, &len, &cap, plan_shell_quote(cmd.v[k], q, sizeof q));
     }
     plan_free_argv(cmd.v);
-    av_add(&a, s);
+    char **v = plan_remote_argv(pl, p->host, p->name, s);
     free(s);
+    return v;
+}
+
+char **plan_remote_argv(const Pipeline *pl, int host, const char *name, const char *shellcmd) {
+    Argv a = {0};
+    const PipeHost *h = &pl->hosts[host];
+    const char *env = getenv(h->slurm ? "MSDPIPE_SRUN" : "MSDPIPE_SSH");
+    char *words = msd_strdup(env && *env ? env : h->slurm ? "srun" : "ssh"), *save = NULL;
+    for (char *w = strtok_r(words, " \t", &save); w; w = strtok_r(NULL, " \t", &save)) av_add(&a, w);
+    free(words);
+    if (h->slurm) {
+        /* one task on that node, sharing the allocation's resources with the other steps; the
+         * step's name carries the launcher's pid so that its steps can be found and cancelled */
+        char opt[PIPE_MAX_NAME * 2 + 64];
+        av_add(&a, "--nodes=1");
+        av_add(&a, "--ntasks=1");
+        av_add(&a, "--overlap");
+        av_add(&a, "--quiet");
+        snprintf(opt, sizeof opt, "--nodelist=%s", h->name);
+        av_add(&a, opt);
+        snprintf(opt, sizeof opt, "--job-name=%s%s", plan_step_prefix(), name);
+        av_add(&a, opt);
+        av_add(&a, "--");
+        av_add(&a, "sh");
+        av_add(&a, "-c");
+    } else {
+        av_add(&a, "--"); /* the destination is never an option, whatever its name */
+        av_add(&a, h->name);
+    }
+    av_add(&a, shellcmd);
     return a.v;
+}
+
+const char *plan_step_prefix(void) {
+    static char prefix[64];
+    snprintf(prefix, sizeof prefix, "msdpipe-%d.", (int)getpid());
+    return prefix;
 }
 
 char **plan_env(const Pipeline *pl, int i) {

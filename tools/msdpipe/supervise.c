@@ -7,7 +7,9 @@
  * then SIGKILL to each process group. Each child also asks for SIGTERM when the launcher dies
  * (PR_SET_PDEATHSIG) and exits on its own when the launcher's heartbeats stop, so `kill -9`
  * of the launcher leaves no orphan. Remote processes start through ${MSDPIPE_SSH:-ssh} HOST
- * with tcp endpoints and the run's CURVE key file on ssh's stdin.
+ * with tcp endpoints and the run's CURVE key file on ssh's stdin; with --slurm (slurm.c) every
+ * process is a job step started the same way through srun, and stopping also cancels the
+ * launcher's steps (scancel), so that none outlives a killed srun.
  *
  * restart=N (docs/PIPELINES.md "Restarts"): a process that crashes, or goes silent and is
  * killed, is started again after a backoff (RESTART_BACKOFF doubling per restart of that
@@ -81,6 +83,15 @@ static void on_signal(int sig) {
     g_signals++;
 }
 
+/* ", node NAME" for a process that runs as a Slurm step, "" otherwise: failures name the node. */
+static const char *where(const Launcher *L, int i) {
+    static char buf[PIPE_MAX_NAME + 16];
+    const PipeHost *h = &L->pl.hosts[L->pl.procs[i].host];
+    if (!h->slurm) return "";
+    snprintf(buf, sizeof buf, ", node %s", h->name);
+    return buf;
+}
+
 static void sleep_ms(int ms) {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
@@ -135,8 +146,8 @@ static int pick_port(const PipeHost *h, void *ctx, char *err, size_t errlen) {
         port = probe_port(h->address, err, errlen);
         if (port < 0) {
             if (hi != 0)
-                return msd_errf(err, errlen, "host %s: cannot probe a free port on %s from here; give the host a ports=FIRST-LAST range",
-                                h->name, h->address);
+                return msd_errf(err, errlen, "host %s: cannot probe a free port on %s from here; give the host a ports=FIRST-LAST range%s",
+                                h->name, h->address, h->slurm ? " (a Slurm node: MSDPIPE_SLURM_PORTS=FIRST-LAST)" : "");
             return -1;
         }
         int dup = 0;
@@ -382,7 +393,7 @@ static int reap(Launcher *L, int stopping) {
         int clean = WIFEXITED(st) && WEXITSTATUS(st) == 0;
         if (stopping) {
             if (!clean && !c->killed) {
-                log_warn("process %s (pid %d) %s while stopping", p->name, (int)pid, how);
+                log_warn("process %s (pid %d%s) %s while stopping", p->name, (int)pid, where(L, i), how);
                 failed++;
             }
         } else if (clean && !p->server) {
@@ -394,10 +405,10 @@ static int reap(Launcher *L, int stopping) {
             c->restarts++;
             c->state = CH_WAITING;
             c->restart_at = msd_now() + delay;
-            log_warn("process %s (pid %d) %s%s; restarting it in %.1f s (restart %d of %d)", p->name, (int)pid, how,
+            log_warn("process %s (pid %d%s) %s%s; restarting it in %.1f s (restart %d of %d)", p->name, (int)pid, where(L, i), how,
                      clean ? " (a server must run until the pipeline stops)" : "", delay, c->restarts, p->restart);
         } else {
-            log_error("process %s (pid %d) %s%s", p->name, (int)pid, how,
+            log_error("process %s (pid %d%s) %s%s", p->name, (int)pid, where(L, i), how,
                       clean ? " (a server must run until the pipeline stops)" : "");
             if (p->restart) log_error("process %s used all %d restarts (restart=%d)", p->name, c->restarts, p->restart);
             failed++;
@@ -423,14 +434,7 @@ static void clean_remote(Launcher *L) {
         char dir[PATH_MAX + 64], q[PATH_MAX * 4 + 16], cmd[PATH_MAX * 4 + 32];
         snprintf(dir, sizeof dir, "%s/%s", L->rundir, L->pl.hosts[h].name);
         snprintf(cmd, sizeof cmd, "rm -rf %s", plan_shell_quote(dir, q, sizeof q));
-        const char *ssh = getenv("MSDPIPE_SSH");
-        char *words = msd_strdup(ssh && *ssh ? ssh : "ssh"), *save = NULL;
-        char *argv[32];
-        int n = 0;
-        for (char *w = strtok_r(words, " \t", &save); w && n < 29; w = strtok_r(NULL, " \t", &save)) argv[n++] = w;
-        argv[n++] = L->pl.hosts[h].name;
-        argv[n++] = cmd;
-        argv[n] = NULL;
+        char **argv = plan_remote_argv(&L->pl, h, "cleanup", cmd);
         fflush(NULL);
         pid_t pid = fork();
         if (pid == 0) {
@@ -439,7 +443,7 @@ static void clean_remote(Launcher *L) {
             execvp(argv[0], argv);
             _exit(127);
         }
-        free(words);
+        plan_free_argv(argv);
         if (pid < 0) continue;
         double end = msd_now() + 5;
         int st;
@@ -480,10 +484,11 @@ static int stop_all(Launcher *L, int code) {
         char err[64];
         while (wire_recv(L->ctl, &m, 0, err, sizeof err) != WIRE_EAGAIN) wire_msg_close(&m);
     }
+    if (L->o->slurm && !all_exited(L)) slurm_cancel_steps(); /* srun killed alone would leave its step running */
     for (int i = 0; i < L->pl.nprocs; i++) {
         Child *c = &L->ch[i];
         if (c->pid <= 0 || c->state == CH_EXITED) continue;
-        log_warn("%s (pid %d) did not stop within %g s; killing it", L->pl.procs[i].name, (int)c->pid, L->pl.stop_timeout);
+        log_warn("%s (pid %d%s) did not stop within %g s; killing it", L->pl.procs[i].name, (int)c->pid, where(L, i), L->pl.stop_timeout);
         c->killed = 1;
         kill(-c->pid, SIGKILL);
         kill(c->pid, SIGKILL);
@@ -492,6 +497,10 @@ static int stop_all(Launcher *L, int code) {
     while (!all_exited(L) && msd_now() < end) {
         failed += reap(L, 1);
         sleep_ms(10);
+    }
+    if (L->o->slurm) {
+        int n = slurm_cancel_steps(); /* a step whose srun is gone (killed, or lost its node) */
+        if (n > 0) log_warn("cancelled %d Slurm step%s still running after its srun ended", n, n == 1 ? "" : "s");
     }
     clean_remote(L);
     if (failed && code == 0) code = MSDPIPE_EXIT_FAILED;
@@ -541,8 +550,8 @@ static int supervise(Launcher *L) {
             } else if (now - L->t_start > L->pl.ready_timeout) {
                 for (int i = 0; i < L->pl.nprocs; i++)
                     if (L->ch[i].state == CH_STARTING)
-                        log_error("process %s (pid %d) not ready after %g s (ready_timeout)", L->pl.procs[i].name,
-                                  (int)L->ch[i].pid, L->pl.ready_timeout);
+                        log_error("process %s (pid %d%s) not ready after %g s (ready_timeout)", L->pl.procs[i].name,
+                                  (int)L->ch[i].pid, where(L, i), L->pl.ready_timeout);
                 return stop_all(L, MSDPIPE_EXIT_FAILED);
             }
         }
@@ -557,8 +566,8 @@ static int supervise(Launcher *L) {
             int silent = c->state == CH_READY && now - c->last_heard > liveness;
             int late = c->state == CH_STARTING && strcmp(L->phase, "starting") != 0 && now - c->started > L->pl.ready_timeout;
             if ((silent || late) && !c->silenced) {
-                if (silent) log_error("process %s (pid %d) went silent: nothing for %.1f s", p->name, (int)c->pid, now - c->last_heard);
-                else log_error("process %s (pid %d) not ready after %g s (ready_timeout)", p->name, (int)c->pid, L->pl.ready_timeout);
+                if (silent) log_error("process %s (pid %d%s) went silent: nothing for %.1f s", p->name, (int)c->pid, where(L, i), now - c->last_heard);
+                else log_error("process %s (pid %d%s) not ready after %g s (ready_timeout)", p->name, (int)c->pid, where(L, i), L->pl.ready_timeout);
                 if (c->restarts >= p->restart) {
                     if (p->restart) log_error("process %s used all %d restarts (restart=%d)", p->name, c->restarts, p->restart);
                     return stop_all(L, MSDPIPE_EXIT_FAILED);
@@ -621,6 +630,15 @@ int cmd_up(Options *o) {
     int rc = load_pipeline(o, &L->pl);
     if (rc) { free(L); return rc; }
     char err[2048], base[PATH_MAX];
+    if (o->slurm) {
+        if (slurm_place(&L->pl, err, sizeof err) < 0) {
+            log_error("%s", err);
+            pipeline_free(&L->pl);
+            free(L);
+            return MSDPIPE_EXIT_FAILED;
+        }
+        pipeline_share_threads(&L->pl, L->pl.cores); /* every process is on a node now */
+    }
     rc = MSDPIPE_EXIT_FAILED;
     struct sigaction sa = {0};
     sa.sa_handler = on_signal;

@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# test_slurm.sh: `msdpipe up --slurm` (docs/SCALE.md) against a real Slurm: the private
+# two-node cluster of tests/slurm-testbed (nodes n1 and n2 on this machine). Where the cluster
+# cannot start (not root, slurm-wlm/munge missing, a daemon that does not come up) every check
+# is counted as skipped with the testbed's reason, never passed.
+#  - srun -N2 places a task on each node (n1 and n2): the testbed is a two-node cluster;
+#  - the toy's stage 2 with K=2 under `salloc -N2 ... --slurm`: student.0 and critic.0 on n1,
+#    student.1 and critic.1 on n2 (steps named msdpipe-PID.NAME, started with --nodelist); links
+#    across nodes are tcp with --curve-keys, student.1's link to its critic on n2 stays ipc;
+#    the four final checkpoints are byte for byte those of a one-host run with the same seed
+#    (the toy is exact: tests/test_restart.sh);
+#  - scancel of student.1's step mid-run: the launcher names the process and its node, exits
+#    non-zero, and inside the allocation no step of it (squeue -s) and no process of the run
+#    (pgrep on the run folder) is left 30 s after it exits (polled: Slurm may list a cancelled
+#    step for a moment while it finishes it).
+# The testbed is stopped at the end whatever happens (trap). Every wait is bounded.
+. "$(dirname "$0")/lib.sh"
+here=$(cd "$(dirname "$0")" && pwd)
+M="$(cd "$BIN" && pwd)/msdpipe"
+TB="$here/slurm-testbed"
+D=
+cleanup() {
+    [ -n "$D" ] && "$TB" stop "$D" >/dev/null 2>&1
+    rm -rf "$T_TMP"
+}
+trap cleanup EXIT
+
+D=$(timeout 120 "$TB" start 2>"$T_TMP/testbed.err"); rc=$?
+if [ "$rc" -eq 77 ]; then
+    t_skip "slurm testbed" "$(tail -n 1 "$T_TMP/testbed.err")"
+    t_skip "stage 2 across two nodes" "no Slurm testbed"
+    t_skip "a cancelled step stops the run" "no Slurm testbed"
+    t_end; exit
+elif [ "$rc" -ne 0 ] || [ -z "$D" ]; then
+    t_fail "slurm testbed" "start failed (status $rc): $(tail -n 5 "$T_TMP/testbed.err")"
+    t_end; exit
+fi
+eval "$("$TB" env "$D")"
+export PATH=$PATH:/usr/sbin
+nodes=$(timeout 60 srun -N2 sh -c 'echo $SLURMD_NODENAME' 2>"$T_TMP/srun.err" | sort | tr '\n' ' ')
+if [ "$nodes" = "n1 n2 " ]; then t_ok "srun -N2 runs a task on n1 and on n2"
+else t_fail "srun -N2" "nodes '$nodes': $(tail -n 3 "$T_TMP/srun.err")"; fi
+
+run=$T_TMP/mog
+RD=$T_TMP/rd
+mkdir -p "$RD" && chmod 700 "$RD"
+S=(--set K=2 --set steps=60 --set batch=64 --set warmup=5 --set ttur=2 --set ckpt_every=30 --set log_every=10
+   --set net=mlp,width=64,depth=3 --set ready_timeout=60 --set run="$run" --run-dir "$RD")
+same_ckpts() { # DIR: the four final checkpoints equal the reference run's
+    local f
+    for f in student.0 student.1 critic.0 critic.1; do
+        cmp -s "$1/$f.safetensors" "$T_TMP/ref/$f.safetensors" || { echo "$f differs"; return 1; }
+    done
+}
+
+t_check "partition K=2" "$M" up mog_partition --set K=2 --set run="$run" --run-dir "$RD" 2>"$T_TMP/part.log"
+# one CPU thread per process in both runs (the one-host run shares one core: taskset; the steps
+# get MSD_THREADS=1 through srun's environment): a sum split over more threads rounds otherwise
+if timeout 300 taskset -c 0 "$M" up mog_stage2 "${S[@]}" 2>"$T_TMP/ref.log" </dev/null; then
+    cp -r "$run/ckpt" "$T_TMP/ref"
+    t_ok "the one-host reference run"
+else t_fail reference "$(tail -n 20 "$T_TMP/ref.log")"; t_end; exit; fi
+
+# the same run, every process a job step of a two-node allocation
+rm -rf "$run/ckpt" "$run/metrics.jsonl"
+MSDPIPE_VERBOSE=1 MSD_THREADS=1 timeout 300 salloc -N2 "$M" up mog_stage2 "${S[@]}" --slurm >"$T_TMP/slurm.out" 2>"$T_TMP/slurm.log" </dev/null
+rc=$?
+if [ "$rc" -eq 0 ]; then t_ok "stage 2 under salloc -N2 --slurm finished"
+else t_fail "stage 2 under salloc -N2 --slurm" "status $rc: $(grep -v DEBUG "$T_TMP/slurm.log" | tail -n 15)"; fi
+placed=$(grep -o 'slurm: [a-z]*\.[01] on node n[12]' "$T_TMP/slurm.log" | sort | tr '\n' ';')
+want='slurm: critic.0 on node n1;slurm: critic.1 on node n2;slurm: student.0 on node n1;slurm: student.1 on node n2;'
+if [ "$placed" = "$want" ]; then t_ok "replica k on node k mod 2"
+else t_fail "placement" "got '$placed'"; fi
+cmd1=$(grep '^\[msdpipe\] DEBUG student.1: ' "$T_TMP/slurm.log" | head -n 1)
+if echo "$cmd1" | grep -q -- "srun .*--nodelist=n2 --job-name=msdpipe-[0-9]*.student.1 -- sh -c " &&
+   echo "$cmd1" | grep -q -- "'--curve-keys'" &&
+   echo "$cmd1" | grep -q -- "'data=tcp://127.0.0.1:[0-9]*'" &&
+   echo "$cmd1" | grep -q -- "'critic=ipc://"; then
+    t_ok "student.1 is a step on n2: tcp+Curve to data on n1, ipc to its critic on n2"
+else t_fail "student.1's step command line" "$cmd1"; fi
+if d=$(same_ckpts "$run/ckpt"); then t_ok "checkpoints byte for byte those of the one-host run"
+else t_fail "checkpoints across nodes" "$d"; fi
+
+# a step cancelled mid-run: inside the allocation, the launcher's status, then what is left
+cat >"$T_TMP/inalloc.sh" <<EOF
+#!/bin/sh
+echo \$SLURM_JOB_ID > "$T_TMP/jobid"
+"$M" up mog_stage2 ${S[*]} --set steps=100000 --slurm 2>"$T_TMP/kill.log" </dev/null
+echo \$? > "$T_TMP/kill.rc"
+# a cancelled step may show in squeue while Slurm finishes it: allow 30 s (polled) for that
+i=0
+while [ \$i -lt 300 ]; do
+    squeue -h -s -j \$SLURM_JOB_ID -o '%i %j' | grep msdpipe > "$T_TMP/steps.left"
+    pgrep -af -- "$RD/" > "$T_TMP/procs.left"
+    [ -s "$T_TMP/steps.left" ] || [ -s "$T_TMP/procs.left" ] || break
+    sleep 0.1; i=\$((i + 1))
+done
+exit 0
+EOF
+chmod +x "$T_TMP/inalloc.sh"
+rm -rf "$run/ckpt" "$run/metrics.jsonl"
+timeout 300 salloc -N2 "$T_TMP/inalloc.sh" >"$T_TMP/salloc2.out" 2>&1 </dev/null &
+SPID=$!
+step=
+if t_wait_for 120 grep -qs '^\[student.1\] INFO step 20/' "$T_TMP/kill.log"; then
+    job=$(cat "$T_TMP/jobid")
+    step=$(squeue -h -s -j "$job" -o '%i %j' | awk '$2 ~ /^msdpipe-[0-9]+\.student\.1$/ { print $1 }')
+    [ -n "$step" ] && scancel "$step"
+fi
+t_wait_for 200 bash -c "! kill -0 $SPID 2>/dev/null"
+kill -9 "$SPID" 2>/dev/null; wait "$SPID" 2>/dev/null
+if [ -z "$step" ]; then t_fail "scancel of student.1's step" "no step found: $(tail -n 10 "$T_TMP/kill.log")"
+else
+    krc=$(cat "$T_TMP/kill.rc" 2>/dev/null)
+    if [ -n "$krc" ] && [ "$krc" -ne 0 ] && grep -q 'ERROR process student.1 (pid [0-9]*, node n2) ' "$T_TMP/kill.log"; then
+        t_ok "scancel of step $step: the launcher names student.1 and node n2, exits $krc"
+    else t_fail "scancel of student.1's step" "status '$krc': $(grep -v DEBUG "$T_TMP/kill.log" | tail -n 10)"; fi
+    if [ -f "$T_TMP/steps.left" ] && [ ! -s "$T_TMP/steps.left" ] && [ -f "$T_TMP/procs.left" ] && [ ! -s "$T_TMP/procs.left" ]; then
+        t_ok "no step (squeue -s) and no process of the run left in the allocation"
+    else t_fail "left behind" "steps: $(cat "$T_TMP/steps.left" 2>&1); processes: $(cat "$T_TMP/procs.left" 2>&1)"; fi
+fi
+t_end
