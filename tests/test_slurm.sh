@@ -9,6 +9,9 @@
 #    across nodes are tcp with --curve-keys, student.1's link to its critic on n2 stays ipc;
 #    the four final checkpoints are byte for byte those of a one-host run with the same seed
 #    (the toy is exact: tests/test_restart.sh);
+#  - mog_serve under `salloc -N2 ... --slurm` (router and student.0 on n1, student.1 on n2,
+#    the router's link to student.1 tcp+Curve): 30 stdin lines of both students' classes,
+#    interleaved, are answered in input order, byte for byte as by a one-host run;
 #  - scancel of student.1's step mid-run: the launcher names the process and its node, exits
 #    non-zero, and inside the allocation no step of it (squeue -s) and no process of the run
 #    (pgrep on the run folder) is left 30 s after it exits (polled: Slurm may list a cancelled
@@ -80,6 +83,26 @@ if echo "$cmd1" | grep -q -- "srun .*--nodelist=n2 --job-name=msdpipe-[0-9]*.stu
 else t_fail "student.1's step command line" "$cmd1"; fi
 if d=$(same_ckpts "$run/ckpt"); then t_ok "checkpoints byte for byte those of the one-host run"
 else t_fail "checkpoints across nodes" "$d"; fi
+
+# serving across the nodes: the router on n1, student.0 on n1, student.1 on n2 (tcp+Curve from
+# the router); stdin lines of both students' classes interleaved are answered in input order,
+# byte for byte as on one host (the samples are seeded per request)
+for i in 1 2 3 4 5; do printf 'north 2\neast\nsouthwest 3\nsouth\nwest 2\nnortheast\n'; done >"$T_TMP/serve.in"
+V=(--set K=2 --set run="$run" --set net=mlp,width=64,depth=3 --set ready_timeout=60 --run-dir "$RD")
+timeout 120 "$M" up mog_serve "${V[@]}" <"$T_TMP/serve.in" >"$T_TMP/serve.ref" 2>"$T_TMP/serve.ref.log"
+MSDPIPE_VERBOSE=1 timeout 120 salloc -N2 "$M" up mog_serve "${V[@]}" --slurm <"$T_TMP/serve.in" >"$T_TMP/serve.out" 2>"$T_TMP/serve.log"
+rc=$?
+lines=$(wc -l <"$T_TMP/serve.out")
+if [ "$rc" -eq 0 ] && [ "$lines" -eq 50 ] && cmp -s "$T_TMP/serve.out" "$T_TMP/serve.ref"; then
+    t_ok "mog_serve under salloc -N2 --slurm: 30 lines answered (50 samples) in order, as on one host"
+else t_fail "mog_serve across nodes" "status $rc, $lines of 50 lines, $(diff "$T_TMP/serve.ref" "$T_TMP/serve.out" | head -n 4 | tr '\n' ' ') $(grep -v DEBUG "$T_TMP/serve.log" | tail -n 8)"; fi
+placed=$(grep -o 'slurm: [a-z]*[.0-9]* on node n[12]' "$T_TMP/serve.log" | sort | tr '\n' ';')
+cmdr=$(grep '^\[msdpipe\] DEBUG router: ' "$T_TMP/serve.log" | head -n 1)
+if [ "$placed" = "slurm: router on node n1;slurm: student.0 on node n1;slurm: student.1 on node n2;" ] &&
+   echo "$cmdr" | grep -q -- "--nodelist=n1 " && echo "$cmdr" | grep -q -- "'--curve-keys'" &&
+   echo "$cmdr" | grep -q -- "'student.0=ipc://" && echo "$cmdr" | grep -q -- "'student.1=tcp://127.0.0.1:[0-9]*'"; then
+    t_ok "serving: router and student.0 on n1, student.1 on n2, the router reaches student.1 over tcp+Curve, student.0 over ipc"
+else t_fail "serving placement" "placed '$placed'; router: $cmdr"; fi
 
 # a step cancelled mid-run: inside the allocation, the launcher's status, then what is left
 cat >"$T_TMP/inalloc.sh" <<EOF
