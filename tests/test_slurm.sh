@@ -12,6 +12,9 @@
 #  - mog_serve under `salloc -N2 ... --slurm` (router and student.0 on n1, student.1 on n2,
 #    the router's link to student.1 tcp+Curve): 30 stdin lines of both students' classes,
 #    interleaved, are answered in input order, byte for byte as by a one-host run;
+#  - a peer at student.1's tcp endpoint while it serves (tests/curve_peer.py): the run's client
+#    key is admitted, a fresh client key is refused (ZAP 400) and student.1 logs it, a peer
+#    without CurveZMQ is refused in the handshake; the run still answers and ends with status 0;
 #  - scancel of student.1's step mid-run: the launcher names the process and its node, exits
 #    non-zero, and inside the allocation no step of it (squeue -s) and no process of the run
 #    (pgrep on the run folder) is left 30 s after it exits (polled: Slurm may list a cancelled
@@ -103,6 +106,38 @@ if [ "$placed" = "slurm: router on node n1;slurm: student.0 on node n1;slurm: st
    echo "$cmdr" | grep -q -- "'student.0=ipc://" && echo "$cmdr" | grep -q -- "'student.1=tcp://127.0.0.1:[0-9]*'"; then
     t_ok "serving: router and student.0 on n1, student.1 on n2, the router reaches student.1 over tcp+Curve, student.0 over ipc"
 else t_fail "serving placement" "placed '$placed'; router: $cmdr"; fi
+
+# a peer without the run's keys, at student.1's tcp endpoint on n2 while the run serves (stdin
+# held open through a fifo): tests/curve_peer.py (libzmq through ctypes) with the run's own
+# client keys is admitted (the control: the endpoint is live and the peer works), with a fresh
+# client key is refused in the handshake (ZAP status 400) and student.1 logs the refusal, and
+# without CurveZMQ is refused (mechanism mismatch); the run then still answers and ends cleanly
+mkfifo "$T_TMP/serve.fifo"
+MSDPIPE_VERBOSE=1 timeout 120 salloc -N2 "$M" up mog_serve "${V[@]}" --slurm <"$T_TMP/serve.fifo" >"$T_TMP/peer.out" 2>"$T_TMP/peer.log" &
+PPID_=$!
+exec 7>"$T_TMP/serve.fifo"
+peer=()
+if t_wait_for 60 grep -q 'INFO pipeline up' "$T_TMP/peer.log"; then
+    ep=$(grep -o "'student.1=tcp://[0-9.]*:[0-9]*'" "$T_TMP/peer.log" | head -n 1 | tr -d "'" | cut -d= -f2)
+    keys=$(grep -o 'pipeline up: .*run directory [^)]*' "$T_TMP/peer.log" | sed 's/.*run directory //')/curve.keys
+    for how in "run $keys" "stranger $keys" plain; do
+        peer+=("$(timeout 30 python3 "$here/curve_peer.py" "$ep" $how 2>&1)")
+    done
+fi
+( echo north >&7 ) 2>/dev/null; exec 7>&- # a subshell: a run that died must not SIGPIPE the test
+t_wait_for 60 bash -c "! kill -0 $PPID_ 2>/dev/null"
+kill -9 "$PPID_" 2>/dev/null; wait "$PPID_"; rc=$?
+if [ "${peer[0]}" = admitted ] && [ "${peer[1]}" = "refused auth (400)" ] &&
+   grep -q '^\[student.1\] WARN CurveZMQ: refused a client' "$T_TMP/peer.log"; then
+    t_ok "$ep on n2: the run's client key admitted, a stranger's refused (ZAP 400) and logged by student.1"
+else t_fail "a stranger's key at $ep" "peers: '${peer[0]}' '${peer[1]}'; $(grep -v DEBUG "$T_TMP/peer.log" | tail -n 6)"; fi
+case "${peer[2]}" in
+"refused protocol"*) t_ok "$ep: a peer without CurveZMQ is refused in the handshake (${peer[2]})" ;;
+*) t_fail "a peer without CurveZMQ at $ep" "'${peer[2]}'" ;;
+esac
+if [ "$rc" -eq 0 ] && [ "$(cut -d, -f1 "$T_TMP/peer.out")" = north ]; then
+    t_ok "after the refused peers the run answers its line and ends with status 0"
+else t_fail "the run after the refused peers" "status $rc, output '$(cat "$T_TMP/peer.out")'"; fi
 
 # a step cancelled mid-run: inside the allocation, the launcher's status, then what is left
 cat >"$T_TMP/inalloc.sh" <<EOF
