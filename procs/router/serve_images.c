@@ -185,7 +185,7 @@ static int images_parse(Router *r, const WireMsg *line, const WireTensor *tt, Pe
         return -1;
     }
     char text[ROUTER_MAX_TEXT + 1];
-    memcpy(text, raw, len);
+    if (len) memcpy(text, raw, len);   /* an empty line has no data pointer */
     text[len] = 0;
     size_t b = 0, e = len;
     while (b < e && is_space(text[b])) b++;
