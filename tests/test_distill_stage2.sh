@@ -102,12 +102,26 @@ EOF2
 # B: student.0 killed with SIGKILL at step 2 after its checkpoint (held there: t_kill_held_student0
 # in tests/lib.sh), then resumed to step 4
 t_kill_held_student0 train_stage2 2 "$T_TMP/b" "data teacher critic" "${small[@]}"
+# the critic saves just before its student does: a kill between the two saves leaves critic.0 a
+# checkpoint ahead of student.0. Made so here: A's step-4 critic.0 (the same trajectory) becomes
+# B's critic.0, its step-2 one the .prev SAVE keeps; the restart must roll the critic back to it
+mv b/ckpt/critic.0.safetensors b/ckpt/critic.0.safetensors.prev
+cp a/ckpt/critic.0.safetensors b/ckpt/critic.0.safetensors
 t_check "B: a restart runs to step 4" "$BIN/msdpipe" up train_stage2 "${small[@]}" --set run="$T_TMP/b" 2>b-resume.log
 t_check "B: student.0 resumed at its step-2 checkpoint" grep -q "student.0\] INFO resuming at step 2 of 4" b-resume.log
-t_check "B: ... and its critic from its checkpoint" grep -q "critic.0\] INFO resumed from .*critic.0.safetensors at update " b-resume.log
+t_check "B: ... and its critic, a checkpoint ahead, rolled back to the one before (update 2 + 2 x 2)" \
+    grep -q "critic.0\] INFO resumed at update 6 from .*critic.0.safetensors.prev (RESUME " b-resume.log
 for f in student.0 critic.0 student.1 critic.1; do
     t_check "B ends with A's $f checkpoint, bytewise" cmp a/ckpt/$f.safetensors b/ckpt/$f.safetensors
 done
+# C: a critic checkpoint without its student's (a kill between the two first saves): the
+# student starts at step 0 and the critic goes back to --init's weights
+mkdir -p c/ckpt && cp a/partition.txt c/ && cp a/ckpt/critic.1.safetensors c/ckpt/
+t_check "C: a run whose critic.1 has a checkpoint and student.1 none" \
+    "$BIN/msdpipe" up train_stage2 "${small[@]}" --set run="$T_TMP/c" 2>c.log
+t_check "C: critic.1 went back to its initial weights" grep -q "critic.1\] INFO resumed at update 0 from $T10 (RESUME " c.log
+t_check "C ends with A's student.1 and critic.1 checkpoints, bytewise" \
+    bash -c "cmp a/ckpt/student.1.safetensors c/ckpt/student.1.safetensors && cmp a/ckpt/critic.1.safetensors c/ckpt/critic.1.safetensors"
 t_check "B: the final grid of student.0 equals A's" cmp a/grids/student.0/grid-0000004.png b/grids/student.0/grid-0000004.png
 t_check "no sanitizer report in any log" bash -c "$(declare -f t_log_clean); T_SAN_PATTERN='$T_SAN_PATTERN'; for f in *.log; do t_log_clean \$f || exit 1; done"
 t_end

@@ -119,10 +119,14 @@ EOF2
 # B: student.0 killed with SIGKILL at step 2 after its checkpoint (held there: t_kill_held_student0
 # in tests/lib.sh), then resumed to step 4
 t_kill_held_student0 train_stage3 2 "$T_TMP/b" "data teacher critic" "${small[@]}"
+# critic.0 a checkpoint ahead of its student (a kill between their saves; stage 2's test says
+# more): A's step-4 critic.0, the step-2 one as .prev; the restart must roll back to it
+mv b/ckpt/critic.0.safetensors b/ckpt/critic.0.safetensors.prev
+cp a/ckpt/critic.0.safetensors b/ckpt/critic.0.safetensors
 t_check "B: a restart runs to step 4" "$BIN/msdpipe" up train_stage3 "${small[@]}" --set run="$T_TMP/b" 2>b-resume.log
 t_check "B: student.0 resumed at its step-2 checkpoint" grep -q "student.0\] INFO resuming at step 2 of 4" b-resume.log
-t_check "B: ... and its critic with its GAN head" \
-    grep -q "critic.0\] INFO resumed from .*b/ckpt/critic.0.safetensors at update .* (with its GAN head)" b-resume.log
+t_check "B: ... and its critic, with its GAN head, from the checkpoint before" \
+    grep -q "critic.0\] INFO resumed from .*b/ckpt/critic.0.safetensors.prev at update .* (with its GAN head)" b-resume.log
 for f in student.0 critic.0 student.1 critic.1; do
     t_check "B ends with A's $f checkpoint, bytewise" cmp a/ckpt/$f.safetensors b/ckpt/$f.safetensors
 done
