@@ -39,7 +39,7 @@ INC := $(patsubst %/,-I%,$(ROOMS)) -Ikernels/cpu
 CFLAGS := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter -g $(OPT) $(SANFLAGS) \
           $(INC) $(BLAS_INC) $(DEPINC) -MMD -MP -pthread
 LDFLAGS := $(SANFLAGS) -pthread $(DEPLIB)
-LDLIBS := -lzmq -lmsgpackc -lpng -lz -lopenblas -lutf8proc -lm
+LDLIBS := -lzmq -lmsgpackc -lpng -lz -lopenblas -lutf8proc -ljansson -lm
 
 # ---- CUDA detection -------------------------------------------------------------------
 NVCC := $(shell command -v nvcc 2>/dev/null || ( [ -x $(CUDA_HOME)/bin/nvcc ] && echo $(CUDA_HOME)/bin/nvcc ))

@@ -16,8 +16,8 @@ serve() { "$BIN/msdpipe" up mog_serve --set K=2 --set run="$run" --set net=$net 
 printf 'north 4097\nnorth 2\n' | serve >limit.out
 t_check "a count above 4096 is refused by the router, naming the limit" \
     grep -q 'line 1: .*sample count .4097. must be an integer in 1..4096' serve.log
-t_check "... as an empty line, and the next line is served" \
-    test "$(sed -n 1p limit.out)" = "" -a "$(sed -n '2,3p' limit.out | grep -c '^north,')" -eq 2
+t_check "... as an error line in its place, and the next line is served" \
+    test "$(sed -n 1p limit.out)" = "error: sample count '4097' must be an integer in 1..4096" -a "$(sed -n '2,3p' limit.out | grep -c '^north,')" -eq 2
 
 # the generators' output bias (weights and EMA weights) set to a value, in every student
 set_bias() {
@@ -45,5 +45,5 @@ t_check "... with their full magnitude (about 1e37, 38+ digits)" grep -qE '^nort
 t_check "output bias set to 3e38 (overflows to infinity)" set_bias 3e38
 printf 'east 3\n' | serve >inf.out
 t_check "non-finite samples get an error line, not numbers" \
-    sh -c "test \"\$(cat inf.out)\" = '' && grep -q 'non-finite sample' serve.log"
+    sh -c "grep -qx 'error: .*non-finite sample.*' inf.out && test \$(wc -l <inf.out) -eq 1 && grep -q 'non-finite sample' serve.log"
 t_end

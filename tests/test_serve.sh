@@ -10,7 +10,7 @@
 #      class and seed give the same PNG bytes (in another line, in another run), another seed
 #      other bytes; --format json and --grid 1;
 #   2. bad lines (empty, 1 MiB long, a NUL byte, invalid UTF-8, N = 0, N huge, an unknown class
-#      id or name): each is answered in place by an empty line and a warning naming the line,
+#      id or name): each is answered in place by an error line saying why and a warning naming the line,
 #      and the line after it is served;
 #   3. 1000 prompts at once: every line answered exactly once, in order (the answer of line i
 #      names line i's class and files NNNNNN = i); prints p50/p99 latency and images/s;
@@ -91,21 +91,31 @@ printf 'a pair of running shoes\na warm winter coat\na leather handbag 2\nthe st
     serve "$T_TMP/o1c" >free.out 2>free.log
 got=$(awk '{ print $1, $2 }' free.out | tr '\n' '|')
 t_check "free-text prompts go to the nearest class prototype (sentence encoder), off-topic to none ($got)" \
-    test "$got" = "sneaker student.1|coat student.0|bag student.1| |"
-t_check "... the off-topic line's warning names the best match and its score" \
+    test "$got" = "sneaker student.1|coat student.0|bag student.1|error: 'the|"
+t_check "... its error line names the best match and its score" \
+    grep -qE "^error: 'the stock market today': no class: the best match is '[a-z]+' \([0-9]\) at cosine [0-9.]+, below the threshold" free.out
+t_check "... and so does the warning" \
     grep -qE "line 4: .*'the stock market today': no class: the best match is '[a-z]+' \([0-9]\) at cosine [0-9.]+, below the threshold" free.log
 t_check "... the router logs the encoder's time per prompt" grep -qE "the prompt encoder ran for [0-9]+ prompts: [0-9.]+ ms each" free.log
 printf 'bag 4\nfoo\ncoat\n' | serve "$T_TMP/o2" --set format=json --set grid=1 >json.out 2>json.log
 t_check "--format json --grid 1: JSON lines with the fields, a grid of 2x2 cells" python3 - json.out <<'EOF'
 import json, sys
 lines = open(sys.argv[1]).read().split('\n')[:-1]
-assert len(lines) == 3 and lines[1] == '', lines
-a, c = json.loads(lines[0]), json.loads(lines[2])
+assert len(lines) == 3, lines
+a, b, c = [json.loads(l) for l in lines]
+assert set(b) == {'line', 'error'} and b['line'] == 2 and "'foo'" in b['error'], b
 assert (a['line'], a['class'], a['class_id'], a['student'], len(a['paths'])) == (1, 'bag', 8, 'student.1', 4), a
 assert a['ms'] > 0 and a['seed'] == 1000 and a['grid'].endswith('000001-bag-grid.png'), a
 assert (c['line'], c['class'], c['student'], len(c['paths'])) == (3, 'coat', 'student.0', 1) and 'grid' not in c, c
 EOF
 t_check "... the grid decodes (2 x 28 + 3 = 59 pixels a side)" pngcheck o2/000001-bag-grid.png 59 59
+odd=$T_TMP/'q"uo\te'
+printf 'bag\n' | serve "$odd" --set format=json >odd.out 2>odd.log
+t_check "... an --out folder with a quote and a backslash: valid JSON naming the file written" python3 - odd.out "$odd" <<'EOF'
+import json, os, sys
+a = json.loads(open(sys.argv[1]).read())
+assert a['paths'] == [sys.argv[2] + '/000001-bag-0.png'] and os.path.exists(a['paths'][0]), a
+EOF
 
 # ---- 2. bad lines ----------------------------------------------------------------------------
 {
@@ -121,14 +131,17 @@ t_check "... the grid decodes (2 x 28 + 3 = 59 pixels a side)" pngcheck o2/00000
 serve "$T_TMP/o3" <bad.in >bad.out 2>bad.log; rc=$?
 t_check "bad lines: the stream ends, exit 1 (lines failed) ($rc)" test "$rc" -eq 1
 t_check "... one answer line per input line (16)" test "$(wc -l <bad.out)" -eq 16
-got=$(awk '{ print ($0 == "" ? "-" : $1) }' bad.out | tr '\n' ' ')
+got=$(awk '{ print ($1 == "error:" ? "-" : $1) }' bad.out | tr '\n' ' ')
 want='- coat - bag - sandal - dress - shirt - pullover - trouser - trouser '
-if [ "$got" = "$want" ]; then t_ok "... each bad line answered in place by an empty line, the next one served"
+if [ "$got" = "$want" ]; then t_ok "... each bad line answered in place by an error line, the next one served"
 else t_fail "bad lines" "got: $got; want: $want"; fi
+error_line_is() { sed -n "$1p" bad.out | grep -qE "^error: $2"; } # N ERE: output line N is that error
 for w in "line 1: .*empty prompt" "line 3: line too long" "line 5: line has a NUL byte" "line 7: .*not valid UTF-8 \(byte 4 of 6\)" \
     "line 9: .*image count 0 must be an integer in 1..64" "line 11: .*image count 99999999999999999999 must be" \
     "line 13: .*class id 10 is not a class \(0..9\)" "line 15: .*'a unicorn': no class: the best match is '[a-z]+' \([0-9]\) at cosine"; do
     t_check "... warning: $w" grep -qE "WARN $w" bad.log
+    n=${w#line }; n=${n%%:*}; w=${w#line *: }
+    t_check "... output line $n: error: $w" error_line_is "$n" "$w"
 done
 t_check "... no process failed" bash -c '! grep -qE "process .* (exited with status|killed)" bad.log'
 

@@ -433,14 +433,20 @@ void proc_done(Proc *p) {
     proc_send_control(p, &m);
 }
 
-int proc_reply_line(Proc *p, const WireMsg *req, const char *text, int32_t status) {
+int proc_reply_line_as(Proc *p, const WireMsg *req, const char *text, int32_t status, const char *error_line) {
     if (!p->control) return 0;
     WireMsg m;
     wire_reply_init(&m, req, WIRE_OP_LINE, status);
     int64_t n = (int64_t)strlen(text);
     wire_msg_add(&m, "text", WIRE_U8, 1, &n, text);
+    int64_t ne = error_line ? (int64_t)strlen(error_line) : 0;
+    if (ne) wire_msg_add(&m, "error_line", WIRE_U8, 1, &ne, error_line);
     if (status != WIRE_STATUS_OK) snprintf(m.error, sizeof m.error, "%s", text);
     return proc_send_control(p, &m);
+}
+
+int proc_reply_line(Proc *p, const WireMsg *req, const char *text, int32_t status) {
+    return proc_reply_line_as(p, req, text, status, NULL);
 }
 
 void *proc_bound(Proc *p, const char *name) {

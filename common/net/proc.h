@@ -121,6 +121,9 @@ int proc_should_stop(Proc *p);
  * Call it at least every second or so: the launcher's heartbeats are answered only here. */
 int proc_poll(Proc *p, void **socks, int nsocks, int timeout_ms, WireMsg *line);
 int proc_reply_line(Proc *p, const WireMsg *req, const char *text, int32_t status);
+/* proc_reply_line for an error whose output line the process formats itself (error_line, one
+ * line, e.g. a JSON object; NULL or "": the launcher's `error: TEXT`). */
+int proc_reply_line_as(Proc *p, const WireMsg *req, const char *text, int32_t status, const char *error_line);
 /* The backend for --gpu N (backend_get on DEVICE_CUDA). NULL with a message in err in a build
  * without CUDA (proc_start already refuses --gpu there) or when p->gpu < 0. */
 const struct Backend *proc_gpu(Proc *p, char *err, size_t errlen);

@@ -104,7 +104,9 @@ static int router_pick(const Router *r, const char *text, size_t len) {
 void router_answer(Router *r, uint64_t line_id, const char *text, int32_t status) {
     WireMsg req;
     wire_msg_init(&req, WIRE_OP_LINE, line_id);
-    proc_reply_line(r->p, &req, text, status);
+    char *own = status != WIRE_STATUS_OK && r->hooks && r->hooks->error_line ? r->hooks->error_line(r, line_id, text) : NULL;
+    proc_reply_line_as(r->p, &req, text, status, own);
+    free(own);
 }
 
 /* mog: parse "CLASS [N]" (mog_parse_request) into pd (class, count, student); 0, or -1 after

@@ -53,6 +53,9 @@ typedef struct RouterHooks {
     /* answer pd's line from student k's reply m */
     void (*reply)(struct Router *r, int k, const WireMsg *m, const Pending *pd);
     void (*finish)(struct Router *r);   /* at the stop (may be NULL) */
+    /* the output line of an error answer (malloc'ed; NULL, or the hook NULL: the launcher's
+     * `error: MSG`) */
+    char *(*error_line)(struct Router *r, uint64_t line_id, const char *msg);
 } RouterHooks;
 
 typedef struct Router {
@@ -85,7 +88,7 @@ extern RouterQueueOpts router_qopt;
 extern const ArgSpec router_timeout_args[];
 
 /* Answer the launcher's line line_id with text (status OK) or an error (the launcher prints
- * an empty line and a warning with text). */
+ * the mode's error_line, else `error: TEXT`, and a warning with text). */
 void router_answer(Router *r, uint64_t line_id, const char *text, int32_t status);
 /* Route the launcher's lines to the students with hooks until stopped; the exit status. */
 int router_serve_hooks(Proc *p, const RouterHooks *hooks);

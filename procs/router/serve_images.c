@@ -14,8 +14,8 @@
  *     CLASS STUDENT MS PATH... [grid PATH]
  * (--format json: {"line", "class", "class_id", "student", "ms", "seed", "paths", ["grid"]}). MS is the
  * latency from when the router took the line to when its images were written. A line that
- * cannot be served is answered with an error (the launcher prints an empty line and a warning
- * naming the line and the reason), and the stream goes on.
+ * cannot be served is answered with an error: the launcher prints `error: REASON` (--format
+ * json: {"line", "error"}) in its place and a warning naming the line, and the stream goes on.
  *
  * Limits (stated once here; the launcher refuses lines of 64 KiB or more and lines with a NUL
  * byte before they get here): a line of at most ROUTER_MAX_TEXT (4096) bytes of valid UTF-8,
@@ -26,6 +26,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <jansson.h>
 
 #include "dataset.h"
 #include "fsutil.h"
@@ -228,6 +230,48 @@ static void *images_request(Router *r, const Pending *pd, WireMsg *m, int64_t de
     return buf;
 }
 
+/* A JSON string of s: s itself when it is UTF-8, else with each byte that is not as U+FFFD (an
+ * --out folder or a message may hold any bytes; JSON text is UTF-8). Never NULL. */
+static json_t *json_text(const char *s) {
+    json_t *j = json_string(s);
+    if (j) return j;
+    size_t n = strlen(s), o = 0;
+    char *fixed = msd_malloc(3 * n + 1);
+    for (size_t i = 0; i < n;) {
+        long bad = utf8_bad_at(s + i, n - i);   /* the offset of the first invalid byte, or -1 */
+        size_t good = bad < 0 ? n - i : (size_t)bad;
+        memcpy(fixed + o, s + i, good);
+        o += good;
+        i += good;
+        if (i < n) {
+            memcpy(fixed + o, "\xef\xbf\xbd", 3);
+            o += 3;
+            i++;
+        }
+    }
+    fixed[o] = 0;
+    j = json_string(fixed);
+    free(fixed);
+    MSD_CHECK(j != NULL);
+    return j;
+}
+
+/* One JSON object as one line (keys in insertion order, ", " and ": " separators); frees o. */
+static char *json_dump_line(json_t *o) {
+    MSD_CHECK(o != NULL);
+    char *js = json_dumps(o, JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(12));
+    json_decref(o);
+    MSD_CHECK(js != NULL);
+    return js;
+}
+
+/* --format json: an error answer as {"line": N, "error": MSG}. */
+static char *images_error_line(Router *r, uint64_t line_id, const char *msg) {
+    Images *im = r->ext;
+    if (!im || !im->json) return NULL;
+    return json_dump_line(json_pack("{s:I, s:o}", "line", (json_int_t)line_id, "error", json_text(msg)));
+}
+
 /* Append to out (cap bytes, *len used) or die: the answer is sized before it is written. */
 static void put(char *out, size_t cap, size_t *len, const char *fmt, const char *a) {
     int w = snprintf(out + *len, cap - *len, fmt, a);
@@ -281,19 +325,19 @@ static void images_reply(Router *r, int k, const WireMsg *m, const Pending *pd) 
     int grid = im->grid && n > 1;
     double ms = 1000.0 * (msd_now() - pd->t_in);
     /* sized: every path needs at most plen + 4 (quotes, comma, space), plus the fixed fields */
-    size_t cap = (size_t)(n + 1) * (plen + 4) + 512, len = 0;
+    size_t cap = (size_t)(n + 1) * (plen * 6 + 4) + 512, len = 0;   /* x6: JSON's \u00XX escapes */
     char *out = msd_malloc(cap), num[64];
     if (im->json) {
-        put(out, cap, &len, "{\"line\": %s", (snprintf(num, sizeof num, "%llu", (unsigned long long)pd->line_id), num));
-        put(out, cap, &len, ", \"class\": \"%s\"", cname);
-        put(out, cap, &len, ", \"class_id\": %s", (snprintf(num, sizeof num, "%d", pd->cls), num));
-        put(out, cap, &len, ", \"student\": \"%s\"", r->names[k]);
-        put(out, cap, &len, ", \"ms\": %s", (snprintf(num, sizeof num, "%.3f", ms), num));
-        put(out, cap, &len, ", \"seed\": %s, \"paths\": [", (snprintf(num, sizeof num, "%lld", (long long)pd->seed), num));
-        for (int64_t i = 0; i < n; i++) put(out, cap, &len, i ? ", \"%s\"" : "\"%s\"", paths + (size_t)i * plen);
-        put(out, cap, &len, "]%s", "");
-        if (grid) put(out, cap, &len, ", \"grid\": \"%s\"", paths + (size_t)n * plen);
-        put(out, cap, &len, "}%s", "");
+        json_t *o = json_pack("{s:I, s:o, s:i, s:o, s:f, s:I}", "line", (json_int_t)pd->line_id, "class",
+                              json_text(cname), "class_id", pd->cls, "student", json_text(r->names[k]), "ms",
+                              round(ms * 1000) / 1000, "seed", (json_int_t)pd->seed);
+        json_t *arr = json_array();
+        for (int64_t i = 0; i < n; i++) json_array_append_new(arr, json_text(paths + (size_t)i * plen));
+        json_object_set_new(o, "paths", arr);
+        if (grid) json_object_set_new(o, "grid", json_text(paths + (size_t)n * plen));
+        char *js = json_dump_line(o);
+        put(out, cap, &len, "%s", js);
+        free(js);
     } else {
         put(out, cap, &len, "%s", cname);
         put(out, cap, &len, " %s", r->names[k]);
@@ -361,6 +405,7 @@ static void images_finish(Router *r) {
     }
 }
 
-static const RouterHooks images_hooks = {images_setup, images_parse, images_request, images_reply, images_finish};
+static const RouterHooks images_hooks = {images_setup, images_parse,  images_request,
+                                         images_reply, images_finish, images_error_line};
 
 int router_run_images(Proc *p) { return router_serve_hooks(p, &images_hooks); }

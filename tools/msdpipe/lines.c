@@ -3,8 +3,9 @@
  * back in any order and are printed to stdout in input order, one output line per input
  * line. At most LINES_WINDOW lines are in flight; stdin is not read while the window is full.
  * A line the process answers with an error (or one too long to send, or holding a NUL byte)
- * prints as an empty line on stdout and a warning on stderr, so output line N still belongs to
- * input line N. Warnings show control bytes as \xNN.
+ * prints as an error line on stdout, `error: REASON` (or the reply's "error_line" text when the
+ * process formats its own, e.g. a JSON object), and a warning on stderr, so output line N
+ * still belongs to input line N and says why. Both show control bytes as \xNN.
  *
  * Not here: when to stop at EOF (supervise.c waits for the replies while one came within
  * reply_timeout: eof_at moves to each reply after EOF, so a long queue that keeps answering
@@ -72,12 +73,30 @@ static void printable(char *out, size_t cap, const char *in) {
     out[o < cap ? o : cap - 1] = 0;
 }
 
-static void fail_line(Lines *q, uint64_t id, const char *fmt, const char *a, const char *b) {
+/* Line `id` failed: the warning (fmt with a, b) on stderr; on stdout `line` when given (the
+ * process's own error line), else `error: ` and `reason` (NULL: the warning's text). */
+static void fail_line(Lines *q, uint64_t id, const char *line, const char *reason, const char *fmt, const char *a,
+                      const char *b) {
     LineSlot *s = &q->slots[id % LINES_WINDOW];
     char raw[512], msg[2048];
     snprintf(raw, sizeof raw, fmt, a, b);
     printable(msg, sizeof msg, raw);
     log_warn("line %llu: %s", (unsigned long long)id, msg);
+    char out[2048];
+    if (line) {
+        printable(out, sizeof out, line);
+    } else {
+        memcpy(out, "error: ", 7);
+        if (reason) printable(out + 7, sizeof out - 7, reason);
+        else {
+            size_t k = strnlen(msg, sizeof out - 8);
+            memcpy(out + 7, msg, k);
+            out[7 + k] = 0;
+        }
+    }
+    free(s->text);
+    s->text = msd_strdup(out);
+    s->len = strlen(out);
     s->have = 1;
     s->failed = 1;
     q->errors++;
@@ -93,7 +112,7 @@ static void send_line(Lines *q, void *ctl, const char *text, size_t len) {
     int64_t shape[1] = {(int64_t)len};
     wire_msg_add(&m, "text", WIRE_U8, 1, shape, text);
     char err[256];
-    if (wire_send(ctl, &m, 0, 0, err, sizeof err) != WIRE_OK) fail_line(q, id, "could not send it to %s: %s", q->target, err);
+    if (wire_send(ctl, &m, 0, 0, err, sizeof err) != WIRE_OK) fail_line(q, id, NULL, NULL, "could not send it to %s: %s", q->target, err);
 }
 
 int lines_pump(Lines *q, void *ctl) {
@@ -112,7 +131,7 @@ int lines_pump(Lines *q, void *ctl) {
                 /* text lines carry no NUL: a reader of C strings would see only its front part */
                 char col[32];
                 snprintf(col, sizeof col, "%zu", (size_t)(nul - (q->inbuf + start)) + 1);
-                fail_line(q, q->next_id++, "line has a NUL byte (column %s)%s; not sent", col, "");
+                fail_line(q, q->next_id++, NULL, NULL, "line has a NUL byte (column %s)%s; not sent", col, "");
             } else {
                 send_line(q, ctl, q->inbuf + start, len);
             }
@@ -128,7 +147,7 @@ int lines_pump(Lines *q, void *ctl) {
         uint64_t id = q->next_id++;
         char max[32];
         snprintf(max, sizeof max, "%d", LINES_MAX_BYTES - 1);
-        fail_line(q, id, "line too long (max %s bytes)%s; not sent", max, "");
+        fail_line(q, id, NULL, NULL, "line too long (max %s bytes)%s; not sent", max, "");
         q->discarding = 1;
         q->inlen = 0;
     }
@@ -176,7 +195,19 @@ int lines_reply(Lines *q, const WireMsg *m) {
     if (m->op == WIRE_OP_ERROR || m->status != WIRE_STATUS_OK) {
         char id[32];
         snprintf(id, sizeof id, "%s", wire_status_name(m->status));
-        fail_line(q, m->id, "answered with status %s: %s", id, m->error[0] ? m->error : "(no message)");
+        const char *why = m->error[0] ? m->error : "(no message)";
+        /* the process's own error line: one line of text (a NUL or newline ends it) */
+        const WireTensor *el = wire_msg_find(m, "error_line");
+        char line[2048];
+        const char *own = NULL;
+        if (el && el->dtype == WIRE_U8 && el->nbytes) {
+            size_t n = el->nbytes < sizeof line - 1 ? el->nbytes : sizeof line - 1;
+            memcpy(line, el->data, n);
+            line[n] = 0;
+            line[strcspn(line, "\r\n")] = 0;
+            own = line;
+        }
+        fail_line(q, m->id, own, why, "answered with status %s: %s", id, why);
         return flush_in_order(q);
     }
     const WireTensor *t = wire_msg_find(m, "text");
