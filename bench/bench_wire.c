@@ -10,6 +10,11 @@
  *   the receiver, so that number is ZeroMQ's per-message cost, not a copy speed.
  * rtt: the median round trip of an ECHO of the tensor (request and reply both carry it; the
  *   echo side copies it into its reply, as msd-student --serve does).
+ * Across nodes (docs/SCALE.md, "Messaging across nodes"): 1 MiB throughput over ipc, tcp and
+ *   tcp_curve with 1 and 2 ZeroMQ I/O threads per context (metric suffix _io2) and over 1 or 2
+ *   connections (_c2: two DEALERs, each from its own thread, into one ROUTER); and the rtt of the
+ *   messages of a stage-2 step: 3KiB (toy: 256 2-D points + labels) and 784KiB (256 x 28 x 28
+ *   floats) over ipc and tcp_curve. `bench_wire --cross` runs only this part.
  * Not here: the processes' own costs (teacher compute, batching); the whole run takes < 60 s. */
 #include <pthread.h>
 #include <stdio.h>
@@ -24,7 +29,8 @@ typedef struct Peer {
     void *ctx;
     char endpoint[256];
     int curve;
-    int mode;        /* 0: stream (count then ack), 1: echo */
+    int mode;        /* 0: stream (count then ack), 1: echo, 2: stream from several clients (ack each one's last) */
+    int per_client;  /* mode 2: messages from each client */
     int count;
     pthread_barrier_t *bound;
 } Peer;
@@ -54,7 +60,7 @@ static void *peer_main(void *arg) {
             for (int t = 0; t < m.ntensors; t++)
                 wire_msg_add(&rep, m.tensors[t].name, m.tensors[t].dtype, m.tensors[t].ndim, m.tensors[t].shape, m.tensors[t].data);
             if (wire_send(s, &rep, 0, 30000, err, sizeof err) != WIRE_OK) msd_die("bench echo: %s", err);
-        } else if (i + 1 == pr->count) {
+        } else if (pr->mode == 2 ? m.id + 1 == (uint64_t)pr->per_client : i + 1 == pr->count) {
             wire_reply_init(&rep, &m, WIRE_OP_ECHO, WIRE_STATUS_OK);
             if (wire_send(s, &rep, 0, 30000, err, sizeof err) != WIRE_OK) msd_die("bench ack: %s", err);
         }
@@ -76,6 +82,68 @@ static void *client(void *ctx, const char *ep, int curve) {
     }
     if (zmq_connect(c, ep) != 0) msd_die("connect %s: %s", ep, zmq_strerror(zmq_errno()));
     return c;
+}
+
+static int g_io_threads = 1; /* I/O threads of every context the benchmark makes */
+
+static void *ctx_new(void) {
+    void *c = wire_ctx_new();
+    if (!c) msd_die("zmq_ctx_new: %s", zmq_strerror(zmq_errno()));
+    zmq_ctx_set(c, ZMQ_IO_THREADS, g_io_threads);
+    return c;
+}
+
+typedef struct Sender {
+    void *sock;
+    int n;
+    float *buf;
+    size_t bytes;
+} Sender;
+
+static void *sender_main(void *arg) {
+    Sender *sd = arg;
+    char err[256];
+    int64_t shape = (int64_t)(sd->bytes / 4);
+    WireMsg m, r;
+    wire_msg_init(&m, WIRE_OP_ECHO, 0);
+    wire_msg_add(&m, "x", WIRE_F32, 1, &shape, sd->buf);
+    for (int i = 0; i < sd->n; i++) {
+        m.id = (uint64_t)i;
+        if (wire_send(sd->sock, &m, WIRE_SEND_ZEROCOPY, 30000, err, sizeof err) != WIRE_OK) msd_die("send: %s", err);
+    }
+    if (wire_recv(sd->sock, &r, 60000, err, sizeof err) != WIRE_OK) msd_die("ack: %s", err);
+    wire_msg_close(&r);
+    return NULL;
+}
+
+/* Throughput of nconn connections (a DEALER each, each sent from its own thread) into one ROUTER
+ * in another context: total bytes / elapsed until every sender has its ack. */
+static void bench_conns(void *ctx, const char *transport, const char *ep, int curve, const char *sname, size_t bytes,
+                        int n_stream, int nconn, float *buf) {
+    pthread_barrier_t bound;
+    pthread_barrier_init(&bound, NULL, 2);
+    void *pctx = ctx_new();
+    int per = n_stream / nconn;
+    Peer pr = {pctx, "", curve, 2, per, per * nconn, &bound};
+    snprintf(pr.endpoint, sizeof pr.endpoint, "%s", ep);
+    pthread_t th, st[8];
+    pthread_create(&th, NULL, peer_main, &pr);
+    pthread_barrier_wait(&bound);
+    Sender sd[8];
+    for (int k = 0; k < nconn; k++) sd[k] = (Sender){client(ctx, pr.endpoint, curve), per, buf, bytes};
+    double t0 = msd_now();
+    for (int k = 0; k < nconn; k++) pthread_create(&st[k], NULL, sender_main, &sd[k]);
+    for (int k = 0; k < nconn; k++) pthread_join(st[k], NULL);
+    double dt = msd_now() - t0;
+    pthread_join(th, NULL);
+    for (int k = 0; k < nconn; k++) zmq_close(sd[k].sock);
+    zmq_ctx_term(pctx);
+    pthread_barrier_destroy(&bound);
+    char t[64];
+    snprintf(t, sizeof t, "%s%s%s", transport, g_io_threads > 1 ? "_io2" : "", nconn > 1 ? "_c2" : "");
+    printf("{\"bench\": \"wire\", \"metric\": \"%s_%s_throughput\", \"value\": %.4g, \"unit\": \"GB/s\"}\n", t, sname,
+           (double)per * nconn * (double)bytes / dt / 1e9);
+    fflush(stdout);
 }
 
 static int cmp_double(const void *a, const void *b) {
@@ -101,8 +169,8 @@ static void bench_one(void *ctx, const char *transport, const char *ep, int curv
         pthread_barrier_init(&bound, NULL, 2);
         /* ipc and tcp: the receiver gets its own context (its own I/O thread), as a separate
          * process would; inproc needs the shared one */
-        void *pctx = strncmp(ep, "inproc://", 9) == 0 ? ctx : wire_ctx_new();
-        Peer pr = {pctx, "", curve, mode, n + (mode == 1 ? 1 : 0), &bound};
+        void *pctx = strncmp(ep, "inproc://", 9) == 0 ? ctx : ctx_new();
+        Peer pr = {pctx, "", curve, mode, 0, n + (mode == 1 ? 1 : 0), &bound};
         snprintf(pr.endpoint, sizeof pr.endpoint, "%s%s", ep, pctx == ctx ? (mode ? "-echo" : "-stream") : "");
         pthread_t th;
         pthread_create(&th, NULL, peer_main, &pr);
@@ -148,16 +216,17 @@ int main(int argc, char **argv) {
     if (!mkdtemp(dir)) msd_die("mkdtemp failed");
     zmq_curve_keypair(g_spub, g_ssec);
     zmq_curve_keypair(g_cpub, g_csec);
-    void *ctx = wire_ctx_new();
-    zmq_ctx_set(ctx, ZMQ_IO_THREADS, 1);
+    int cross_only = argc > 1 && strcmp(argv[1], "--cross") == 0;
+    void *ctx = ctx_new();
     size_t maxb = (size_t)64 << 20;
     float *buf = malloc(maxb);
+    char sock[300];
     if (!buf) msd_die("out of memory");
     for (size_t i = 0; i < maxb / 4; i++) buf[i] = (float)(i % 1000);
     struct { const char *name; size_t bytes; int n_stream, n_rtt; } sizes[] = {
         {"4KiB", 4096, 20000, 1000}, {"1MiB", (size_t)1 << 20, 2000, 100}, {"64MiB", (size_t)64 << 20, 16, 4}};
     const char *transports[] = {"inproc", "ipc", "tcp"};
-    for (int t = 0; t < 3; t++)
+    for (int t = 0; t < 3 && !cross_only; t++)
         for (int s = 0; s < 3; s++) {
             char ep[300];
             if (t == 0) snprintf(ep, sizeof ep, "inproc://bench-%d", s);
@@ -165,13 +234,32 @@ int main(int argc, char **argv) {
             else snprintf(ep, sizeof ep, "tcp://127.0.0.1:*");
             bench_one(ctx, transports[t], ep, 0, sizes[s].name, sizes[s].bytes, sizes[s].n_stream, sizes[s].n_rtt, buf);
         }
-    if (zmq_has("curve"))
+    if (zmq_has("curve") && !cross_only)
         bench_one(ctx, "tcp_curve", "tcp://127.0.0.1:*", 1, "1MiB", (size_t)1 << 20, 200, 20, buf);
     zmq_ctx_term(ctx);
+    if (zmq_has("curve")) { /* across nodes: I/O threads, connections, a stage-2 step's messages */
+        char ipc[300];
+        snprintf(ipc, sizeof ipc, "ipc://%s/x", dir);
+        const char *tn[3] = {"ipc", "tcp", "tcp_curve"}, *te[3] = {ipc, "tcp://127.0.0.1:*", "tcp://127.0.0.1:*"};
+        for (int io = 1; io <= 2; io++) {
+            g_io_threads = io;
+            ctx = ctx_new();
+            for (int t = 0; t < 3; t++)
+                for (int nc = 1; nc <= 2; nc++) bench_conns(ctx, tn[t], te[t], t == 2, "1MiB", (size_t)1 << 20, t == 2 ? 400 : 2000, nc, buf);
+            zmq_ctx_term(ctx);
+        }
+        g_io_threads = 1;
+        ctx = ctx_new();
+        for (int t = 0; t < 3; t += 2) {
+            bench_one(ctx, tn[t], te[t], t == 2, "3KiB", 3072, 0, 400, buf);
+            bench_one(ctx, tn[t], te[t], t == 2, "784KiB", (size_t)256 * 28 * 28 * 4, 0, 100, buf);
+        }
+        zmq_ctx_term(ctx);
+        snprintf(sock, sizeof sock, "%s/x", dir);
+        unlink(sock);
+    }
     free(buf);
-    char sock[300];
     for (int s = 0; s < 3; s++) { snprintf(sock, sizeof sock, "%s/b%d", dir, s); unlink(sock); }
     rmdir(dir);
-    (void)argc; (void)argv;
     return 0;
 }
