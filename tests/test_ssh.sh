@@ -143,7 +143,7 @@ LPID=$!
 victim=
 if t_wait_for 120 grep -qs '^\[student.1\] INFO step 10/' "$T_TMP/kill.log"; then
     # the msd-student of student.1 runs under sshd, not under the launcher
-    victim=$(pgrep -f -- '^[^ ]*/msd-student --name student\.1 ' | head -n 1)
+    victim=$(pgrep -f -- "^[^ ]*/msd-student --name student\.1 .*--curve-keys $RD/" | head -n 1)
     [ -n "$victim" ] && kill -9 "$victim"
 fi
 finish "$LPID" 120; krc=$?
