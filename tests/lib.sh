@@ -59,6 +59,39 @@ t_stop() { # NAME PID LOG: SIGTERM a background child of this shell, wait (bound
     fi
     wait "$pid"; t_exited "$name" $? "$log"
 }
+t_kill_held_student0() { # PIPE STEP RUNDIR PEERS ARGS...: the image stages' kill test
+    # Runs pipelines/PIPE.pipe ARGS --set run=RUNDIR and SIGKILLs student.0 once it logged its
+    # checkpoint at STEP. The kill must land before the run ends, so student.0 is held rather
+    # than raced: the run's msdpipe is a copy in a folder whose msd-student is a wrapper (PEERS:
+    # the other msd-* it links, e.g. "data teacher critic") that makes student.0's temporary
+    # file of the step-STEP grid (grid-NNNNNNN.png.tmp.PID, PID its own, which exec keeps) a
+    # FIFO: its open blocks (heartbeats go on under proc_keepalive) until the kill. Checks that
+    # the launcher exits non-zero naming the student and that student.0 did not finish; leaves
+    # the launcher's log in b-kill.log and removes the FIFO.
+    local pipe=$1 step=$2 run=$3 peers=$4; shift 4
+    local hold=$T_TMP/hold grid p
+    grid=$(printf 'grid-%07d.png.tmp' "$step")
+    mkdir -p "$hold" "$run/grids/student.0"
+    cp "$BIN/msdpipe" "$hold/"
+    for p in $peers; do ln -sf "$BIN/msd-$p" "$hold/msd-$p"; done
+    printf '#!/bin/sh\ncase " $* " in *" --name student.0 "*) mkfifo "%s/grids/student.0/%s.$$";; esac\nexec "%s/msd-student" "$@"\n' \
+        "$run" "$grid" "$BIN" >"$hold/msd-student"
+    chmod +x "$hold/msd-student"
+    "$hold/msdpipe" up "$MSD_TOP/pipelines/$pipe.pipe" "$@" --set run="$run" 2>b-kill.log &
+    local lpid=$! spid rc
+    trap "kill $lpid 2>/dev/null; rm -rf '$T_TMP'" EXIT
+    trap 'exit 143' TERM
+    t_wait_for 60 grep -q "student.0\] INFO checkpoint .* at step $step" b-kill.log
+    spid=$(pgrep -f -- "--name student.0 --control ipc://.*/$pipe-$lpid/" | head -n 1)
+    if [ -n "$spid" ]; then kill -9 "$spid"; fi
+    t_wait_for 20 bash -c "! kill -0 $lpid 2>/dev/null" || kill "$lpid"
+    wait "$lpid"; rc=$?
+    t_check "B: the launcher exits non-zero after student.0 is killed" test "$rc" -ne 0
+    t_check "B: the launcher names the killed student" grep -qE "student.0 \(pid $spid\).*(signal 9|SIGKILL|killed)" b-kill.log
+    t_check "B: student.0 did not finish" bash -c "! grep -q 'student.0\] INFO finished' b-kill.log"
+    rm -f "$run/grids/student.0/$grid".*
+}
+
 t_end() {
     if [ "$T_SKIPPED" -gt 0 ]; then
         echo "# $(basename "$0"): $T_PASSED passed, $T_FAILED failed, $T_SKIPPED skipped"

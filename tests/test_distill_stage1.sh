@@ -92,29 +92,9 @@ r = [json.loads(l) for l in open('a/metrics.jsonl')]
 print('%.3f' % max(x['s_per_step'] for x in r if x['step'] == $N))")
 echo "tiny TSM students: $s_step s per step (batch 8, K=2 on this machine)"
 
-# B: student.0 killed with SIGKILL at step 20 after its checkpoint, then resumed to the end
-# (test_distill_stage2.sh's trick: the step-20 grid's temporary file of student.0 is a FIFO, so
-# student.0 blocks there, heartbeats going on, until the kill)
-hold=$T_TMP/hold
-mkdir -p "$hold" b/grids/student.0
-cp "$BIN/msdpipe" "$hold/"
-for p in data teacher; do ln -s "$BIN/msd-$p" "$hold/msd-$p"; done
-printf '#!/bin/sh\ncase " $* " in *" --name student.0 "*) mkfifo "%s/b/grids/student.0/grid-0000020.png.tmp.$$";; esac\nexec "%s/msd-student" "$@"\n' \
-    "$T_TMP" "$BIN" >"$hold/msd-student"
-chmod +x "$hold/msd-student"
-"$hold/msdpipe" up "$MSD_TOP/pipelines/train_stage1.pipe" "${small[@]}" --set run="$T_TMP/b" 2>b-kill.log &
-lpid=$!
-trap 'kill $lpid 2>/dev/null; rm -rf "$T_TMP"' EXIT
-trap 'exit 143' TERM
-t_wait_for 60 grep -q "student.0\] INFO checkpoint .* at step 20" b-kill.log
-spid=$(pgrep -f -- "--name student.0 --control ipc://.*/train_stage1-$lpid/" | head -n 1)
-if [ -n "$spid" ]; then kill -9 "$spid"; fi
-t_wait_for 20 bash -c "! kill -0 $lpid 2>/dev/null" || kill "$lpid"
-wait "$lpid"; rc=$?
-t_check "B: the launcher exits non-zero after student.0 is killed" test "$rc" -ne 0
-t_check "B: the launcher names the killed student" grep -qE "student.0 \(pid $spid\).*(signal 9|SIGKILL|killed)" b-kill.log
-t_check "B: student.0 did not finish" bash -c "! grep -q 'student.0\] INFO finished' b-kill.log"
-rm -f b/grids/student.0/grid-0000020.png.tmp.*
+# B: student.0 killed with SIGKILL at step 20 after its checkpoint (held there: t_kill_held_student0
+# in tests/lib.sh), then resumed to the end
+t_kill_held_student0 train_stage1 20 "$T_TMP/b" "data teacher" "${small[@]}"
 t_check "B: a restart runs to step $N" "$BIN/msdpipe" up train_stage1 "${small[@]}" --set run="$T_TMP/b" 2>b-resume.log
 t_check "B: student.0 resumed at its step-20 checkpoint" grep -q "student.0\] INFO resuming at step 20 of $N" b-resume.log
 for f in student.0 student.1; do

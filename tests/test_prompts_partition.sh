@@ -57,6 +57,11 @@ else t_check "a malformed prompts file is refused naming FILE:LINE" \
 t_check "... and writes no partition file" test ! -e bad.txt
 if part both.txt 2 --embed-from "$MSD_TOP/models/fmnist_teacher.safetensors"; then t_fail "two embeddings refused" "accepted"
 else t_check "--embed-prompts with --embed-from is refused" grep -q "give one of --mix FILE" both.txt.log; fi
+mkdir -m 700 rd
+timeout 300 "$BIN/msdpipe" up "$MSD_TOP/pipelines/fmnist_prompt_partition.pipe" --set K=4 --set run="$T_TMP/pipe" \
+    --run-dir "$T_TMP/rd" >pipe.log 2>&1
+t_check "fmnist_prompt_partition.pipe writes the K=4 file of the router's --embed-prompts" \
+    cmp -s <(grep -v '^#' p4.txt) <(grep -v '^#' "$T_TMP/pipe/partition.txt")
 cat ./*.log >all.log
 t_check "no sanitizer report in any process's log" t_log_clean all.log
 t_end

@@ -492,16 +492,22 @@ static int added_at(const Tokenizer *t, const char *text, size_t len, size_t i) 
     return best;
 }
 
+long utf8_bad_at(const char *text, size_t len) {
+    for (size_t i = 0; i < len;) {
+        utf8proc_int32_t c;
+        utf8proc_ssize_t k = utf8proc_iterate((const uint8_t *)text + i, (utf8proc_ssize_t)(len - i), &c);
+        if (k <= 0) return (long)i;
+        i += (size_t)k;
+    }
+    return -1;
+}
+
 int tok_encode(const Tokenizer *t, const char *text, size_t len, int32_t *ids, int max, int *n, char *err,
                size_t errlen) {
     *n = 0;
     /* the whole text is checked, so whether it is refused does not depend on truncation */
-    for (size_t i = 0; i < len;) {
-        utf8proc_int32_t c;
-        utf8proc_ssize_t k = utf8proc_iterate((const uint8_t *)text + i, (utf8proc_ssize_t)(len - i), &c);
-        if (k <= 0) return msd_errf(err, errlen, "tokenizer: invalid UTF-8 at byte %zu of %zu", i, len);
-        i += (size_t)k;
-    }
+    long bad = utf8_bad_at(text, len);
+    if (bad >= 0) return msd_errf(err, errlen, "tokenizer: invalid UTF-8 at byte %ld of %zu", bad, len);
     int32_t *content = alloc_cps((size_t)t->max_len);
     Out o = {.ids = content, .limit = t->max_len - 2, .pieces = alloc_cps((size_t)t->max_chars)};
     o.key = malloc(t->prefix_len + 4 * (size_t)t->max_chars + 1);

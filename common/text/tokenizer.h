@@ -37,6 +37,9 @@ void tok_free(Tokenizer *t);
  * most tok_max_len(t) ids are written, so max >= tok_max_len(t) always suffices. */
 int tok_encode(const Tokenizer *t, const char *text, size_t len, int32_t *ids, int max, int *n, char *err,
                size_t errlen);
+/* -1 when text[0, len) is valid UTF-8 (utf8proc: no overlong forms, surrogates or code points
+ * above U+10FFFF), else the offset of the first bad byte. */
+long utf8_bad_at(const char *text, size_t len);
 int tok_max_len(const Tokenizer *t);    /* max_seq_length: the most ids tok_encode writes */
 int tok_vocab_size(const Tokenizer *t); /* 1 + the largest id */
 int32_t tok_cls_id(const Tokenizer *t);

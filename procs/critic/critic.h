@@ -2,7 +2,33 @@
 #ifndef MSD_PROCS_CRITIC_H
 #define MSD_PROCS_CRITIC_H
 
+#include <stddef.h>
+#include <stdint.h>
+
 #include "proc.h"
+#include "wire.h"
+
+/* Restarts (docs/PIPELINES.md "Restarts"): a critic's state changes with every FAKE_TRAIN, so
+ * it serves nothing but RESUME {"updates"} until its student has sent one, and refuses (busy)
+ * requests with a smaller id than that RESUME's (a dead student's). */
+typedef struct CriticGate {
+    int resumed;          /* a RESUME arrived: requests are served */
+    uint64_t floor_id;    /* requests with a smaller id are stale (the last RESUME's id) */
+} CriticGate;
+/* 1 after answering BUSY when `req` may not be served yet (no RESUME, or stale), else 0. */
+int critic_gate_refuse(const CriticGate *g, void *sock, const WireMsg *req);
+void critic_gate_open(CriticGate *g, const WireMsg *resume);   /* serving starts with `resume` */
+/* Before SAVE overwrites `ckpt`: the file there becomes ckpt.prev (a hard link renamed over
+ * it: both names always hold a whole file). The critic saves just before its student does and
+ * either may die in between, so the state the student's checkpoint belongs to is one of the
+ * two. 0 (also when there is no file yet), or -1 with a message. */
+int critic_keep_prev(const char *ckpt, char *err, size_t errlen);
+/* Loads checkpoint `file` into the critic `ctx` and says its update count; 0 or -1 with a message. */
+typedef int (*CriticLoadFn)(void *ctx, const char *file, int64_t *updates, char *err, size_t errlen);
+/* Loads `ckpt`, then `ckpt.prev`, until one holds `want` updates: 0 with its name in `from`;
+ * 1 when neither does (the message says what they hold); -1 when one cannot be read. */
+int critic_find_updates(const char *ckpt, int64_t want, CriticLoadFn load, void *ctx, char *from, size_t fromlen,
+                        char *err, size_t errlen);
 
 /* --mode image: the fake-score UNet of an image student (stage 2); its options (parsed by
  * proc_main before the call). Returns the process's exit status. */

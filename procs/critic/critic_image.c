@@ -10,7 +10,10 @@
  *       critic.K, update count), so a critic resumed from its checkpoint draws what it would
  *       have drawn.
  *   DENOISE {"x" (N, C, H, W), "sigma" (N), "label" (N)}: "d" = D_fake with the current weights.
- *   SAVE: writes --ckpt (atomic).
+ *   SAVE: writes --ckpt (atomic), keeping the one before as --ckpt.prev.
+ *   RESUME {"updates"}: rolls back to the state after that many updates (--ckpt, its .prev, or
+ *       --init's weights for 0). Nothing else is served until the student has sent one, and
+ *       requests older than it are refused (busy): docs/PIPELINES.md "Restarts".
  * With --gan-weight W > 0 (stage 3, ADM; sections 2.7 and 2.10) the critic also owns a GAN head
  * on its bottleneck (GanHead: own parameters and AdamW, freshly initialised from --seed when
  * starting from --init, saved in --ckpt as "gan.*" tensors next to the UNet's and resumed
@@ -95,6 +98,11 @@ typedef struct ImgCritic {
     float *hnoise_r, *hsig_r;      /* host (cap, dim), (cap): the real batch's draws */
     float *dreal, *dnoise_r;       /* device (cap, dim) */
     double gan_loss_sum;
+    /* restarts: what the network is rebuilt from (RESUME), and the serving gate */
+    char spec[512], init[4096];
+    OptimConfig oc;
+    CriticGate gate;
+    int64_t saved_updates;         /* the update count of --ckpt as last written or read, -1 none */
 } ImgCritic;
 
 /* serve_loop keeps the compute/wait clock; these only keep the heartbeats going */
@@ -130,6 +138,7 @@ static const WireTensor *critic_images(ImgCritic *c, void *sock, const WireMsg *
 
 static void img_critic_train(void *ctx, void *sock, const WireMsg *req) {
     ImgCritic *c = ctx;
+    if (critic_gate_refuse(&c->gate, sock, req)) return;
     const WireTensor *lab, *x = critic_images(c, sock, req, &lab);
     if (!x) return;
     const WireTensor *rlab = NULL, *real = NULL;
@@ -201,6 +210,7 @@ static void img_critic_train(void *ctx, void *sock, const WireMsg *req) {
  * are zeroed by the next FAKE_TRAIN). */
 static void img_critic_gan_grad(void *ctx, void *sock, const WireMsg *req) {
     ImgCritic *c = ctx;
+    if (critic_gate_refuse(&c->gate, sock, req)) return;
     if (!c->gan) {
         serve_error(sock, req, WIRE_STATUS_UNKNOWN_OP, "GAN_GRAD: this critic has no GAN head (--gan-weight 0)");
         return;
@@ -255,6 +265,7 @@ static int critic_save(ImgCritic *c, const StMeta *meta, int nmeta, char *err, s
 
 static void img_critic_denoise(void *ctx, void *sock, const WireMsg *req) {
     ImgCritic *c = ctx;
+    if (critic_gate_refuse(&c->gate, sock, req)) return;
     const WireTensor *lab, *x = critic_images(c, sock, req, &lab);
     if (!x) return;
     int64_t n = x->shape[0], D = c->net.dim;
@@ -284,9 +295,14 @@ static void img_critic_save(void *ctx, void *sock, const WireMsg *req) {
     char gw[32];
     snprintf(gw, sizeof gw, "%.9g", c->gan_w);
     StMeta meta[3] = {{"critic.seed", seed}, {"critic.role", "critic"}, {"critic.gan_weight", gw}};
+    if (critic_gate_refuse(&c->gate, sock, req)) return;
+    int64_t updates = c->net.opt->step;
     keep_begin(c);
-    int rc = fs_mkdir_parent(c->ckpt, err, sizeof err) || critic_save(c, meta, c->gan ? 3 : 2, err, sizeof err);
+    int rc = fs_mkdir_parent(c->ckpt, err, sizeof err) ||
+             (updates != c->saved_updates && critic_keep_prev(c->ckpt, err, sizeof err)) ||
+             critic_save(c, meta, c->gan ? 3 : 2, err, sizeof err);
     keep_end(c);
+    if (!rc) c->saved_updates = updates;
     if (rc) {
         serve_error(sock, req, WIRE_STATUS_INTERNAL, "save: %s", err);
         return;
@@ -314,13 +330,106 @@ static void img_critic_log(void *ctx) {
 }
 
 /* The network of checkpoint `path` must be ours (a clearer message than a tensor's shape). */
-static int same_spec(const EdmUNet *n, const char *path, const char *what) {
-    char spec[512], err[1024];
-    int r = edmunet_read_spec(path, spec, sizeof spec, err, sizeof err);
-    if (r < 0) return msd_fail(2, "%s: %s", what, err);
+static int same_spec(const EdmUNet *n, const char *path, const char *what, char *err, size_t errlen) {
+    char spec[512], e[1024];
+    int r = edmunet_read_spec(path, spec, sizeof spec, e, sizeof e);
+    if (r < 0) return msd_errf(err, errlen, "%s: %s", what, e);
     if (r == 0 && strcmp(spec, n->spec))
-        return msd_fail(2, "%s: %s holds the network '%s', not '%s' (--net)", what, path, spec, n->spec);
+        return msd_errf(err, errlen, "%s: %s holds the network '%s', not '%s' (--net)", what, path, spec, n->spec);
     return 0;
+}
+
+/* The network (and GAN head) built afresh, then `file`'s state: with `resume` a checkpoint of
+ * this critic (weights, AdamW moments, update count; with --gan-weight its GAN head and the
+ * head's AdamW), else --init's EMA weights at update 0 with a freshly initialised head. The
+ * start of a run and RESUME both come here, so a rollback to update 0 or to a checkpoint is
+ * the state a fresh start or a resumed run would have. 0, or -1 with a message. */
+static int img_critic_build(ImgCritic *c, const char *file, int resume, char *err, size_t errlen) {
+    char e[1024];
+    const char *what = resume ? "resuming" : "--init";
+    optim_destroy(&c->hopt);
+    gan_head_free(&c->head);
+    edmunet_free(&c->net);
+    if (edmunet_new(&c->net, c->spec, c->be, c->ctx, opt.cap, &c->oc, c->seed, e, sizeof e))
+        return msd_errf(err, errlen, "--net: %s", e);
+    if (c->net.cfg.label_dim <= 0)
+        return msd_errf(err, errlen, "the critic %s is unconditional: stage 2's critics need classes=N", c->net.spec);
+    if (same_spec(&c->net, file, what, err, errlen)) return -1;
+    if (c->gan) {
+        int64_t chw[3];
+        unet_bottleneck_shape(c->net.unet, chw);
+        if (gan_head_init(&c->head, chw[0], chw[1], chw[2], opt.cap, c->be, c->ctx, e, sizeof e))
+            return msd_errf(err, errlen, "--gan-weight: %s (the critic %s)", e, c->net.spec);
+        gan_head_init_weights(&c->head, c->seed + GAN_HEAD_SEED + c->stream);
+        c->hopt = optim_new(&c->head.ps, &c->oc);
+    }
+    if (resume && c->gan) {
+        CheckpointMeta m;
+        CkptPart parts[2] = {{"", unet_params(c->net.unet), c->net.opt}, {"gan.", &c->head.ps, c->hopt}};
+        if (checkpoint_load_parts(file, parts, 2, &m, e, sizeof e))
+            return msd_errf(err, errlen,
+                            "resuming: %s (a critic with --gan-weight resumes from a checkpoint with its GAN head)", e);
+        checkpoint_meta_free(&m);
+        log_info("resumed from %s at update %lld (with its GAN head)", file, (long long)c->net.opt->step);
+    } else if (resume) {
+        if (edmunet_load(&c->net, file, 0, NULL, e, sizeof e))
+            return msd_errf(err, errlen, "resuming: %s", e);
+        log_info("resumed from %s at update %lld", file, (long long)c->net.opt->step);
+    } else {
+        Optim *keep = c->net.opt;
+        c->net.opt = NULL;
+        int rc = edmunet_load(&c->net, file, 1, NULL, e, sizeof e);
+        c->net.opt = keep;
+        if (rc)
+            return msd_errf(err, errlen, "--init: %s", e);
+        log_info("initialised from %s", file);
+    }
+    return 0;
+}
+
+static int img_critic_load_counted(void *ctx, const char *file, int64_t *updates, char *err, size_t errlen) {
+    ImgCritic *c = ctx;
+    if (img_critic_build(c, file, 1, err, errlen)) return -1;
+    *updates = c->net.opt->step;
+    return 0;
+}
+
+/* RESUME {"updates" i64 (1)}: the student (re)starts at the step after which this critic had
+ * taken that many updates: keep the current state when it is that one (the update count
+ * names the state: every draw is keyed by it and the student's requests are a function of its
+ * step), else roll back to --ckpt or --ckpt.prev holding exactly that count, or to --init's
+ * weights for 0. Serving starts (again) with the reply. */
+static void img_critic_resume(void *ctx, void *sock, const WireMsg *req) {
+    ImgCritic *c = ctx;
+    const WireTensor *u = serve_tensor(sock, req, "updates", WIRE_I64, 1, 1);
+    if (!u) return;
+    int64_t want = *(const int64_t *)u->data;
+    char err[1024], from[4200] = "its current state";
+    c->gate.resumed = 0;
+    if (want < 0) {
+        serve_error(sock, req, WIRE_STATUS_BAD_REQUEST, "resume: updates %lld < 0", (long long)want);
+        return;
+    }
+    int r = 0;
+    if (c->net.opt->step != want) {
+        keep_begin(c);
+        if (want == 0) {
+            r = img_critic_build(c, c->init, 0, err, sizeof err);
+            snprintf(from, sizeof from, "%s", c->init);
+        } else {
+            r = critic_find_updates(c->ckpt, want, img_critic_load_counted, c, from, sizeof from, err, sizeof err);
+        }
+        keep_end(c);
+    }
+    if (r) {
+        serve_error(sock, req, r < 0 ? WIRE_STATUS_INTERNAL : WIRE_STATUS_BAD_REQUEST, "resume: %s", err);
+        return;
+    }
+    critic_gate_open(&c->gate, req);
+    log_info("resumed at update %lld from %s (RESUME %llu)", (long long)want, from, (unsigned long long)req->id);
+    WireMsg rep;
+    wire_reply_init(&rep, req, WIRE_OP_RESUME, WIRE_STATUS_OK);
+    serve_reply(sock, &rep);
 }
 
 static int img_critic_open(Proc *p, ImgCritic *c) {
@@ -351,46 +460,17 @@ static int img_critic_open(Proc *p, ImgCritic *c) {
     c->be = p->gpu >= 0 ? proc_gpu(p, err, sizeof err) : backend_get(device_cpu(), err, sizeof err);
     if (!c->be || backend_missing(c->be, err, sizeof err)) return msd_fail(1, "backend: %s", err);
     c->ctx = backend_ctx_new(c->be, opt.threads);
-    OptimConfig oc;
-    optim_config_default(&oc);
-    oc.lr = opt.lr;
-    oc.weight_decay = opt.weight_decay;
-    oc.grad_clip = opt.grad_clip;
-    if (edmunet_new(&c->net, spec, c->be, c->ctx, opt.cap, &oc, c->seed, err, sizeof err))
-        return msd_fail(2, "--net: %s", err);
-    if (c->net.cfg.label_dim <= 0)
-        return msd_fail(2, "the critic %s is unconditional: stage 2's critics need classes=N", c->net.spec);
-    if (same_spec(&c->net, from, resume ? "resuming" : "--init")) return 2;
+    optim_config_default(&c->oc);
+    c->oc.lr = opt.lr;
+    c->oc.weight_decay = opt.weight_decay;
+    c->oc.grad_clip = opt.grad_clip;
     c->gan_w = opt.gan_weight;
     c->gan = opt.gan_weight > 0;
-    if (c->gan) {
-        int64_t chw[3];
-        unet_bottleneck_shape(c->net.unet, chw);
-        if (gan_head_init(&c->head, chw[0], chw[1], chw[2], opt.cap, c->be, c->ctx, err, sizeof err))
-            return msd_fail(2, "--gan-weight: %s (the critic %s)", err, c->net.spec);
-        gan_head_init_weights(&c->head, c->seed + GAN_HEAD_SEED + c->stream);
-        c->hopt = optim_new(&c->head.ps, &oc);
-        distill_buf_init(&c->db, c->be, c->ctx, opt.cap, c->net.dim);
-    }
-    if (resume && c->gan) {
-        CheckpointMeta m;
-        CkptPart parts[2] = {{"", unet_params(c->net.unet), c->net.opt}, {"gan.", &c->head.ps, c->hopt}};
-        if (checkpoint_load_parts(c->ckpt, parts, 2, &m, err, sizeof err))
-            return msd_fail(2, "resuming: %s (a critic with --gan-weight resumes from a checkpoint with its GAN head)",
-                            err);
-        checkpoint_meta_free(&m);
-        log_info("resumed from %s at update %lld (with its GAN head)", c->ckpt, (long long)c->net.opt->step);
-    } else if (resume) {
-        if (edmunet_load(&c->net, c->ckpt, 0, NULL, err, sizeof err)) return msd_fail(2, "resuming: %s", err);
-        log_info("resumed from %s at update %lld", c->ckpt, (long long)c->net.opt->step);
-    } else {
-        Optim *keep = c->net.opt;
-        c->net.opt = NULL;
-        int rc = edmunet_load(&c->net, init, 1, NULL, err, sizeof err);
-        c->net.opt = keep;
-        if (rc) return msd_fail(2, "--init: %s", err);
-        log_info("initialised from %s", init);
-    }
+    snprintf(c->spec, sizeof c->spec, "%s", spec);
+    snprintf(c->init, sizeof c->init, "%s", init);
+    if (img_critic_build(c, from, resume, err, sizeof err)) return msd_fail(2, "%s", err);
+    c->saved_updates = resume ? c->net.opt->step : -1;
+    if (c->gan) distill_buf_init(&c->db, c->be, c->ctx, opt.cap, c->net.dim);
     dmd_sigma_table(c->table, DMD_TABLE_N);
     int64_t cap = opt.cap, D = c->net.dim;
     c->hnoise = msd_malloc(sizeof(float) * (size_t)(cap * D));
@@ -445,9 +525,9 @@ int critic_image_run(Proc *p) {
     }
     static const ServeOp ops[] = {
         {WIRE_OP_DENOISE, img_critic_denoise}, {WIRE_OP_FAKE_TRAIN, img_critic_train}, {WIRE_OP_SAVE, img_critic_save},
-        {WIRE_OP_GAN_GRAD, img_critic_gan_grad}};
+        {WIRE_OP_GAN_GRAD, img_critic_gan_grad}, {WIRE_OP_RESUME, img_critic_resume}};
     c.next_log = msd_now() + 5;
-    serve_loop(p, serve, ops, 4, &c, img_critic_log, "critic");
+    serve_loop(p, serve, ops, 5, &c, img_critic_log, "critic");
     img_critic_free(&c);
     return proc_finish(p);
 }

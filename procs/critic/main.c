@@ -71,25 +71,66 @@ typedef struct Critic {
     long updates_logged;
     double next_log;
     OptimConfig oc;
-    int resumed;           /* a RESUME arrived: training requests are served */
-    uint64_t floor_id;     /* requests with a smaller id are stale (the last RESUME's id) */
+    CriticGate gate;       /* serving starts with the student's RESUME */
     int64_t saved_updates; /* the update count of --ckpt as last written or read, -1 none */
 } Critic;
 
-/* BUSY for a training request before RESUME or from before the last RESUME: 1 when refused. */
-static int critic_refuse(Critic *c, void *sock, const WireMsg *req) {
-    if (!c->resumed) {
+int critic_gate_refuse(const CriticGate *g, void *sock, const WireMsg *req) {
+    if (!g->resumed) {
         serve_error(sock, req, WIRE_STATUS_BUSY, "%s: not resumed (send RESUME first: this critic may have restarted)",
                     wire_op_name(req->op));
         return 1;
     }
-    if (req->id < c->floor_id) {
+    if (req->id < g->floor_id) {
         serve_error(sock, req, WIRE_STATUS_BUSY, "%s request %llu is stale (from before RESUME %llu)", wire_op_name(req->op),
-                    (unsigned long long)req->id, (unsigned long long)c->floor_id);
+                    (unsigned long long)req->id, (unsigned long long)g->floor_id);
         return 1;
     }
     return 0;
 }
+
+void critic_gate_open(CriticGate *g, const WireMsg *resume) {
+    g->resumed = 1;
+    g->floor_id = resume->id;
+}
+
+int critic_keep_prev(const char *ckpt, char *err, size_t errlen) {
+    struct stat st;
+    if (stat(ckpt, &st) != 0) return 0;
+    char prev[4200], tmp[4300];
+    snprintf(prev, sizeof prev, "%s.prev", ckpt);
+    snprintf(tmp, sizeof tmp, "%s.prev.tmp", ckpt);
+    unlink(tmp);
+    if (link(ckpt, tmp) != 0 || rename(tmp, prev) != 0) {
+        snprintf(err, errlen, "keeping %s as %s: %s", ckpt, prev, strerror(errno));
+        unlink(tmp);
+        return -1;
+    }
+    return 0;
+}
+
+int critic_find_updates(const char *ckpt, int64_t want, CriticLoadFn load, void *ctx, char *from, size_t fromlen,
+                        char *err, size_t errlen) {
+    char prev[4200], had[512] = "";
+    snprintf(prev, sizeof prev, "%s.prev", ckpt);
+    const char *files[2] = {ckpt, prev};
+    for (int k = 0; k < 2; k++) {
+        struct stat st;
+        if (stat(files[k], &st) != 0) continue;
+        int64_t got = -1;
+        if (load(ctx, files[k], &got, err, errlen)) return -1;
+        if (got == want) {
+            snprintf(from, fromlen, "%s", files[k]);
+            return 0;
+        }
+        snprintf(had + strlen(had), sizeof had - strlen(had), "%s%s has %lld", had[0] ? ", " : "", files[k],
+                 (long long)got);
+    }
+    snprintf(err, errlen, "no checkpoint after %lld updates (%s)", (long long)want, had[0] ? had : "no checkpoint file");
+    return 1;
+}
+
+static int critic_refuse(Critic *c, void *sock, const WireMsg *req) { return critic_gate_refuse(&c->gate, sock, req); }
 
 /* x (N, dim) f32 and label (N) i32, N <= cap, finite. */
 static const WireTensor *critic_points(Critic *c, void *sock, const WireMsg *req, const WireTensor **lab) {
@@ -171,17 +212,9 @@ static void critic_save(void *ctx, void *sock, const WireMsg *req) {
     /* the checkpoint before becomes FILE.prev (a hard link renamed over it: both names always
      * hold a whole file), unless this SAVE repeats the last one */
     int64_t updates = c->net.opt->step;
-    struct stat st;
-    if (updates != c->saved_updates && stat(c->ckpt, &st) == 0) {
-        char prev[4200], tmp[4300];
-        snprintf(prev, sizeof prev, "%s.prev", c->ckpt);
-        snprintf(tmp, sizeof tmp, "%s.prev.tmp", c->ckpt);
-        unlink(tmp);
-        if (link(c->ckpt, tmp) != 0 || rename(tmp, prev) != 0) {
-            serve_error(sock, req, WIRE_STATUS_INTERNAL, "save: keeping %s as %s: %s", c->ckpt, prev, strerror(errno));
-            unlink(tmp);
-            return;
-        }
+    if (updates != c->saved_updates && critic_keep_prev(c->ckpt, err, sizeof err)) {
+        serve_error(sock, req, WIRE_STATUS_INTERNAL, "save: %s", err);
+        return;
     }
     if (edmmlp_save(&c->net, c->ckpt, "critic", err, sizeof err)) {
         serve_error(sock, req, WIRE_STATUS_INTERNAL, "save: %s", err);
@@ -223,6 +256,13 @@ static int critic_net_new(Critic *c, char *err, size_t errlen) {
     return 0;
 }
 
+static int mlp_load_counted(void *ctx, const char *file, int64_t *updates, char *err, size_t errlen) {
+    Critic *c = ctx;
+    if (edmmlp_load(&c->net, file, 0, err, errlen)) return -1;
+    *updates = c->net.opt->step;
+    return 0;
+}
+
 /* RESUME {"updates" i64 (1)}: the student (re)starts at the step after which this critic had
  * taken that many updates; roll back to the checkpoint (--ckpt or its .prev) holding exactly
  * that state, or to the initial weights for 0. Serving starts (again) with the reply. */
@@ -232,7 +272,7 @@ static void critic_resume(void *ctx, void *sock, const WireMsg *req) {
     if (!u) return;
     int64_t want = *(const int64_t *)u->data;
     char err[1024];
-    c->resumed = 0;
+    c->gate.resumed = 0;
     if (want < 0) {
         serve_error(sock, req, WIRE_STATUS_BAD_REQUEST, "resume: updates %lld < 0", (long long)want);
         return;
@@ -242,31 +282,16 @@ static void critic_resume(void *ctx, void *sock, const WireMsg *req) {
         serve_error(sock, req, WIRE_STATUS_INTERNAL, "resume: %s", err);
         return;
     }
-    const char *from = "the initial weights";
+    char from[4200] = "the initial weights";
     if (want > 0) {
-        char prev[4200], had[512] = "";
-        snprintf(prev, sizeof prev, "%s.prev", c->ckpt ? c->ckpt : "");
-        const char *files[2] = {c->ckpt, prev};
-        from = NULL;
-        for (int k = 0; k < 2 && !from && c->ckpt; k++) {
-            struct stat st;
-            if (stat(files[k], &st) != 0) continue;
-            if (edmmlp_load(&c->net, files[k], 0, err, sizeof err)) {
-                serve_error(sock, req, WIRE_STATUS_INTERNAL, "resume: %s", err);
-                return;
-            }
-            if (c->net.opt->step == want) from = files[k];
-            else snprintf(had + strlen(had), sizeof had - strlen(had), "%s%s has %lld", had[0] ? ", " : "", files[k],
-                          (long long)c->net.opt->step);
-        }
-        if (!from) {
-            serve_error(sock, req, WIRE_STATUS_BAD_REQUEST, "resume: no checkpoint after %lld updates (%s)", (long long)want,
-                        had[0] ? had : "no checkpoint file");
+        int r = c->ckpt ? critic_find_updates(c->ckpt, want, mlp_load_counted, c, from, sizeof from, err, sizeof err) : 1;
+        if (r) {
+            if (!c->ckpt) snprintf(err, sizeof err, "no checkpoint after %lld updates (no --ckpt file)", (long long)want);
+            serve_error(sock, req, r < 0 ? WIRE_STATUS_INTERNAL : WIRE_STATUS_BAD_REQUEST, "resume: %s", err);
             return;
         }
     }
-    c->resumed = 1;
-    c->floor_id = req->id;
+    critic_gate_open(&c->gate, req);
     log_info("resumed at update %lld from %s (RESUME %llu)", (long long)want, from, (unsigned long long)req->id);
     WireMsg rep;
     wire_reply_init(&rep, req, WIRE_OP_RESUME, WIRE_STATUS_OK);

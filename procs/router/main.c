@@ -196,7 +196,7 @@ static void router_take_line(Router *r, WireMsg *line) {
         pd->student = router_pick(r, t->data, t->nbytes);
         pd->len = t->nbytes;
         pd->text = msd_malloc(t->nbytes + 1);
-        memcpy(pd->text, t->data, t->nbytes);
+        if (t->nbytes) memcpy(pd->text, t->data, t->nbytes);
     }
     pd->state = P_QUEUED;
     StudentQ *q = &r->q[pd->student];
@@ -396,7 +396,7 @@ static void router_take_reply(Router *r, int k) {
         router_answer(r, pd.line_id, out, WIRE_STATUS_INTERNAL);
     } else {
         int n = snprintf(out, sizeof out, "%s: ", r->names[k]);
-        memcpy(out + n, t->data, t->nbytes);
+        if (t->nbytes) memcpy(out + n, t->data, t->nbytes);
         out[(size_t)n + t->nbytes] = 0;
         router_answer(r, pd.line_id, out, WIRE_STATUS_OK);
     }

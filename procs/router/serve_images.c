@@ -81,29 +81,6 @@ typedef struct Images {
     double encode_s;
 } Images;
 
-/* Valid UTF-8 (no overlong forms, surrogates or code points above U+10FFFF)? -1, or the
- * offset of the first bad byte. */
-static long utf8_bad_at(const unsigned char *s, size_t n) {
-    size_t i = 0;
-    while (i < n) {
-        unsigned c = s[i];
-        size_t k;
-        unsigned lo = 0x80, hi = 0xBF;
-        if (c < 0x80) { i++; continue; }
-        else if (c >= 0xC2 && c <= 0xDF) k = 1;
-        else if (c >= 0xE0 && c <= 0xEF) { k = 2; if (c == 0xE0) lo = 0xA0; if (c == 0xED) hi = 0x9F; }
-        else if (c >= 0xF0 && c <= 0xF4) { k = 3; if (c == 0xF0) lo = 0x90; if (c == 0xF4) hi = 0x8F; }
-        else return (long)i;
-        if (i + k >= n) return (long)i;   /* cut off */
-        for (size_t j = 1; j <= k; j++) {
-            unsigned b = s[i + j];
-            if (j == 1 ? (b < lo || b > hi) : (b < 0x80 || b > 0xBF)) return (long)i;
-        }
-        i += k + 1;
-    }
-    return -1;
-}
-
 /* Does the prompt (len bytes) name class c, case-insensitively, by its one-word name or its
  * official name? */
 static int names_class(const char *t, size_t len, int c) {
@@ -178,14 +155,14 @@ static int images_parse(Router *r, const WireMsg *line, const WireTensor *tt, Pe
     char why[1024];
     const char *raw = tt->data;
     size_t len = tt->nbytes;
-    long bad = utf8_bad_at((const unsigned char *)raw, len);
+    long bad = utf8_bad_at(raw, len);
     if (bad >= 0) {
         snprintf(why, sizeof why, "the line is not valid UTF-8 (byte %ld of %zu)", bad + 1, len);
         router_answer(r, line->id, why, WIRE_STATUS_BAD_REQUEST);
         return -1;
     }
     char text[ROUTER_MAX_TEXT + 1];
-    memcpy(text, raw, len);
+    if (len) memcpy(text, raw, len);   /* an empty line has no data pointer */
     text[len] = 0;
     size_t b = 0, e = len;
     while (b < e && is_space(text[b])) b++;

@@ -3,7 +3,18 @@
 #ifndef MSD_PROCS_STUDENT_H
 #define MSD_PROCS_STUDENT_H
 
+#include <stdint.h>
+
 #include "proc.h"
+#include "rpc.h"
+
+/* Restarts (docs/PIPELINES.md "Restarts"): the critic's update count once its student has
+ * finished `step` steps of --ttur updates each after a warm-up of `warmup` (0 at step 0: a
+ * student at step 0 warms the critic up again). */
+int64_t student_critic_updates(int64_t step, int warmup, int ttur);
+/* RESUME {"updates"} to the critic: it rolls back to that state and serves from then on.
+ * 0, or -1 with the reason in rpc->err. */
+int student_resume_critic(Rpc *rpc, void *critic, int64_t updates);
 
 /* --mode mog-train: DMD2 distillation of a one-step MLP generator on the mixture toy.
  * --mode mog-serve: answers GENERATE from a checkpoint. Their options are the tables below

@@ -21,7 +21,9 @@
  * STREAM_Z, t and eps from STREAM_T/STREAM_EPS — so a run resumed from its checkpoint computes
  * what an uninterrupted run computes.
  * Every --ckpt-every steps and at the end the critic checkpoints (SAVE), then the student
- * (weights, EMA, AdamW moments, step; atomic): a restart after kill -9 resumes there. Progress
+ * (weights, EMA, AdamW moments, step; atomic): a restart after kill -9 resumes there, and
+ * first sends RESUME to the critic with its update count at that step (the critic keeps the
+ * checkpoint before as .prev: a kill between the two saves leaves it one checkpoint ahead). Progress
  * lines and JSON-lines metrics (--metrics); every --grid-every steps and at the end a PNG grid
  * of EMA samples of its classes (one row per class, fixed noise). Long computations run under
  * proc_keepalive, so the launcher keeps hearing from a student busy for seconds.
@@ -63,6 +65,7 @@
 #include "philox.h"
 #include "rpc.h"
 #include "serve.h"
+#include "student.h"
 #include "student_image.h"
 
 /* streams of the draws; the student's index goes into bits 32.. */
@@ -510,6 +513,9 @@ static void img_report(ImgTrain *s, int64_t done, int64_t start, double t_run, c
 static int img_train_loop(ImgTrain *s) {
     const ImgOpts *o = &s->o;
     int64_t start = s->g.opt->step;
+    /* the critic to the state of this step (it may be a checkpoint ahead: it saves first) */
+    if (s->critic && student_resume_critic(&s->rpc, s->critic, student_critic_updates(start, o->warmup, o->ttur)))
+        return -1;
     if (start == 0 && o->warmup > 0 && !s->tsm) {
         log_info("warming up the critic: %d updates on the initial generator's samples", o->warmup);
         for (int w = 0; w < o->warmup; w += MAX_ROUND) {

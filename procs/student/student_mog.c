@@ -187,21 +187,23 @@ static int mog_checkpoint(MogTrain *s) {
     return 0;
 }
 
-/* The critic's update count once the student has finished `step` steps (0 before the warm-up:
- * a student at step 0 warms it up again). */
-static int64_t mog_critic_updates(const MogTrain *s, int64_t step) {
-    return step > 0 ? s->warmup + step * (int64_t)s->ttur : 0;
+int64_t student_critic_updates(int64_t step, int warmup, int ttur) {
+    return step > 0 ? warmup + step * (int64_t)ttur : 0;
+}
+
+int student_resume_critic(Rpc *rpc, void *critic, int64_t updates) {
+    WireMsg req, rep;
+    int64_t one = 1;
+    wire_msg_init(&req, WIRE_OP_RESUME, rpc_id(rpc));
+    wire_msg_add(&req, "updates", WIRE_I64, 1, &one, &updates);
+    if (rpc_call(rpc, critic, "critic", &req, &rep)) return -1;
+    wire_msg_close(&rep);
+    return 0;
 }
 
 /* RESUME: roll the critic back to the state that belongs to this student's step. */
 static int mog_resume_critic(MogTrain *s) {
-    WireMsg req, rep;
-    int64_t one = 1, updates = mog_critic_updates(s, s->g.opt->step);
-    wire_msg_init(&req, WIRE_OP_RESUME, rpc_id(&s->rpc));
-    wire_msg_add(&req, "updates", WIRE_I64, 1, &one, &updates);
-    if (rpc_call(&s->rpc, s->critic, "critic", &req, &rep)) return -1;
-    wire_msg_close(&rep);
-    return 0;
+    return student_resume_critic(&s->rpc, s->critic, student_critic_updates(s->g.opt->step, s->warmup, s->ttur));
 }
 
 /* Back to the last checkpoint (or the initial weights), the critic with it. */

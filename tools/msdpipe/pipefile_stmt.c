@@ -222,6 +222,18 @@ static int split_list(Parser *P, const char *key, char *val, char **out, int *n,
     return 0;
 }
 
+/* An integer proc key KEY=VAL (an expression) in 0..max into *out; expect is what it means, with
+ * a %d for max ("bad KEY 'VAL': why (expected ...)" or "bad KEY N (expected ...)"). 0, or -1. */
+static int int_key(Parser *P, const char *key, const char *val, int max, const char *expect, int *out) {
+    long long v;
+    char why[96], what[160];
+    snprintf(what, sizeof what, expect, max);
+    if (pf_eval_int(val, &v, why, sizeof why) < 0) return perr(P, "bad %s '%s': %s (expected %s)", key, val, why, what);
+    if (v < 0 || v > max) return perr(P, "bad %s %lld (expected %s)", key, v, what);
+    *out = (int)v;
+    return 0;
+}
+
 /* The key=value words and '--' arguments of one (replica of a) proc line. */
 static int proc_keys(Parser *P, PipeProc *p) {
     Toks *t = &P->toks;
@@ -282,22 +294,12 @@ static int proc_keys(Parser *P, PipeProc *p) {
             else return perr(P, "bad server '%s' (expected yes or no)", val);
         } else if (strcmp(key, "restart") == 0) {
             if (seen_restart++) return perr(P, "restart given twice");
-            long long r;
-            char why[96];
-            if (pf_eval_int(val, &r, why, sizeof why) < 0)
-                return perr(P, "bad restart '%s': %s (expected the most restarts after a crash, 0..%d)", val, why, PIPE_MAX_RESTART);
-            if (r < 0 || r > PIPE_MAX_RESTART)
-                return perr(P, "bad restart %lld (expected the most restarts after a crash, 0..%d)", r, PIPE_MAX_RESTART);
-            p->restart = (int)r;
+            if (int_key(P, key, val, PIPE_MAX_RESTART, "the most restarts after a crash, 0..%d", &p->restart)) return -1;
         } else if (strcmp(key, "threads") == 0) {
             if (seen_threads++) return perr(P, "threads given twice");
-            long long n;
-            char why[96];
-            if (pf_eval_int(val, &n, why, sizeof why) < 0)
-                return perr(P, "bad threads '%s': %s (expected the process's CPU threads, 1..%d, or 0 for the launcher's share)", val, why, PIPE_MAX_THREADS);
-            if (n < 0 || n > PIPE_MAX_THREADS)
-                return perr(P, "bad threads %lld (expected the process's CPU threads, 1..%d, or 0 for the launcher's share)", n, PIPE_MAX_THREADS);
-            p->threads = (int)n;
+            if (int_key(P, key, val, PIPE_MAX_THREADS,
+                        "the process's CPU threads, 1..%d, or 0 for the launcher's share", &p->threads))
+                return -1;
         } else {
             return perr(P, "unknown proc key '%s' (proc keys: role, bind, connect, gpu, host, server, restart, threads)", key);
         }
