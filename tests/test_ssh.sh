@@ -10,7 +10,8 @@
 #    finishes with the four final checkpoints byte for byte those of a one-host run of
 #    mog_stage2.pipe with the same settings (one thread per process in both: the toy is exact);
 #  - no command line of any process on the machine holds a secret key of the run while it is
-#    up (the keys reach the other host on ssh's stdin);
+#    up (the keys reach the other host on ssh's stdin): the secret keys are read from the run's
+#    curve.keys and the remote copies, /proc/*/cmdline of every process is searched for them;
 #  - kill -9 of the remote student.1 (the msd-student under sshd) mid-run: the launcher names
 #    student.1, exits non-zero, and no process of the run is left (polled, 30 s).
 . "$(dirname "$0")/lib.sh"
@@ -95,16 +96,18 @@ if timeout 300 taskset -c 0 "$M" up mog_stage2 --set K=2 "${S[@]}" --set ready_t
     t_ok "the one-host reference run"
 else t_fail reference "$(tail -n 20 "$T_TMP/ref.log")"; t_end; exit; fi
 
-# secrets of the run: the key values in the launcher's key file (40-character Z85 keys)
-secrets_on_cmdlines() { # prints the pids whose command line holds a key of the run
-    local f k p
-    f=$(find "$RD" -name curve.keys 2>/dev/null | head -n 1)
-    [ -n "$f" ] || return 0
-    for k in $(grep -oE '[^ ]{40}$' "$f"); do
-        for p in /proc/[0-9]*; do
-            { tr '\0' ' ' <"$p/cmdline"; } 2>/dev/null | grep -qF -- "$k" && echo "${p#/proc/}"
-        done
+# The run's secret keys, read while it is up: the server and client secret keys (Z85, 40
+# characters) in the launcher's RUNDIR/curve.keys and in the copy each remote process got on
+# ssh's stdin (RUNDIR/127.0.0.1/NAME.keys, same format: "server-secret KEY", "client-secret KEY").
+NREMOTE=4 # critic.0, critic.1, student.0, student.1 run over ssh; each has a tcp link
+key_secrets() { sed -n 's/^\(server\|client\)-secret \(.\{40\}\)$/\2/p' "$@" 2>/dev/null; }
+keys_ready() { # RUNDIR: the launcher's key file and every remote copy hold both secret keys
+    local f n=0
+    [ "$(key_secrets "$1/curve.keys" | wc -l)" -eq 2 ] || return 1
+    for f in "$1"/127.0.0.1/*.keys; do
+        [ "$(key_secrets "$f" | wc -l)" -eq 2 ] && n=$((n + 1))
     done
+    [ "$n" -eq "$NREMOTE" ]
 }
 launcher_gone() { ! kill -0 "$1" 2>/dev/null; }
 finish() { # PID SECONDS: the launcher's status once it exits (bounded; SIGTERM, then SIGKILL, past it)
@@ -117,10 +120,6 @@ rm -rf "$run/ckpt" "$run/metrics.jsonl"
 MSDPIPE_VERBOSE=1 "$M" up "$here/pipelines/mog_stage2_ssh.pipe" "${S[@]}" --set ready_timeout=60 \
     >"$T_TMP/ssh.out" 2>"$T_TMP/ssh.log" </dev/null &
 LPID=$!
-leaks=
-if t_wait_for 120 grep -qs 'pipeline up' "$T_TMP/ssh.log"; then
-    leaks=$(secrets_on_cmdlines); nkeys=$(grep -coE '[^ ]{40}$' "$(find "$RD" -name curve.keys | head -n 1)" 2>/dev/null)
-fi
 finish "$LPID" 300; rc=$?
 if [ "$rc" -eq 0 ]; then t_ok "stage 2 with students and critics over ssh finished"
 else t_fail "stage 2 over ssh" "status $rc: $(grep -v DEBUG "$T_TMP/ssh.log" | tail -n 15)"; fi
@@ -131,15 +130,37 @@ if echo "$cmd1" | grep -q -- "$S_DIR/ssh -- 127.0.0.1 umask 077 .*'--curve-keys'
 else t_fail "student.1's command line" "$cmd1"; fi
 if d=$(same_ckpts "$run/ckpt"); then t_ok "checkpoints byte for byte those of the one-host run"
 else t_fail "checkpoints over ssh" "$d"; fi
-if [ -z "${nkeys:-}" ] || [ "${nkeys:-0}" -lt 1 ]; then t_fail "no secret on a command line" "no key file seen while up"
-elif [ -n "$leaks" ]; then t_fail "no secret on a command line" "a key of the run in the command line of: $(for p in $leaks; do tr '\0' ' ' </proc/$p/cmdline 2>/dev/null | cut -c1-200; echo; done)"
-else t_ok "none of the run's $nkeys keys on any command line while up"; fi
 
 # ---- kill -9 of the remote student -----------------------------------------------------------
 rm -rf "$run/ckpt" "$run/metrics.jsonl"
 "$M" up "$here/pipelines/mog_stage2_ssh.pipe" "${S[@]}" --set steps=100000 --set ready_timeout=60 \
     >/dev/null 2>"$T_TMP/kill.log" </dev/null &
 LPID=$!
+# ---- no secret on a command line, while this long run is up (the 60-step run above can end
+# before a check sees it). The launcher's run folder is RUNDIR_BASE/PIPELINE-LAUNCHERPID.
+rundir=$RD/mog_stage2_ssh-$LPID
+if ! t_wait_for 120 grep -qs 'pipeline up' "$T_TMP/kill.log"; then
+    t_fail "no secret on a command line" "the run did not come up: $(grep -v DEBUG "$T_TMP/kill.log" | tail -n 10)"
+elif ! t_wait_for 30 keys_ready "$rundir"; then
+    t_fail "no secret on a command line" "no complete key file and $NREMOTE remote copies in $rundir: $(ls -lR "$rundir" 2>&1 | tr '\n' ' ')"
+else
+    key_secrets "$rundir/curve.keys" "$rundir"/127.0.0.1/*.keys | sort -u >"$T_TMP/secrets"
+    nsecrets=$(wc -l <"$T_TMP/secrets")
+    # every command line on the machine, in one pass (the keys are in a file, not in grep's
+    # command line); the run's processes are counted to show that the scan saw it up (the
+    # folder's name is in a file too, so that grep does not count itself)
+    echo "$rundir/" >"$T_TMP/rundir"
+    nrun=$(grep -alF -f "$T_TMP/rundir" /proc/[0-9]*/cmdline 2>/dev/null | wc -l)
+    leaks=$(grep -alF -f "$T_TMP/secrets" /proc/[0-9]*/cmdline 2>/dev/null)
+    if [ -n "$leaks" ]; then
+        t_fail "no secret on a command line" "a secret key of the run in the command line of: $(for f in $leaks; do
+            echo; echo "${f%/cmdline}: $(tr '\0' ' ' <"$f" 2>/dev/null | cut -c1-300)"; done)"
+    elif [ "$nsecrets" -ne 2 ] || [ "$nrun" -lt 6 ]; then
+        t_fail "no secret on a command line" "scan not meaningful: $nsecrets distinct secret keys (2 expected), $nrun processes of the run seen (6 at least)"
+    else
+        t_ok "neither of the run's $nsecrets secret keys (key file + $NREMOTE copies) on the command line of any process ($nrun of the run's among them)"
+    fi
+fi
 victim=
 if t_wait_for 120 grep -qs '^\[student.1\] INFO step 10/' "$T_TMP/kill.log"; then
     # the msd-student of student.1 runs under sshd, not under the launcher
