@@ -14,6 +14,7 @@
 #    curve.keys and the remote copies, /proc/*/cmdline of every process is searched for them;
 #  - kill -9 of the remote student.1 (the msd-student under sshd) mid-run: the launcher names
 #    student.1, exits non-zero, and no process of the run is left (polled, 30 s).
+#  - no sanitizer report in the runs' logs (the ASan+UBSan suite; remote stderr comes back over ssh).
 . "$(dirname "$0")/lib.sh"
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -32,6 +33,7 @@ skip_all() {
     t_skip "stage 2 over ssh" "no sshd"
     t_skip "no secret on a command line" "no sshd"
     t_skip "kill -9 of the remote student" "no sshd"
+    t_skip "no sanitizer report" "no sshd"
     t_end; exit
 }
 [ -x /usr/sbin/sshd ] || skip_all "/usr/sbin/sshd missing (tools/install-deps installs openssh-server)"
@@ -172,6 +174,11 @@ if [ -z "$victim" ]; then t_fail "kill -9 of the remote student" "no msd-student
 elif [ "$krc" -ne 0 ] && grep -q 'ERROR process student.1 (pid [0-9]*' "$T_TMP/kill.log"; then
     t_ok "kill -9 of the remote student.1 (pid $victim): the launcher names it, exits $krc"
 else t_fail "kill -9 of the remote student" "status $krc: $(grep -v DEBUG "$T_TMP/kill.log" | tail -n 10)"; fi
+# the ASan+UBSan suite (MSD_TEST_VARIANT=san): a report of any process, remote ones included
+# (their stderr comes back through ssh), is in these logs
+if r=$(t_log_clean "$T_TMP/ref.log" && t_log_clean "$T_TMP/ssh.log" && t_log_clean "$T_TMP/kill.log"); then
+    t_ok "no sanitizer report in the three runs' logs"
+else t_fail "sanitizer report" "$r"; fi
 none_left() { ! pgrep -f -- "$RD/" >/dev/null; } # every process of the run has $RD in its command line
 if t_wait_for 30 none_left; then t_ok "no process of the run left"
 else t_fail "left behind" "$(pgrep -af -- "$RD/")"; fi
