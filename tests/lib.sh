@@ -66,8 +66,9 @@ t_kill_held_student0() { # PIPE STEP RUNDIR PEERS ARGS...: the image stages' kil
     # the other msd-* it links, e.g. "data teacher critic") that makes student.0's temporary
     # file of the step-STEP grid (grid-NNNNNNN.png.tmp.PID, PID its own, which exec keeps) a
     # FIFO: its open blocks (heartbeats go on under proc_keepalive) until the kill. Checks that
-    # the launcher exits non-zero naming the student and that student.0 did not finish; leaves
-    # the launcher's log in b-kill.log and removes the FIFO.
+    # the launcher exits non-zero naming the student and that student.0 did not finish (the wait
+    # for the checkpoint ends when the launcher does, else after 600 s: an ASan run on a loaded
+    # machine took 2.6 s a step); leaves the launcher's log in b-kill.log and removes the FIFO.
     local pipe=$1 step=$2 run=$3 peers=$4; shift 4
     local hold=$T_TMP/hold grid p
     grid=$(printf 'grid-%07d.png.tmp' "$step")
@@ -81,7 +82,7 @@ t_kill_held_student0() { # PIPE STEP RUNDIR PEERS ARGS...: the image stages' kil
     local lpid=$! spid rc
     trap "kill $lpid 2>/dev/null; rm -rf '$T_TMP'" EXIT
     trap 'exit 143' TERM
-    t_wait_for 60 grep -q "student.0\] INFO checkpoint .* at step $step" b-kill.log
+    t_wait_for 600 bash -c "grep -q 'student.0\] INFO checkpoint .* at step $step' b-kill.log || ! kill -0 $lpid 2>/dev/null"
     spid=$(pgrep -f -- "--name student.0 --control ipc://.*/$pipe-$lpid/" | head -n 1)
     if [ -n "$spid" ]; then kill -9 "$spid"; fi
     t_wait_for 20 bash -c "! kill -0 $lpid 2>/dev/null" || kill "$lpid"
