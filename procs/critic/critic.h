@@ -17,7 +17,12 @@ typedef struct CriticGate {
 } CriticGate;
 /* 1 after answering BUSY when `req` may not be served yet (no RESUME, or stale), else 0. */
 int critic_gate_refuse(const CriticGate *g, void *sock, const WireMsg *req);
-void critic_gate_open(CriticGate *g, const WireMsg *resume);   /* serving starts with `resume` */
+/* RESUME {"updates" i64 (1)}: closes the gate and reads the count into *want; -1 after
+ * answering a bad request. */
+int critic_resume_begin(CriticGate *g, void *sock, const WireMsg *req, int64_t *want);
+/* The rollback to `want` updates (from `from`) is done: logs it, opens the gate from this
+ * RESUME's id on and answers it. */
+void critic_resume_done(CriticGate *g, void *sock, const WireMsg *req, int64_t want, const char *from);
 /* Before SAVE overwrites `ckpt`: the file there becomes ckpt.prev (a hard link renamed over
  * it: both names always hold a whole file). The critic saves just before its student does and
  * either may die in between, so the state the student's checkpoint belongs to is one of the

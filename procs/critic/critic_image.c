@@ -401,15 +401,9 @@ static int img_critic_load_counted(void *ctx, const char *file, int64_t *updates
  * weights for 0. Serving starts (again) with the reply. */
 static void img_critic_resume(void *ctx, void *sock, const WireMsg *req) {
     ImgCritic *c = ctx;
-    const WireTensor *u = serve_tensor(sock, req, "updates", WIRE_I64, 1, 1);
-    if (!u) return;
-    int64_t want = *(const int64_t *)u->data;
+    int64_t want;
     char err[1024], from[4200] = "its current state";
-    c->gate.resumed = 0;
-    if (want < 0) {
-        serve_error(sock, req, WIRE_STATUS_BAD_REQUEST, "resume: updates %lld < 0", (long long)want);
-        return;
-    }
+    if (critic_resume_begin(&c->gate, sock, req, &want)) return;
     int r = 0;
     if (c->net.opt->step != want) {
         keep_begin(c);
@@ -425,11 +419,7 @@ static void img_critic_resume(void *ctx, void *sock, const WireMsg *req) {
         serve_error(sock, req, r < 0 ? WIRE_STATUS_INTERNAL : WIRE_STATUS_BAD_REQUEST, "resume: %s", err);
         return;
     }
-    critic_gate_open(&c->gate, req);
-    log_info("resumed at update %lld from %s (RESUME %llu)", (long long)want, from, (unsigned long long)req->id);
-    WireMsg rep;
-    wire_reply_init(&rep, req, WIRE_OP_RESUME, WIRE_STATUS_OK);
-    serve_reply(sock, &rep);
+    critic_resume_done(&c->gate, sock, req, want, from);
 }
 
 static int img_critic_open(Proc *p, ImgCritic *c) {

@@ -89,9 +89,25 @@ int critic_gate_refuse(const CriticGate *g, void *sock, const WireMsg *req) {
     return 0;
 }
 
-void critic_gate_open(CriticGate *g, const WireMsg *resume) {
+int critic_resume_begin(CriticGate *g, void *sock, const WireMsg *req, int64_t *want) {
+    const WireTensor *u = serve_tensor(sock, req, "updates", WIRE_I64, 1, 1);
+    if (!u) return -1;
+    *want = *(const int64_t *)u->data;
+    g->resumed = 0;
+    if (*want < 0) {
+        serve_error(sock, req, WIRE_STATUS_BAD_REQUEST, "resume: updates %lld < 0", (long long)*want);
+        return -1;
+    }
+    return 0;
+}
+
+void critic_resume_done(CriticGate *g, void *sock, const WireMsg *req, int64_t want, const char *from) {
     g->resumed = 1;
-    g->floor_id = resume->id;
+    g->floor_id = req->id;
+    log_info("resumed at update %lld from %s (RESUME %llu)", (long long)want, from, (unsigned long long)req->id);
+    WireMsg rep;
+    wire_reply_init(&rep, req, WIRE_OP_RESUME, WIRE_STATUS_OK);
+    serve_reply(sock, &rep);
 }
 
 int critic_keep_prev(const char *ckpt, char *err, size_t errlen) {
@@ -268,15 +284,9 @@ static int mlp_load_counted(void *ctx, const char *file, int64_t *updates, char 
  * that state, or to the initial weights for 0. Serving starts (again) with the reply. */
 static void critic_resume(void *ctx, void *sock, const WireMsg *req) {
     Critic *c = ctx;
-    const WireTensor *u = serve_tensor(sock, req, "updates", WIRE_I64, 1, 1);
-    if (!u) return;
-    int64_t want = *(const int64_t *)u->data;
+    int64_t want;
     char err[1024];
-    c->gate.resumed = 0;
-    if (want < 0) {
-        serve_error(sock, req, WIRE_STATUS_BAD_REQUEST, "resume: updates %lld < 0", (long long)want);
-        return;
-    }
+    if (critic_resume_begin(&c->gate, sock, req, &want)) return;
     edmmlp_free(&c->net);
     if (critic_net_new(c, err, sizeof err)) {
         serve_error(sock, req, WIRE_STATUS_INTERNAL, "resume: %s", err);
@@ -291,11 +301,7 @@ static void critic_resume(void *ctx, void *sock, const WireMsg *req) {
             return;
         }
     }
-    critic_gate_open(&c->gate, req);
-    log_info("resumed at update %lld from %s (RESUME %llu)", (long long)want, from, (unsigned long long)req->id);
-    WireMsg rep;
-    wire_reply_init(&rep, req, WIRE_OP_RESUME, WIRE_STATUS_OK);
-    serve_reply(sock, &rep);
+    critic_resume_done(&c->gate, sock, req, want, from);
 }
 
 static int critic_open(Proc *p, Critic *c) {
