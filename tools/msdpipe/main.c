@@ -18,7 +18,7 @@
 static const char *usage_text =
     "usage: msdpipe COMMAND ...\n"
     "\n"
-    "  msdpipe up FILE.pipe [--set NAME=VALUE ...] [--run-dir DIR] [--slurm]\n"
+    "  msdpipe up FILE.pipe [--set NAME=VALUE ...] [--run-dir DIR] [--slurm [--slurm-nodes N]]\n"
     "      start the pipeline, supervise it, forward stdin lines to its stdin process and\n"
     "      print the replies in input order; ends when the job ends, at the end of stdin,\n"
     "      on SIGINT/SIGTERM (or `msdpipe down`), or when a process fails\n"
@@ -34,8 +34,9 @@ static const char *usage_text =
     "A bare FILE (no '/') is looked up in the current folder, then in $MSDPIPE_PATH\n"
     "(colon-separated folders), then in the pipelines/ folder next to the binaries' folder;\n"
     "'.pipe' may be left out. Processes run as BINDIR/msd-ROLE where BINDIR is msdpipe's own\n"
-    "folder; remote ones through ${MSDPIPE_SSH:-ssh} HOST COMMAND; with --slurm (inside an\n"
-    "allocation) every process is a job step on a node of it (docs/SCALE.md).\n"
+    "folder; remote ones through ${MSDPIPE_SSH:-ssh} HOST COMMAND; with --slurm every process is\n"
+    "a job step on a node of a Slurm allocation, requested with salloc when there is none\n"
+    "(a gpu= process: a step with one GPU of its own, as --gpu 0) (docs/SCALE.md).\n"
     "Run directories live in --run-dir, else $XDG_RUNTIME_DIR/msdpipe, else /tmp/msdpipe-UID.\n"
     "Exit status of up: 0 job finished, 1 a process failed, 2 bad usage or pipeline file,\n"
     "128+N stopped by signal N. The file format: docs/PIPELINES.md.\n";
@@ -43,7 +44,7 @@ static const char *usage_text =
 /* The options of each command, into these (main copies them into Options). */
 static ArgList g_sets;
 static const char *g_run_dir, *g_file, *g_target;
-static int g_slurm;
+static int g_slurm, g_slurm_nodes;
 
 static const ArgSpec set_args[] = {
     ARG_LIST("--set", &g_sets, "NAME=VALUE", "give a pipeline variable a value; repeatable"),
@@ -55,7 +56,8 @@ static const ArgSpec run_dir_args[] = {
 };
 static const ArgSpec up_args[] = {
     ARG_POS(&g_file, "FILE.pipe", "the pipeline file"), ARG_INCLUDE(set_args), ARG_INCLUDE(run_dir_args),
-    ARG_FLAG("--slurm", &g_slurm, "inside a Slurm allocation: run every process as a job step on its nodes (docs/SCALE.md)"),
+    ARG_FLAG("--slurm", &g_slurm, "run every process as a job step on the nodes of a Slurm allocation; outside one, request it with salloc (docs/SCALE.md)"),
+    ARG_INT("--slurm-nodes", &g_slurm_nodes, 1, 15, "N", "--slurm outside an allocation: request N nodes (default: as many as the placement uses)"),
     ARG_END_,
 };
 static const ArgSpec check_args[] = {ARG_POS(&g_file, "FILE.pipe", "the pipeline file"), ARG_INCLUDE(set_args), ARG_END_};
@@ -184,6 +186,9 @@ int main(int argc, char **argv) {
     o.file = g_file;
     o.target = g_target;
     o.slurm = g_slurm;
+    o.slurm_nodes = g_slurm_nodes;
+    o.argc = argc;
+    o.argv = argv;
     if (is_check) rc = cmd_check(&o);
     else if (is_up) rc = cmd_up(&o);
     else if (is_ps) rc = cmd_ps(&o);

@@ -35,6 +35,9 @@ typedef struct Options {
     const char *target;        /* down: which pipeline */
     char bindir[PATH_MAX];     /* folder of msdpipe itself, where msd-* live */
     int slurm;                 /* up --slurm: processes are job steps (slurm.c) */
+    int slurm_nodes;           /* up --slurm-nodes: nodes to request outside an allocation, 0: the placement's */
+    int argc;                  /* the command line, for msdpipe run again inside its own allocation */
+    char **argv;
 } Options;
 
 /* main.c */
@@ -139,6 +142,9 @@ int slurm_place(Pipeline *pl, char *err, size_t errlen);
 /* Cancel (scancel) every step of the allocation whose name starts with plan_step_prefix();
  * bounded. Returns how many it cancelled, -1 when squeue/scancel could not run. */
 int slurm_cancel_steps(void);
+/* up --slurm without SLURM_JOB_ID: salloc (nodes and GPUs the placement needs) running this
+ * msdpipe again inside the allocation; returns its exit status, or 1 when none was granted. */
+int slurm_self_allocate(Options *o, const Pipeline *pl);
 
 /* supervise.c */
 int cmd_up(Options *o);

@@ -80,6 +80,8 @@ void plan_free_argv(char **argv) {
     free(argv);
 }
 
+static char **remote_argv(const Pipeline *pl, int host, const char *name, const char *shellcmd, int gpu);
+
 /* The process's own command line, as run on its host. */
 static Argv proc_command(const Pipeline *pl, int i, const char *bindir, const char *control, const char *keys) {
     const PipeProc *p = &pl->procs[i];
@@ -93,9 +95,9 @@ static Argv proc_command(const Pipeline *pl, int i, const char *bindir, const ch
         av_add(&a, "--control");
         av_add(&a, control);
     }
-    if (p->gpu >= 0) {
+    if (p->gpu >= 0) { /* a Slurm step: the GPU Slurm gave it is the only one it sees (docs/SCALE.md) */
         char g[16];
-        snprintf(g, sizeof g, "%d", p->gpu);
+        snprintf(g, sizeof g, "%d", pl->hosts[p->host].slurm ? 0 : p->gpu);
         av_add(&a, "--gpu");
         av_add(&a, g);
     }
@@ -160,12 +162,16 @@ char **plan_argv(const Pipeline *pl, int i, const char *bindir, const char *cont
         str_add(&s, &len, &cap, plan_shell_quote(cmd.v[k], q, sizeof q));
     }
     plan_free_argv(cmd.v);
-    char **v = plan_remote_argv(pl, p->host, p->name, s);
+    char **v = remote_argv(pl, p->host, p->name, s, p->gpu >= 0);
     free(s);
     return v;
 }
 
 char **plan_remote_argv(const Pipeline *pl, int host, const char *name, const char *shellcmd) {
+    return remote_argv(pl, host, name, shellcmd, 0);
+}
+
+static char **remote_argv(const Pipeline *pl, int host, const char *name, const char *shellcmd, int gpu) {
     Argv a = {0};
     const PipeHost *h = &pl->hosts[host];
     const char *env = getenv(h->slurm ? "MSDPIPE_SRUN" : "MSDPIPE_SSH");
@@ -174,11 +180,18 @@ char **plan_remote_argv(const Pipeline *pl, int host, const char *name, const ch
     free(words);
     if (h->slurm) {
         /* one task on that node, sharing the allocation's resources with the other steps; the
-         * step's name carries the launcher's pid so that its steps can be found and cancelled */
+         * step's name carries the launcher's pid so that its steps can be found and cancelled.
+         * A gpu= process instead asks for one GPU of its own and one CPU (--exact): Slurm 22.05
+         * lets --overlap steps share GRES, so two of them on a node would get the same GPU */
         char opt[PIPE_MAX_NAME * 2 + 64];
         av_add(&a, "--nodes=1");
         av_add(&a, "--ntasks=1");
-        av_add(&a, "--overlap");
+        if (gpu) {
+            av_add(&a, "--exact");
+            av_add(&a, "--gres=gpu:1");
+        } else {
+            av_add(&a, "--overlap");
+        }
         av_add(&a, "--quiet");
         snprintf(opt, sizeof opt, "--nodelist=%s", h->name);
         av_add(&a, opt);

@@ -9,6 +9,9 @@
  * critic with replica index k goes on node k mod N (so student.k and its critic.k share a node
  * and talk over ipc), every other process (teacher, data, router) on the first node.
  *
+ * Outside an allocation (slurm_self_allocate) it asks for one: salloc runs this msdpipe again
+ * inside it, with the same arguments, and this one stays its parent (signals, exit status).
+ *
  * Not here: command lines (plan.c), starting and stopping (supervise.c). */
 #include "msdpipe.h"
 
@@ -21,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -236,4 +240,162 @@ int slurm_cancel_steps(void) {
         return -1;
     }
     return n - 2;
+}
+
+/* ---- self-allocation: `up --slurm` outside an allocation (docs/SCALE.md) ---------------- */
+
+/* What the placement rule above needs from an allocation it does not have yet: *nodes (N:
+ * --slurm-nodes when given, else the most of the distinct host= names and the student/critic
+ * replicas placed round-robin, at least 1), the host= names (for salloc --nodelist) and *gpus,
+ * the GPUs a node needs: exact without host= (replica k on node k mod N, the rest on the first
+ * node), with host= an upper bound (the most on one named node plus the most on one slot). */
+static int slurm_request(const Pipeline *pl, int want, int *nodes, int *gpus, char *names, size_t cap, char *err, size_t errlen) {
+    int named[PIPE_MAX_HOSTS] = {0}, nnamed = 0, rr = 0, rr_student = 0, rr_critic = 0;
+    int slot[PIPE_MAX_PROCS] = {0}, kof[PIPE_MAX_PROCS];
+    for (int i = 0; i < pl->nprocs; i++) {
+        const PipeProc *p = &pl->procs[i];
+        kof[i] = -1;
+        if (p->host != 0) {
+            if (!named[p->host]++) nnamed++;
+        } else if (!strcmp(p->role, "student") || !strcmp(p->role, "critic")) {
+            int *c = !strcmp(p->role, "student") ? &rr_student : &rr_critic;
+            kof[i] = p->index >= 0 ? p->index : (*c)++;
+            if (kof[i] + 1 > rr) rr = kof[i] + 1;
+        }
+    }
+    int n = want > 0 ? want : nnamed > rr ? nnamed : rr;
+    if (n < 1) n = 1;
+    if (n < nnamed) return msd_errf(err, errlen, "--slurm-nodes %d: the file places processes on %d named nodes (host=)", n, nnamed);
+    if (n >= PIPE_MAX_HOSTS) return msd_errf(err, errlen, "--slurm: %d nodes is more than a pipeline uses (at most %d)", n, PIPE_MAX_HOSTS - 1);
+    int gnamed[PIPE_MAX_HOSTS] = {0}, gslot = 0, gname = 0;
+    for (int i = 0; i < pl->nprocs; i++) {
+        const PipeProc *p = &pl->procs[i];
+        if (p->gpu < 0) continue;
+        if (p->host != 0) gnamed[p->host]++;
+        else slot[kof[i] >= 0 ? kof[i] % n : 0]++;
+    }
+    for (int j = 0; j < n; j++) gslot = slot[j] > gslot ? slot[j] : gslot;
+    for (int h = 0; h < PIPE_MAX_HOSTS; h++) gname = gnamed[h] > gname ? gnamed[h] : gname;
+    *nodes = n;
+    *gpus = gslot + gname;
+    names[0] = 0;
+    for (int h = 1, at = 0; h < pl->nhosts; h++) {
+        if (!named[h]) continue;
+        int w = snprintf(names + at, cap - (size_t)at, "%s%s", at ? "," : "", pl->hosts[h].name);
+        if (w < 0 || (size_t)w >= cap - (size_t)at) return msd_errf(err, errlen, "--slurm: the host= names are too long for one --nodelist");
+        at += w;
+    }
+    return 0;
+}
+
+/* A child of pid (the command salloc started), or -1. */
+static pid_t child_of(pid_t pid) {
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/task/%d/children", (int)pid, (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    int c = -1;
+    if (!fgets(buf, sizeof buf, f) || sscanf(buf, "%d", &c) != 1) c = -1;
+    fclose(f);
+    return c;
+}
+
+int slurm_self_allocate(Options *o, const Pipeline *pl) {
+    if (getenv("MSDPIPE_SALLOC_MARK"))
+        return msd_fail(MSDPIPE_EXIT_FAILED, "--slurm: msdpipe's own salloc ran it without SLURM_JOB_ID (is MSDPIPE_SALLOC running something else?)");
+    char err[512], names[1024], opt[1200];
+    int nodes = 0, gpus = 0;
+    if (slurm_request(pl, o->slurm_nodes, &nodes, &gpus, names, sizeof names, err, sizeof err) < 0) return msd_fail(MSDPIPE_EXIT_USAGE, "%s", err);
+    /* the mark: msdpipe inside the allocation removes it, so a mark left means salloc never got that far */
+    char mark[PATH_MAX];
+    const char *tmp = getenv("TMPDIR");
+    snprintf(mark, sizeof mark, "%s/msdpipe-salloc.XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    int mfd = mkstemp(mark);
+    if (mfd < 0) return msd_fail(MSDPIPE_EXIT_FAILED, "--slurm: cannot make %s: %s", mark, strerror(errno));
+    close(mfd);
+
+    char *argv[64 + 2 * 256];
+    int n = 0;
+    argv[n++] = "salloc";
+    snprintf(opt, sizeof opt, "--nodes=%d", nodes);
+    argv[n++] = msd_strdup(opt);
+    snprintf(opt, sizeof opt, "--job-name=msdpipe-%s", pl->name);
+    argv[n++] = msd_strdup(opt);
+    argv[n++] = "--immediate=60"; /* a request not granted within 60 s fails (MSDPIPE_SALLOC can say otherwise) */
+    if (names[0]) {
+        snprintf(opt, sizeof opt, "--nodelist=%s", names);
+        argv[n++] = msd_strdup(opt);
+    }
+    if (gpus > 0) { /* every gpu= step: one GPU and one CPU of its own (plan.c) */
+        snprintf(opt, sizeof opt, "--gres=gpu:%d", gpus);
+        argv[n++] = msd_strdup(opt);
+        snprintf(opt, sizeof opt, "--mincpus=%d", gpus);
+        argv[n++] = msd_strdup(opt);
+    }
+    const char *extra = getenv("MSDPIPE_SALLOC");
+    char *words = msd_strdup(extra ? extra : ""), *save = NULL;
+    for (char *w = strtok_r(words, " \t", &save); w && n < 64; w = strtok_r(NULL, " \t", &save)) argv[n++] = w;
+    argv[n++] = "--";
+    char self[PATH_MAX + 16];
+    snprintf(self, sizeof self, "%s/msdpipe", o->bindir);
+    argv[n++] = self;
+    for (int i = 1; i < o->argc && n < (int)(sizeof argv / sizeof argv[0]) - 1; i++) argv[n++] = o->argv[i];
+    argv[n] = NULL;
+    char line[4096] = "";
+    for (int i = 0, at = 0; i < n && at < (int)sizeof line - 2; i++) {
+        int w = snprintf(line + at, sizeof line - (size_t)at, "%s%s", i ? " " : "", argv[i]);
+        if (w < 0) break;
+        at += w;
+    }
+    log_info("no Slurm allocation (SLURM_JOB_ID is not set): requesting %d node%s%s%s, %d GPU%s per node: %s", nodes, nodes == 1 ? "" : "s",
+             names[0] ? " including " : "", names, gpus, gpus == 1 ? "" : "s", line);
+
+    /* salloc, with this process as a parent that passes SIGINT/SIGTERM/SIGHUP sent to it on to
+     * msdpipe inside the allocation (salloc itself ignores SIGINT once it runs its command, and
+     * one from the terminal reaches that msdpipe directly: not passed twice) */
+    sigset_t set, old;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &set, &old);
+    setenv("MSDPIPE_SALLOC_MARK", mark, 1);
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) {
+        unlink(mark);
+        return msd_fail(MSDPIPE_EXIT_FAILED, "fork: %s", strerror(errno));
+    }
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGTERM); /* this parent gone: salloc passes SIGTERM on */
+        sigprocmask(SIG_SETMASK, &old, NULL);
+        execvp(argv[0], argv);
+        fprintf(stderr, "[msdpipe] ERROR cannot run %s: %s\n", argv[0], strerror(errno));
+        _exit(127);
+    }
+    unsetenv("MSDPIPE_SALLOC_MARK");
+    int st = 0;
+    for (;;) {
+        pid_t r = waitpid(pid, &st, WNOHANG);
+        if (r == pid) break;
+        siginfo_t info;
+        struct timespec ts = {1, 0};
+        int sig = sigtimedwait(&set, &info, &ts);
+        if (sig == SIGINT || sig == SIGTERM || sig == SIGHUP) {
+            if (info.si_code == SI_KERNEL) continue; /* from the terminal: its process group has it too */
+            pid_t c = child_of(pid);
+            log_debug("passing signal %d on to %s %d", sig, c > 0 ? "msdpipe" : "salloc", (int)(c > 0 ? c : pid));
+            kill(c > 0 ? c : pid, sig);
+        }
+    }
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    free(words);
+    int granted = access(mark, F_OK) != 0;
+    unlink(mark);
+    int rc = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+    if (!granted)
+        return msd_fail(MSDPIPE_EXIT_FAILED, "--slurm: no allocation: salloc ended with status %d before starting the pipeline (%d node%s, %d GPU%s per node; salloc's reason above)",
+                        rc, nodes, nodes == 1 ? "" : "s", gpus, gpus == 1 ? "" : "s");
+    return rc;
 }

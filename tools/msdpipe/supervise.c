@@ -630,6 +630,16 @@ int cmd_up(Options *o) {
     int rc = load_pipeline(o, &L->pl);
     if (rc) { free(L); return rc; }
     char err[2048], base[PATH_MAX];
+    if (o->slurm && !getenv("SLURM_JOB_ID")) { /* no allocation: request one, run there (slurm.c) */
+        rc = slurm_self_allocate(o, &L->pl);
+        pipeline_free(&L->pl);
+        free(L);
+        return rc;
+    }
+    if (getenv("MSDPIPE_SALLOC_MARK")) { /* inside msdpipe's own allocation: tell its parent it got here */
+        unlink(getenv("MSDPIPE_SALLOC_MARK"));
+        unsetenv("MSDPIPE_SALLOC_MARK");
+    }
     if (o->slurm) {
         if (slurm_place(&L->pl, err, sizeof err) < 0) {
             log_error("%s", err);
