@@ -132,7 +132,7 @@ for sig in TERM INT; do
     want=$((128 + $(kill -l "$sig")))
     if [ "$steps" -eq 6 ] && [ "$rc" -eq "$want" ] && [ -z "$(left)" ]; then
         t_ok "SIG$sig to the outer msdpipe (6 steps running): status $rc, no job, step or process left"
-    else t_fail "SIG$sig to the outer msdpipe" "steps before $steps, status $rc (want $want), left: '$(left | tr '\n' ' ')' $(grep -v DEBUG "$T_TMP/sig.$sig.log" | tail -n 5)"; fi
+    else t_fail "SIG$sig to the outer msdpipe" "steps before $steps, status $rc (want $want), left: '$(left | tr '\n' ' ')' $(grep -E 'ERROR|error' "$T_TMP/sig.$sig.log" | head -n 5) ... $(grep -v DEBUG "$T_TMP/sig.$sig.log" | tail -n 3)"; fi
 done
 
 # 5. an impossible request: a clear error in bounded time
