@@ -118,6 +118,7 @@ left() { # what is left of the runs: jobs, steps, processes
     squeue -h -s -o '%i %j' 2>&1
     pgrep -af -- "$RD/"
 }
+nothing_left() { [ -z "$(left)" ]; } # a function: a `bash -c '... pgrep -f RD'` would find itself
 for sig in TERM INT; do
     rm -rf "$run/ckpt" "$run/metrics.jsonl"
     MSD_THREADS=1 timeout 120 "$M" up mog_stage2 "${S[@]}" --set steps=100000 --set log_every=200 --slurm \
@@ -128,7 +129,7 @@ for sig in TERM INT; do
     kill -"$sig" "$P"
     t_wait_for 30 bash -c "! kill -0 $P 2>/dev/null"
     kill -9 "$P" 2>/dev/null; wait "$P"; rc=$?
-    t_wait_for 30 bash -c "[ -z \"\$(squeue -h -o %i; squeue -h -s -o %i; pgrep -f -- '$RD/')\" ]"
+    t_wait_for 30 nothing_left
     want=$((128 + $(kill -l "$sig")))
     if [ "$steps" -eq 6 ] && [ "$rc" -eq "$want" ] && [ -z "$(left)" ]; then
         t_ok "SIG$sig to the outer msdpipe (6 steps running): status $rc, no job, step or process left"
