@@ -17,7 +17,9 @@
 #  - SIGTERM, and SIGINT, to the outer msdpipe mid-run: it exits 128+N, and no job, no step
 #    (squeue) and no process of the run (pgrep on the run folder) is left (bound 30 s, polled);
 #  - an impossible request (--slurm-nodes 5 on two nodes, salloc bounded by MSDPIPE_SALLOC=
-#    --immediate=5): status 1 and the error names the missing allocation, within 60 s.
+#    --immediate=5): status 1 and the error names the missing allocation, within 60 s;
+#  - `msdpipe check --slurm`: without an allocation it prints the request (nodes, GPUs per node)
+#    and each process's node slot; inside `salloc -N2` the plan places replica k on n(k+1).
 # The testbed is stopped at the end whatever happens (trap). Every wait is bounded.
 . "$(dirname "$0")/lib.sh"
 here=$(cd "$(dirname "$0")" && pwd)
@@ -36,7 +38,7 @@ D=$(MSD_TESTBED_GPUS=2 timeout 120 "$TB" start 2>"$T_TMP/testbed.err"); rc=$?
 if [ "$rc" -eq 77 ]; then
     why=$(tail -n 1 "$T_TMP/testbed.err")
     for c in "self-allocated stage 2" "gpu= steps get their own GPU" "serving through the self-allocation" \
-             "SIGTERM/SIGINT to the outer msdpipe" "an impossible request"; do t_skip "$c" "$why"; done
+             "SIGTERM/SIGINT to the outer msdpipe" "an impossible request" "check --slurm"; do t_skip "$c" "$why"; done
     t_end; exit
 elif [ "$rc" -ne 0 ] || [ -z "$D" ]; then
     t_fail "slurm testbed" "start failed (status $rc): $(tail -n 5 "$T_TMP/testbed.err")"
@@ -145,4 +147,18 @@ if [ "$rc" -eq 1 ] && grep -q '^\[msdpipe\] ERROR --slurm: no allocation: salloc
    [ -z "$(squeue -h -o %i)" ]; then
     t_ok "--slurm-nodes 5 on two nodes: status 1 after ${dt} s (bound 60 s), '$(grep ERROR "$T_TMP/imp.log" | head -n 1 | cut -c1-80)...'"
 else t_fail "an impossible request" "status $rc after ${dt} s: $(tail -n 4 "$T_TMP/imp.log")"; fi
+
+# 6. msdpipe check --slurm: outside an allocation what up would request and where each process
+# would go; inside one (salloc -N2) the placement on its nodes; nothing is started either way
+"$M" check "$T_TMP/gpu.pipe" --set K=2 --slurm >"$T_TMP/check.out" 2>&1; rc=$?
+if [ "$rc" -eq 0 ] && grep -q "^slurm: no allocation .*would request 2 nodes with 2 GPUs per node (salloc --nodes=2 --gres=gpu:2 --mincpus=2" "$T_TMP/check.out" &&
+   grep -q "^slurm: student.1 on node 2 of 2 (replica 1: node k mod N), a step with one GPU" "$T_TMP/check.out" &&
+   grep -q "^slurm: teacher on node 1 of 2$" "$T_TMP/check.out" && [ -z "$(squeue -h -o %i)" ]; then
+    t_ok "check --slurm without an allocation: the request (2 nodes, gpu:2 each) and each process's node, no job"
+else t_fail "check --slurm without an allocation" "status $rc: $(grep slurm "$T_TMP/check.out" | head -n 4)"; fi
+timeout 60 salloc -N2 "$M" check mog_stage2 --set K=2 --slurm >"$T_TMP/check2.out" 2>"$T_TMP/check2.log" </dev/null; rc=$?
+hosts=$(awk '/^[a-z]+\.[0-9]+$|^(teacher|data)$/ { p = $1 } /^  host / { print p "=" $2 }' "$T_TMP/check2.out" | sort | tr '\n' ' ')
+want='critic.0=n1 critic.1=n2 data=n1 student.0=n1 student.1=n2 teacher=n1 '
+if [ "$rc" -eq 0 ] && [ "$hosts" = "$want" ]; then t_ok "check --slurm inside salloc -N2: replica k on node n(k+1), the rest on n1"
+else t_fail "check --slurm inside an allocation" "status $rc, hosts '$hosts' (want '$want'): $(tail -n 3 "$T_TMP/check2.log")"; fi
 t_end

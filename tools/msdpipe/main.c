@@ -22,7 +22,7 @@ static const char *usage_text =
     "      start the pipeline, supervise it, forward stdin lines to its stdin process and\n"
     "      print the replies in input order; ends when the job ends, at the end of stdin,\n"
     "      on SIGINT/SIGTERM (or `msdpipe down`), or when a process fails\n"
-    "  msdpipe check FILE.pipe [--set NAME=VALUE ...]\n"
+    "  msdpipe check FILE.pipe [--set NAME=VALUE ...] [--slurm [--slurm-nodes N]]\n"
     "      parse and validate the file, print the resolved processes; exit 0 when valid\n"
     "  msdpipe ps [--run-dir DIR]\n"
     "      list running pipelines and their processes\n"
@@ -54,13 +54,18 @@ static const ArgSpec run_dir_args[] = {
     ARG_STR("--run-dir", &g_run_dir, "DIR", "the folder holding run directories"),
     ARG_END_,
 };
-static const ArgSpec up_args[] = {
-    ARG_POS(&g_file, "FILE.pipe", "the pipeline file"), ARG_INCLUDE(set_args), ARG_INCLUDE(run_dir_args),
+static const ArgSpec slurm_args[] = {
     ARG_FLAG("--slurm", &g_slurm, "run every process as a job step on the nodes of a Slurm allocation; outside one, request it with salloc (docs/SCALE.md)"),
     ARG_INT("--slurm-nodes", &g_slurm_nodes, 1, 15, "N", "--slurm outside an allocation: request N nodes (default: as many as the placement uses)"),
     ARG_END_,
 };
-static const ArgSpec check_args[] = {ARG_POS(&g_file, "FILE.pipe", "the pipeline file"), ARG_INCLUDE(set_args), ARG_END_};
+static const ArgSpec up_args[] = {
+    ARG_POS(&g_file, "FILE.pipe", "the pipeline file"), ARG_INCLUDE(set_args), ARG_INCLUDE(run_dir_args),
+    ARG_INCLUDE(slurm_args), ARG_END_,
+};
+static const ArgSpec check_args[] = {
+    ARG_POS(&g_file, "FILE.pipe", "the pipeline file"), ARG_INCLUDE(set_args), ARG_INCLUDE(slurm_args), ARG_END_,
+};
 static const ArgSpec down_args[] = {
     ARG_POS(&g_target, "PIPELINE", "its name, NAME-PID or launcher pid"), ARG_INCLUDE(run_dir_args), ARG_END_,
 };
@@ -140,6 +145,17 @@ static int cmd_check(Options *o) {
     int rc = load_pipeline(o, &pl);
     if (rc) return rc;
     char err[1024];
+    /* --slurm: inside an allocation the placement on its nodes (as up does), else what up
+     * would request */
+    if (o->slurm && getenv("SLURM_JOB_ID") && slurm_place(&pl, err, sizeof err) < 0) {
+        pipeline_free(&pl);
+        return msd_fail(MSDPIPE_EXIT_FAILED, "%s", err);
+    }
+    if (o->slurm && getenv("SLURM_JOB_ID")) pipeline_share_threads(&pl, pl.cores);
+    if (o->slurm && !getenv("SLURM_JOB_ID") && slurm_print_request(&pl, o->slurm_nodes, stdout, err, sizeof err) < 0) {
+        pipeline_free(&pl);
+        return msd_fail(MSDPIPE_EXIT_USAGE, "%s", err);
+    }
     if (pipeline_plan(&pl, NULL, NULL, NULL, err, sizeof err) < 0) {
         pipeline_free(&pl);
         return msd_fail(MSDPIPE_EXIT_USAGE, "%s", err);

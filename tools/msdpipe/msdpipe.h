@@ -145,6 +145,9 @@ int slurm_cancel_steps(void);
 /* up --slurm without SLURM_JOB_ID: salloc (nodes and GPUs the placement needs) running this
  * msdpipe again inside the allocation; returns its exit status, or 1 when none was granted. */
 int slurm_self_allocate(Options *o, const Pipeline *pl);
+/* check --slurm without SLURM_JOB_ID: what up --slurm would request (nodes, GPUs per node)
+ * and where each process would go (node k of N). 0, or -1 with a message. */
+int slurm_print_request(const Pipeline *pl, int want, FILE *out, char *err, size_t errlen);
 
 /* supervise.c */
 int cmd_up(Options *o);

@@ -288,6 +288,34 @@ static int slurm_request(const Pipeline *pl, int want, int *nodes, int *gpus, ch
     return 0;
 }
 
+int slurm_print_request(const Pipeline *pl, int want, FILE *out, char *err, size_t errlen) {
+    char names[1024];
+    int nodes = 0, gpus = 0;
+    if (slurm_request(pl, want, &nodes, &gpus, names, sizeof names, err, errlen) < 0) return -1;
+    fprintf(out, "slurm: no allocation (SLURM_JOB_ID is not set): up --slurm would request %d node%s%s%s with %d GPU%s per node "
+            "(salloc --nodes=%d%s%s",
+            nodes, nodes == 1 ? "" : "s", names[0] ? " including " : "", names, gpus, gpus == 1 ? "" : "s", nodes,
+            names[0] ? " --nodelist=" : "", names);
+    if (gpus > 0) fprintf(out, " --gres=gpu:%d --mincpus=%d", gpus, gpus);
+    fprintf(out, " $MSDPIPE_SALLOC)\n");
+    /* where each process would go: the rule of slurm_place on nodes 1..N in the allocation's order */
+    int rr_student = 0, rr_critic = 0;
+    for (int i = 0; i < pl->nprocs; i++) {
+        const PipeProc *p = &pl->procs[i];
+        if (p->host != 0) {
+            fprintf(out, "slurm: %s on node %s (host=)\n", p->name, pl->hosts[p->host].name);
+        } else if (!strcmp(p->role, "student") || !strcmp(p->role, "critic")) {
+            int *rr = !strcmp(p->role, "student") ? &rr_student : &rr_critic;
+            int k = p->index >= 0 ? p->index : (*rr)++;
+            fprintf(out, "slurm: %s on node %d of %d (replica %d: node k mod N)%s\n", p->name, k % nodes + 1, nodes, k,
+                    p->gpu >= 0 ? ", a step with one GPU" : "");
+        } else {
+            fprintf(out, "slurm: %s on node 1 of %d%s\n", p->name, nodes, p->gpu >= 0 ? ", a step with one GPU" : "");
+        }
+    }
+    return 0;
+}
+
 /* A child of pid (the command salloc started), or -1. */
 static pid_t child_of(pid_t pid) {
     char path[64], buf[512];
