@@ -122,6 +122,37 @@ t_check "C: a run whose critic.1 has a checkpoint and student.1 none" \
 t_check "C: critic.1 went back to its initial weights" grep -q "critic.1\] INFO resumed at update 0 from $T10 (RESUME " c.log
 t_check "C ends with A's student.1 and critic.1 checkpoints, bytewise" \
     bash -c "cmp a/ckpt/student.1.safetensors c/ckpt/student.1.safetensors && cmp a/ckpt/critic.1.safetensors c/ckpt/critic.1.safetensors"
+# R: restarts within a run (restart=1): student.0 killed with SIGKILL after its step-4
+# checkpoint, then critic.1 (after student.1's step-4 checkpoint, at whatever step it is by then); the launcher restarts each, the restarted critic serves nothing until its
+# student's RESUME (student.1's next request is answered busy or times out, so it rolls back to
+# its last checkpoint and resumes the critic there), the restarted student.0 resumes from its
+# checkpoint; the run ends with the checkpoints of the same run without kills (R0), bytewise
+mkdir -p r0 r && cp a/partition.txt r0/ && cp a/partition.txt r/
+rs=(--set steps=24 --set ckpt_every=4 --set grid_every=0 --set timeout_ms=5000 --set peer_wait_ms=120000)
+t_check "R0: 24 steps without kills" "$BIN/msdpipe" up train_stage2 "${small[@]}" "${rs[@]}" --set run="$T_TMP/r0" 2>r0.log
+"$BIN/msdpipe" up train_stage2 "${small[@]}" "${rs[@]}" --set restart=1 --set run="$T_TMP/r" 2>r.log &
+rpid=$!
+killed=
+for who in student.0 student.1; do
+    if t_wait_for 300 grep -q "$who\] INFO checkpoint .* at step 4" r.log; then
+        victim=${who/student.1/critic.1}
+        vpid=$(pgrep -f -- "--name $victim --control ipc://.*/train_stage2-$rpid/" | head -n 1)
+        [ -n "$vpid" ] && kill -9 "$vpid" && killed="$killed $victim"
+    fi
+done
+t_wait_for 300 bash -c "! kill -0 $rpid 2>/dev/null" || kill "$rpid"
+wait "$rpid"; rc=$?
+t_check "R: restart=1, student.0 and critic.1 killed after step 4 ($killed): the run finishes ($rc)" \
+    test "$rc" -eq 0 -a "$killed" = " student.0 critic.1"
+t_check "R: the launcher restarted both" \
+    test "$(grep -cE 'restarted (student.0|critic.1): pid [0-9]+ \(restart 1 of 1\)' r.log)" -eq 2
+back=$(grep -o 'student.1\] WARN rolled back to step [0-9]*' r.log | head -n 1 | grep -o '[0-9]*$')
+t_check "R: student.1 rolled back to its last checkpoint (step ${back:-none}) and resumed its critic there (update 2 + 2 x step)" \
+    bash -c "[ -n '$back' ] && [ \$(( ${back:-1} % 4 )) -eq 0 ] && grep -qE 'critic.1\] INFO resumed at update $(( 2 + 2 * ${back:-0} )) from (its current state|.*critic.1.safetensors(.prev)?) \(RESUME ' r.log"
+t_check "R: the restarted student.0 resumed at its step-4 checkpoint" grep -q "student.0\] INFO resuming at step 4 of 24" r.log
+for f in student.0 critic.0 student.1 critic.1; do
+    t_check "R ends with R0's $f checkpoint, bytewise" cmp r0/ckpt/$f.safetensors r/ckpt/$f.safetensors
+done
 t_check "B: the final grid of student.0 equals A's" cmp a/grids/student.0/grid-0000004.png b/grids/student.0/grid-0000004.png
 t_check "no sanitizer report in any log" bash -c "$(declare -f t_log_clean); T_SAN_PATTERN='$T_SAN_PATTERN'; for f in *.log; do t_log_clean \$f || exit 1; done"
 t_end

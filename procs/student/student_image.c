@@ -82,14 +82,14 @@
 typedef struct ImgOpts {
     const char *init, *spec, *part, *ckpt_dir, *metrics, *grid_dir;
     int index, batch, steps, ttur, warmup, ckpt_every, log_every, grid_every, grid_per_class, grid_steps, lr_warmup,
-        threads, timeout_ms, adm, init_raw;
+        threads, timeout_ms, wait_ms, adm, init_raw;
     float lr, weight_decay, grad_clip, ema, gan_weight;
     uint64_t seed;
 } ImgOpts;
 
 static ImgOpts opt = {.spec = "init", .index = -1, .batch = 16, .steps = 1000, .ttur = 5, .warmup = 0,
                       .ckpt_every = 100, .log_every = 10, .grid_every = 500, .grid_per_class = 8,
-                      .grid_steps = 8, .timeout_ms = 120000, .lr = 2e-6f, .weight_decay = 0.01f, .grad_clip = 10,
+                      .grid_steps = 8, .timeout_ms = 120000, .wait_ms = 600000, .lr = 2e-6f, .weight_decay = 0.01f, .grad_clip = 10,
                       .ema = 0.999f, .gan_weight = DISTILL_GAN_W_GEN, .seed = 1};
 
 /* what both modes take */
@@ -114,6 +114,9 @@ static const ArgSpec student_image_common_args[] = {
     ARG_INT("--grid-per-class", &opt.grid_per_class, 1, 64, "N", "images per class in a grid row (default 8)"),
     ARG_INT("--threads", &opt.threads, 0, 1024, "T", "CPU threads (default: $MSD_THREADS, else all cores)"),
     ARG_INT("--timeout-ms", &opt.timeout_ms, 1, 86400000, "MS", "how long a peer may take to answer (default 120000)"),
+    ARG_INT("--peer-wait-ms", &opt.wait_ms, 0, 86400000, "MS",
+            "how long to keep resending and rolling back while a peer restarts, without a finished step\n"
+            "(default 600000; 0: fail at once)"),
     ARG_FLAG("--init-raw", &opt.init_raw, "take --init's raw weights, not its EMA weights (a stage-2 student checkpoint)"),
     ARG_END_,
 };
@@ -154,6 +157,7 @@ typedef struct ImgTrain {
     EdmUNet g;                 /* the generator (training buffers, AdamW with EMA) */
     EdmUNet ema;               /* the EMA weights for grids (inference buffers) */
     int ema_ready;
+    double last_progress;      /* when the last step finished (or the run started) */
     DistillBuf db;
     int nclasses, nowned;
     int32_t owned[GRID_MAX_ROWS];   /* the first classes it owns (grid rows) */
@@ -548,6 +552,7 @@ static int img_train_loop(ImgTrain *s) {
         }
         loss_sum += loss;
         loss_n++;
+        s->last_progress = msd_now();
         int64_t done = step + 1;
         if (done % o->log_every == 0 || done == o->steps) {
             double lf = s->fake_loss_n ? s->fake_loss_sum / s->fake_loss_n : 0;
@@ -709,6 +714,7 @@ static int img_run(Proc *p, int tsm) {
         o->index = (int)k;
     }
     rpc_init(&s.rpc, p, o->timeout_ms);
+    s.rpc.wait_ms = o->wait_ms;
     s.rpc.busy_reply = "a training student takes no input lines";
     s.data = proc_connected(p, "data");
     s.teacher = proc_connected(p, "teacher");
@@ -781,7 +787,22 @@ static int img_run(Proc *p, int tsm) {
     if (o->adm) log_info("ADM: the critic's GAN term on, generator GAN weight %g", o->gan_weight);
     busy_init(&s.busy);
     proc_ready(p);
+    s.last_progress = msd_now();
     rc = img_train_loop(&s);
+    /* a critic that restarted (busy: not resumed) or a peer silent past --timeout-ms: back to
+     * the last checkpoint (or --init) and the critic with it (RESUME), as the toy's student
+     * does (docs/PIPELINES.md "Restarts"), until --peer-wait-ms passes without a finished step */
+    while (rc != 0 && s.critic && (s.rpc.timed_out || s.rpc.peer_status == WIRE_STATUS_BUSY) && !proc_should_stop(p)) {
+        if (msd_now() - s.last_progress > o->wait_ms / 1000.0) {
+            log_error("no step finished for %d ms (--peer-wait-ms): giving up", o->wait_ms);
+            break;
+        }
+        log_warn("%s: rolling back to the last checkpoint and resuming the critic there", s.rpc.err);
+        edmunet_free(&s.g);
+        if ((rc = img_open_net(&s)) != 0) break;
+        log_warn("rolled back to step %lld", (long long)s.g.opt->step);
+        rc = img_train_loop(&s);
+    }
     busy_report(&s.busy, "student");
     img_free(&s);
     if (rc == 0) log_info("finished %d steps", o->steps);
