@@ -25,9 +25,9 @@ c1=$1 c2=$2
 serve() { timeout 300 "$BIN/msdpipe" up mog_serve --set K=2 "$@"; }
 
 # The answer of each line as "CLASS COUNT" (consecutive CSV lines of one class; lines
-# alternate classes), an empty answer as "-" (the launcher prints a failed line as empty).
+# alternate classes), a failed line as "-" (the launcher prints it as "error: REASON").
 runs() { awk -F, 'function out() { if (n) print cls, n; n = 0 }
-    $0 == "" { out(); print "-"; next } $1 != cls { out(); cls = $1 } { n++ } END { out() }' "$1"; }
+    /^error: / { out(); print "-"; next } $1 != cls { out(); cls = $1 } { n++ } END { out() }' "$1"; }
 # first_diff EXPECTED GOT: the first line that differs, for the failure message
 first_diff() { diff "$1" "$2" | sed -n '1,3p' | tr '\n' ' '; }
 
