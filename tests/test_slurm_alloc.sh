@@ -62,7 +62,7 @@ placed=$(grep -o 'slurm: student\.[01] on node n[12]' "$T_TMP/s2.log" | sort | t
 if [ "$rc" -eq 0 ] && grep -q '^\[msdpipe\] INFO no Slurm allocation .*requesting 2 nodes.*: salloc --nodes=2 ' "$T_TMP/s2.log" &&
    [ "$placed" = "slurm: student.0 on node n1;slurm: student.1 on node n2;" ] && [ -s "$run/ckpt/student.1.safetensors" ]; then
     t_ok "stage 2 K=2 with --slurm and no allocation: salloc --nodes=2, student.0 on n1, student.1 on n2, status 0"
-else t_fail "self-allocated stage 2" "status $rc, placed '$placed': $(grep -v DEBUG "$T_TMP/s2.log" | tail -n 8)"; fi
+else t_fail "self-allocated stage 2" "status $rc, placed '$placed': $(grep -E 'ERROR|WARN' "$T_TMP/s2.log" | head -n 6) ... $(grep -v DEBUG "$T_TMP/s2.log" | tail -n 4)"; fi
 
 # 2. gpu= processes: steps with a GPU of their own; WRAP/msd-ROLE records what each got
 W=$T_TMP/wrap
