@@ -185,7 +185,8 @@ def main():
         for item in only.split(","):
             name, _, r = item.partition(":")
             if config_named(name, names) is None:
-                sys.exit("torch_unet_bench: no configuration named '%s' (%s, fwd_bN)" % (name, ", ".join(names)))
+                sys.exit("torch_unet_bench: --only %s: no configuration named '%s' (%s, fwd_bN)" % (only, name,
+                                                                                                   ", ".join(names)))
             if r and (not r.isdigit() or int(r) < 1):
                 sys.exit("torch_unet_bench: --only %s: repetitions '%s' not a positive count" % (item, r))
             runs.append((name, int(r) if r else reps))
