@@ -9,7 +9,14 @@
  * TFLOP/s (analytic count, docs/UNET.md section 8: training = 3x forward) and the activation
  * memory of unet_alloc_batch (MB); then <metric>_frac_of_sgemm = achieved / probe rate.
  *
- *   bench_unet_gpu [--gpu N (0)] [--reps R] [--only train_b256|fwd_b1024|sgemm] [--no-tf32]
+ * The forward at batch 1 (fwd_b1) is the latency of one image.
+ *
+ *   bench_unet_gpu [--gpu N (0)] [--reps R] [--only train_b256|fwd_b1024|fwd_b1|sgemm] [--no-tf32]
+ *                  [--config SPEC] [--batch N]
+ *
+ * --config benches another 28x28x1 network with 10 classes (e.g. the student sizes fmnist-m,
+ * fmnist-xs, docs/UNET.md section 12; lines then carry "config":"SPEC"); --batch N replaces the
+ * batch of fwd_b1024 (metric names follow: fwd_bN), as bench_unet's options do.
  *
  * Without a CUDA build or a GPU it says so on stderr and exits 0 (a benchmark, not a test:
  * tools/bench-all runs it everywhere). bench/torch_unet_bench.py --device cuda is the PyTorch
@@ -24,8 +31,13 @@
 #include "optimizer.h"
 #include "unet.h"
 
+static const char *net_spec = "fmnist-s"; /* --config */
+static int spec_given;
+
 static void emit(const char *metric, double value, const char *unit) {
-    printf("{\"bench\":\"unet_gpu\",\"metric\":\"%s\",\"value\":%.6g,\"unit\":\"%s\"}\n", metric, value, unit);
+    if (spec_given) printf("{\"bench\":\"unet_gpu\",\"config\":\"%s\",", net_spec);
+    else printf("{\"bench\":\"unet_gpu\",");
+    printf("\"metric\":\"%s\",\"value\":%.6g,\"unit\":\"%s\"}\n", metric, value, unit);
     fflush(stdout);
 }
 
@@ -88,7 +100,9 @@ static double run_unet(int train, int64_t N, int tf32, int reps) {
     BackendCtx *ctx = ctx_open(&be, tf32);
     char err[256];
     UNetConfig cfg;
-    if (unet_config_parse(&cfg, "fmnist-s", err, sizeof err) != 0) msd_die("bench_unet_gpu: %s", err);
+    if (unet_config_parse(&cfg, net_spec, err, sizeof err) != 0) msd_die("bench_unet_gpu: %s", err);
+    if (cfg.in_ch != 1 || cfg.res != 28 || cfg.label_dim != 10)
+        msd_die("bench_unet_gpu: --config %s is not a 28x28x1 network with 10 classes", net_spec);
     UNet *u = unet_new(&cfg, be, ctx);
     unet_init(u, 1);
     const int64_t D = 28 * 28;
@@ -153,17 +167,23 @@ static double run_unet(int train, int64_t N, int tf32, int reps) {
 int main(int argc, char **argv) {
     const char *only = NULL;
     int reps = 0, with_tf32 = 1;
+    int64_t batch = 1024;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--gpu") && i + 1 < argc) g_dev.index = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--only") && i + 1 < argc) only = argv[++i];
         else if (!strcmp(argv[i], "--no-tf32")) with_tf32 = 0;
-        else {
-            fprintf(stderr, "usage: bench_unet_gpu [--gpu N] [--reps R] [--only train_b256|fwd_b1024|sgemm] [--no-tf32]\n");
+        else if (!strcmp(argv[i], "--config") && i + 1 < argc) net_spec = argv[++i], spec_given = 1;
+        else if (!strcmp(argv[i], "--batch") && i + 1 < argc) {
+            batch = atoll(argv[++i]);
+            if (batch < 1 || batch > 65536) msd_die("bench_unet_gpu: --batch %s: not a batch size in [1, 65536]", argv[i]);
+        } else {
+            fprintf(stderr, "usage: bench_unet_gpu [--gpu N] [--reps R] [--only train_b256|fwd_b1024|fwd_b1|sgemm] "
+                            "[--no-tf32] [--config SPEC] [--batch N]\n");
             return 2;
         }
     }
-    if (only && strcmp(only, "train_b256") && strcmp(only, "fwd_b1024") && strcmp(only, "sgemm")) {
+    if (only && strcmp(only, "train_b256") && strcmp(only, "fwd_b1024") && strcmp(only, "fwd_b1") && strcmp(only, "sgemm")) {
         fprintf(stderr, "bench_unet_gpu: no configuration named '%s'\n", only);
         return 2;
     }
@@ -183,10 +203,11 @@ int main(int argc, char **argv) {
             if (peak > 0) emit(m, a / peak, "ratio");
         }
         if (!only || !strcmp(only, "fwd_b1024")) {
-            a = run_unet(0, 1024, tf32, reps > 0 ? reps : 10);
-            snprintf(m, sizeof m, "fwd_tflops_b1024%s_frac_of_sgemm", sfx);
+            a = run_unet(0, batch, tf32, reps > 0 ? reps : 10);
+            snprintf(m, sizeof m, "fwd_tflops_b%lld%s_frac_of_sgemm", (long long)batch, sfx);
             if (peak > 0) emit(m, a / peak, "ratio");
         }
+        if (!only || !strcmp(only, "fwd_b1")) run_unet(0, 1, tf32, reps > 0 ? reps : 30);
     }
     return 0;
 }

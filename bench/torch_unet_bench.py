@@ -2,11 +2,23 @@
 """torch_unet_bench.py: the PyTorch twin of bench/bench_unet.c. The network is fmnist-s built
 from docs/UNET.md by tests/torch_unet.py (same blocks, same parameter names); the work is the
 same: an EDM training step (ln sigma ~ N(-1.2, 1.2^2), lambda-weighted MSE, backward, AdamW)
-at batch 32 and 128, and the EDM-preconditioned forward at batch 256 under no_grad, with
-torch.set_num_threads(2). Each configuration runs in its own process (peak RSS via
-getrusage ru_maxrss). Prints the same JSON lines with "bench":"torch_unet".
+at batch 32 and 128, and the EDM-preconditioned forward under no_grad at batch 256 and at
+batch 1 (the latency of one image), with torch.set_num_threads(2). Each configuration runs in
+its own process (peak RSS via getrusage ru_maxrss). Prints the same JSON lines with
+"bench":"torch_unet".
 
-    /usr/bin/python3 bench/torch_unet_bench.py [--only train_b32|train_b128|fwd_b256] [--threads 2] [--reps R]
+    /usr/bin/python3 bench/torch_unet_bench.py [--only train_b32|train_b128|fwd_b256|fwd_b1]
+                     [--config SPEC] [--batch N] [--threads 2] [--reps R]
+
+--config and --batch mean what they mean to bench_unet: another network (a CONFIG-SPEC of
+docs/UNET.md section 1, e.g. the student sizes fmnist-m, fmnist-xs; 28x28x1, 10 classes; the
+lines then carry "config":"SPEC"), and the batch of the configurations run (metric names
+follow: fwd_bN). --only A,B,... runs several configurations one after the other in one
+process (PyTorch's start-up, a few seconds on a loaded machine, paid once; each peak RSS is
+then the process's so far), each with its own --reps R if given as NAME:R; there, and alone,
+fwd_bN names the forward at any batch N (3 repetitions unless :R says):
+--only fwd_b1:10,fwd_b16:5,fwd_b64:2 is a latency and a batch sweep in one process.
+tools/bench-student runs both sides on the student sizes.
 
 --device cuda is the twin of bench/bench_unet_gpu.c instead: training at batch 256 and the
 forward at batch 1024 on the GPU ("bench":"torch_unet_gpu", TFLOP/s, peak GPU memory), float32
@@ -23,17 +35,22 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 
-CONFIGS = {"train_b32": (True, 32, 5), "train_b128": (True, 128, 3), "fwd_b256": (False, 256, 3)}
-CONFIGS_CUDA = {"train_b256": (True, 256, 10), "fwd_b1024": (False, 1024, 10)}
+CONFIGS = {"train_b32": (True, 32, 5), "train_b128": (True, 128, 3), "fwd_b256": (False, 256, 3),
+           "fwd_b1": (False, 1, 30)}
+CONFIGS_CUDA = {"train_b256": (True, 256, 10), "fwd_b1024": (False, 1024, 10), "fwd_b1": (False, 1, 30)}
 BENCH = "torch_unet"
+SPEC = None  # --config
 
 
 def emit(metric, value, unit):
-    print(json.dumps({"bench": BENCH, "metric": metric, "value": float("%.6g" % value), "unit": unit},
-                     separators=(",", ":")), flush=True)
+    line = {"bench": BENCH}
+    if SPEC is not None:
+        line["config"] = SPEC
+    line.update({"metric": metric, "value": float("%.6g" % value), "unit": unit})
+    print(json.dumps(line, separators=(",", ":")), flush=True)
 
 
-def run_one(name, threads, reps, device="cpu", tf32=False):
+def run_one(name, threads, reps, device="cpu", tf32=False, batch=0):
     import torch
     import torch_unet as tu
     global BENCH
@@ -45,10 +62,18 @@ def run_one(name, threads, reps, device="cpu", tf32=False):
         torch.backends.cuda.matmul.allow_tf32 = tf32
         torch.backends.cudnn.allow_tf32 = tf32
         torch.backends.cudnn.benchmark = True
-    train, N, default_reps = (CONFIGS_CUDA if cuda else CONFIGS)[name]
+    train, N, default_reps = config_named(name, CONFIGS_CUDA if cuda else CONFIGS)
+    N = batch or N
     reps = reps or default_reps
     torch.manual_seed(1)
-    model, cfg = tu.build("fmnist-s")
+    spec = SPEC or "fmnist-s"
+    try:
+        cfg = tu.parse_spec(spec)
+    except (KeyError, ValueError) as e:
+        sys.exit("torch_unet_bench: --config %s: not a CONFIG-SPEC (%r)" % (spec, e))
+    if cfg["kind"] != "unet" or cfg["in_ch"] != 1 or cfg["res"] != 28 or cfg["classes"] != 10 or cfg["cond"]:
+        sys.exit("torch_unet_bench: --config %s is not a 28x28x1 network with 10 classes" % spec)
+    model, cfg = tu.build(spec)
     x = torch.rand(N, 1, 28, 28) * 2 - 1
     labels = torch.arange(N) % 10
     c = torch.nn.functional.one_hot(labels, 10).float()
@@ -83,10 +108,19 @@ def run_one(name, threads, reps, device="cpu", tf32=False):
         emit(f"{kind}_tflops_b{N}{sfx}", fl / sec * 1e-12, "TFLOP/s")
         emit(f"{kind}_peak_gpu_mem_b{N}{sfx}", torch.cuda.max_memory_allocated() / 2**20, "MB")
         return
-    emit(f"train_step_b{N}" if train else "fwd_b256", sec * 1e3, "ms")
+    emit(f"train_step_b{N}" if train else f"fwd_b{N}", sec * 1e3, "ms")
     emit(f"{kind}_images_per_s_b{N}", N / sec, "images/s")
     emit(f"{kind}_gflops_b{N}", fl / sec * 1e-9, "GFLOP/s")
     emit(f"{kind}_peak_rss_b{N}", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, "MB")
+
+
+def config_named(name, names):
+    """(train, batch, reps) of a configuration: one of names, or fwd_bN for any batch N; None if neither"""
+    if name in names:
+        return names[name]
+    if name.startswith("fwd_b") and name[5:].isdigit() and 1 <= int(name[5:]) <= 65536:
+        return (False, int(name[5:]), 3)
+    return None
 
 
 def flops_per_image(model, cfg):
@@ -120,8 +154,9 @@ def flops_per_image(model, cfg):
 
 
 def main():
+    global SPEC
     args = sys.argv[1:]
-    only, threads, reps, device, tf32 = None, 2, 0, "cpu", False
+    only, threads, reps, device, tf32, batch = None, 2, 0, "cpu", False, 0
     while args:
         a = args.pop(0)
         if a == "--only":
@@ -134,16 +169,39 @@ def main():
             device = args.pop(0)
         elif a == "--tf32":
             tf32 = True
+        elif a == "--config" and args:
+            SPEC = args.pop(0)
+        elif a == "--batch" and args:
+            v = args.pop(0)
+            if not v.isdigit() or not 1 <= int(v) <= 65536:
+                sys.exit("torch_unet_bench: --batch %s: not a batch size in [1, 65536]" % v)
+            batch = int(v)
         else:
-            sys.exit("usage: torch_unet_bench.py [--only NAME] [--threads T] [--reps R] [--device cpu|cuda] [--tf32]")
+            sys.exit("usage: torch_unet_bench.py [--only NAME] [--config SPEC] [--batch N] [--threads T] [--reps R] "
+                     "[--device cpu|cuda] [--tf32]")
+    names = CONFIGS_CUDA if device == "cuda" else CONFIGS
     if only:
-        run_one(only, threads, reps, device, tf32)
+        runs = []
+        for item in only.split(","):
+            name, _, r = item.partition(":")
+            if config_named(name, names) is None:
+                sys.exit("torch_unet_bench: --only %s: no configuration named '%s' (%s, fwd_bN)" % (only, name,
+                                                                                                   ", ".join(names)))
+            if r and (not r.isdigit() or int(r) < 1):
+                sys.exit("torch_unet_bench: --only %s: repetitions '%s' not a positive count" % (item, r))
+            runs.append((name, int(r) if r else reps))
+        for name, r in runs:
+            run_one(name, threads, r, device, tf32, batch)
         return
     failed = 0
     for name in (CONFIGS_CUDA if device == "cuda" else CONFIGS):
         cmd = [sys.executable, os.path.abspath(__file__), "--only", name, "--threads", str(threads)]
         if reps:
             cmd += ["--reps", str(reps)]
+        if SPEC is not None:
+            cmd += ["--config", SPEC]
+        if batch:
+            cmd += ["--batch", str(batch)]
         if device == "cuda":
             cmd += ["--device", "cuda"] + (["--tf32"] if tf32 else [])
         failed |= subprocess.call(cmd) != 0
