@@ -331,7 +331,7 @@ static pid_t child_of(pid_t pid) {
 int slurm_self_allocate(Options *o, const Pipeline *pl) {
     if (getenv("MSDPIPE_SALLOC_MARK"))
         return msd_fail(MSDPIPE_EXIT_FAILED, "--slurm: msdpipe's own salloc ran it without SLURM_JOB_ID (is MSDPIPE_SALLOC running something else?)");
-    char err[512], names[1024], opt[1200];
+    char err[512], names[1024];
     int nodes = 0, gpus = 0;
     if (slurm_request(pl, o->slurm_nodes, &nodes, &gpus, names, sizeof names, err, sizeof err) < 0) return msd_fail(MSDPIPE_EXIT_USAGE, "%s", err);
     /* the mark: msdpipe inside the allocation removes it, so a mark left means salloc never got that far */
@@ -343,22 +343,23 @@ int slurm_self_allocate(Options *o, const Pipeline *pl) {
     close(mfd);
 
     char *argv[64 + 2 * 256];
+    char o_nodes[32], o_job[PIPE_MAX_NAME + 32], o_list[1100], o_gres[48], o_cpus[48]; /* argv's own strings */
     int n = 0;
     argv[n++] = "salloc";
-    snprintf(opt, sizeof opt, "--nodes=%d", nodes);
-    argv[n++] = msd_strdup(opt);
-    snprintf(opt, sizeof opt, "--job-name=msdpipe-%s", pl->name);
-    argv[n++] = msd_strdup(opt);
+    snprintf(o_nodes, sizeof o_nodes, "--nodes=%d", nodes);
+    argv[n++] = o_nodes;
+    snprintf(o_job, sizeof o_job, "--job-name=msdpipe-%s", pl->name);
+    argv[n++] = o_job;
     argv[n++] = "--immediate=60"; /* a request not granted within 60 s fails (MSDPIPE_SALLOC can say otherwise) */
     if (names[0]) {
-        snprintf(opt, sizeof opt, "--nodelist=%s", names);
-        argv[n++] = msd_strdup(opt);
+        snprintf(o_list, sizeof o_list, "--nodelist=%s", names);
+        argv[n++] = o_list;
     }
     if (gpus > 0) { /* every gpu= step: one GPU and one CPU of its own (plan.c) */
-        snprintf(opt, sizeof opt, "--gres=gpu:%d", gpus);
-        argv[n++] = msd_strdup(opt);
-        snprintf(opt, sizeof opt, "--mincpus=%d", gpus);
-        argv[n++] = msd_strdup(opt);
+        snprintf(o_gres, sizeof o_gres, "--gres=gpu:%d", gpus);
+        argv[n++] = o_gres;
+        snprintf(o_cpus, sizeof o_cpus, "--mincpus=%d", gpus);
+        argv[n++] = o_cpus;
     }
     const char *extra = getenv("MSDPIPE_SALLOC");
     char *words = msd_strdup(extra ? extra : ""), *save = NULL;
@@ -392,8 +393,11 @@ int slurm_self_allocate(Options *o, const Pipeline *pl) {
     fflush(NULL);
     pid_t pid = fork();
     if (pid < 0) {
+        int e = errno;
         unlink(mark);
-        return msd_fail(MSDPIPE_EXIT_FAILED, "fork: %s", strerror(errno));
+        free(words);
+        sigprocmask(SIG_SETMASK, &old, NULL);
+        return msd_fail(MSDPIPE_EXIT_FAILED, "fork: %s", strerror(e));
     }
     if (pid == 0) {
         prctl(PR_SET_PDEATHSIG, SIGTERM); /* this parent gone: salloc passes SIGTERM on */
