@@ -93,6 +93,31 @@ t_kill_held_student0() { # PIPE STEP RUNDIR PEERS ARGS...: the image stages' kil
     rm -f "$run/grids/student.0/$grid".*
 }
 
+t_slurm_testbed() { # GPUS CHECK...: the private two-node Slurm of tests/slurm-testbed for this test
+    # Starts it (GPUS > 0: that many fake GPUs a node, MSD_TESTBED_GPUS), stops it at exit
+    # whatever happens, points Slurm's commands at it (SLURM_CONF, /usr/sbin on PATH) and leaves
+    # its folder in T_SLURM_DIR. Where it cannot start (exit 77: not root, a package missing)
+    # every CHECK is counted as skipped with its reason and the test ends; any other failure
+    # ends the test failed.
+    local gpus=$1 rc why c; shift
+    T_SLURM_TB="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/slurm-testbed"
+    T_SLURM_DIR=
+    trap '[ -n "$T_SLURM_DIR" ] && "$T_SLURM_TB" stop "$T_SLURM_DIR" >/dev/null 2>&1; rm -rf "$T_TMP"' EXIT
+    if [ "$gpus" -gt 0 ]; then T_SLURM_DIR=$(MSD_TESTBED_GPUS=$gpus timeout 120 "$T_SLURM_TB" start 2>"$T_TMP/testbed.err")
+    else T_SLURM_DIR=$(timeout 120 "$T_SLURM_TB" start 2>"$T_TMP/testbed.err"); fi
+    rc=$?
+    if [ "$rc" -eq 77 ]; then
+        why=$(tail -n 1 "$T_TMP/testbed.err")
+        for c in "$@"; do t_skip "$c" "$why"; done
+        t_end; exit
+    elif [ "$rc" -ne 0 ] || [ -z "$T_SLURM_DIR" ]; then
+        t_fail "slurm testbed" "start failed (status $rc): $(tail -n 5 "$T_TMP/testbed.err")"
+        t_end; exit
+    fi
+    eval "$("$T_SLURM_TB" env "$T_SLURM_DIR")"
+    export PATH=$PATH:/usr/sbin
+}
+
 t_end() {
     if [ "$T_SKIPPED" -gt 0 ]; then
         echo "# $(basename "$0"): $T_PASSED passed, $T_FAILED failed, $T_SKIPPED skipped"

@@ -25,26 +25,7 @@
 . "$(dirname "$0")/lib.sh"
 here=$(cd "$(dirname "$0")" && pwd)
 M="$(cd "$BIN" && pwd)/msdpipe"
-TB="$here/slurm-testbed"
-D=
-cleanup() {
-    [ -n "$D" ] && "$TB" stop "$D" >/dev/null 2>&1
-    rm -rf "$T_TMP"
-}
-trap cleanup EXIT
-
-D=$(timeout 120 "$TB" start 2>"$T_TMP/testbed.err"); rc=$?
-if [ "$rc" -eq 77 ]; then
-    t_skip "slurm testbed" "$(tail -n 1 "$T_TMP/testbed.err")"
-    t_skip "stage 2 across two nodes" "no Slurm testbed"
-    t_skip "a cancelled step stops the run" "no Slurm testbed"
-    t_end; exit
-elif [ "$rc" -ne 0 ] || [ -z "$D" ]; then
-    t_fail "slurm testbed" "start failed (status $rc): $(tail -n 5 "$T_TMP/testbed.err")"
-    t_end; exit
-fi
-eval "$("$TB" env "$D")"
-export PATH=$PATH:/usr/sbin
+t_slurm_testbed 0 "slurm testbed" "stage 2 across two nodes" "a cancelled step stops the run"
 nodes=$(timeout 60 srun -N2 sh -c 'echo $SLURMD_NODENAME' 2>"$T_TMP/srun.err" | sort | tr '\n' ' ')
 if [ "$nodes" = "n1 n2 " ]; then t_ok "srun -N2 runs a task on n1 and on n2"
 else t_fail "srun -N2" "nodes '$nodes': $(tail -n 3 "$T_TMP/srun.err")"; fi

@@ -26,26 +26,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
 BINABS=$(cd "$BIN" && pwd)
 M="$BINABS/msdpipe"
-TB="$here/slurm-testbed"
-D=
-cleanup() {
-    [ -n "$D" ] && "$TB" stop "$D" >/dev/null 2>&1
-    rm -rf "$T_TMP"
-}
-trap cleanup EXIT
-
-D=$(MSD_TESTBED_GPUS=2 timeout 120 "$TB" start 2>"$T_TMP/testbed.err"); rc=$?
-if [ "$rc" -eq 77 ]; then
-    why=$(tail -n 1 "$T_TMP/testbed.err")
-    for c in "self-allocated stage 2" "gpu= steps get their own GPU" "serving through the self-allocation" \
-             "SIGTERM/SIGINT to the outer msdpipe" "an impossible request" "check --slurm"; do t_skip "$c" "$why"; done
-    t_end; exit
-elif [ "$rc" -ne 0 ] || [ -z "$D" ]; then
-    t_fail "slurm testbed" "start failed (status $rc): $(tail -n 5 "$T_TMP/testbed.err")"
-    t_end; exit
-fi
-eval "$("$TB" env "$D")"
-export PATH=$PATH:/usr/sbin
+t_slurm_testbed 2 "self-allocated stage 2" "gpu= steps get their own GPU" "serving through the self-allocation" \
+    "SIGTERM/SIGINT to the outer msdpipe" "an impossible request" "check --slurm"
 unset SLURM_JOB_ID SLURM_JOBID SLURM_JOB_NODELIST SLURM_NODELIST
 
 run=$T_TMP/mog

@@ -29,27 +29,9 @@
 here=$(cd "$(dirname "$0")" && pwd)
 B="$(cd "$BIN" && pwd)"
 M="$B/msdpipe"
-TB="$here/slurm-testbed"
 SB="$here/../tools/slurm/mog_stage2.sbatch"
-D=
-cleanup() {
-    [ -n "$D" ] && "$TB" stop "$D" >/dev/null 2>&1
-    rm -rf "$T_TMP"
-}
-trap cleanup EXIT
-
-D=$(timeout 120 "$TB" start 2>"$T_TMP/testbed.err"); rc=$?
-if [ "$rc" -eq 77 ]; then
-    why=$(tail -n 1 "$T_TMP/testbed.err")
-    for c in "sbatch of tools/slurm/mog_stage2.sbatch" "kill -9 of a process in a step" "SIGINT to the launcher" \
-             "SIGTERM to the launcher with a stopped step" "msdpipe down" "restart=1 under --slurm"; do t_skip "$c" "$why"; done
-    t_end; exit
-elif [ "$rc" -ne 0 ] || [ -z "$D" ]; then
-    t_fail "slurm testbed" "start failed (status $rc): $(tail -n 5 "$T_TMP/testbed.err")"
-    t_end; exit
-fi
-eval "$("$TB" env "$D")"
-export PATH=$PATH:/usr/sbin
+t_slurm_testbed 0 "sbatch of tools/slurm/mog_stage2.sbatch" "kill -9 of a process in a step" "SIGINT to the launcher" \
+    "SIGTERM to the launcher with a stopped step" "msdpipe down" "restart=1 under --slurm"
 
 run=$T_TMP/mog
 RD=$T_TMP/rd

@@ -147,15 +147,13 @@ static int cmd_check(Options *o) {
     char err[1024];
     /* --slurm: inside an allocation the placement on its nodes (as up does), else what up
      * would request */
-    if (o->slurm && getenv("SLURM_JOB_ID") && slurm_place(&pl, err, sizeof err) < 0) {
+    const char *job = o->slurm ? getenv("SLURM_JOB_ID") : NULL;
+    int inside = job && *job;
+    if (o->slurm && (inside ? slurm_place(&pl, err, sizeof err) : slurm_print_request(&pl, o->slurm_nodes, stdout, err, sizeof err)) < 0) {
         pipeline_free(&pl);
-        return msd_fail(MSDPIPE_EXIT_FAILED, "%s", err);
+        return msd_fail(inside ? MSDPIPE_EXIT_FAILED : MSDPIPE_EXIT_USAGE, "%s", err);
     }
-    if (o->slurm && getenv("SLURM_JOB_ID")) pipeline_share_threads(&pl, pl.cores);
-    if (o->slurm && !getenv("SLURM_JOB_ID") && slurm_print_request(&pl, o->slurm_nodes, stdout, err, sizeof err) < 0) {
-        pipeline_free(&pl);
-        return msd_fail(MSDPIPE_EXIT_USAGE, "%s", err);
-    }
+    if (inside) pipeline_share_threads(&pl, pl.cores);
     if (pipeline_plan(&pl, NULL, NULL, NULL, err, sizeof err) < 0) {
         pipeline_free(&pl);
         return msd_fail(MSDPIPE_EXIT_USAGE, "%s", err);
