@@ -100,6 +100,21 @@ t_check "B: student.0 resumed at its step-20 checkpoint" grep -q "student.0\] IN
 for f in student.0 student.1; do
     t_check "B ends with A's $f checkpoint, bytewise" cmp a/ckpt/$f.safetensors b/ckpt/$f.safetensors
 done
+# S: stopped with SIGINT between checkpoints: each student checkpoints at its last finished
+# step, and the run resumed to the end has A's checkpoints, bytewise
+mkdir -p s && cp a/partition.txt s/
+"$BIN/msdpipe" up train_stage1 "${small[@]}" --set run="$T_TMP/s" 2>s.log &
+spid=$!
+t_wait_for 300 grep -q "student.0\] INFO step 7/$N" s.log && kill -INT "$spid"
+t_wait_for 60 bash -c "! kill -0 $spid 2>/dev/null" || kill -9 "$spid"
+wait "$spid"; rc=$?
+saved=$(grep -oE 'student.[01]\] INFO checkpointed on stop at step [0-9]+' s.log | grep -oE '[0-9]+$' | tr '\n' ' ')
+t_check "S: stopped with SIGINT (status $rc), both students checkpointed on the stop (steps $saved)" \
+    bash -c "[ $rc -eq 130 ] && [ \$(echo $saved | wc -w) -eq 2 ] && for n in $saved; do [ \$((n % 20)) -ne 0 ] || exit 1; done"
+t_check "S: resumed to step $N" "$BIN/msdpipe" up train_stage1 "${small[@]}" --set run="$T_TMP/s" 2>s-end.log
+for f in student.0 student.1; do
+    t_check "S ends with A's $f checkpoint, bytewise" cmp a/ckpt/$f.safetensors s/ckpt/$f.safetensors
+done
 t_check "B: the final grid of student.0 equals A's" cmp a/grids/student.0/grid-00000$N.png b/grids/student.0/grid-00000$N.png
 
 # Stage 2 from stage 1: the generators and the critics start from the TSM students' EMA weights

@@ -153,6 +153,30 @@ t_check "R: the restarted student.0 resumed at its step-4 checkpoint" grep -q "s
 for f in student.0 critic.0 student.1 critic.1; do
     t_check "R ends with R0's $f checkpoint, bytewise" cmp r0/ckpt/$f.safetensors r/ckpt/$f.safetensors
 done
+# S: stopped twice with SIGINT between checkpoints (ckpt_every 4): the launcher stops the
+# students first, each checkpoints at its last finished step with its critic (which may be
+# part-way through the next step's updates: the resume then sends only the rest), and the run
+# resumed to the end has R0's checkpoints, bytewise
+mkdir -p s && cp a/partition.txt s/
+stops=0
+for at in 5 13; do
+    "$BIN/msdpipe" up train_stage2 "${small[@]}" "${rs[@]}" --set run="$T_TMP/s" 2>>s.log &
+    spid=$!
+    t_wait_for 300 grep -q "student.0\] INFO step $at/24" s.log && kill -INT "$spid"
+    t_wait_for 60 bash -c "! kill -0 $spid 2>/dev/null" || kill -9 "$spid"
+    wait "$spid" && continue
+    stops=$((stops + 1))
+done
+t_check "S: two runs stopped with SIGINT ($stops)" test "$stops" -eq 2
+saved=$(grep -oE 'student.[01]\] INFO checkpointed on stop at step [0-9]+' s.log | grep -oE '[0-9]+$' | tr '\n' ' ')
+t_check "S: the students checkpointed on the stops, between periodic checkpoints (steps $saved)" \
+    bash -c "for n in $saved; do [ \$((n % 4)) -ne 0 ] && exit 0; done; exit 1"
+t_check "S: no process was killed while stopping" bash -c "! grep -E 'did not stop within|killed by signal' s.log"
+t_check "S: resumed to step 24" "$BIN/msdpipe" up train_stage2 "${small[@]}" "${rs[@]}" --set run="$T_TMP/s" 2>s-end.log
+echo "S: critics resumed part-way through a step: $(grep -c 'INFO the critic is at update' s.log s-end.log | tr '\n' ' ')"
+for f in student.0 critic.0 student.1 critic.1; do
+    t_check "S ends with R0's $f checkpoint, bytewise" cmp r0/ckpt/$f.safetensors s/ckpt/$f.safetensors
+done
 t_check "B: the final grid of student.0 equals A's" cmp a/grids/student.0/grid-0000004.png b/grids/student.0/grid-0000004.png
 t_check "no sanitizer report in any log" bash -c "$(declare -f t_log_clean); T_SAN_PATTERN='$T_SAN_PATTERN'; for f in *.log; do t_log_clean \$f || exit 1; done"
 t_end

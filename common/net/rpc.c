@@ -3,6 +3,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <zmq.h>
 
 #include "log.h"
 
@@ -48,6 +49,17 @@ static int rpc_take(Rpc *r, void *sock, const char *peer, uint64_t id, uint32_t 
     return 1;
 }
 
+/* rpc_await's wait while finishing: the peers' sockets only; a mask of the readable ones. */
+static int poll_peers(void **socks, int n, int timeout_ms) {
+    zmq_pollitem_t items[16];
+    for (int i = 0; i < n; i++) items[i] = (zmq_pollitem_t){socks[i], 0, ZMQ_POLLIN, 0};
+    if (zmq_poll(items, n, timeout_ms) < 0) return 0;   /* EINTR or ETERM: the deadline decides */
+    int mask = 0;
+    for (int i = 0; i < n; i++)
+        if (items[i].revents & ZMQ_POLLIN) mask |= 1 << i;
+    return mask;
+}
+
 int rpc_await(Rpc *r, int n, void **socks, const char *const *peers, const uint64_t *ids, const uint32_t *ops,
               WireMsg *out) {
     enum { MAXN = 16 };
@@ -73,13 +85,14 @@ int rpc_await(Rpc *r, int n, void **socks, const char *const *peers, const uint6
         for (int i = 0; i < n; i++)
             if (!have[i]) { map[nw] = i; wait[nw++] = socks[i]; }
         WireMsg line;
-        int ready = proc_poll(r->p, wait, nw, (int)(left * 1000.0) + 1, &line);
+        int ready = r->finishing ? poll_peers(wait, nw, (int)(left * 1000.0) + 1)
+                                 : proc_poll(r->p, wait, nw, (int)(left * 1000.0) + 1, &line);
         if (ready & PROC_POLL_LINE) {
             proc_reply_line(r->p, &line, r->busy_reply ? r->busy_reply : "this process takes no input lines",
                             WIRE_STATUS_UNKNOWN_OP);
             wire_msg_close(&line);
         }
-        if (proc_should_stop(r->p)) {
+        if (!r->finishing && proc_should_stop(r->p)) {
             snprintf(r->err, sizeof r->err, "stopped while waiting for replies");
             goto fail;
         }

@@ -22,6 +22,9 @@ typedef struct Rpc {
                             passed in all (a peer restarting); 0: no resend */
     int timed_out;       /* the last failure was a peer's silence past timeout_ms */
     int32_t peer_status; /* the last failure was a peer's reply with this status (0: not one) */
+    int finishing;       /* the process is stopping and finishes one last exchange (a checkpoint
+                            on STOP): a stop does not end the wait, the timeout still does, and
+                            the control socket is left alone */
     char err[2048];
 } Rpc;
 

@@ -11,9 +11,10 @@
  *       have drawn.
  *   DENOISE {"x" (N, C, H, W), "sigma" (N), "label" (N)}: "d" = D_fake with the current weights.
  *   SAVE: writes --ckpt (atomic), keeping the one before as --ckpt.prev.
- *   RESUME {"updates"}: rolls back to the state after that many updates (--ckpt, its .prev, or
- *       --init's weights for 0). Nothing else is served until the student has sent one, and
- *       requests older than it are refused (busy): docs/PIPELINES.md "Restarts".
+ *   RESUME {"updates", "span"}: rolls back to a state after updates .. updates + span updates
+ *       (its current one, --ckpt, its .prev, or --init's weights for 0) and answers the count
+ *       held. Nothing else is served until the student has sent one, and requests older than
+ *       it are refused (busy): docs/PIPELINES.md "Restarts".
  * With --gan-weight W > 0 (stage 3, ADM; sections 2.7 and 2.10) the critic also owns a GAN head
  * on its bottleneck (GanHead: own parameters and AdamW, freshly initialised from --seed when
  * starting from --init, saved in --ckpt as "gan.*" tensors next to the UNet's and resumed
@@ -394,24 +395,27 @@ static int img_critic_load_counted(void *ctx, const char *file, int64_t *updates
     return 0;
 }
 
-/* RESUME {"updates" i64 (1)}: the student (re)starts at the step after which this critic had
- * taken that many updates: keep the current state when it is that one (the update count
- * names the state: every draw is keyed by it and the student's requests are a function of its
- * step), else roll back to --ckpt or --ckpt.prev holding exactly that count, or to --init's
- * weights for 0. Serving starts (again) with the reply. */
+/* RESUME {"updates" i64 (1), "span" i64 (1) optional}: the student (re)starts at the step after
+ * which this critic had taken `updates` updates, and takes up the critic updates of its next
+ * step part-way, so any count in updates .. updates + span will do: keep the current state when
+ * it holds one (the update count names the state: every draw is keyed by it and the student's
+ * requests are a function of its step), else roll back to --ckpt or --ckpt.prev holding one,
+ * or to --init's weights for 0. The reply says the count held; serving starts (again) with it. */
 static void img_critic_resume(void *ctx, void *sock, const WireMsg *req) {
     ImgCritic *c = ctx;
-    int64_t want;
+    int64_t want, span, held = c->net.opt->step;
     char err[1024], from[4200] = "its current state";
-    if (critic_resume_begin(&c->gate, sock, req, &want)) return;
+    if (critic_resume_begin(&c->gate, sock, req, &want, &span)) return;
     int r = 0;
-    if (c->net.opt->step != want) {
+    if (held < want || held > want + span) {
         keep_begin(c);
         if (want == 0) {
             r = img_critic_build(c, c->init, 0, err, sizeof err);
+            held = 0;
             snprintf(from, sizeof from, "%s", c->init);
         } else {
-            r = critic_find_updates(c->ckpt, want, img_critic_load_counted, c, from, sizeof from, err, sizeof err);
+            r = critic_find_updates(c->ckpt, want, span, img_critic_load_counted, c, &held, from, sizeof from, err,
+                                    sizeof err);
         }
         keep_end(c);
     }
@@ -419,7 +423,7 @@ static void img_critic_resume(void *ctx, void *sock, const WireMsg *req) {
         serve_error(sock, req, r < 0 ? WIRE_STATUS_INTERNAL : WIRE_STATUS_BAD_REQUEST, "resume: %s", err);
         return;
     }
-    critic_resume_done(&c->gate, sock, req, want, from);
+    critic_resume_done(&c->gate, sock, req, held, from);
 }
 
 static int img_critic_open(Proc *p, ImgCritic *c) {

@@ -89,24 +89,36 @@ int critic_gate_refuse(const CriticGate *g, void *sock, const WireMsg *req) {
     return 0;
 }
 
-int critic_resume_begin(CriticGate *g, void *sock, const WireMsg *req, int64_t *want) {
+int critic_resume_begin(CriticGate *g, void *sock, const WireMsg *req, int64_t *want, int64_t *span) {
     const WireTensor *u = serve_tensor(sock, req, "updates", WIRE_I64, 1, 1);
     if (!u) return -1;
     *want = *(const int64_t *)u->data;
+    *span = 0;
+    if (wire_msg_find(req, "span")) {
+        const WireTensor *sp = serve_tensor(sock, req, "span", WIRE_I64, 1, 1);
+        if (!sp) return -1;
+        *span = *(const int64_t *)sp->data;
+    }
     g->resumed = 0;
-    if (*want < 0) {
-        serve_error(sock, req, WIRE_STATUS_BAD_REQUEST, "resume: updates %lld < 0", (long long)*want);
+    if (*want < 0 || *want > ((int64_t)1 << 50)) {
+        serve_error(sock, req, WIRE_STATUS_BAD_REQUEST, "resume: updates %lld is not in 0..2^50", (long long)*want);
+        return -1;
+    }
+    if (*span < 0 || *span > 1 << 20) {
+        serve_error(sock, req, WIRE_STATUS_BAD_REQUEST, "resume: span %lld is not in 0..2^20", (long long)*span);
         return -1;
     }
     return 0;
 }
 
-void critic_resume_done(CriticGate *g, void *sock, const WireMsg *req, int64_t want, const char *from) {
+void critic_resume_done(CriticGate *g, void *sock, const WireMsg *req, int64_t held, const char *from) {
     g->resumed = 1;
     g->floor_id = req->id;
-    log_info("resumed at update %lld from %s (RESUME %llu)", (long long)want, from, (unsigned long long)req->id);
+    log_info("resumed at update %lld from %s (RESUME %llu)", (long long)held, from, (unsigned long long)req->id);
     WireMsg rep;
+    int64_t one = 1;
     wire_reply_init(&rep, req, WIRE_OP_RESUME, WIRE_STATUS_OK);
+    wire_msg_add(&rep, "updates", WIRE_I64, 1, &one, &held);
     serve_reply(sock, &rep);
 }
 
@@ -125,8 +137,8 @@ int critic_keep_prev(const char *ckpt, char *err, size_t errlen) {
     return 0;
 }
 
-int critic_find_updates(const char *ckpt, int64_t want, CriticLoadFn load, void *ctx, char *from, size_t fromlen,
-                        char *err, size_t errlen) {
+int critic_find_updates(const char *ckpt, int64_t want, int64_t span, CriticLoadFn load, void *ctx, int64_t *held,
+                        char *from, size_t fromlen, char *err, size_t errlen) {
     char prev[4200], had[512] = "";
     snprintf(prev, sizeof prev, "%s.prev", ckpt);
     const char *files[2] = {ckpt, prev};
@@ -135,14 +147,19 @@ int critic_find_updates(const char *ckpt, int64_t want, CriticLoadFn load, void 
         if (stat(files[k], &st) != 0) continue;
         int64_t got = -1;
         if (load(ctx, files[k], &got, err, errlen)) return -1;
-        if (got == want) {
+        if (got >= want && got <= want + span) {
+            *held = got;
             snprintf(from, fromlen, "%s", files[k]);
             return 0;
         }
         snprintf(had + strlen(had), sizeof had - strlen(had), "%s%s has %lld", had[0] ? ", " : "", files[k],
                  (long long)got);
     }
-    snprintf(err, errlen, "no checkpoint after %lld updates (%s)", (long long)want, had[0] ? had : "no checkpoint file");
+    if (span > 0)
+        snprintf(err, errlen, "no checkpoint after %lld..%lld updates (%s)", (long long)want, (long long)(want + span),
+                 had[0] ? had : "no checkpoint file");
+    else
+        snprintf(err, errlen, "no checkpoint after %lld updates (%s)", (long long)want, had[0] ? had : "no checkpoint file");
     return 1;
 }
 
@@ -286,7 +303,8 @@ static void critic_resume(void *ctx, void *sock, const WireMsg *req) {
     Critic *c = ctx;
     int64_t want;
     char err[1024];
-    if (critic_resume_begin(&c->gate, sock, req, &want)) return;
+    int64_t span, held = 0;   /* this critic rolls back to exactly `want`, which any span allows */
+    if (critic_resume_begin(&c->gate, sock, req, &want, &span)) return;
     edmmlp_free(&c->net);
     if (critic_net_new(c, err, sizeof err)) {
         serve_error(sock, req, WIRE_STATUS_INTERNAL, "resume: %s", err);
@@ -294,7 +312,9 @@ static void critic_resume(void *ctx, void *sock, const WireMsg *req) {
     }
     char from[4200] = "the initial weights";
     if (want > 0) {
-        int r = c->ckpt ? critic_find_updates(c->ckpt, want, mlp_load_counted, c, from, sizeof from, err, sizeof err) : 1;
+        int r = c->ckpt ? critic_find_updates(c->ckpt, want, 0, mlp_load_counted, c, &held, from, sizeof from, err,
+                                              sizeof err)
+                        : 1;
         if (r) {
             if (!c->ckpt) snprintf(err, sizeof err, "no checkpoint after %lld updates (no --ckpt file)", (long long)want);
             serve_error(sock, req, r < 0 ? WIRE_STATUS_INTERNAL : WIRE_STATUS_BAD_REQUEST, "resume: %s", err);

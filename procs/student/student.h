@@ -12,8 +12,11 @@
  * finished `step` steps of --ttur updates each after a warm-up of `warmup` (0 at step 0: a
  * student at step 0 warms the critic up again). */
 int64_t student_critic_updates(int64_t step, int warmup, int ttur);
-/* RESUME {"updates"} to the critic: it rolls back to that state and serves from then on.
- * 0, or -1 with the reason in rpc->err. */
+/* RESUME {"updates", "span"} to the critic: it rolls back to a state after updates ..
+ * updates + span updates, serves from then on and says which in *held (updates when the reply
+ * does not say). 0, or -1 with the reason in rpc->err. */
+int student_resume_critic_span(Rpc *rpc, void *critic, int64_t updates, int64_t span, int64_t *held);
+/* The same with span 0: exactly that state. */
 int student_resume_critic(Rpc *rpc, void *critic, int64_t updates);
 
 /* --mode mog-train: DMD2 distillation of a one-step MLP generator on the mixture toy.

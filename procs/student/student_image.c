@@ -78,6 +78,7 @@
 #define WARMUP_DATA_BASE ((int64_t)1 << 40)
 #define GRID_MAX_ROWS 32
 #define MAX_ROUND 64
+#define STOP_SAVE_MS 20000   /* the most a checkpoint on STOP waits for the critic's SAVE */
 
 typedef struct ImgOpts {
     const char *init, *spec, *part, *ckpt_dir, *metrics, *grid_dir;
@@ -158,6 +159,7 @@ typedef struct ImgTrain {
     EdmUNet ema;               /* the EMA weights for grids (inference buffers) */
     int ema_ready;
     double last_progress;      /* when the last step finished (or the run started) */
+    int64_t saved_step;        /* the step of --ckpt-dir's checkpoint as last written or read, -1 none */
     DistillBuf db;
     int nclasses, nowned;
     int32_t owned[GRID_MAX_ROWS];   /* the first classes it owns (grid rows) */
@@ -430,6 +432,7 @@ static int img_checkpoint(ImgTrain *s) {
         snprintf(s->rpc.err, sizeof s->rpc.err, "checkpoint: %s", err);
         return -1;
     }
+    s->saved_step = step;
     log_info("checkpoint %s at step %lld", s->ckpt, (long long)step);
     return 0;
 }
@@ -517,9 +520,16 @@ static void img_report(ImgTrain *s, int64_t done, int64_t start, double t_run, c
 static int img_train_loop(ImgTrain *s) {
     const ImgOpts *o = &s->o;
     int64_t start = s->g.opt->step;
-    /* the critic to the state of this step (it may be a checkpoint ahead: it saves first) */
-    if (s->critic && student_resume_critic(&s->rpc, s->critic, student_critic_updates(start, o->warmup, o->ttur)))
-        return -1;
+    /* the critic to the state of this step (it may be a checkpoint ahead: it saves first), or
+     * part-way through the updates of the next step (a checkpoint on STOP, docs/DISTILL.md):
+     * those it already took are not sent again. A warm-up is redone from 0. */
+    int64_t lo = student_critic_updates(start, o->warmup, o->ttur), held = lo;
+    int64_t span = start > 0 || o->warmup == 0 ? o->ttur : 0;
+    if (s->critic && student_resume_critic_span(&s->rpc, s->critic, lo, span, &held)) return -1;
+    int done_first = (int)(held - lo);   /* critic updates of step start + 1 already taken */
+    if (done_first > 0)
+        log_info("the critic is at update %lld: %d of step %lld's %d updates are done", (long long)held, done_first,
+                 (long long)start + 1, o->ttur);
     if (start == 0 && o->warmup > 0 && !s->tsm) {
         log_info("warming up the critic: %d updates on the initial generator's samples", o->warmup);
         for (int w = 0; w < o->warmup; w += MAX_ROUND) {
@@ -547,7 +557,8 @@ static int img_train_loop(ImgTrain *s) {
             if (tsm_step(s, step, &loss)) return -1;
         } else {
             int64_t data0 = step * (o->ttur + 1);
-            if (o->ttur > 0 && img_critic_round(s, o->ttur, data0)) return -1;
+            int skip = step == start ? done_first : 0;
+            if (o->ttur > skip && img_critic_round(s, o->ttur - skip, data0 + skip)) return -1;
             if (img_generator_step(s, step, data0 + o->ttur, &loss)) return -1;
         }
         loss_sum += loss;
@@ -608,6 +619,7 @@ static int img_open_net(ImgTrain *s) {
     struct stat st;
     int resume = stat(s->ckpt, &st) == 0;
     const char *init = s->init[0] ? s->init : NULL;   /* NULL: fresh weights (stage 1) */
+    s->saved_step = -1;
     if (!strcmp(o->spec, "init")) {
         if (!resume && !init) return msd_fail(2, "without --init the network needs --net SPEC");
         const char *from = resume ? s->ckpt : init;
@@ -639,6 +651,7 @@ static int img_open_net(ImgTrain *s) {
         checkpoint_meta_free(&meta);
         if (other) return 2;
         log_info("resumed from %s at step %lld", s->ckpt, (long long)s->g.opt->step);
+        s->saved_step = s->g.opt->step;
     } else if (init) {
         Optim *keep = s->g.opt;
         s->g.opt = NULL;
@@ -802,6 +815,20 @@ static int img_run(Proc *p, int tsm) {
         if ((rc = img_open_net(&s)) != 0) break;
         log_warn("rolled back to step %lld", (long long)s.g.opt->step);
         rc = img_train_loop(&s);
+    }
+    if (rc != 0 && proc_should_stop(p) && s.g.opt->step > 0 && s.g.opt->step != s.saved_step) {
+        /* stopped (STOP, a signal): the generator is whole at its last finished step, and the
+         * critic, which the launcher stops after its student, somewhere in the updates of the
+         * next one; both are saved (the critic first), so a restart resumes from here. Bounded
+         * by its own timeout, and the launcher's stop_timeout bounds it again. */
+        char why[sizeof s.rpc.err];
+        snprintf(why, sizeof why, "%s", s.rpc.err);
+        s.rpc.finishing = 1;
+        s.rpc.wait_ms = 0;
+        if (s.rpc.timeout_ms > STOP_SAVE_MS) s.rpc.timeout_ms = STOP_SAVE_MS;
+        if (img_checkpoint(&s) == 0) log_info("checkpointed on stop at step %lld", (long long)s.g.opt->step);
+        else log_warn("no checkpoint on stop (%s): a restart resumes from step %lld", s.rpc.err, (long long)s.saved_step);
+        snprintf(s.rpc.err, sizeof s.rpc.err, "%s", why);
     }
     busy_report(&s.busy, "student");
     img_free(&s);

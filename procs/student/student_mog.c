@@ -191,14 +191,32 @@ int64_t student_critic_updates(int64_t step, int warmup, int ttur) {
     return step > 0 ? warmup + step * (int64_t)ttur : 0;
 }
 
-int student_resume_critic(Rpc *rpc, void *critic, int64_t updates) {
+int student_resume_critic_span(Rpc *rpc, void *critic, int64_t updates, int64_t span, int64_t *held) {
     WireMsg req, rep;
     int64_t one = 1;
     wire_msg_init(&req, WIRE_OP_RESUME, rpc_id(rpc));
     wire_msg_add(&req, "updates", WIRE_I64, 1, &one, &updates);
+    if (span > 0) wire_msg_add(&req, "span", WIRE_I64, 1, &one, &span);
     if (rpc_call(rpc, critic, "critic", &req, &rep)) return -1;
+    *held = updates;
+    if (wire_msg_find(&rep, "updates")) {
+        const WireTensor *h = rpc_tensor_shape(rpc, &rep, "critic", "updates", WIRE_I64, 1, &one);
+        if (h) *held = *(const int64_t *)h->data;
+        if (!h || *held < updates || *held > updates + span) {
+            if (h)
+                snprintf(rpc->err, sizeof rpc->err, "critic: RESUME answered %lld updates, asked for %lld..%lld",
+                         (long long)*held, (long long)updates, (long long)(updates + span));
+            wire_msg_close(&rep);
+            return -1;
+        }
+    }
     wire_msg_close(&rep);
     return 0;
+}
+
+int student_resume_critic(Rpc *rpc, void *critic, int64_t updates) {
+    int64_t held;
+    return student_resume_critic_span(rpc, critic, updates, 0, &held);
 }
 
 /* RESUME: roll the critic back to the state that belongs to this student's step. */

@@ -282,8 +282,9 @@ int cmd_down(Options *o) {
             log_error("kill %d: %s", s->launcher, strerror(errno));
             rc = MSDPIPE_EXIT_FAILED;
         } else {
-            /* the launcher stops its processes within stop_timeout, then kills what is left */
-            double limit = (s->stop_timeout > 0 ? s->stop_timeout : 5) + 10;
+            /* the launcher stops its clients, then its servers, each within stop_timeout,
+             * then kills what is left */
+            double limit = 2 * (s->stop_timeout > 0 ? s->stop_timeout : 5) + 10;
             double end = msd_now() + limit;
             while (launcher_alive(s) && msd_now() < end) {
                 struct timespec ts = {0, 50 * 1000000};

@@ -454,27 +454,30 @@ static void clean_remote(Launcher *L) {
     }
 }
 
-/* Stop every process: STOP, then up to stop_timeout, then SIGKILL. Returns code, or 1 when a
- * process failed while stopping and code was 0. */
-static int stop_all(Launcher *L, int code) {
-    L->phase = "stopping";
+/* 1 when every process of the kind (servers: 1, the others: 0) has exited. */
+static int kind_exited(const Launcher *L, int servers) {
     for (int i = 0; i < L->pl.nprocs; i++)
-        if (L->ch[i].state == CH_WAITING) L->ch[i].state = CH_EXITED;  /* its restart is off */
-    write_state(L);
-    int seen_signals = g_signals;
+        if (L->pl.procs[i].server == servers && L->ch[i].pid > 0 && L->ch[i].state != CH_EXITED) return 0;
+    return 1;
+}
+
+/* STOP to the live processes of one kind, then up to stop_timeout for them to exit (reaping
+ * every process meanwhile). Returns the failures reaped; *second is set on a second signal. */
+static int stop_kind(Launcher *L, int servers, int seen_signals, int *second) {
     for (int i = 0; i < L->pl.nprocs; i++) {
         Child *c = &L->ch[i];
-        if (c->pid <= 0 || c->state == CH_EXITED) continue;
+        if (L->pl.procs[i].server != servers || c->pid <= 0 || c->state == CH_EXITED) continue;
         if (c->heard) send_op(L, i, WIRE_OP_STOP);
         else kill(-c->pid, SIGTERM);  /* not connected yet: its own signal handler stops it */
     }
     double deadline = msd_now() + L->pl.stop_timeout;
     int failed = 0;
-    while (!all_exited(L)) {
+    while (!kind_exited(L, servers)) {
         failed += reap(L, 1);
-        if (all_exited(L)) break;
+        if (kind_exited(L, servers)) break;
         if (g_signals != seen_signals) {
             log_warn("second signal: killing the processes now");
+            *second = 1;
             break;
         }
         if (msd_now() > deadline) break;
@@ -484,6 +487,21 @@ static int stop_all(Launcher *L, int code) {
         char err[64];
         while (wire_recv(L->ctl, &m, 0, err, sizeof err) != WIRE_EAGAIN) wire_msg_close(&m);
     }
+    return failed;
+}
+
+/* Stop every process: the clients first (the processes that are not servers: a training
+ * student still reaches its critic to checkpoint on STOP), then the servers; each group gets
+ * STOP and up to stop_timeout, then whatever is left gets SIGKILL. Returns code, or 1 when a
+ * process failed while stopping and code was 0. */
+static int stop_all(Launcher *L, int code) {
+    L->phase = "stopping";
+    for (int i = 0; i < L->pl.nprocs; i++)
+        if (L->ch[i].state == CH_WAITING) L->ch[i].state = CH_EXITED;  /* its restart is off */
+    write_state(L);
+    int seen_signals = g_signals, second = 0;
+    int failed = stop_kind(L, 0, seen_signals, &second);
+    if (!second) failed += stop_kind(L, 1, seen_signals, &second);
     if (L->o->slurm && !all_exited(L)) slurm_cancel_steps(); /* srun killed alone would leave its step running */
     for (int i = 0; i < L->pl.nprocs; i++) {
         Child *c = &L->ch[i];
