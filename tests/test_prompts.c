@@ -294,6 +294,48 @@ static void test_bad_prompts(void) {
     unlink(path);
 }
 
+/* prompt_classify_many (the router's batch of waiting lines) answers each prompt as
+ * prompt_classify does alone: the unseen paraphrases, off-topic ones, a direct name, an empty
+ * prompt and one the tokenizer refuses in one batch (which then falls back to one by one),
+ * and the same batch without the refused one (embedded together). */
+static void test_many(void) {
+    NEED_ROUTER();
+    PromptSet u;
+    char err[1024];
+    REQUIRE(prompts_parse(&u, check_fixture("prompts_unseen.txt"), N, NAMES, err, sizeof err) == 0, "%s", err);
+    enum { M = 48 };
+    const char *texts[M];
+    size_t lens[M];
+    int n = 0;
+    static const char *const extra[] = {"something about tax law", "a quiet evening by the sea", "sneaker", "  ", "a \xff shoe"};
+    for (int i = 0; i < u.np && n < M - 5; i++) texts[n++] = u.text[i];
+    for (int i = 0; i < 5; i++) texts[n++] = extra[i];
+    for (int i = 0; i < n; i++) lens[i] = strlen(texts[i]);
+    PromptClass many[M];
+    for (int pass = 0; pass < 2; pass++) {
+        int m = pass == 0 ? n : n - 1;   /* pass 1: without the refused text, so the batch is embedded together */
+        prompt_classify_many(&R, texts, lens, m, many);
+        int same = 0;
+        double worst = 0;
+        for (int i = 0; i < m; i++) {
+            int cls, best;
+            double sc, bs;
+            char e1[512] = "";
+            int rc = prompt_classify(&R, texts[i], lens[i], &cls, &sc, &best, &bs, e1, sizeof e1);
+            double d = isnan(bs) && isnan(many[i].best_score) ? 0 : fabs(bs - many[i].best_score);
+            if (d > worst) worst = d;
+            int ok = rc == many[i].rc && cls == many[i].cls && best == many[i].best && d < 1e-5 &&
+                     (rc == PROMPT_ROUTED || rc == PROMPT_DIRECT || strcmp(e1, many[i].err) == 0);
+            CHECK(ok, "pass %d '%s': alone rc %d class %d best %d %.6f '%s'; in the batch rc %d class %d best %d %.6f '%s'",
+                  pass, texts[i], rc, cls, best, bs, e1, many[i].rc, many[i].cls, many[i].best, many[i].best_score,
+                  many[i].err);
+            same += ok;
+        }
+        printf("  a batch of %d prompts: %d answered as alone (largest score difference %.2g)\n", m, same, worst);
+    }
+    prompts_set_free(&u);
+}
+
 int main(int argc, char **argv) {
     (void)argc;
     check_find_fixtures(argv[0]);
@@ -317,6 +359,7 @@ int main(int argc, char **argv) {
     TEST_RUN(test_unseen);
     TEST_RUN(test_offtopic);
     TEST_RUN(test_bad_prompts);
+    TEST_RUN(test_many);
     if (router_ok) prompt_router_free(&R);
     minilm_free(&lm);
     tok_free(tok);

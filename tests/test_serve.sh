@@ -97,6 +97,14 @@ t_check "... its error line names the best match and its score" \
 t_check "... and so does the warning" \
     grep -qE "line 4: .*'the stock market today': no class: the best match is '[a-z]+' \([0-9]\) at cosine [0-9.]+, below the threshold" free.log
 t_check "... the router logs the encoder's time per prompt" grep -qE "the prompt encoder ran for [0-9]+ prompts: [0-9.]+ ms each" free.log
+# lines waiting in the router go through the encoder together (images_prepare): 40 free-text
+# prompts piped at once take far fewer encoder calls than prompts
+grep -v '^#\|^threshold\|^$' "$MSD_TOP/pipelines/fmnist.prompts" | sed 's/^[^:=]*[:=] *//' | grep ' ' | head -n 40 >burst.prompts
+serve "$T_TMP/o1d" <burst.prompts >burst.out 2>burst.log
+enc=$(grep -oE 'the prompt encoder ran for [0-9]+ prompts: [0-9.]+ ms each on average \([0-9]+ batches\)' burst.log)
+np=$(echo "$enc" | grep -oE 'for [0-9]+' | grep -oE '[0-9]+'); nb=$(echo "$enc" | grep -oE '[0-9]+ batches' | grep -oE '[0-9]+')
+t_check "a burst of 40 prompts: all answered; ${np:-?} through the encoder in ${nb:-?} batches (at most half)" \
+    bash -c "[ \$(wc -l <burst.out) -eq 40 ] && [ '${np:-0}' -ge 30 ] && [ \$(( 2 * ${nb:-99} )) -le '${np:-0}' ]"
 printf 'bag 4\nfoo\ncoat\n' | serve "$T_TMP/o2" --set format=json --set grid=1 >json.out 2>json.log
 t_check "--format json --grid 1: JSON lines with the fields, a grid of 2x2 cells" python3 - json.out <<'EOF'
 import json, sys

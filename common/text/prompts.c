@@ -293,8 +293,24 @@ int prompt_direct(const PromptRouter *r, const char *text, size_t len) {
     return -1;
 }
 
-int prompt_classify(const PromptRouter *r, const char *text, size_t len, int *cls, double *score, int *best,
-                    double *best_score, char *err, size_t errlen) {
+/* The answer for an embedded prompt v: its nearest prototype, routed at or above the threshold. */
+static int classify_vec(const PromptRouter *r, const float *v, int *cls, double *score, int *best, double *best_score,
+                        char *err, size_t errlen) {
+    prompts_nearest(r->proto, r->set.n, v, best, best_score);
+    *score = *best_score;
+    if (*best_score < r->threshold) {
+        msd_errf(err, errlen, "no class: the best match is '%s' (%d) at cosine %.3f, below the threshold %.3f",
+                 r->set.names ? r->set.names[*best] : "", *best, *best_score, r->threshold);
+        return PROMPT_NO_CLASS;
+    }
+    *cls = *best;
+    return PROMPT_ROUTED;
+}
+
+/* What needs no encoder: an empty prompt (-1), a class named directly (PROMPT_DIRECT); else
+ * PROMPT_ROUTED, meaning "ask the encoder". */
+static int classify_plain(const PromptRouter *r, const char *text, size_t len, int *cls, double *score, int *best,
+                          double *best_score, char *err, size_t errlen) {
     *cls = *best = -1;
     *score = *best_score = NAN;
     size_t tl = len;
@@ -306,18 +322,52 @@ int prompt_classify(const PromptRouter *r, const char *text, size_t len, int *cl
         *score = *best_score = 1;
         return PROMPT_DIRECT;
     }
+    return PROMPT_ROUTED;
+}
+
+int prompt_classify(const PromptRouter *r, const char *text, size_t len, int *cls, double *score, int *best,
+                    double *best_score, char *err, size_t errlen) {
+    int rc = classify_plain(r, text, len, cls, score, best, best_score, err, errlen);
+    if (rc != PROMPT_ROUTED) return rc;
     float v[MINILM_DIM];
     char e2[512];
     const char *texts[1] = {text};
     if (prompts_embed(r->tok, r->m, texts, &len, 1, v, e2, sizeof e2))
         return msd_errf(err, errlen, "%s", strchr(e2, ':') ? strchr(e2, ':') + 2 : e2);
-    prompts_nearest(r->proto, r->set.n, v, best, best_score);
-    *score = *best_score;
-    if (*best_score < r->threshold) {
-        msd_errf(err, errlen, "no class: the best match is '%s' (%d) at cosine %.3f, below the threshold %.3f",
-                 r->set.names ? r->set.names[*best] : "", *best, *best_score, r->threshold);
-        return PROMPT_NO_CLASS;
+    return classify_vec(r, v, cls, score, best, best_score, err, errlen);
+}
+
+void prompt_classify_many(const PromptRouter *r, const char *const *texts, const size_t *lens, int n,
+                          PromptClass *out) {
+    const char **sel = msd_malloc(sizeof(char *) * (size_t)(n > 0 ? n : 1));
+    size_t *sel_len = msd_malloc(sizeof(size_t) * (size_t)(n > 0 ? n : 1));
+    int *which = msd_malloc(sizeof(int) * (size_t)(n > 0 ? n : 1)), m = 0;
+    for (int i = 0; i < n; i++) {
+        PromptClass *o = &out[i];
+        o->err[0] = 0;
+        o->rc = classify_plain(r, texts[i], lens[i], &o->cls, &o->score, &o->best, &o->best_score, o->err, sizeof o->err);
+        if (o->rc == PROMPT_ROUTED) {
+            sel[m] = texts[i];
+            sel_len[m] = lens[i];
+            which[m++] = i;
+        }
     }
-    *cls = *best;
-    return PROMPT_ROUTED;
+    if (m > 0) {
+        float *v = msd_malloc(sizeof(float) * (size_t)m * MINILM_DIM);
+        char e2[512];
+        int batched = prompts_embed(r->tok, r->m, sel, sel_len, m, v, e2, sizeof e2) == 0;
+        for (int j = 0; j < m; j++) {
+            PromptClass *o = &out[which[j]];
+            if (batched)   /* else one text failed (the tokenizer): each alone, for its own message */
+                o->rc = classify_vec(r, v + (size_t)j * MINILM_DIM, &o->cls, &o->score, &o->best, &o->best_score, o->err,
+                                     sizeof o->err);
+            else
+                o->rc = prompt_classify(r, sel[j], sel_len[j], &o->cls, &o->score, &o->best, &o->best_score, o->err,
+                                        sizeof o->err);
+        }
+        free(v);
+    }
+    free(sel);
+    free(sel_len);
+    free(which);
 }

@@ -89,4 +89,16 @@ enum { PROMPT_ROUTED = 0, PROMPT_DIRECT = 1, PROMPT_NO_CLASS = 2 };
 int prompt_classify(const PromptRouter *r, const char *text, size_t len, int *cls, double *score, int *best,
                     double *best_score, char *err, size_t errlen);
 
+/* prompt_classify's answer for one prompt of a batch. */
+typedef struct PromptClass {
+    int rc, cls, best;
+    double score, best_score;
+    char err[400];
+} PromptClass;
+/* prompt_classify of n prompts at once: the free-text ones go through the encoder together
+ * (PROMPTS_BATCH a call), which is what a server with many lines waiting wants; out[i] is what
+ * prompt_classify(texts[i]) gives, up to the float rounding of a batched call. */
+void prompt_classify_many(const PromptRouter *r, const char *const *texts, const size_t *lens, int n,
+                          PromptClass *out);
+
 #endif

@@ -467,12 +467,18 @@ static int router_serve(Proc *p, int mog_mode, const RouterHooks *hooks) {
     }
     proc_ready(p);
     int wait_ms = 200;
+    static WireMsg lines[ROUTER_LINE_BATCH];
     while (!proc_should_stop(p)) {
-        WireMsg line;
-        int got = proc_poll(p, r.socks, r.k, wait_ms, &line);
+        int got = proc_poll(p, r.socks, r.k, wait_ms, &lines[0]);
         if (got & PROC_POLL_LINE) {
-            router_take_line(&r, &line);
-            wire_msg_close(&line);
+            int nl = 1;   /* with a prepare hook: the lines already waiting too, prepared together */
+            while (hooks && hooks->prepare && nl < ROUTER_LINE_BATCH && (proc_poll(p, NULL, 0, 0, &lines[nl]) & PROC_POLL_LINE))
+                nl++;
+            if (hooks && hooks->prepare) hooks->prepare(&r, lines, nl);
+            for (int i = 0; i < nl; i++) {
+                router_take_line(&r, &lines[i]);
+                wire_msg_close(&lines[i]);
+            }
         }
         for (int k = 0; k < r.k; k++) if (got & (1 << k)) router_take_reply(&r, k);
         wait_ms = router_expire(&r);

@@ -14,6 +14,7 @@
 
 #define ROUTER_MAX_PENDING 1024   /* lines held at once: queued, forwarded or cancelled */
 #define ROUTER_MAX_TEXT 4096
+#define ROUTER_LINE_BATCH 64    /* lines taken at once when the mode prepares them together (hooks->prepare) */
 #define ROUTER_MAX_INFLIGHT 64
 #define ROUTER_MAX_STUDENTS 31
 
@@ -56,6 +57,10 @@ typedef struct RouterHooks {
     /* the output line of an error answer (malloc'ed; NULL, or the hook NULL: the launcher's
      * `error: MSG`) */
     char *(*error_line)(struct Router *r, uint64_t line_id, const char *msg);
+    /* the lines about to be taken, in order (at most ROUTER_LINE_BATCH: the one that woke the
+     * router and those already waiting behind it), before parse sees each: work better done
+     * for all at once (the sentence encoder). May be NULL; then lines are taken one by one. */
+    void (*prepare)(struct Router *r, WireMsg *lines, int n);
 } RouterHooks;
 
 typedef struct Router {

@@ -79,8 +79,14 @@ typedef struct Images {
     Tokenizer *tok;
     MiniLM *lm;
     BackendCtx *ctx;
-    int64_t encoded;
+    int64_t encoded, batches;   /* prompts through the encoder; its batched calls (images_prepare) */
     double encode_s;
+    /* the encoder's answers for the lines of the batch being taken (images_prepare): the
+     * prompt's text and what prompt_classify_many said; looked up by router_classify */
+    int ncached;
+    char *cached_text[ROUTER_LINE_BATCH];
+    size_t cached_len[ROUTER_LINE_BATCH];
+    PromptClass cached[ROUTER_LINE_BATCH];
 } Images;
 
 /* Does the prompt (len bytes) name class c, case-insensitively, by its one-word name or its
@@ -98,10 +104,8 @@ static int names_class(const char *t, size_t len, int c) {
  * encoder (common/text/prompts.h): the nearest class prototype by cosine, at or above the
  * prompts file's threshold; below it, the reason names the best match and its score. 0 with
  * *cls, or -1 with the reason in why. */
-static int router_classify(Router *r, const char *text, size_t len, int *cls, char *why, size_t whylen) {
-    Images *im = r->ext;
-    const char *t = text;
-    size_t n = len;
+/* The names part of router_classify: 0 with *cls, -1 with why (a bad class id), 1: no name. */
+static int router_names(const char *t, size_t n, int *cls, char *why, size_t whylen) {
     int digits = n > 0;
     for (size_t i = 0; i < n; i++) digits &= isdigit((unsigned char)t[i]) != 0;
     if (digits) {
@@ -122,15 +126,32 @@ static int router_classify(Router *r, const char *text, size_t len, int *cls, ch
     }
     for (int c = 0; c < DATASET_FMNIST_CLASSES; c++)
         if (names_class(t, n, c)) { *cls = c; return 0; }
+    return 1;
+}
+
+static int router_classify(Router *r, const char *text, size_t len, int *cls, char *why, size_t whylen) {
+    Images *im = r->ext;
+    const char *t = text;
+    size_t n = len;
+    int named = router_names(t, n, cls, why, whylen);
+    if (named <= 0) return named;
     if (im && im->tok) {
-        int best;
-        double score, best_score, t0 = msd_now();
-        char err[512];
-        int rc = prompt_classify(&im->pr, t, n, cls, &score, &best, &best_score, err, sizeof err);
-        im->encode_s += msd_now() - t0;
-        im->encoded++;
-        if (rc == PROMPT_ROUTED || rc == PROMPT_DIRECT) return 0;
-        snprintf(why, whylen, "'%.*s'%s: %.300s", n > 200 ? 200 : (int)n, t, n > 200 ? "..." : "", err);
+        PromptClass one, *pc = NULL;
+        for (int i = 0; i < im->ncached && !pc; i++)   /* embedded with its batch (images_prepare) */
+            if (im->cached_len[i] == n && !memcmp(im->cached_text[i], t, n)) pc = &im->cached[i];
+        if (!pc) {
+            double t0 = msd_now();
+            pc = &one;
+            pc->rc = prompt_classify(&im->pr, t, n, &pc->cls, &pc->score, &pc->best, &pc->best_score, pc->err,
+                                     sizeof pc->err);
+            im->encode_s += msd_now() - t0;
+            im->encoded++;
+        }
+        if (pc->rc == PROMPT_ROUTED || pc->rc == PROMPT_DIRECT) {
+            *cls = pc->cls;
+            return 0;
+        }
+        snprintf(why, whylen, "'%.*s'%s: %.300s", n > 200 ? 200 : (int)n, t, n > 200 ? "..." : "", pc->err);
         return -1;
     }
     snprintf(why, whylen, "no class matches '%.*s'%s (a class name or id; free text needs --prompts)",
@@ -151,34 +172,31 @@ static int64_t parse_uint(const char *t, size_t n) {
 
 static int is_space(char c) { return c == ' ' || c == '\t'; }
 
-/* "PROMPT [N] [seed=S]" into pd; 0, or -1 after answering the line. */
-static int images_parse(Router *r, const WireMsg *line, const WireTensor *tt, Pending *pd) {
-    Images *im = r->ext;
-    char why[1024];
-    const char *raw = tt->data;
-    size_t len = tt->nbytes;
+/* Line `raw` (len bytes) "PROMPT [N] [seed=S]": the prompt as text[*pb, *pe) (text: a copy of
+ * the line, NUL-terminated at *pe; ROUTER_MAX_TEXT + 1 bytes), N in *count, S in *seed (-1:
+ * none). 0, or -1 with the reason in why. */
+static int split_line(const Images *im, const char *raw, size_t len, char *text, size_t *pb, size_t *pe,
+                      int64_t *count, int64_t *seed, char *why, size_t whylen) {
     long bad = utf8_bad_at(raw, len);
     if (bad >= 0) {
-        snprintf(why, sizeof why, "the line is not valid UTF-8 (byte %ld of %zu)", bad + 1, len);
-        router_answer(r, line->id, why, WIRE_STATUS_BAD_REQUEST);
+        snprintf(why, whylen, "the line is not valid UTF-8 (byte %ld of %zu)", bad + 1, len);
         return -1;
     }
-    char text[ROUTER_MAX_TEXT + 1];
     if (len) memcpy(text, raw, len);   /* an empty line has no data pointer */
     text[len] = 0;
     size_t b = 0, e = len;
     while (b < e && is_space(text[b])) b++;
     while (e > b && is_space(text[e - 1])) e--;
-    int64_t count = 1, seed = -1;
+    *count = 1;
+    *seed = -1;
     /* the trailing "seed=S", then the trailing N (only after a prompt: a lone integer is a class id) */
     size_t s = e;
     while (s > b && !is_space(text[s - 1])) s--;
     if (e - s >= 5 && strncmp(text + s, "seed=", 5) == 0) {
-        seed = parse_uint(text + s + 5, e - s - 5);
-        if (seed < 0 || seed > ROUTER_SEED_MAX) {
-            snprintf(why, sizeof why, "'%.*s': the seed must be an integer in 0..%lld", e - s > 40 ? 40 : (int)(e - s),
+        *seed = parse_uint(text + s + 5, e - s - 5);
+        if (*seed < 0 || *seed > ROUTER_SEED_MAX) {
+            snprintf(why, whylen, "'%.*s': the seed must be an integer in 0..%lld", e - s > 40 ? 40 : (int)(e - s),
                      text + s, (long long)ROUTER_SEED_MAX);
-            router_answer(r, line->id, why, WIRE_STATUS_BAD_REQUEST);
             return -1;
         }
         for (e = s; e > b && is_space(text[e - 1]);) e--;
@@ -187,23 +205,33 @@ static int images_parse(Router *r, const WireMsg *line, const WireTensor *tt, Pe
     int digits = e > s;
     for (size_t i = s; i < e; i++) digits &= isdigit((unsigned char)text[i]) != 0;
     if (digits && s > b) {
-        count = parse_uint(text + s, e - s);
-        if (count < 1 || count > im->max_images) {
-            snprintf(why, sizeof why, "image count %.*s%s must be an integer in 1..%d (--max-images)",
+        *count = parse_uint(text + s, e - s);
+        if (*count < 1 || *count > im->max_images) {
+            snprintf(why, whylen, "image count %.*s%s must be an integer in 1..%d (--max-images)",
                      e - s > 40 ? 40 : (int)(e - s), text + s, e - s > 40 ? "..." : "", im->max_images);
-            router_answer(r, line->id, why, WIRE_STATUS_BAD_REQUEST);
             return -1;
         }
         for (e = s; e > b && is_space(text[e - 1]);) e--;
     }
     if (e == b) {
-        snprintf(why, sizeof why, "empty prompt: a line is \"PROMPT [N] [seed=S]\"");
-        router_answer(r, line->id, why, WIRE_STATUS_BAD_REQUEST);
+        snprintf(why, whylen, "empty prompt: a line is \"PROMPT [N] [seed=S]\"");
         return -1;
     }
     text[e] = 0;
+    *pb = b;
+    *pe = e;
+    return 0;
+}
+
+/* "PROMPT [N] [seed=S]" into pd; 0, or -1 after answering the line. */
+static int images_parse(Router *r, const WireMsg *line, const WireTensor *tt, Pending *pd) {
+    Images *im = r->ext;
+    char why[1024], text[ROUTER_MAX_TEXT + 1];
+    size_t b, e;
+    int64_t count, seed;
     int cls;
-    if (router_classify(r, text + b, e - b, &cls, why, sizeof why)) {
+    if (split_line(im, tt->data, tt->nbytes, text, &b, &e, &count, &seed, why, sizeof why) ||
+        router_classify(r, text + b, e - b, &cls, why, sizeof why)) {
         router_answer(r, line->id, why, WIRE_STATUS_BAD_REQUEST);
         return -1;
     }
@@ -213,6 +241,49 @@ static int images_parse(Router *r, const WireMsg *line, const WireTensor *tt, Pe
                                       ROUTER_SEED_PER_LINE;
     pd->student = im->assign[cls];
     return 0;
+}
+
+static void images_uncache(Images *im) {
+    for (int i = 0; i < im->ncached; i++) free(im->cached_text[i]);
+    im->ncached = 0;
+}
+
+/* The lines about to be taken: their free-text prompts through the encoder in one batch, the
+ * answers kept for router_classify (lines that fail to split, or name their class, are left
+ * to images_parse). */
+static void images_prepare(Router *r, WireMsg *lines, int n) {
+    Images *im = r->ext;
+    images_uncache(im);
+    if (!im->tok) return;
+    const char *texts[ROUTER_LINE_BATCH];
+    size_t lens[ROUTER_LINE_BATCH];
+    char text[ROUTER_MAX_TEXT + 1], why[1024];
+    for (int i = 0; i < n && im->ncached < ROUTER_LINE_BATCH; i++) {
+        const WireTensor *t = wire_msg_find(&lines[i], "text");
+        size_t b, e;
+        int64_t count, seed;
+        int cls;
+        if (!t || t->dtype != WIRE_U8 || t->ndim != 1 || t->nbytes > ROUTER_MAX_TEXT ||
+            split_line(im, t->data, t->nbytes, text, &b, &e, &count, &seed, why, sizeof why) ||
+            router_names(text + b, e - b, &cls, why, sizeof why) <= 0)
+            continue;
+        int dup = 0;
+        for (int j = 0; j < im->ncached && !dup; j++)
+            dup = im->cached_len[j] == e - b && !memcmp(im->cached_text[j], text + b, e - b);
+        if (dup) continue;
+        im->cached_text[im->ncached] = msd_malloc(e - b + 1);
+        memcpy(im->cached_text[im->ncached], text + b, e - b + 1);
+        im->cached_len[im->ncached] = e - b;
+        texts[im->ncached] = im->cached_text[im->ncached];
+        lens[im->ncached] = e - b;
+        im->ncached++;
+    }
+    if (!im->ncached) return;
+    double t0 = msd_now();
+    prompt_classify_many(&im->pr, texts, lens, im->ncached, im->cached);
+    im->encode_s += msd_now() - t0;
+    im->encoded += im->ncached;
+    im->batches++;
 }
 
 static void *images_request(Router *r, const Pending *pd, WireMsg *m, int64_t deadline_ms) {
@@ -394,8 +465,9 @@ static void images_finish(Router *r) {
     if (!im) return;
     log_info("served %lld lines, %lld images", (long long)im->served, (long long)im->images);
     if (im->encoded)
-        log_info("the prompt encoder ran for %lld prompts: %.2f ms each on average", (long long)im->encoded,
-                 1000.0 * im->encode_s / (double)im->encoded);
+        log_info("the prompt encoder ran for %lld prompts: %.2f ms each on average (%lld batches)",
+                 (long long)im->encoded, 1000.0 * im->encode_s / (double)im->encoded, (long long)im->batches);
+    images_uncache(im);
     if (im->tok) {
         prompt_router_free(&im->pr);
         minilm_free(&im->lm);
@@ -405,7 +477,7 @@ static void images_finish(Router *r) {
     }
 }
 
-static const RouterHooks images_hooks = {images_setup, images_parse,  images_request,
-                                         images_reply, images_finish, images_error_line};
+static const RouterHooks images_hooks = {images_setup,  images_parse,      images_request, images_reply,
+                                         images_finish, images_error_line, images_prepare};
 
 int router_run_images(Proc *p) { return router_serve_hooks(p, &images_hooks); }
