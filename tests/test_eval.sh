@@ -61,4 +61,9 @@ mkdir -p "$T_TMP/empty"
 bad empty_folder "no .png images" "$E" fid --images "$T_TMP/empty" $T
 bad missing_classifier "missing\|cannot\|No such" "$E" accuracy --classifier "$T_TMP/none.safetensors"
 "$E" fid 2>/dev/null; [ $? = 2 ] && t_ok usage_error || t_fail usage_error "fid without --images did not exit 2"
+# the thread count: MSD_THREADS as every tool reads it (a bad value is an error, not a default)
+err=$(MSD_THREADS=abc "$E" accuracy --n 10 2>&1 >/dev/null); rc=$?
+t_check "MSD_THREADS=abc: exit 2, naming it" bash -c "[ $rc -eq 2 ] && echo '$err' | grep -q 'MSD_THREADS=abc: expected a thread count 1..64'"
+t_check "MSD_THREADS=1: the same accuracy as the default" \
+    test "$(MSD_THREADS=1 "$E" accuracy --n 200 | json accuracy)" = "$("$E" accuracy --n 200 | json accuracy)"
 t_end

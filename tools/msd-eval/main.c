@@ -33,6 +33,7 @@
 #include "image.h"
 #include "args.h"
 #include "log.h"
+#include "parallel.h"
 #include "optimizer.h"
 #include "philox.h"
 #include "safetensors.h"
@@ -82,7 +83,7 @@ static const ArgSpec args[] = {
     ARG_LONG("--ref-n", &opt.ref_n, 2, 10000000, "N", "fid, floor: use only the first N test images as the reference\n"
              "(default all)"),
     ARG_U64("--seed", &opt.seed, "S", "seed (default 1)"),
-    ARG_INT("--threads", &opt.threads, 1, 256, "T", "CPU threads (default: all cores)"),
+    ARG_INT("--threads", &opt.threads, 0, 256, "T", "CPU threads (default: $MSD_THREADS, else all cores)"),
     ARG_INT("--gpu", &opt.gpu, 0, 64, "I", "run on GPU I (a CUDA build)"),
     ARG_END_,
 };
@@ -532,8 +533,11 @@ int main(int argc, char **argv) {
     log_set_name("msd-eval");
     const char *synopsis = "msd-eval COMMAND [options]";
     if (argc < 2) return msd_fail(2, "needs a COMMAND: train-classifier, accuracy, fid, floor, export or students (try --help)");
-    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    opt.threads = ncpu > 0 ? (int)ncpu : 1;
+    int t;   /* a bad MSD_THREADS is an error here, not a silent default */
+    const char *te = getenv(PARALLEL_THREADS_ENV);
+    if (te && parallel_parse_threads(te, &t) < 0)
+        return msd_fail(2, "%s=%s: expected a thread count 1..%d", PARALLEL_THREADS_ENV, te, PARALLEL_MAX_THREADS);
+    opt.threads = 0;   /* backend_ctx_new: $MSD_THREADS, else every core */
     int first = argv[1][0] == '-' ? 1 : 2; /* "msd-eval --help" */
     if (args_tool(argc, argv, first, synopsis, about, args)) return 2;
     if (first == 1) return msd_fail(2, "needs a COMMAND before its options (try --help)");
