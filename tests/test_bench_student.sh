@@ -95,7 +95,7 @@ for m in ("latency_b1", "throughput_best"):
     r = one("ratio", m + "_ours_over_torch")
     assert 0 < r["min"] <= r["value"] <= r["max"] and r["pairs"] == 1, r
     q = one("student_serve", m)["value"] / one("student_serve_torch", m)["value"]  # one pair: the ratio of the sides
-    assert abs(r["value"] - q) <= 1e-3 * q + 1e-4, "%s: ratio %s, ours/torch %s" % (m, r["value"], q)
+    assert abs(r["value"] - q) <= 1e-2 * q + 1e-4, "%s: ratio %s, ours/torch %s" % (m, r["value"], q)
 pair = [r for r in rows if r.get("bench") == "student_serve_pair"]
 assert len(pair) == 1 and pair[0]["ours_best_batch"] in (2, 3), pair
 EOF

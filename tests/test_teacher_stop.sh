@@ -42,7 +42,7 @@ t_check "A: $N uninterrupted steps" \
 prev=0
 for at in 3 10 20 30; do
     "$BIN/msdpipe" up train_teacher "${small[@]}" --run-dir "$RUNS" --set run="$T_TMP/b" --set steps=100000 \
-        --set ckpt_every=0 --set stop_timeout=1 2>"b-$at.log" &
+        --set ckpt_every=0 --set stop_timeout=10 2>"b-$at.log" &
     lpid=$!
     if ! t_wait_for 60 nlines "$T_TMP/b/metrics.jsonl" "$at"; then
         t_fail "stop_$at" "the teacher did not reach step $at: $(tail -n 5 "b-$at.log")"; kill -9 "$lpid"; wait "$lpid"; continue
