@@ -158,8 +158,9 @@ done
 # part-way through the next step's updates: the resume then sends only the rest), and the run
 # resumed to the end has R0's checkpoints, bytewise
 mkdir -p s && cp a/partition.txt s/
-stops=0
-for at in 5 13; do
+stops=0 ats="5 13"
+[ "${MSD_TEST_VARIANT:-}" = san ] && ats=5   # ASan: one stop (the suite's time)
+for at in $ats; do
     "$BIN/msdpipe" up train_stage2 "${small[@]}" "${rs[@]}" --set run="$T_TMP/s" 2>>s.log &
     spid=$!
     t_wait_for 300 grep -q "student.0\] INFO step $at/24" s.log && kill -INT "$spid"
@@ -167,7 +168,7 @@ for at in 5 13; do
     wait "$spid" && continue
     stops=$((stops + 1))
 done
-t_check "S: two runs stopped with SIGINT ($stops)" test "$stops" -eq 2
+t_check "S: $(echo $ats | wc -w) run(s) stopped with SIGINT ($stops)" test "$stops" -eq "$(echo $ats | wc -w)"
 saved=$(grep -oE 'student.[01]\] INFO checkpointed on stop at step [0-9]+' s.log | grep -oE '[0-9]+$' | tr '\n' ' ')
 t_check "S: the students checkpointed on the stops, between periodic checkpoints (steps $saved)" \
     bash -c "for n in $saved; do [ \$((n % 4)) -ne 0 ] && exit 0; done; exit 1"
