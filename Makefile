@@ -100,7 +100,7 @@ BENCH_SRC := $(wildcard bench/bench_*.c)
 BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 FUZZ_SRC := $(wildcard tests/fuzz_*.c)
 
-.PHONY: all deps test test-release test-san fuzz bench demo clean test-gpu tests-build
+.PHONY: all deps test test-release test-san fuzz bench demo demo-toy clean test-gpu tests-build
 all: $(PROC_BINS) $(TOOL_BINS) $(TEST_BINS) $(BENCH_BINS)
 
 deps:
@@ -177,6 +177,10 @@ bench: all
 demo: deps
 	@$(MAKE) -s -j$$(nproc) all
 	@tools/demo
+
+demo-toy: deps
+	@$(MAKE) -s -j$$(nproc) all
+	@tools/demo-toy
 
 clean:
 	rm -rf build bin

@@ -1,4 +1,4 @@
-# test_demo.sh: the README's `make demo` path (tools/demo) end to end, reduced through the
+# test_demo_toy.sh: the `make demo-toy` path (tools/demo-toy) end to end, reduced through the
 # demo's knobs (20 steps at batch 64, 10 critic warm-up updates, 50 judged samples per class)
 # so it runs in seconds: K = 4 students, and checks what the README promises the demo leaves
 # in its run folder: the partition file with 4 groups covering the 8 classes once each, the 4
@@ -13,9 +13,9 @@ export BIN
 run="$T_TMP/demo"
 K=4 STEPS=20 SAMPLES=50
 t0=$(date +%s%N)
-RUN="$run" K=$K STEPS=$STEPS BATCH=64 WARMUP=10 SAMPLES=$SAMPLES timeout 300 "$top/tools/demo" >"$T_TMP/demo.out" 2>&1; rc=$?
+RUN="$run" K=$K STEPS=$STEPS BATCH=64 WARMUP=10 SAMPLES=$SAMPLES timeout 300 "$top/tools/demo-toy" >"$T_TMP/demo.out" 2>&1; rc=$?
 el=$(( ($(date +%s%N) - t0) / 1000000 ))
-if [ $rc -eq 0 ] && grep -q "^demo: done" "$T_TMP/demo.out"; then t_ok "tools/demo K=$K STEPS=$STEPS ran to the end ($el ms)"
+if [ $rc -eq 0 ] && grep -q "^demo: done" "$T_TMP/demo.out"; then t_ok "tools/demo-toy K=$K STEPS=$STEPS ran to the end ($el ms)"
 else t_fail demo_runs "rc=$rc: $(tail -n 20 "$T_TMP/demo.out")"; fi
 
 check_py() { # NAME SCRIPT ARGS...: a python check; it prints why it fails
