@@ -20,11 +20,11 @@ variant=release; [ "${MSD_TEST_VARIANT:-}" = san ] && variant=san
 BENCH=${MSD_BENCH_UNET:-$TOP/build/$variant/bench/bench_unet}
 if ! [ -x "$PY" ] || ! "$PY" -c 'import torch' 2>/dev/null; then
     t_skip bench_student "$PY has no torch (Debian python3-torch)"
-    t_end
+    t_end; exit
 fi
 if ! [ -x "$BENCH" ]; then
     t_fail bench_student "$BENCH is missing (make all builds it)"
-    t_end
+    t_end; exit
 fi
 T=$T_TMP
 
