@@ -216,4 +216,15 @@ if grep -q "fake_ssh -- far umask 077 .*--control' 'tcp://127.0.0.1:[0-9]*' '--c
 else t_fail remote_uses_tcp_curve "$(grep DEBUG "$T_TMP/remote.err")"; fi
 if t_wait_for 5 no_procs_left && [ -z "$(ls -A "$RUNS")" ]; then t_ok remote_cleans_up; else t_fail remote_cleans_up "$(ls -R "$RUNS")"; fi
 
+# the run folder on the other host is planted (a link to someone else's folder): the keys are not
+# written there, the process says why, the launcher stops and leaves no process behind
+mkdir -p "$T_TMP/far" "$T_TMP/planted"
+printf 'a\n' | PLANT_FROM="$RUNS" PLANT_TO="$T_TMP/far" PLANT_AT="$T_TMP/planted" MSDPIPE_SSH="$here/planting_ssh" \
+    timeout 60 "$M" up "$TP/remote_serve.pipe" --run-dir "$RUNS" >"$T_TMP/planted.out" 2>"$T_TMP/planted.err"; rc=$?
+if [ $rc -ne 0 ] && [ $rc -ne 124 ] && [ -z "$(ls -A "$T_TMP/planted")" ] && [ -n "$(ls -A "$T_TMP/far")" ] \
+   && grep -q "is a link or a folder of another user: the CurveZMQ keys are not written there" "$T_TMP/planted.err"; then
+    t_ok remote_planted_folder_refused
+else t_fail remote_planted_folder_refused "rc=$rc planted: $(ls -A "$T_TMP/planted") far: $(ls -A "$T_TMP/far") / $(tail -n 8 "$T_TMP/planted.err")"; fi
+if t_wait_for 5 no_procs_left; then t_ok remote_planted_cleans_up; else t_fail remote_planted_cleans_up "processes left"; fi
+
 t_end

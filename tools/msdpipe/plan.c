@@ -135,7 +135,8 @@ char **plan_argv(const Pipeline *pl, int i, const char *bindir, const char *cont
     const PipeProc *p = &pl->procs[i];
     Argv cmd = proc_command(pl, i, bindir, control, keys);
     if (p->host == 0) return cmd.v;
-    /* Another host: ${MSDPIPE_SSH:-ssh} -- HOST 'umask 077 && mkdir -p DIR && cat > KEYS && exec CMD'
+    /* Another host: ${MSDPIPE_SSH:-ssh} -- HOST 'umask 077 && mkdir -p DIR && (DIR ours, no link) &&
+     * chmod 700 DIR && cat > KEYS && exec CMD'
      * (a Slurm node: srun ... --nodelist=NODE sh -c '...', plan_remote_argv). The key file
      * arrives on ssh's (srun's) stdin, so it never shows in a command line. */
     char *s = NULL, q[PATH_MAX * 4 + 16];
@@ -145,7 +146,18 @@ char **plan_argv(const Pipeline *pl, int i, const char *bindir, const char *cont
         snprintf(dir, sizeof dir, "%s", keys);
         char *slash = strrchr(dir, '/');
         if (slash) *slash = 0;
+        /* the folder must be this user's own, not a link or one planted by someone else on
+         * that host, before the keys go in (a folder we create is 0700 through the umask) */
         str_add(&s, &len, &cap, "umask 077 && mkdir -p ");
+        str_add(&s, &len, &cap, plan_shell_quote(dir, q, sizeof q));
+        str_add(&s, &len, &cap, " && if [ -h ");
+        str_add(&s, &len, &cap, plan_shell_quote(dir, q, sizeof q));
+        str_add(&s, &len, &cap, " ] || [ ! -O ");
+        str_add(&s, &len, &cap, plan_shell_quote(dir, q, sizeof q));
+        str_add(&s, &len, &cap, " ]; then echo \"msdpipe: \"");
+        str_add(&s, &len, &cap, plan_shell_quote(dir, q, sizeof q));
+        str_add(&s, &len, &cap, "\" on $(hostname) is a link or a folder of another user: the CurveZMQ keys are not written there "
+                                "(remove it)\" >&2; exit 1; fi && chmod 700 ");
         str_add(&s, &len, &cap, plan_shell_quote(dir, q, sizeof q));
         str_add(&s, &len, &cap, " && cat > ");
         str_add(&s, &len, &cap, plan_shell_quote(keys, q, sizeof q));
