@@ -39,7 +39,7 @@ t_check "two tiny students (msd-nn init)" test -s "$st/student.0.safetensors" -a
 printf 'partition 2\n0: tshirt trouser pullover dress coat\n1: 5 6 7 8 9\n' >"$st/partition.txt"
 serve() { # OUT [--set ...]: serve.pipe on stdin
     local out=$1; shift
-    timeout 300 "$BIN/msdpipe" up "$MSD_TOP/pipelines/serve.pipe" --set students="$st" --set out="$out" "$@"
+    timeout 300 "$BIN/msdpipe" up "$MSD_TOP/pipelines/serve.pipe" --set K=2 --set students="$st" --set out="$out" "$@"
 }
 # pngcheck FILE W H: a PNG of W x H 8-bit grey pixels that decodes (zlib, filter bytes)
 pngcheck() {
@@ -192,7 +192,7 @@ t_check "... each student batched concurrent requests: fewer network calls than 
 
 # ---- 4. a student killed mid-stream ----------------------------------------------------------
 mkfifo in.fifo
-"$BIN/msdpipe" up "$MSD_TOP/pipelines/serve.pipe" --set students="$st" --set out="$T_TMP/o5" <in.fifo >kill.out 2>kill.log &
+"$BIN/msdpipe" up "$MSD_TOP/pipelines/serve.pipe" --set K=2 --set students="$st" --set out="$T_TMP/o5" <in.fifo >kill.out 2>kill.log &
 lpid=$!
 exec 3>in.fifo
 trap 'kill $lpid 2>/dev/null; rm -rf "$T_TMP"' EXIT
