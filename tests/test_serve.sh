@@ -135,12 +135,13 @@ EOF
     printf 'shirt 99999999999999999999\n'; printf 'pullover 2\n'
     printf '10\n'; printf '1\n'
     printf 'a unicorn\n'; printf 'trouser\n'
+    printf 'bag seed=\033[2J\n'; printf 'boot\n'
 } >bad.in
 serve "$T_TMP/o3" <bad.in >bad.out 2>bad.log; rc=$?
 t_check "bad lines: the stream ends, exit 1 (lines failed) ($rc)" test "$rc" -eq 1
-t_check "... one answer line per input line (16)" test "$(wc -l <bad.out)" -eq 16
+t_check "... one answer line per input line (18)" test "$(wc -l <bad.out)" -eq 18
 got=$(awk '{ print ($1 == "error:" ? "-" : $1) }' bad.out | tr '\n' ' ')
-want='- coat - bag - sandal - dress - shirt - pullover - trouser - trouser '
+want='- coat - bag - sandal - dress - shirt - pullover - trouser - trouser - boot '
 if [ "$got" = "$want" ]; then t_ok "... each bad line answered in place by an error line, the next one served"
 else t_fail "bad lines" "got: $got; want: $want"; fi
 error_line_is() { sed -n "$1p" bad.out | grep -qE "^error: $2"; } # N ERE: output line N is that error
@@ -152,6 +153,10 @@ for w in "line 1: .*empty prompt" "line 3: line too long" "line 5: line has a NU
     t_check "... output line $n: error: $w" error_line_is "$n" "$w"
 done
 t_check "... no process failed" bash -c '! grep -qE "process .* (exited with status|killed)" bad.log'
+# a terminal escape in a line reaches neither the terminal's stdout nor the warnings raw: \xNN
+t_check "... line 17's escape byte shown as \\x1b in its error line and warning" \
+    bash -c 'sed -n 17p bad.out | grep -qF "seed=\x1b[2J" && grep -qF "WARN line 17: answered with status bad-request: '"'"'seed=\x1b[2J" bad.log'
+t_check "... no raw ESC byte in the answers or the log" bash -c '! grep -q "$(printf "\033")" bad.out bad.log'
 
 # ---- 3. 1000 prompts at once -----------------------------------------------------------------
 python3 - >load.in <<'EOF'
