@@ -10,7 +10,10 @@
  *       critic.K, update count), so a critic resumed from its checkpoint draws what it would
  *       have drawn.
  *   DENOISE {"x" (N, C, H, W), "sigma" (N), "label" (N)}: "d" = D_fake with the current weights.
- *   SAVE: writes --ckpt (atomic), keeping the one before as --ckpt.prev.
+ *   SAVE: writes --ckpt (atomic), keeping the one before as --ckpt.prev. --ckpt's writer's lock
+ *       (FILE.lock) is held for the process's life; the checkpoint records the run's settings
+ *       (run.*: seed, lr, cap, gan-weight), compared on every load of --ckpt or its .prev
+ *       (--allow-changed-settings 1: a warning instead of a refusal).
  *   RESUME {"updates", "span"}: rolls back to a state after updates .. updates + span updates
  *       (its current one, --ckpt, its .prev, or --init's weights for 0) and answers the count
  *       held. Nothing else is served until the student has sent one, and requests older than
@@ -57,14 +60,15 @@
 static struct {
     const char *init, *spec, *ckpt;
     float lr, weight_decay, grad_clip, gan_weight;
-    int cap, threads;
+    int cap, threads, allow_changed;
     uint64_t seed;
-} opt = {NULL, "init", NULL, 2e-6f, 0.01f, 10, 0, 64, 0, 2};
+} opt = {NULL, "init", NULL, 2e-6f, 0.01f, 10, 0, 64, 0, 0, 2};
 
 const ArgSpec critic_image_args[] = {
     ARG_STR_REQ("--init", &opt.init, "FILE", "the starting weights (EMA weights when the file has them): the teacher;\n"
                 "a folder: its student.K.safetensors (stage 1's, K of the name critic.K); ignored when --ckpt exists"),
-    ARG_STR_REQ("--ckpt", &opt.ckpt, "FILE", "checkpoint written on SAVE and resumed from at start when it exists"),
+    ARG_STR_REQ("--ckpt", &opt.ckpt, "FILE", "checkpoint written on SAVE and resumed from at start when it exists\n"
+                "(FILE.lock is held while this process runs: a second run on FILE refuses)"),
     ARG_STR("--net", &opt.spec, "SPEC", "UNet CONFIG-SPEC (default init: the --init file's)"),
     ARG_FLOAT("--lr", &opt.lr, 0, 1, "LR", "AdamW learning rate (default 2e-6, DMD2's)"),
     ARG_FLOAT("--weight-decay", &opt.weight_decay, 0, 1, "W", "AdamW decoupled weight decay (default 0.01)"),
@@ -74,6 +78,8 @@ const ArgSpec critic_image_args[] = {
     ARG_U64("--seed", &opt.seed, "S", "seed of the draws (default 2)"),
     ARG_FLOAT("--gan-weight", &opt.gan_weight, 0, 1e6, "W", "weight of the GAN critic loss L_D (stage 3, ADM; DMD2: 1e-2);\n"
               "0 (default): no GAN head (stage 2)"),
+    ARG_INT("--allow-changed-settings", &opt.allow_changed, 0, 1, "0|1", "1: resume even when --ckpt was written\n"
+            "with other settings (seed, lr, cap, gan-weight; default 0: refuse)"),
     ARG_END_,
 };
 
@@ -104,6 +110,7 @@ typedef struct ImgCritic {
     OptimConfig oc;
     CriticGate gate;
     int64_t saved_updates;         /* the update count of --ckpt as last written or read, -1 none */
+    CkptSettings set;              /* the run's settings: recorded in --ckpt, checked on every load of it */
 } ImgCritic;
 
 /* serve_loop keeps the compute/wait clock; these only keep the heartbeats going */
@@ -256,8 +263,8 @@ static void img_critic_gan_grad(void *ctx, void *sock, const WireMsg *req) {
 /* The checkpoint: the UNet (part ""), with the GAN head its part "gan.". */
 static int critic_save(ImgCritic *c, const StMeta *meta, int nmeta, char *err, size_t errlen) {
     if (!c->gan) return edmunet_save(&c->net, c->ckpt, meta, nmeta, err, errlen);
-    StMeta all[8];
-    MSD_CHECK(nmeta < 8);
+    StMeta all[4 + CKPT_SETTINGS_MAX];
+    MSD_CHECK(nmeta < 4 + CKPT_SETTINGS_MAX);
     all[0] = (StMeta){EDMUNET_META_SPEC, (char *)c->net.spec};
     for (int i = 0; i < nmeta; i++) all[1 + i] = meta[i];
     CkptPart parts[2] = {{"", unet_params(c->net.unet), c->net.opt}, {"gan.", &c->head.ps, c->hopt}};
@@ -295,13 +302,15 @@ static void img_critic_save(void *ctx, void *sock, const WireMsg *req) {
     snprintf(seed, sizeof seed, "%llu", (unsigned long long)c->seed);
     char gw[32];
     snprintf(gw, sizeof gw, "%.9g", c->gan_w);
-    StMeta meta[3] = {{"critic.seed", seed}, {"critic.role", "critic"}, {"critic.gan_weight", gw}};
+    StMeta meta[3 + CKPT_SETTINGS_MAX] = {{"critic.seed", seed}, {"critic.role", "critic"}, {"critic.gan_weight", gw}};
+    int nmeta = c->gan ? 3 : 2;
+    nmeta += ckpt_settings_meta(&c->set, meta + nmeta, CKPT_SETTINGS_MAX);
     if (critic_gate_refuse(&c->gate, sock, req)) return;
     int64_t updates = c->net.opt->step;
     keep_begin(c);
     int rc = fs_mkdir_parent(c->ckpt, err, sizeof err) ||
              (updates != c->saved_updates && critic_keep_prev(c->ckpt, err, sizeof err)) ||
-             critic_save(c, meta, c->gan ? 3 : 2, err, sizeof err);
+             critic_save(c, meta, nmeta, err, sizeof err);
     keep_end(c);
     if (!rc) c->saved_updates = updates;
     if (rc) {
@@ -342,9 +351,11 @@ static int same_spec(const EdmUNet *n, const char *path, const char *what, char 
 
 /* The network (and GAN head) built afresh, then `file`'s state: with `resume` a checkpoint of
  * this critic (weights, AdamW moments, update count; with --gan-weight its GAN head and the
- * head's AdamW), else --init's EMA weights at update 0 with a freshly initialised head. The
- * start of a run and RESUME both come here, so a rollback to update 0 or to a checkpoint is
- * the state a fresh start or a resumed run would have. 0, or -1 with a message. */
+ * head's AdamW), whose run settings must be this run's (checkpoint_check_settings, as the toy
+ * critic's every load of its --ckpt or .prev), else --init's EMA weights at update 0 with a
+ * freshly initialised head (not compared: --init is another run's, e.g. stage 2's critic for
+ * stage 3). The start of a run and RESUME both come here, so a rollback to update 0 or to a
+ * checkpoint is the state a fresh start or a resumed run would have. 0, or -1 with a message. */
 static int img_critic_build(ImgCritic *c, const char *file, int resume, char *err, size_t errlen) {
     char e[1024];
     const char *what = resume ? "resuming" : "--init";
@@ -370,11 +381,17 @@ static int img_critic_build(ImgCritic *c, const char *file, int resume, char *er
         if (checkpoint_load_parts(file, parts, 2, &m, e, sizeof e))
             return msd_errf(err, errlen,
                             "resuming: %s (a critic with --gan-weight resumes from a checkpoint with its GAN head)", e);
+        int changed = checkpoint_check_settings(file, &m, &c->set, opt.allow_changed, e, sizeof e);
         checkpoint_meta_free(&m);
+        if (changed) return msd_errf(err, errlen, "resuming: %s", e);
         log_info("resumed from %s at update %lld (with its GAN head)", file, (long long)c->net.opt->step);
     } else if (resume) {
-        if (edmunet_load(&c->net, file, 0, NULL, e, sizeof e))
+        CheckpointMeta m = {0};
+        if (edmunet_load(&c->net, file, 0, &m, e, sizeof e))
             return msd_errf(err, errlen, "resuming: %s", e);
+        int changed = checkpoint_check_settings(file, &m, &c->set, opt.allow_changed, e, sizeof e);
+        checkpoint_meta_free(&m);
+        if (changed) return msd_errf(err, errlen, "resuming: %s", e);
         log_info("resumed from %s at update %lld", file, (long long)c->net.opt->step);
     } else {
         Optim *keep = c->net.opt;
@@ -434,6 +451,16 @@ static int img_critic_open(Proc *p, ImgCritic *c) {
     long k = proc_name_index(p->name);
     c->stream = k > 0 ? (uint64_t)k << 32 : 0;
     c->ckpt = opt.ckpt;
+    /* the writer's lock, held until the process ends (a restart by the launcher starts after
+     * its predecessor was reaped, when the kernel has dropped it): a second run on this file
+     * refuses here, before it reads or writes it */
+    if (fs_mkdir_parent(c->ckpt, err, sizeof err) || fs_lock_writer(c->ckpt, err, sizeof err) < 0)
+        return msd_fail(2, "%s", err);
+    /* what this run's checkpoints must agree with to resume (not paths, threads) */
+    ckpt_settings_add(&c->set, "seed", "%llu", (unsigned long long)opt.seed);
+    ckpt_settings_add(&c->set, "lr", "%.7g", opt.lr);
+    ckpt_settings_add(&c->set, "cap", "%d", opt.cap);
+    ckpt_settings_add(&c->set, "gan-weight", "%.7g", opt.gan_weight);
     int resume = stat(c->ckpt, &st) == 0;
     /* --init DIR: stage 1's checkpoint of its student K in it (critic.K starts as student K's TSM net) */
     char init[4096];

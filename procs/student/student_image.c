@@ -27,6 +27,11 @@
  * lines and JSON-lines metrics (--metrics); every --grid-every steps and at the end a PNG grid
  * of EMA samples of its classes (one row per class, fixed noise). Long computations run under
  * proc_keepalive, so the launcher keeps hearing from a student busy for seconds.
+ * One run per folder (both modes; docs/DISTILL.md "One run per folder"): the student holds the
+ * writer's lock on its checkpoint (fs_lock_writer) for its life, and its checkpoints record the
+ * run's settings (run.*: the partition's hash, seed, batch, lr, ema; stage 2/3 also ttur,
+ * critic-warmup, adm, gan-weight), compared when it resumes (--allow-changed-settings 1: a
+ * warning instead of a refusal).
  *
  * With --adm (stage 3, ADM: docs/ALGORITHMS.md sections 2.7 and 2.10, docs/DISTILL.md "Stage 3")
  * the critic has a GAN head (msd-critic --gan-weight): every FAKE_TRAIN also carries the real
@@ -83,7 +88,7 @@
 typedef struct ImgOpts {
     const char *init, *spec, *part, *ckpt_dir, *metrics, *grid_dir;
     int index, batch, steps, ttur, warmup, ckpt_every, log_every, grid_every, grid_per_class, grid_steps, lr_warmup,
-        threads, timeout_ms, wait_ms, adm, init_raw;
+        threads, timeout_ms, wait_ms, adm, init_raw, allow_changed;
     float lr, weight_decay, grad_clip, ema, gan_weight;
     uint64_t seed;
 } ImgOpts;
@@ -119,6 +124,8 @@ static const ArgSpec student_image_common_args[] = {
             "how long to keep resending and rolling back while a peer restarts, without a finished step\n"
             "(default 600000; 0: fail at once)"),
     ARG_FLAG("--init-raw", &opt.init_raw, "take --init's raw weights, not its EMA weights (a stage-2 student checkpoint)"),
+    ARG_INT("--allow-changed-settings", &opt.allow_changed, 0, 1, "0|1", "1: resume even when the checkpoint was\n"
+            "written with other settings (seed, batch, lr, ...; default 0: refuse)"),
     ARG_END_,
 };
 
@@ -165,6 +172,7 @@ typedef struct ImgTrain {
     int32_t owned[GRID_MAX_ROWS];   /* the first classes it owns (grid rows) */
     unsigned char *mine;       /* mine[c]: class c is this student's */
     char ckpt[4096], grid_dir[4096], init[4096];   /* init: --init resolved (a folder's student.K) */
+    CkptSettings set;          /* the run's settings: recorded in its checkpoints, checked on resume */
     FILE *metrics;
     float table[DMD_TABLE_N];
     int64_t D;
@@ -424,9 +432,11 @@ static int img_checkpoint(ImgTrain *s) {
     char err[1024], idx[32], seed[32];
     snprintf(idx, sizeof idx, "%d", s->o.index);
     snprintf(seed, sizeof seed, "%llu", (unsigned long long)s->o.seed);
-    StMeta meta[3] = {{"student.index", idx}, {"student.seed", seed}, {"student.role", (char *)img_role(s)}};
+    StMeta meta[3 + CKPT_SETTINGS_MAX] = {{"student.index", idx}, {"student.seed", seed},
+                                          {"student.role", (char *)img_role(s)}};
+    int nmeta = 3 + ckpt_settings_meta(&s->set, meta + 3, CKPT_SETTINGS_MAX);
     keep_begin(s);
-    int rc = edmunet_save(&s->g, s->ckpt, meta, 3, err, sizeof err);
+    int rc = edmunet_save(&s->g, s->ckpt, meta, nmeta, err, sizeof err);
     keep_end(s);
     if (rc) {
         snprintf(s->rpc.err, sizeof s->rpc.err, "checkpoint: %s", err);
@@ -648,8 +658,11 @@ static int img_open_net(ImgTrain *s) {
         if (other)   /* e.g. stage 2 pointed at stage 1's run folder: its checkpoint is an --init */
             msd_fail(2, "resuming: %s is a checkpoint of another stage (student.role %s, not %s): give this run its own "
                      "folder (stage 1's checkpoints are stage 2's --init)", s->ckpt, role, img_role(s));
+        /* the run's settings (also on a rollback: the file is this run's own by then) */
+        int changed = !other && checkpoint_check_settings(s->ckpt, &meta, &s->set, o->allow_changed, err, sizeof err);
         checkpoint_meta_free(&meta);
         if (other) return 2;
+        if (changed) return msd_fail(2, "resuming: %s", err);
         log_info("resumed from %s at step %lld", s->ckpt, (long long)s->g.opt->step);
         s->saved_step = s->g.opt->step;
     } else if (init) {
@@ -750,6 +763,25 @@ static int img_run(Proc *p, int tsm) {
         return msd_fail(2, "--init %s: %s (the generator's starting weights; no checkpoint %s to resume either)", s.init,
                         strerror(errno), s.ckpt);
     if (stat(o->part, &st) != 0) return msd_fail(2, "--partition %s: %s", o->part, strerror(errno));
+    /* the writer's lock, held until the process ends (a restart by the launcher starts after
+     * its predecessor was reaped, when the kernel has dropped it): a second run on this
+     * folder refuses here, before it reads or writes a checkpoint */
+    if (fs_mkdir_parent(s.ckpt, err, sizeof err) || fs_lock_writer(s.ckpt, err, sizeof err) < 0)
+        return msd_fail(2, "%s", err);
+    /* what this run's checkpoints must agree with to resume (not --steps, cadences, paths) */
+    char hash[17];
+    if (fs_file_hash(o->part, hash, err, sizeof err)) return msd_fail(2, "--partition: %s", err);
+    ckpt_settings_add(&s.set, "partition", "%s", hash);
+    ckpt_settings_add(&s.set, "seed", "%llu", (unsigned long long)o->seed);
+    ckpt_settings_add(&s.set, "batch", "%d", o->batch);
+    ckpt_settings_add(&s.set, "lr", "%.7g", o->lr);
+    ckpt_settings_add(&s.set, "ema", "%.7g", o->ema);
+    if (!tsm) {
+        ckpt_settings_add(&s.set, "ttur", "%d", o->ttur);
+        ckpt_settings_add(&s.set, "critic-warmup", "%d", o->warmup);
+        ckpt_settings_add(&s.set, "adm", "%d", o->adm);
+        if (o->adm) ckpt_settings_add(&s.set, "gan-weight", "%.7g", o->gan_weight);
+    }
     s.be = p->gpu >= 0 ? proc_gpu(p, err, sizeof err) : backend_get(device_cpu(), err, sizeof err);
     if (!s.be || backend_missing(s.be, err, sizeof err)) return msd_fail(1, "backend: %s", err);
     s.ctx = backend_ctx_new(s.be, o->threads);
