@@ -22,6 +22,20 @@ t_skip_missing_data() {
     if [ "${MSD_REQUIRE_DATA:-0}" = 1 ]; then t_fail "$1" "data missing under MSD_REQUIRE_DATA=1: $2"
     else T_SKIPPED=$((T_SKIPPED + 1)); echo "skip $1: $2"; fi
 }
+t_need_fmnist() { # [SPLIT]: the whole test is skipped (missing data) without Fashion-MNIST's SPLIT
+    # (t10k, the default, or train) from the Debian package dataset-fashion-mnist
+    local fm="${MSD_FMNIST_DIR:-/usr/share/datasets/fashion-mnist}/${1:-t10k}-labels-idx1-ubyte"
+    if [ ! -e "$fm.gz" ] && [ ! -e "$fm" ]; then
+        t_skip_missing_data "$(basename "$0")" "Fashion-MNIST not installed (Debian package dataset-fashion-mnist)"
+        t_end; exit
+    fi
+}
+t_tiny_teacher() { # RUN NET [CLASSES]: 3 steps of train_teacher.pipe on the test images into
+    # $T_TMP/RUN (its teacher.safetensors; log RUN.log), the image stages' teacher in the tests
+    "$BIN/msdpipe" up train_teacher --set net="$2" --set classes="${3:-0-9}" --set batch=8 --set steps=3 \
+        --set warmup=0 --set grid_steps=1 --set grid_per_class=1 --set threads=1 --set data=fmnist:test \
+        --set run="$T_TMP/$1" 2>"$T_TMP/$1.log"
+}
 t_skip() { # NAME WHY: NAME cannot run on this machine (e.g. no root for a test cluster): counted, said
     T_SKIPPED=$((T_SKIPPED + 1)); echo "skip $1: $2"
 }

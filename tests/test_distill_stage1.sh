@@ -10,15 +10,11 @@
 # (train_stage2.pipe) starts its students and critics from the stage-1 checkpoints and runs.
 . "$(dirname "$0")/lib.sh"
 cd "$T_TMP"
-fm="${MSD_FMNIST_DIR:-/usr/share/datasets/fashion-mnist}/t10k-labels-idx1-ubyte"
-if [ ! -e "$fm.gz" ] && [ ! -e "$fm" ]; then
-    t_skip_missing_data test_distill_stage1.sh "Fashion-MNIST not installed (Debian package dataset-fashion-mnist)"; t_end; exit
-fi
+t_need_fmnist
 export OPENBLAS_NUM_THREADS=1
 tnet=in=1,res=28,ch=8,mult=1-1,blocks=1,attn=none,classes=10   # the teacher
 snet=${tnet/ch=8/ch=4}                                          # the students: a quarter of its parameters
-"$BIN/msdpipe" up train_teacher --set net="$tnet" --set classes=0-9 --set batch=8 --set steps=3 --set warmup=0 \
-    --set grid_steps=1 --set grid_per_class=1 --set threads=1 --set data=fmnist:test --set run="$T_TMP/t" 2>t.log
+t_tiny_teacher t "$tnet"
 t_check "a tiny teacher (3 steps of train_teacher.pipe)" test -s t/teacher.safetensors
 T=$T_TMP/t/teacher.safetensors
 mkdir -p a b

@@ -9,19 +9,11 @@
 # message naming what is wrong.
 . "$(dirname "$0")/lib.sh"
 cd "$T_TMP"
-fm="${MSD_FMNIST_DIR:-/usr/share/datasets/fashion-mnist}/t10k-labels-idx1-ubyte"
-if [ ! -e "$fm.gz" ] && [ ! -e "$fm" ]; then
-    t_skip_missing_data test_distill_stage2.sh "Fashion-MNIST not installed (Debian package dataset-fashion-mnist)"; t_end; exit
-fi
+t_need_fmnist
 export OPENBLAS_NUM_THREADS=1
 net=in=1,res=28,ch=4,mult=1-1,blocks=1,attn=none,classes=10
-teacher() { # RUN NET CLASSES: a tiny teacher, 3 training steps on the test images
-    "$BIN/msdpipe" up train_teacher --set net="$2" --set classes="$3" --set batch=8 --set steps=3 --set warmup=0 \
-        --set grid_steps=1 --set grid_per_class=1 --set threads=1 --set data=fmnist:test --set run="$T_TMP/$1" \
-        2>"$1.log"
-}
-t_check "a tiny teacher (3 steps of train_teacher.pipe)" teacher t10 "$net" 0-9
-t_check "a tiny 5-class teacher" teacher t5 "${net/classes=10/classes=5}" 0-4
+t_check "a tiny teacher (3 steps of train_teacher.pipe)" t_tiny_teacher t10 "$net"
+t_check "a tiny 5-class teacher" t_tiny_teacher t5 "${net/classes=10/classes=5}" 0-4
 T10=$T_TMP/t10/teacher.safetensors
 mkdir -p a b bad
 printf 'partition 2\n# a hand-written split of the 10 classes\n0: tshirt trouser pullover dress coat\n1: 5 6 7 8 9\n' |

@@ -9,15 +9,10 @@
 # the generator (generator GAN weight 0 gives another generator than weight 0.5).
 . "$(dirname "$0")/lib.sh"
 cd "$T_TMP"
-fm="${MSD_FMNIST_DIR:-/usr/share/datasets/fashion-mnist}/t10k-labels-idx1-ubyte"
-if [ ! -e "$fm.gz" ] && [ ! -e "$fm" ]; then
-    t_skip_missing_data test_distill_stage3.sh "Fashion-MNIST not installed (Debian package dataset-fashion-mnist)"; t_end; exit
-fi
+t_need_fmnist
 export OPENBLAS_NUM_THREADS=1
 net=in=1,res=28,ch=4,mult=1-1,blocks=1,attn=none,classes=10
-t_check "a tiny teacher (3 steps of train_teacher.pipe)" "$BIN/msdpipe" up train_teacher --set net="$net" \
-    --set classes=0-9 --set batch=8 --set steps=3 --set warmup=0 --set grid_steps=1 --set grid_per_class=1 \
-    --set threads=1 --set data=fmnist:test --set run="$T_TMP/t10" 2>t10.log
+t_check "a tiny teacher (3 steps of train_teacher.pipe)" t_tiny_teacher t10 "$net"
 T10=$T_TMP/t10/teacher.safetensors
 mkdir -p s2 nos2
 printf 'partition 2\n0: tshirt trouser pullover dress coat\n1: 5 6 7 8 9\n' | tee s2/partition.txt >nos2/partition.txt

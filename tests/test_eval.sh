@@ -13,10 +13,7 @@ json() { # FIELD: the numeric value of "FIELD" in the JSON line on stdin
 
 if [ ! -x "$E" ]; then t_fail msd-eval "$E not built"; t_end; exit; fi
 if [ ! -f "$CLS" ]; then t_fail classifier "$CLS missing (it is committed: msd-eval train-classifier --out it)"; t_end; exit; fi
-fm="${MSD_FMNIST_DIR:-/usr/share/datasets/fashion-mnist}/t10k-labels-idx1-ubyte"
-if [ ! -e "$fm.gz" ] && [ ! -e "$fm" ]; then
-    t_skip_missing_data test_eval.sh "Fashion-MNIST not installed (Debian package dataset-fashion-mnist)"; t_end; exit
-fi
+t_need_fmnist
 export OPENBLAS_NUM_THREADS=1
 T="--classifier $CLS --threads 2"
 R="--ref-n 2000"   # a 2000-image reference keeps the suite fast (the real runs use all 10000)

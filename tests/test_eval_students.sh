@@ -16,10 +16,7 @@ cd "$T_TMP"
 E="$BIN/msd-eval"
 CLS="$MSD_TOP/models/fmnist_classifier.safetensors"
 TEACH="$MSD_TOP/models/fmnist_teacher.safetensors"
-fm="${MSD_FMNIST_DIR:-/usr/share/datasets/fashion-mnist}/t10k-labels-idx1-ubyte"
-if [ ! -e "$fm.gz" ] && [ ! -e "$fm" ]; then
-    t_skip_missing_data test_eval_students.sh "Fashion-MNIST not installed (Debian package dataset-fashion-mnist)"; t_end; exit
-fi
+t_need_fmnist
 if [ "${MSD_TEST_VARIANT:-}" = san ]; then
     # fmnist-s networks make every one of this test's hundreds of images; under ASan that is
     # minutes per run (over tests/run's limit on 2 cores): the release suite runs it, and

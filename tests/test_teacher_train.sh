@@ -8,10 +8,7 @@
 # msd-sample arguments are errors. (Bad BATCH/SAMPLE requests: test_teacher_peers.c.)
 . "$(dirname "$0")/lib.sh"
 cd "$T_TMP"
-fm="${MSD_FMNIST_DIR:-/usr/share/datasets/fashion-mnist}/train-labels-idx1-ubyte"
-if [ ! -e "$fm.gz" ] && [ ! -e "$fm" ]; then
-    t_skip_missing_data test_teacher_train.sh "Fashion-MNIST not installed (Debian package dataset-fashion-mnist)"; t_end; exit
-fi
+t_need_fmnist train
 export OPENBLAS_NUM_THREADS=1
 # a small UNet and light settings: the suite also runs under ASan on 2 busy cores
 net=in=1,res=28,ch=4,mult=1-1,blocks=1,attn=none,classes=10

@@ -375,24 +375,16 @@ static int img_critic_build(ImgCritic *c, const char *file, int resume, char *er
         gan_head_init_weights(&c->head, c->seed + GAN_HEAD_SEED + c->stream);
         c->hopt = optim_new(&c->head.ps, &c->oc);
     }
-    if (resume && c->gan) {
-        CheckpointMeta m;
-        CkptPart parts[2] = {{"", unet_params(c->net.unet), c->net.opt}, {"gan.", &c->head.ps, c->hopt}};
-        if (checkpoint_load_parts(file, parts, 2, &m, e, sizeof e))
-            return msd_errf(err, errlen,
-                            "resuming: %s (a critic with --gan-weight resumes from a checkpoint with its GAN head)", e);
-        int changed = checkpoint_check_settings(file, &m, &c->set, opt.allow_changed, e, sizeof e);
-        checkpoint_meta_free(&m);
-        if (changed) return msd_errf(err, errlen, "resuming: %s", e);
-        log_info("resumed from %s at update %lld (with its GAN head)", file, (long long)c->net.opt->step);
-    } else if (resume) {
+    if (resume) {
         CheckpointMeta m = {0};
-        if (edmunet_load(&c->net, file, 0, &m, e, sizeof e))
-            return msd_errf(err, errlen, "resuming: %s", e);
+        CkptPart parts[2] = {{"", unet_params(c->net.unet), c->net.opt}, {"gan.", &c->head.ps, c->hopt}};
+        if (c->gan ? checkpoint_load_parts(file, parts, 2, &m, e, sizeof e) : edmunet_load(&c->net, file, 0, &m, e, sizeof e))
+            return msd_errf(err, errlen, "resuming: %s%s", e,
+                            c->gan ? " (a critic with --gan-weight resumes from a checkpoint with its GAN head)" : "");
         int changed = checkpoint_check_settings(file, &m, &c->set, opt.allow_changed, e, sizeof e);
         checkpoint_meta_free(&m);
         if (changed) return msd_errf(err, errlen, "resuming: %s", e);
-        log_info("resumed from %s at update %lld", file, (long long)c->net.opt->step);
+        log_info("resumed from %s at update %lld%s", file, (long long)c->net.opt->step, c->gan ? " (with its GAN head)" : "");
     } else {
         Optim *keep = c->net.opt;
         c->net.opt = NULL;

@@ -148,17 +148,13 @@ char **plan_argv(const Pipeline *pl, int i, const char *bindir, const char *cont
         if (slash) *slash = 0;
         /* the folder must be this user's own, not a link or one planted by someone else on
          * that host, before the keys go in (a folder we create is 0700 through the umask) */
-        str_add(&s, &len, &cap, "umask 077 && mkdir -p ");
-        str_add(&s, &len, &cap, plan_shell_quote(dir, q, sizeof q));
-        str_add(&s, &len, &cap, " && if [ -h ");
-        str_add(&s, &len, &cap, plan_shell_quote(dir, q, sizeof q));
-        str_add(&s, &len, &cap, " ] || [ ! -O ");
-        str_add(&s, &len, &cap, plan_shell_quote(dir, q, sizeof q));
-        str_add(&s, &len, &cap, " ]; then echo \"msdpipe: \"");
-        str_add(&s, &len, &cap, plan_shell_quote(dir, q, sizeof q));
-        str_add(&s, &len, &cap, "\" on $(hostname) is a link or a folder of another user: the CurveZMQ keys are not written there "
-                                "(remove it)\" >&2; exit 1; fi && chmod 700 ");
-        str_add(&s, &len, &cap, plan_shell_quote(dir, q, sizeof q));
+        char qd[PATH_MAX * 4 + 16];
+        plan_shell_quote(dir, qd, sizeof qd);
+        const char *parts[] = {"umask 077 && mkdir -p ", qd, " && if [ -h ", qd, " ] || [ ! -O ", qd,
+                               " ]; then echo \"msdpipe: \"", qd,
+                               "\" on $(hostname) is a link or a folder of another user: the CurveZMQ keys are not "
+                               "written there (remove it)\" >&2; exit 1; fi && chmod 700 ", qd};
+        for (size_t k = 0; k < sizeof parts / sizeof *parts; k++) str_add(&s, &len, &cap, parts[k]);
         str_add(&s, &len, &cap, " && cat > ");
         str_add(&s, &len, &cap, plan_shell_quote(keys, q, sizeof q));
         str_add(&s, &len, &cap, " && ");
