@@ -204,6 +204,9 @@ int main(int argc, char **argv) {
     na.ss = buf(na.N * 2 * na.C); na.dss = buf(na.N * 2 * na.C);
     bench("norm_act_b32_c32_28_fwd", na_f, &na);
     bench("norm_act_b32_c32_28_bwd", na_b, &na);
+    char choices[1024];
+    backend_cpu_describe(choices, sizeof choices);
+    fprintf(stderr, "choices: %s\n", choices);
     backend_ctx_destroy(&ctx);
     return 0;
 }

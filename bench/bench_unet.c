@@ -9,7 +9,9 @@
  * GFLOP/s (analytic count, docs/UNET.md section 8: training = 3x forward) and the peak
  * resident memory of the process that ran it (getrusage ru_maxrss, MB). Every configuration
  * runs in its own forked process, started before anything big is allocated, so each peak is
- * that configuration's alone.
+ * that configuration's alone. After each configuration a line on stderr, "choices (...):",
+ * says what the CPU backend chose on this machine (backend_cpu_describe: L2-derived convolution
+ * sizes, the pool's spin policy and how many jobs ran quiet or loaded).
  *
  *   bench_unet [--only train_b32|train_b128|fwd_b256|fwd_b1] [--config SPEC] [--batch N] [--threads T (2)]
  *              [--reps R] [--flops] [--profile]
@@ -308,6 +310,9 @@ static void run_one(const BenchCfg *b, int threads, int reps) {
     emit(m, peak_rss_mb(), "MB");
     snprintf(m, sizeof m, "%s_model_buffers_b%lld", kind, (long long)N);
     emit(m, (double)bytes / (1024.0 * 1024.0), "MB");
+    char choices[1024];
+    backend_cpu_describe(choices, sizeof choices);
+    fprintf(stderr, "choices (%s b%lld, %d threads): %s\n", b->train ? "train" : "fwd", (long long)N, threads, choices);
     free(t); free(cpu); free(x); free(out); free(sigma); free(labels);
     optim_destroy(&opt);
     edm_free(&e);

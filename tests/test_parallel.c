@@ -6,9 +6,15 @@
  * some queued behind the blocked one: the bounded wait then times out and the test fails);
  * thousands of back-to-back calls, with and without the spinning phase, lose no chunk and no
  * wake-up; a call from inside a chunk, and calls from two threads at once, run serially and
- * still cover everything. */
+ * still cover everything. The spin follows the load: a machine whose runnable threads (the
+ * /proc/loadavg field, here from a file the test writes) leave no core free to the pool gets
+ * the short spin, a quiet one the long one, and an unreadable or malformed file changes
+ * nothing. */
 #include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <time.h>
@@ -205,6 +211,49 @@ static void test_two_callers(void) {
     CHECK(ok1 && ok2, "two threads calling the pool at once: %d %d", ok1, ok2);
 }
 
+static void write_file(const char *path, const char *text) {
+    FILE *f = fopen(path, "w");
+    CHECK(f != NULL, "cannot write %s", path);
+    if (!f) return;
+    fputs(text, f);
+    fclose(f);
+}
+
+/* one job of 2 threads after pointing the load at PATH holding TEXT; returns the spin after it */
+static int64_t spin_after(const char *path, const char *text) {
+    if (text) write_file(path, text);
+    parallel_set_load_file(path);
+    Job *j = job_new(100, 4);
+    parallel_for_chunks(2, 4, 100, mark, j);
+    CHECK(job_ok(j), "a job while the load is read from %s", path);
+    free(j);
+    return parallel_spin_ns();
+}
+
+static void test_spin_follows_load(void) {
+    if (getenv("MSD_SPIN_US")) return; /* fixed by the environment: nothing follows */
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    char path[] = "/tmp/msd-loadavg-XXXXXX", busy[128];
+    int fd = mkstemp(path);
+    CHECK(fd >= 0, "mkstemp");
+    if (fd < 0) return;
+    close(fd);
+    snprintf(busy, sizeof busy, "7.00 6.00 5.00 %ld/300 4242\n", 3 * cpus + 70); /* far more runnable than CPUs */
+    CHECK(spin_after(path, busy) == PARALLEL_SPIN_LOADED_NS, "loaded machine: spin %lld ns", (long long)parallel_spin_ns());
+    if (cpus >= 2) /* one runnable thread (the caller itself): the pool's 2 threads have their cores */
+        CHECK(spin_after(path, "0.10 0.10 0.10 1/300 4242\n") == PARALLEL_SPIN_NS, "quiet machine: spin %lld ns",
+              (long long)parallel_spin_ns());
+    int64_t before = spin_after(path, busy);
+    CHECK(spin_after(path, "garbage\n") == before, "a malformed load file changed the spin");
+    CHECK(spin_after(path, "1.0 2.0\n") == before, "a short load file changed the spin");
+    unlink(path);
+    CHECK(spin_after(path, NULL) == before, "a missing load file changed the spin");
+    char d[512];
+    parallel_describe(d, sizeof d);
+    CHECK(strstr(d, "spin auto") && strstr(d, "jobs quiet") && strstr(d, "loaded"), "describe: %s", d);
+    parallel_set_load_file(NULL);
+}
+
 int main(void) {
     TEST_RUN(test_cover);
     TEST_RUN(test_stall);
@@ -212,5 +261,6 @@ int main(void) {
     TEST_RUN(test_back_to_back);
     TEST_RUN(test_nested);
     TEST_RUN(test_two_callers);
+    TEST_RUN(test_spin_follows_load);
     return TEST_END();
 }

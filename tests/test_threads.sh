@@ -85,4 +85,21 @@ for v in 0 abc 65 ""; do
     if [ $rc -eq 2 ] && echo "$err" | grep -q "MSD_THREADS=$v: expected a thread count 1..64"; then t_ok "bad_env_'$v'"
     else t_fail "bad_env_'$v'" "rc=$rc: $err"; fi
 done
+
+# the sizes the CPU kernels take from the machine's L2 (kernels/cpu/machine.c, MSD_CPU_L2 for
+# comparisons) cut the Winograd work differently, never the numbers: the teacher's samples are
+# the same bytes at the smallest and the largest L2 (work items of 32 and 448 tiles), 2 threads;
+# a bad MSD_CPU_L2 is refused, naming it
+teach="$MSD_TOP/models/fmnist_teacher.safetensors"
+for l2 in 65536 67108864; do
+    MSD_CPU_L2=$l2 timeout 120 "$BIN/msd-sample" --ckpt "$teach" --n 16 --steps 2 --batch 16 --threads 2 \
+        --out "$T_TMP/l2-$l2.safetensors" >"$T_TMP/l2-$l2.log" 2>&1 || echo "rc $?" >>"$T_TMP/l2-$l2.log"
+done
+if cmp -s "$T_TMP/l2-65536.safetensors" "$T_TMP/l2-67108864.safetensors"; then t_ok "machine L2: same samples at 64 KiB and 64 MiB"
+else t_fail "machine L2: same samples at 64 KiB and 64 MiB" "$(tail -n 2 "$T_TMP"/l2-*.log; ls -l "$T_TMP"/l2-*.safetensors 2>&1)"; fi
+for v in 12 abc 1e9; do
+    err=$(MSD_CPU_L2=$v timeout 60 "$BIN/msd-sample" --ckpt "$teach" --n 1 --steps 1 --out "$T_TMP/l2-bad.safetensors" 2>&1); rc=$?
+    if [ $rc -ne 0 ] && echo "$err" | grep -q "MSD_CPU_L2=$v: expected the L2 cache size in bytes"; then t_ok "bad MSD_CPU_L2 '$v'"
+    else t_fail "bad MSD_CPU_L2 '$v'" "rc=$rc: $err"; fi
+done
 t_end

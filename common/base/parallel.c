@@ -10,8 +10,9 @@
  * after a successful claim (the job cannot finish, and so cannot be replaced, while one of
  * its chunks is claimed and not done).
  *
- * Waiting: workers spin (with the CPU's pause hint) for PARALLEL_SPIN_NS after a job before
- * they sleep on a condition variable, as OpenMP runtimes do, because a training step calls the
+ * Waiting: workers spin (with the CPU's pause hint) for a while after a job before they sleep
+ * on a condition variable, as OpenMP runtimes do (PARALLEL_SPIN_NS, or PARALLEL_SPIN_LOADED_NS
+ * while other threads compete for the cores: parallel.h), because a training step calls the
  * pool hundreds of times with short serial gaps, and a futex wake-up of a sleeping thread
  * costs tens of microseconds (much more on a virtual machine). The caller, once no chunk is
  * left to claim, spins for the stragglers the same way. Lost wake-ups are ruled out by the
@@ -21,6 +22,8 @@
 #include "parallel.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -54,7 +57,17 @@ static struct {
           PTHREAD_COND_INITIALIZER, 0, 0, 0, 0, 0, 0, NULL, NULL, 0};
 
 static __thread int in_parallel; /* this thread is running a chunk: nested calls go serial */
-static int64_t spin_ns = -1;     /* PARALLEL_SPIN_NS, or MSD_SPIN_US from the environment */
+static _Atomic int64_t spin_ns = -1; /* the current spin (read by the workers) */
+static int spin_fixed;               /* MSD_SPIN_US set: spin_ns never changes */
+/* the load that picks the spin (written by the caller that holds run_lock only) */
+static struct {
+    int cpus;           /* CPUs of the machine (the load is counted over all of them) */
+    int64_t next_ns;    /* when to sample again */
+    double others;      /* smoothed runnable threads that are not the pool's */
+    int ok;             /* /proc/loadavg read at least once */
+    uint64_t jobs_quiet, jobs_loaded;
+    char path[256];     /* "" : /proc/loadavg */
+} load;
 
 static inline void cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -103,7 +116,7 @@ static void *worker_main(void *p) {
         /* wait for a new generation: spin, then sleep */
         uint64_t t = atomic_load(&pool.ticket);
         if (T_GEN(t) == seen) {
-            int64_t until = now_ns() + spin_ns;
+            int64_t until = now_ns() + atomic_load_explicit(&spin_ns, memory_order_relaxed);
             for (int i = 1; T_GEN(t = atomic_load(&pool.ticket)) == seen; i++) {
                 cpu_relax();
                 if ((i & 255) == 0 && now_ns() > until) break;
@@ -178,11 +191,85 @@ void parallel_prestart(int threads) {
 }
 
 static void init_spin(void) {
-    if (spin_ns >= 0) return;
+    if (atomic_load_explicit(&spin_ns, memory_order_relaxed) >= 0) return;
     const char *e = getenv("MSD_SPIN_US");
     char *end;
     long v = e && *e ? strtol(e, &end, 10) : -1;
-    spin_ns = (e && *e && *end == '\0' && v >= 0 && v <= 10000000) ? (int64_t)v * 1000 : PARALLEL_SPIN_NS;
+    if (e && *e && *end == '\0' && v >= 0 && v <= 10000000) {
+        spin_fixed = 1;
+        atomic_store(&spin_ns, (int64_t)v * 1000);
+    } else {
+        long c = sysconf(_SC_NPROCESSORS_ONLN);
+        load.cpus = c > 0 ? (int)c : 1;
+        atomic_store(&spin_ns, PARALLEL_SPIN_NS);
+    }
+}
+
+/* Runnable threads of the machine now (the 4th field of /proc/loadavg, "R/TOTAL"), or -1. */
+static int runnable_now(void) {
+    int fd = open(load.path[0] ? load.path : "/proc/loadavg", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    char b[128];
+    ssize_t n = read(fd, b, sizeof b - 1);
+    close(fd);
+    if (n <= 0) return -1;
+    b[n] = '\0';
+    const char *p = b;
+    for (int f = 0; f < 3; f++) { /* skip the three averages */
+        while (*p && *p != ' ') p++;
+        while (*p == ' ') p++;
+    }
+    if (*p < '0' || *p > '9') return -1;
+    return atoi(p);
+}
+
+/* The caller of a job of `threads` threads, holding run_lock: resample the load when due and
+ * set the spin. The pool's own runnable threads are the caller and the workers that are not
+ * asleep; the others compete for the CPUs when more of them are runnable than the CPUs the
+ * pool leaves free. */
+static void follow_load(int threads) {
+    if (spin_fixed) return;
+    int64_t t = now_ns();
+    if (t >= load.next_ns) {
+        load.next_ns = t + PARALLEL_LOAD_SAMPLE_NS;
+        int r = runnable_now();
+        if (r >= 0) {
+            int ours = 1 + pool.nworkers - atomic_load(&pool.sleepers);
+            double others = r > ours ? r - ours : 0;
+            load.others = load.ok ? 0.5 * load.others + 0.5 * others : others;
+            load.ok = 1;
+            int loaded = load.others > load.cpus - threads + 0.5;
+            atomic_store_explicit(&spin_ns, loaded ? PARALLEL_SPIN_LOADED_NS : PARALLEL_SPIN_NS, memory_order_relaxed);
+        }
+    }
+    if (atomic_load_explicit(&spin_ns, memory_order_relaxed) == PARALLEL_SPIN_NS) load.jobs_quiet++;
+    else load.jobs_loaded++;
+}
+
+int64_t parallel_spin_ns(void) {
+    init_spin();
+    return atomic_load(&spin_ns);
+}
+
+void parallel_set_load_file(const char *path) {
+    pthread_mutex_lock(&pool.run_lock);
+    snprintf(load.path, sizeof load.path, "%s", path ? path : "");
+    load.next_ns = 0;
+    load.ok = 0;
+    pthread_mutex_unlock(&pool.run_lock);
+}
+
+void parallel_describe(char *buf, int cap) {
+    init_spin();
+    if (spin_fixed) {
+        snprintf(buf, (size_t)cap, "spin fixed %lld us (MSD_SPIN_US)", (long long)(atomic_load(&spin_ns) / 1000));
+        return;
+    }
+    pthread_mutex_lock(&pool.run_lock); /* load is the run_lock holder's */
+    snprintf(buf, (size_t)cap, "spin auto (%d us quiet, %d us loaded): %llu jobs quiet, %llu loaded; last load %.1f other runnable on %d CPUs",
+             PARALLEL_SPIN_NS / 1000, PARALLEL_SPIN_LOADED_NS / 1000, (unsigned long long)load.jobs_quiet,
+             (unsigned long long)load.jobs_loaded, load.others, load.cpus);
+    pthread_mutex_unlock(&pool.run_lock);
 }
 
 void parallel_for_chunks(int threads, int nchunks, int64_t n, ParallelFn fn, void *arg) {
@@ -198,6 +285,7 @@ void parallel_for_chunks(int threads, int nchunks, int64_t n, ParallelFn fn, voi
         return;
     }
     init_spin();
+    follow_load(threads);
     create_workers(threads); /* the missing workers (idx 1 .. threads-1) */
     pool.fn = fn;
     pool.arg = arg;
@@ -217,7 +305,7 @@ void parallel_for_chunks(int threads, int nchunks, int64_t n, ParallelFn fn, voi
     in_parallel = 0;
 
     if (atomic_load(&pool.done) < nchunks) {
-        int64_t until = now_ns() + spin_ns;
+        int64_t until = now_ns() + atomic_load_explicit(&spin_ns, memory_order_relaxed);
         for (int i = 1; atomic_load(&pool.done) < nchunks; i++) {
             cpu_relax();
             if ((i & 255) == 0 && now_ns() > until) break;

@@ -16,9 +16,18 @@
 
 #define PARALLEL_MAX_THREADS 64
 #define PARALLEL_MAX_CHUNKS 4096
-/* How long an idle worker (or a caller waiting for the last chunks) spins before it sleeps;
- * the environment variable MSD_SPIN_US (microseconds) overrides it. */
+/* How long an idle worker (or a caller waiting for the last chunks) spins before it sleeps.
+ * By default the spin follows the machine's load: PARALLEL_SPIN_NS while every thread of the
+ * pool has a core to itself, PARALLEL_SPIN_LOADED_NS while other runnable threads compete for
+ * the cores (a spinning thread then burns the share of the CPU the scheduler gives it, and
+ * yields it late to the processes it shares the core with). The load is the number of runnable
+ * threads of the machine (/proc/loadavg) less the pool's own, sampled at most every
+ * PARALLEL_LOAD_SAMPLE_NS by the caller of a job and smoothed. The spin changes only when a
+ * thread waits, never what is computed. The environment variable MSD_SPIN_US (microseconds)
+ * fixes it instead. */
 #define PARALLEL_SPIN_NS 2000000
+#define PARALLEL_SPIN_LOADED_NS 50000
+#define PARALLEL_LOAD_SAMPLE_NS 100000000
 
 /* A chunk: the half-open range [begin, end) and its index chunk < nchunks, which is the same
  * for the same (nchunks, n) whichever thread runs it: use it to pick per-chunk scratch. Chunk
@@ -45,5 +54,13 @@ int parallel_default_threads(void);
  * job (they sleep until work comes). Workers are named "msd-pool" (/proc/PID/task/ * /comm),
  * so a process's width can be seen from outside: threads - 1 of them. */
 void parallel_prestart(int threads);
+/* What the pool chose and how often, for benchmarks: e.g. "spin auto (2000 us quiet, 50 us
+ * loaded): 812 jobs quiet, 1204 loaded, last load 1.0 other runnable on 2 CPUs" or "spin
+ * fixed 2000 us (MSD_SPIN_US)". */
+void parallel_describe(char *buf, int cap);
+/* The spin now, in ns (tests and benchmarks). */
+int64_t parallel_spin_ns(void);
+/* Read the load from PATH instead of /proc/loadavg, from the next job on (tests). */
+void parallel_set_load_file(const char *path);
 
 #endif

@@ -239,5 +239,9 @@ float *backend_ctx_scratch(BackendCtx *ctx, int64_t n);
 int backend_ctx_threads(const BackendCtx *ctx);
 
 extern const Backend backend_cpu;
+/* What the CPU backend chose on this machine, in one line (for the benchmarks): the vector
+ * width, the L2 size and the convolution choices derived from it, the thread pool's spin
+ * policy and how many jobs ran under each setting so far (kernels/cpu/machine.c, parallel.h). */
+void backend_cpu_describe(char *buf, int cap);
 
 #endif

@@ -369,10 +369,11 @@ static void dir_conv_image(float *out, const float *in, const float *wr, const f
 #define DIR_DWOB 3
 
 /* dw by (output block, input channel) pairs over all images when the images' padded copies
- * total at most this many floats (2 MiB, a core's L2 here); else by groups of images of about
- * DIR_DW_GROUP_FLOATS within each chunk, into per-chunk partials */
-#define DIR_DW_PAIRS_MAX (512 * 1024)
-#define DIR_DW_GROUP_FLOATS (192 * 1024)
+ * total at most DIR_DW_PAIRS_MAX floats (a core's L2: 512 Ki floats with 2 MiB); else by groups
+ * of images of about DIR_DW_GROUP_FLOATS (192 Ki floats with 2 MiB) within each chunk, into
+ * per-chunk partials. Both from this machine's L2 (machine.c). */
+#define DIR_DW_PAIRS_MAX cpu_dw_pairs_max()
+#define DIR_DW_GROUP_FLOATS cpu_dw_group_floats()
 
 static int64_t dir_dw_rows(int64_t O) { return (O + DIR_DWOB - 1) / DIR_DWOB * DIR_DWOB; }
 

@@ -11,7 +11,8 @@
  * kernel like the direct convolution's (4 outputs x 6 vectors of 16 tiles, broadcast weights,
  * contiguous vector loads).
  *
- * Work items of about WTILES tiles, so that their transformed data stay in a core's L2 cache:
+ * Work items of about cpu_wino_tiles() tiles (112 with 2 MiB of L2 per core, scaled by this
+ * machine's: machine.c), so that their transformed data stay in a core's L2 cache:
  * a group of whole images, or a block of tile rows of one image when an image has more tiles.
  * Layout per item (in a chunk's scratch): its rows zero-padded to width Wp = 2*TW + 2 with
  * TH x TW tiles of 2x2 outputs per image (odd H or W: the last tile's extra row or column is
@@ -37,8 +38,6 @@
 #define WV 16    /* lanes */
 #define WOB 4    /* outputs per kernel block */
 #define WPB 6    /* vectors of tiles per kernel block */
-#define WINO_MIN_W 13 /* see cpu_wino_usable */
-#define WTILES 112 /* about this many tiles per work item: its V and M stay in L2 */
 
 #if defined(__AVX512F__)
 typedef __m512 Wv;
@@ -112,7 +111,7 @@ static inline void wv_store_n(float *p, Wv v, int n) { memcpy(p, v.v, (size_t)n 
 
 typedef struct {
     int64_t H, W, TH, TW, Wp;
-    /* work items: G whole images, or (when an image has more than WTILES tiles) one image's
+    /* work items: G whole images, or (when an image has more than cpu_wino_tiles() tiles) one image's
      * tile rows [k*R, (k+1)*R) for k < SB */
     int64_t G, SB, R, Tpad; /* Tpad: row length of V and M (an item's tiles, rounded up, + 16) */
     int64_t vxs, mxs;   /* floats from one xi plane of V (of M) to the next */
@@ -148,7 +147,7 @@ typedef struct {
  * rows a vector) it measured between 0.85x and 1.2x the direct convolution's time, no clear
  * gain, so those stay direct; cpu_wino_conv itself takes any size. */
 int cpu_wino_usable(const ConvShape *s) {
-    return s->K == 3 && s->stride == 1 && s->pad == 1 && s->C >= 8 && s->O >= 8 && s->W >= WINO_MIN_W;
+    return s->K == 3 && s->stride == 1 && s->pad == 1 && s->C >= 8 && s->O >= 8 && s->W >= CPU_WINO_MIN_W;
 }
 
 /* Ur[xi][o/4][c][o%4] = (G g G^T)[xi] for the 3x3 kernel g = w + o*so + c*sc (taps reversed when
@@ -422,7 +421,7 @@ static void wino_items(void *p, int64_t i0, int64_t i1, int chunk) {
     }
 }
 
-/* Geometry and work items (about WTILES tiles each: row blocks of an image, or groups of
+/* Geometry and work items (about cpu_wino_tiles() tiles each: row blocks of an image, or groups of
  * images, their number a multiple of the thread count so that the threads get equal shares,
  * at least two per thread when N allows); returns the number of items */
 static int64_t wino_plan(WinoGeom *g, int64_t N, int64_t H, int64_t W, int threads) {
@@ -434,6 +433,7 @@ static int64_t wino_plan(WinoGeom *g, int64_t N, int64_t H, int64_t W, int threa
     wino_geom_rows(g);
     const int64_t tpi = g->TH * g->TW;
     int64_t items, T; /* T: tiles of the largest item */
+    const int64_t WTILES = cpu_wino_tiles();
     g->G = 1;
     g->SB = 1;
     g->R = g->TH;

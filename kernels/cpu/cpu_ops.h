@@ -21,7 +21,17 @@ MSD_BACKEND_OPS(CPU_OP_PROTO_)
 MSD_BACKEND_OPTIONAL_OPS(CPU_OP_PROTO_)
 #undef CPU_OP_PROTO_
 
-/* conv_winograd.c: Winograd F(2x2, 3x3) for 3x3 stride-1 pad-1 convolutions (conv.c uses it) */
+/* machine.c: sizes taken from this machine's L2 cache (once; MSD_CPU_L2 overrides): the
+ * Winograd work item's tiles, and the direct dw's "all images at once" bound and image-group
+ * size in floats; and a line saying what the kernels chose (for the benchmarks) */
+int64_t cpu_wino_tiles(void);
+int64_t cpu_dw_pairs_max(void);
+int64_t cpu_dw_group_floats(void);
+void cpu_machine_describe(char *buf, int cap);
+
+/* conv_winograd.c: Winograd F(2x2, 3x3) for 3x3 stride-1 pad-1 convolutions (conv.c uses it)
+ * on maps at least CPU_WINO_MIN_W wide (see cpu_wino_usable) */
+#define CPU_WINO_MIN_W 13
 int cpu_wino_usable(const ConvShape *s);
 /* out (N, O, H, W) = conv3x3(in (N, C, H, W)) + bias (NULL: none), or += when add, with the
  * (o, c) kernel at w + o*so + c*sc, its 9 taps reversed when flip */

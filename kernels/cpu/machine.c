@@ -1,0 +1,113 @@
+/* machine.c: the sizes the CPU kernels take from the machine they run on, read once.
+ *
+ * The convolutions size their work by a core's L2 cache (conv_winograd.c's work items, the
+ * direct weight gradient's image groups in conv.c). These were tuned on a machine with 2 MiB of
+ * L2 per core and are scaled by the L2 of this one: sysconf(_SC_LEVEL2_CACHE_SIZE), else
+ * /sys/devices/system/cpu/cpu0/cache/index2/size, else 1 MiB; the environment variable
+ * MSD_CPU_L2 (bytes, 64 KiB .. 64 MiB) overrides it, for measuring one choice against another.
+ * Which algorithm a convolution uses (Winograd or direct) depends on its shape and the vector
+ * width the build targets, not on timing, so that a run computes the same numbers whenever it
+ * runs on the same machine (the exact-resume guarantee); the L2-derived sizes are also fixed
+ * for a machine. cpu_machine_describe says what was chosen (the benchmarks print it). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <pthread.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "parallel.h"
+#include "cpu_ops.h"
+
+#define REF_L2 (2 * 1024 * 1024) /* the L2 the constants below were tuned with */
+
+static struct {
+    int64_t l2;
+    const char *from;
+    int64_t wino_tiles, dw_pairs_max, dw_group_floats;
+} mc;
+static pthread_once_t mc_once = PTHREAD_ONCE_INIT;
+
+static int64_t l2_sysfs(void) {
+    FILE *f = fopen("/sys/devices/system/cpu/cpu0/cache/index2/size", "r");
+    if (!f) return 0;
+    char b[32] = {0};
+    int64_t v = 0;
+    if (fgets(b, sizeof b, f)) {
+        char *end;
+        v = strtoll(b, &end, 10);
+        if (*end == 'K') v *= 1024;
+        else if (*end == 'M') v *= 1024 * 1024;
+    }
+    fclose(f);
+    return v;
+}
+
+static int64_t clamp64(int64_t v, int64_t lo, int64_t hi) { return v < lo ? lo : v > hi ? hi : v; }
+
+static void mc_init(void) {
+    const char *e = getenv("MSD_CPU_L2");
+    if (e && *e) {
+        char *end;
+        long long v = strtoll(e, &end, 10);
+        if (*end || v < 64 * 1024 || v > 64LL * 1024 * 1024)
+            msd_die("MSD_CPU_L2=%s: expected the L2 cache size in bytes, 65536 .. 67108864", e);
+        mc.l2 = v;
+        mc.from = "MSD_CPU_L2";
+    } else {
+        long v = sysconf(_SC_LEVEL2_CACHE_SIZE);
+        if (v >= 64 * 1024) {
+            mc.l2 = v;
+            mc.from = "sysconf";
+        } else if ((mc.l2 = l2_sysfs()) >= 64 * 1024) {
+            mc.from = "sysfs";
+        } else {
+            mc.l2 = 1024 * 1024;
+            mc.from = "not found, assumed";
+        }
+    }
+    /* Winograd: about 112 tiles per work item at 2 MiB (its transformed input and output, 16 x
+     * (C + O) floats a tile, stay in L2 for C = O = 64); dw: every image's padded copy at once
+     * while they total at most the L2 (in floats: a quarter of its bytes), else groups of about
+     * 3/8 of it */
+    mc.wino_tiles = clamp64(112 * mc.l2 / REF_L2, 32, 448);
+    mc.dw_pairs_max = clamp64(mc.l2 / 4, 64 * 1024, 16 * 1024 * 1024);
+    mc.dw_group_floats = clamp64(mc.l2 * 3 / 32, 24 * 1024, 6 * 1024 * 1024);
+}
+
+int64_t cpu_wino_tiles(void) {
+    pthread_once(&mc_once, mc_init);
+    return mc.wino_tiles;
+}
+
+int64_t cpu_dw_pairs_max(void) {
+    pthread_once(&mc_once, mc_init);
+    return mc.dw_pairs_max;
+}
+
+int64_t cpu_dw_group_floats(void) {
+    pthread_once(&mc_once, mc_init);
+    return mc.dw_group_floats;
+}
+
+void cpu_machine_describe(char *buf, int cap) {
+    pthread_once(&mc_once, mc_init);
+    snprintf(buf, (size_t)cap,
+             "%s kernels; L2 %lld KiB (%s); 3x3 stride-1 convolutions: Winograd F(2x2,3x3) on maps at least %d wide "
+             "(work items of about %lld tiles), direct below; dw of 3x3: all images at once up to %lld KiB of padded "
+             "copies, else groups of %lld KiB",
+#if defined(__AVX512F__)
+             "AVX-512",
+#else
+             "portable (no AVX-512)",
+#endif
+             (long long)(mc.l2 / 1024), mc.from, CPU_WINO_MIN_W, (long long)mc.wino_tiles,
+             (long long)(mc.dw_pairs_max * 4 / 1024), (long long)(mc.dw_group_floats * 4 / 1024));
+}
+
+void backend_cpu_describe(char *buf, int cap) {
+    char a[512], b[256];
+    cpu_machine_describe(a, sizeof a);
+    parallel_describe(b, sizeof b);
+    snprintf(buf, (size_t)cap, "%s; pool: %s", a, b);
+}
