@@ -371,7 +371,7 @@ static void dir_conv_image(float *out, const float *in, const float *wr, const f
 /* dw by (output block, input channel) pairs over all images when the images' padded copies
  * total at most DIR_DW_PAIRS_MAX floats (a core's L2: 512 Ki floats with 2 MiB); else by groups
  * of images of about DIR_DW_GROUP_FLOATS (192 Ki floats with 2 MiB) within each chunk, into
- * per-chunk partials. Both from this machine's L2 (machine.c). */
+ * per-chunk partials. Both tuned with 2 MiB of L2 (machine.c; MSD_CPU_L2 scales them). */
 #define DIR_DW_PAIRS_MAX cpu_dw_pairs_max()
 #define DIR_DW_GROUP_FLOATS cpu_dw_group_floats()
 

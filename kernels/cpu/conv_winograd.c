@@ -11,8 +11,8 @@
  * kernel like the direct convolution's (4 outputs x 6 vectors of 16 tiles, broadcast weights,
  * contiguous vector loads).
  *
- * Work items of about cpu_wino_tiles() tiles (112 with 2 MiB of L2 per core, scaled by this
- * machine's: machine.c), so that their transformed data stay in a core's L2 cache:
+ * Work items of about cpu_wino_tiles() tiles (112, tuned with 2 MiB of L2 per core; MSD_CPU_L2
+ * scales it: machine.c), so that their transformed data stay in a core's L2 cache:
  * a group of whole images, or a block of tile rows of one image when an image has more tiles.
  * Layout per item (in a chunk's scratch): its rows zero-padded to width Wp = 2*TW + 2 with
  * TH x TW tiles of 2x2 outputs per image (odd H or W: the last tile's extra row or column is

@@ -21,7 +21,7 @@ MSD_BACKEND_OPS(CPU_OP_PROTO_)
 MSD_BACKEND_OPTIONAL_OPS(CPU_OP_PROTO_)
 #undef CPU_OP_PROTO_
 
-/* machine.c: sizes taken from this machine's L2 cache (once; MSD_CPU_L2 overrides): the
+/* machine.c: cache-sized work (tuned for 2 MiB of L2; MSD_CPU_L2 scales it, read once): the
  * Winograd work item's tiles, and the direct dw's "all images at once" bound and image-group
  * size in floats; and a line saying what the kernels chose (for the benchmarks) */
 int64_t cpu_wino_tiles(void);

@@ -1,14 +1,15 @@
-/* machine.c: the sizes the CPU kernels take from the machine they run on, read once.
+/* machine.c: the cache-sized work of the CPU kernels, and what the backend chose (for the
+ * benchmarks).
  *
  * The convolutions size their work by a core's L2 cache (conv_winograd.c's work items, the
- * direct weight gradient's image groups in conv.c). These were tuned on a machine with 2 MiB of
- * L2 per core and are scaled by the L2 of this one: sysconf(_SC_LEVEL2_CACHE_SIZE), else
- * /sys/devices/system/cpu/cpu0/cache/index2/size, else 1 MiB; the environment variable
- * MSD_CPU_L2 (bytes, 64 KiB .. 64 MiB) overrides it, for measuring one choice against another.
- * Which algorithm a convolution uses (Winograd or direct) depends on its shape and the vector
- * width the build targets, not on timing, so that a run computes the same numbers whenever it
- * runs on the same machine (the exact-resume guarantee); the L2-derived sizes are also fixed
- * for a machine. cpu_machine_describe says what was chosen (the benchmarks print it). */
+ * direct weight gradient's image groups in conv.c). The sizes were tuned on a machine with
+ * 2 MiB of L2 per core. Scaling them to this machine's L2 (1 MiB on the AMD EPYC) was measured
+ * and gained nothing there (docs/UNET.md section 11: 1.02x and 1.01x the tuned sizes' time), so
+ * by default they stay at the tuned sizes; the environment variable MSD_CPU_L2 (bytes, 64 KiB ..
+ * 64 MiB) scales them to another L2, for measuring. The detected L2 (sysconf, else sysfs) is
+ * reported. Which algorithm a convolution uses (Winograd or direct) depends on its shape and
+ * the vector width the build targets, never on timing, so that a run computes the same numbers
+ * whenever it runs on the same machine (the exact-resume guarantee). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,7 +23,7 @@
 #define REF_L2 (2 * 1024 * 1024) /* the L2 the constants below were tuned with */
 
 static struct {
-    int64_t l2;
+    int64_t l2, sized_for; /* detected L2; the L2 the sizes are for */
     const char *from;
     int64_t wino_tiles, dw_pairs_max, dw_group_floats;
 } mc;
@@ -52,9 +53,10 @@ static void mc_init(void) {
         long long v = strtoll(e, &end, 10);
         if (*end || v < 64 * 1024 || v > 64LL * 1024 * 1024)
             msd_die("MSD_CPU_L2=%s: expected the L2 cache size in bytes, 65536 .. 67108864", e);
-        mc.l2 = v;
+        mc.l2 = mc.sized_for = v;
         mc.from = "MSD_CPU_L2";
     } else {
+        mc.sized_for = REF_L2;
         long v = sysconf(_SC_LEVEL2_CACHE_SIZE);
         if (v >= 64 * 1024) {
             mc.l2 = v;
@@ -70,9 +72,9 @@ static void mc_init(void) {
      * (C + O) floats a tile, stay in L2 for C = O = 64); dw: every image's padded copy at once
      * while they total at most the L2 (in floats: a quarter of its bytes), else groups of about
      * 3/8 of it */
-    mc.wino_tiles = clamp64(112 * mc.l2 / REF_L2, 32, 448);
-    mc.dw_pairs_max = clamp64(mc.l2 / 4, 64 * 1024, 16 * 1024 * 1024);
-    mc.dw_group_floats = clamp64(mc.l2 * 3 / 32, 24 * 1024, 6 * 1024 * 1024);
+    mc.wino_tiles = clamp64(112 * mc.sized_for / REF_L2, 32, 448);
+    mc.dw_pairs_max = clamp64(mc.sized_for / 4, 64 * 1024, 16 * 1024 * 1024);
+    mc.dw_group_floats = clamp64(mc.sized_for * 3 / 32, 24 * 1024, 6 * 1024 * 1024);
 }
 
 int64_t cpu_wino_tiles(void) {
@@ -93,7 +95,7 @@ int64_t cpu_dw_group_floats(void) {
 void cpu_machine_describe(char *buf, int cap) {
     pthread_once(&mc_once, mc_init);
     snprintf(buf, (size_t)cap,
-             "%s kernels; L2 %lld KiB (%s); 3x3 stride-1 convolutions: Winograd F(2x2,3x3) on maps at least %d wide "
+             "%s kernels; L2 %lld KiB (%s), work sized for %lld KiB; 3x3 stride-1 convolutions: Winograd F(2x2,3x3) on maps at least %d wide "
              "(work items of about %lld tiles), direct below; dw of 3x3: all images at once up to %lld KiB of padded "
              "copies, else groups of %lld KiB",
 #if defined(__AVX512F__)
@@ -101,7 +103,7 @@ void cpu_machine_describe(char *buf, int cap) {
 #else
              "portable (no AVX-512)",
 #endif
-             (long long)(mc.l2 / 1024), mc.from, CPU_WINO_MIN_W, (long long)mc.wino_tiles,
+             (long long)(mc.l2 / 1024), mc.from, (long long)(mc.sized_for / 1024), CPU_WINO_MIN_W, (long long)mc.wino_tiles,
              (long long)(mc.dw_pairs_max * 4 / 1024), (long long)(mc.dw_group_floats * 4 / 1024));
 }
 
