@@ -170,13 +170,49 @@ if start_idle; then
     kids=$(awk '$1 == "proc" { print $3 }' "$RUNS"/idle-*/state)
     kill -9 "$LPID"
     wait "$LPID" 2>/dev/null
-    all_gone() { for p in $kids; do kill -0 "$p" 2>/dev/null && return 1; done; return 0; }
+    # a killed child is gone once only its zombie is left (pid 1 reaps it in its own time)
+    all_gone() {
+        for p in $kids; do s=$(ps -o stat= -p "$p" 2>/dev/null); [ -n "$s" ] && [ "${s#Z}" = "$s" ] && return 1; done
+        return 0
+    }
     if [ -n "$kids" ] && t_wait_for 10 all_gone; then t_ok launcher_kill9_no_orphans
-    else t_fail launcher_kill9_no_orphans "still alive: $(pgrep -af -- "$RUNS/")"; fi
+    else t_fail launcher_kill9_no_orphans "children '$kids'; still alive: $(pgrep -af -- "$RUNS/"); launcher log: $(tail -5 "$T_TMP/idle.err")"; fi
     out=$("$M" ps --run-dir "$RUNS" 2>&1)
     if echo "$out" | grep -q "launcher $LPID is gone" && [ -z "$(ls -A "$RUNS")" ]; then t_ok ps_removes_stale
-    else t_fail ps_removes_stale "$out"; fi
+    else t_fail ps_removes_stale "$out; launcher log: $(tail -5 "$T_TMP/idle.err")"; fi
 else t_fail launcher_kill9_no_orphans "pipeline did not come up"; kill -9 "$LPID" 2>/dev/null; fi
+
+# ---- a peer flooding the launcher's control socket with malformed messages (issue 15 #11): the
+# launcher logs the first few, counts the rest and sums them up in one line, and stays up
+if start_idle; then
+    ctl="ipc://$(ls -d "$RUNS"/idle-*)/control"
+    if python3 "$here/flood_peer.py" "$ctl" 500 2>"$T_TMP/flood.err"; then
+        t_wait_for 10 grep -q "on the control socket" "$T_TMP/idle.err"; sleep 1
+        alive=$(kill -0 "$LPID" 2>/dev/null && echo yes || echo no)
+        kill -TERM "$LPID"; t_wait_for 20 launcher_gone "$LPID"; wait "$LPID"; rc=$?
+        n=$(grep -c "on the control socket" "$T_TMP/idle.err")
+        if [ "$alive" = yes ] && [ $rc -eq 143 ] && [ "$n" -ge 1 ] && [ "$n" -le 6 ] \
+           && grep -qE "[0-9]+ more malformed messages suppressed" "$T_TMP/idle.err"; then t_ok control_flood_log_limited
+        else t_fail control_flood_log_limited "alive=$alive rc=$rc, $n lines logged: $(grep -v 'malformed message on' "$T_TMP/idle.err" | tail -5)"; fi
+    else t_fail control_flood_log_limited "flood_peer: $(cat "$T_TMP/flood.err")"; kill -9 "$LPID" 2>/dev/null; fi
+else t_fail control_flood_log_limited "pipeline did not come up"; kill -9 "$LPID" 2>/dev/null; fi
+
+# ---- a pipeline file at the longest folder path (1023 bytes) with a long name and one process:
+# the state file holds the whole path and the process line (a fixed-size buffer cut it there,
+# which lost the process that ps and down read)
+deep="$T_TMP"; while [ ${#deep} -lt 960 ]; do deep="$deep/$(printf 'd%.0s' $(seq 1 60))"; done
+deep="$deep/$(printf 'e%.0s' $(seq 1 $((1023 - ${#deep} - 1))))"
+lname=$(printf 'p%.0s' $(seq 1 47))
+mkdir -p "$deep" && printf 'pipeline %s\nproc data bind=serve\n' "$lname" >"$deep/p.pipe"
+"$M" up "$deep/p.pipe" --run-dir "$RUNS" >/dev/null 2>"$T_TMP/deep.err" </dev/null &
+LPID=$!
+if t_wait_for 20 grep -q "pipeline up" "$T_TMP/deep.err"; then
+    out=$("$M" ps --run-dir "$RUNS" 2>&1)
+    if grep -qF "file $deep/p.pipe" "$RUNS/$lname"-*/state && echo "$out" | grep -qE "data +pid [0-9]+ +ready"; then
+        t_ok state_long_pipeline_path
+    else t_fail state_long_pipeline_path "$out"; fi
+    kill -TERM "$LPID"; t_wait_for 20 launcher_gone "$LPID"; wait "$LPID"
+else t_fail state_long_pipeline_path "pipeline did not come up: $(cat "$T_TMP/deep.err")"; kill -9 "$LPID" 2>/dev/null; fi
 
 # ---- a stale state file whose launcher pid now belongs to another process: down must not
 # signal it (the pid alone is not trusted), and the stale folder is removed

@@ -170,7 +170,9 @@ static const char *child_state_name(const Child *c) {
 }
 
 static void write_state(Launcher *L) {
-    size_t cap = 1024 + (size_t)L->pl.nprocs * 160, o = 0;
+    /* Sized from the strings it holds (a long pipeline path once truncated a fixed-size state). */
+    size_t cap = 512 + strlen(L->pl.name) + strlen(L->o->path), o = 0;
+    for (int i = 0; i < L->pl.nprocs; i++) cap += 64 + strlen(L->pl.procs[i].name) + strlen(L->pl.hosts[L->pl.procs[i].host].name);
     char *buf = msd_malloc(cap);
     o += (size_t)snprintf(buf + o, cap - o, "msdpipe-state 1\npipeline %s\nfile %s\nlauncher %d\nlauncher_start %llu\nstarted %ld\n"
                           "stop_timeout %g\nstate %s\n",
@@ -178,6 +180,7 @@ static void write_state(Launcher *L) {
     for (int i = 0; i < L->pl.nprocs && o < cap; i++)
         o += (size_t)snprintf(buf + o, cap - o, "proc %s %d %s %s\n", L->pl.procs[i].name, (int)L->ch[i].pid,
                               child_state_name(&L->ch[i]), L->pl.hosts[L->pl.procs[i].host].name);
+    MSD_CHECK(o < cap);
     if (rundir_write_state(L->rundir, buf) != 0) log_warn("cannot write %s/state: %s", L->rundir, strerror(errno));
     free(buf);
 }
@@ -323,12 +326,12 @@ static int handle_control(Launcher *L) {
         }
         int i = child_by_routing(L, &m);
         if (rc == WIRE_EMALFORMED) {
-            log_warn("malformed message from %s on the control socket: %s", i >= 0 ? L->pl.procs[i].name : "an unknown peer", err);
+            wire_log_limited(WIRE_LOG_MALFORMED, i >= 0 ? L->pl.procs[i].name : "an unknown peer", "malformed message on the control socket: %s", err);
             wire_msg_close(&m);
             continue;
         }
         if (i < 0) {
-            log_warn("control message %s from an unknown peer ignored", wire_op_name(m.op));
+            wire_log_limited(WIRE_LOG_REFUSED, "an unknown peer", "control message %s ignored", wire_op_name(m.op));
             wire_msg_close(&m);
             continue;
         }
@@ -712,6 +715,7 @@ int cmd_up(Options *o) {
     else if (rc > 128) log_info("pipeline %s stopped", L->pl.name);
     else log_error("pipeline %s failed", L->pl.name);
 out_zmq:
+    wire_log_flush();
     if (L->stdin_used) lines_free(&L->lines);
     if (L->zap) zmq_close(L->zap);
     if (L->ctl) zmq_close(L->ctl);
