@@ -137,6 +137,8 @@ $(BUILD)/tests/test_pipeline.o: CFLAGS += -Itools/msdpipe
 
 $(BUILD)/bench/bench_%: $(BUILD)/bench/bench_%.o $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+# libsodium: the cipher of CurveZMQ, measured on its own (docs/SCALE.md)
+$(BUILD)/bench/bench_sodium: LDLIBS += -lsodium
 
 # libFuzzer targets (clang); built by `make fuzz`, run briefly by the test suite. The library
 # sources are compiled once with the sanitizers and fuzzer instrumentation, then each target

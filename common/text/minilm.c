@@ -1,10 +1,15 @@
 /* minilm.c: all-MiniLM-L6-v2 on the backend table (minilm.h). The forward pass of a batch of
- * T = B * Lmax tokens (row-major (T, 384) activations, padded positions masked):
+ * B sequences holding T real tokens in all (row-major (T, 384) activations, the sequences' tokens
+ * one after another, no padding):
  *   x = word[id] + position[l] + type[0];  h = LN(x)
  *   per layer: qkv = h Wqkv^T + bqkv (query, key and value weights stacked at load, (1152, 384));
  *              a = token_attention(qkv, mask);  h = LN(h + a Wo^T + bo);
  *              h = LN(h + gelu(h Wi^T + bi) Wf^T + bf)
  *   e = masked mean of h over the real tokens; out = e / max(|e|, 1e-12) (on the host).
+ * Only the attention and the mean need the sequences side by side: there the rows are gathered
+ * into B * Lmax padded rows (pads masked) and the attention's output gathered back (the backend's
+ * row gather, embedding_forward). Every other op, nine tenths of the work, runs on the real tokens
+ * alone: a batch of prompts of mixed lengths costs what its tokens cost, not B times the longest.
  * LayerNorm is groupnorm_forward with N = T, C = 384, HW = 1, G = 1 (backend.h). */
 #include "minilm.h"
 
@@ -31,7 +36,9 @@ struct MiniLM {
     /* work buffers, grown to cap_t tokens / cap_b sequences */
     int64_t cap_t, cap_b;
     float *x, *tmp, *qkv, *att, *ff, *mean, *rstd, *mask, *pool;
+    float *qkv_pad, *att_pad;          /* (B * Lmax) rows: the attention's layout */
     int32_t *h_ids, *h_pos, *h_type;
+    int32_t *h_to_pad, *h_to_packed;   /* packed row of each padded row (pads: 0); padded row of each packed one */
     float *h_mask;
 };
 
@@ -157,8 +164,9 @@ static void dfree(MiniLM *m, float **p) {
 static void free_work(MiniLM *m) {
     dfree(m, &m->x), dfree(m, &m->tmp), dfree(m, &m->qkv), dfree(m, &m->att), dfree(m, &m->ff);
     dfree(m, &m->mean), dfree(m, &m->rstd), dfree(m, &m->mask), dfree(m, &m->pool);
-    free(m->h_ids), free(m->h_pos), free(m->h_type), free(m->h_mask);
-    m->h_ids = m->h_pos = m->h_type = NULL, m->h_mask = NULL;
+    dfree(m, &m->qkv_pad), dfree(m, &m->att_pad);
+    free(m->h_ids), free(m->h_pos), free(m->h_type), free(m->h_mask), free(m->h_to_pad), free(m->h_to_packed);
+    m->h_ids = m->h_pos = m->h_type = m->h_to_pad = m->h_to_packed = NULL, m->h_mask = NULL;
     m->cap_t = m->cap_b = 0;
 }
 
@@ -184,7 +192,8 @@ static void grow(MiniLM *m, int64_t T, int64_t B) {
     free_work(m);
     m->x = dalloc(m, T * D), m->tmp = dalloc(m, T * D), m->qkv = dalloc(m, T * 3 * D), m->att = dalloc(m, T * D);
     m->ff = dalloc(m, T * FF), m->mean = dalloc(m, T), m->rstd = dalloc(m, T), m->mask = dalloc(m, T);
-    m->pool = dalloc(m, B * D);
+    m->pool = dalloc(m, B * D), m->qkv_pad = dalloc(m, T * 3 * D), m->att_pad = dalloc(m, T * D);
+    m->h_to_pad = msd_malloc((size_t)T * sizeof(int32_t)), m->h_to_packed = msd_malloc((size_t)T * sizeof(int32_t));
     m->h_ids = msd_malloc((size_t)T * sizeof(int32_t)), m->h_pos = msd_malloc((size_t)T * sizeof(int32_t));
     m->h_type = msd_malloc((size_t)T * sizeof(int32_t)), m->h_mask = msd_malloc((size_t)T * sizeof(float));
     m->cap_t = T, m->cap_b = B;
@@ -208,20 +217,25 @@ int minilm_embed(MiniLM *m, const int32_t *const *ids, const int *lens, int B, f
         if (lens[b] > L) L = lens[b];
     }
     if (!B) return 0;
-    const int64_t T = (int64_t)B * L;
-    grow(m, T, B);
+    const int64_t P = (int64_t)B * L; /* padded rows */
+    grow(m, P, B);
     const Backend *be = m->be;
     BackendCtx *c = m->ctx;
+    int64_t T = 0; /* real tokens: the packed rows */
     for (int b = 0; b < B; b++)
         for (int64_t l = 0; l < L; l++) {
             int64_t t = b * L + l;
             int real = l < lens[b];
-            m->h_ids[t] = real ? ids[b][l] : 0; /* [PAD] */
-            m->h_pos[t] = (int32_t)l;
-            m->h_type[t] = 0;
             m->h_mask[t] = real ? 1.0f : 0.0f;
+            m->h_to_pad[t] = real ? (int32_t)T : 0; /* a pad reads a real row: finite, and masked */
+            if (real) {
+                m->h_ids[T] = ids[b][l];
+                m->h_pos[T] = (int32_t)l;
+                m->h_type[T] = 0;
+                m->h_to_packed[T++] = (int32_t)t;
+            }
         }
-    be->upload(c, m->mask, m->h_mask, T);
+    be->upload(c, m->mask, m->h_mask, P);
     /* embeddings */
     be->embedding_forward(c, m->x, m->h_ids, m->word, T, MINILM_VOCAB, D);
     be->embedding_forward(c, m->tmp, m->h_pos, m->pos, T, MINILM_MAX_LEN, D);
@@ -233,7 +247,9 @@ int minilm_embed(MiniLM *m, const int32_t *const *ids, const int *lens, int B, f
     for (int l = 0; l < LAYERS; l++) {
         const Layer *y = &m->layer[l];
         be->linear_forward(c, m->qkv, h, y->wqkv, y->bqkv, T, D, 3 * D);
-        be->token_attention_forward(c, m->att, m->qkv, m->mask, B, L, D, HEADS);
+        be->embedding_forward(c, m->qkv_pad, m->h_to_pad, m->qkv, P, T, 3 * D);
+        be->token_attention_forward(c, m->att_pad, m->qkv_pad, m->mask, B, L, D, HEADS);
+        be->embedding_forward(c, m->att, m->h_to_packed, m->att_pad, T, P, D);
         be->linear_forward(c, s, m->att, y->wo, y->bo, T, D, D);
         be->add(c, s, s, h, T * D);
         be->groupnorm_forward(c, h, m->mean, m->rstd, s, y->ln1_g, y->ln1_b, T, D, 1, 1, LN_EPS);
@@ -243,7 +259,8 @@ int minilm_embed(MiniLM *m, const int32_t *const *ids, const int *lens, int B, f
         be->add(c, s, s, h, T * D);
         be->groupnorm_forward(c, h, m->mean, m->rstd, s, y->ln2_g, y->ln2_b, T, D, 1, 1, LN_EPS);
     }
-    be->masked_mean_forward(c, m->pool, h, m->mask, B, L, D);
+    be->embedding_forward(c, m->att_pad, m->h_to_pad, h, P, T, D);
+    be->masked_mean_forward(c, m->pool, m->att_pad, m->mask, B, L, D);
     be->download(c, out, m->pool, (int64_t)B * D);
     for (int b = 0; b < B; b++) { /* F.normalize(p=2, eps=1e-12) */
         float *o = out + (int64_t)b * D;

@@ -38,9 +38,10 @@ void minilm_free(MiniLM **m);
 
 /* Embed B sequences: ids[b] holds lens[b] token ids (1 <= lens[b] <= MINILM_MAX_LEN, each in
  * [0, MINILM_VOCAB)); out (B, MINILM_DIM) host floats, each row of L2 norm 1 (or 0 for an
- * all-zero pooled vector). Shorter sequences are padded and masked: every row equals the
- * sequence embedded alone (to float rounding). -1 with a message naming the sequence and
- * position for bad input; work buffers grow to the largest batch and stay. */
+ * all-zero pooled vector). The sequences' tokens are packed (padded only inside the
+ * attention): every row equals the sequence embedded alone (to float rounding). -1 with a
+ * message naming the sequence and position for bad input; work buffers grow to the largest
+ * batch and stay. */
 int minilm_embed(MiniLM *m, const int32_t *const *ids, const int *lens, int B, float *out, char *err,
                  size_t errlen);
 
