@@ -175,6 +175,47 @@ echo "S: critics resumed part-way through a step: $(grep -c 'INFO the critic is 
 for f in student.0 critic.0 student.1 critic.1; do
     t_check "S ends with R0's $f checkpoint, bytewise" cmp r0/ckpt/$f.safetensors s/ckpt/$f.safetensors
 done
+# K: a critic that dies mid-run without restarts (restart=0): critic.1 SIGKILLed after
+# student.1's step-4 checkpoint; the launcher names it, stops the rest and exits non-zero, every
+# checkpoint left reads back, and a rerun resumes from them to R0's checkpoints, bytewise
+mkdir -p k && cp a/partition.txt k/
+"$BIN/msdpipe" up train_stage2 "${small[@]}" "${rs[@]}" --set run="$T_TMP/k" 2>k.log &
+kpid=$!
+kvictim=
+if t_wait_for 300 grep -q "student.1\] INFO checkpoint .* at step 4" k.log; then
+    kvictim=$(pgrep -f -- "--name critic.1 --control ipc://.*/train_stage2-$kpid/" | head -n 1)
+    [ -n "$kvictim" ] && kill -9 "$kvictim"
+fi
+t_wait_for 300 bash -c "! kill -0 $kpid 2>/dev/null" || kill "$kpid"
+wait "$kpid"; rc=$?
+t_check "K: critic.1 killed mid-run with restart=0 (pid ${kvictim:-none}): the launcher exits non-zero ($rc)" \
+    test -n "$kvictim" -a "$rc" -ne 0
+t_check "K: the launcher names the killed critic" grep -qE "process critic.1 \(pid $kvictim\) was killed by signal 9" k.log
+t_check "K: no student finished" bash -c "! grep -q 'student.[01]\] INFO finished' k.log"
+t_check "K: every checkpoint left reads back" bash -c \
+    "for f in student.0 critic.0 student.1 critic.1; do '$BIN/msd-nn' compare k/ckpt/\$f.safetensors k/ckpt/\$f.safetensors >/dev/null || exit 1; done"
+t_check "K: a rerun resumes to step 24" "$BIN/msdpipe" up train_stage2 "${small[@]}" "${rs[@]}" --set run="$T_TMP/k" 2>k-end.log
+for f in student.0 critic.0 student.1 critic.1; do
+    t_check "K ends with R0's $f checkpoint, bytewise" cmp r0/ckpt/$f.safetensors k/ckpt/$f.safetensors
+done
+# D: a corrupt checkpoint in the run folder (student.1's cut short, then critic.0's header
+# overwritten): the run stops with status 2 naming the file, and leaves it as it was (nothing
+# saved is overwritten: the user can look at it or put a good copy back)
+mkdir -p d && cp -r r0/ckpt d/ && cp a/partition.txt d/
+head -c 5000 r0/ckpt/student.1.safetensors >d/ckpt/student.1.safetensors
+cp d/ckpt/student.1.safetensors d-student.1.bad
+"$BIN/msdpipe" up train_stage2 "${small[@]}" "${rs[@]}" --set run="$T_TMP/d" 2>d.log; rc=$?
+t_check "D: a truncated student checkpoint stops the run ($rc), naming the file" \
+    bash -c "[ $rc -ne 0 ] && grep -qE 'student.1\] ERROR .*d/ckpt/student.1.safetensors' d.log && grep -qE 'process student.1 \(pid [0-9]+\) exited with status 2' d.log"
+t_check "D: ... and leaves it as it was" cmp d-student.1.bad d/ckpt/student.1.safetensors
+t_check "D: ... and critic.1's checkpoint untouched" cmp r0/ckpt/critic.1.safetensors d/ckpt/critic.1.safetensors
+cp r0/ckpt/student.1.safetensors d/ckpt/
+printf '\377\377\377\377\377\377\377\177{"garbage"' | dd of=d/ckpt/critic.0.safetensors conv=notrunc status=none
+cp d/ckpt/critic.0.safetensors d-critic.0.bad
+"$BIN/msdpipe" up train_stage2 "${small[@]}" "${rs[@]}" --set run="$T_TMP/d" 2>d2.log; rc=$?
+t_check "D: a critic checkpoint with a bad header stops the run ($rc), naming the file" \
+    bash -c "[ $rc -ne 0 ] && grep -qE 'critic.0\] ERROR .*d/ckpt/critic.0.safetensors' d2.log"
+t_check "D: ... and leaves it as it was" cmp d-critic.0.bad d/ckpt/critic.0.safetensors
 t_check "B: the final grid of student.0 equals A's" cmp a/grids/student.0/grid-0000004.png b/grids/student.0/grid-0000004.png
 t_check "no sanitizer report in any log" bash -c "$(declare -f t_log_clean); T_SAN_PATTERN='$T_SAN_PATTERN'; for f in *.log; do t_log_clean \$f || exit 1; done"
 t_end
