@@ -175,28 +175,34 @@ echo "S: critics resumed part-way through a step: $(grep -c 'INFO the critic is 
 for f in student.0 critic.0 student.1 critic.1; do
     t_check "S ends with R0's $f checkpoint, bytewise" cmp r0/ckpt/$f.safetensors s/ckpt/$f.safetensors
 done
-# K: a critic that dies mid-run without restarts (restart=0): critic.1 SIGKILLed after
-# student.1's step-4 checkpoint; the launcher names it, stops the rest and exits non-zero, every
-# checkpoint left reads back, and a rerun resumes from them to R0's checkpoints, bytewise
-mkdir -p k && cp a/partition.txt k/
-"$BIN/msdpipe" up train_stage2 "${small[@]}" "${rs[@]}" --set run="$T_TMP/k" 2>k.log &
-kpid=$!
-kvictim=
-if t_wait_for 300 grep -q "student.1\] INFO checkpoint .* at step 4" k.log; then
-    kvictim=$(pgrep -f -- "--name critic.1 --control ipc://.*/train_stage2-$kpid/" | head -n 1)
-    [ -n "$kvictim" ] && kill -9 "$kvictim"
-fi
-t_wait_for 300 bash -c "! kill -0 $kpid 2>/dev/null" || kill "$kpid"
-wait "$kpid"; rc=$?
-t_check "K: critic.1 killed mid-run with restart=0 (pid ${kvictim:-none}): the launcher exits non-zero ($rc)" \
-    test -n "$kvictim" -a "$rc" -ne 0
-t_check "K: the launcher names the killed critic" grep -qE "process critic.1 \(pid $kvictim\) was killed by signal 9" k.log
-t_check "K: no student finished" bash -c "! grep -q 'student.[01]\] INFO finished' k.log"
-t_check "K: every checkpoint left reads back" bash -c \
-    "for f in student.0 critic.0 student.1 critic.1; do '$BIN/msd-nn' compare k/ckpt/\$f.safetensors k/ckpt/\$f.safetensors >/dev/null || exit 1; done"
-t_check "K: a rerun resumes to step 24" "$BIN/msdpipe" up train_stage2 "${small[@]}" "${rs[@]}" --set run="$T_TMP/k" 2>k-end.log
-for f in student.0 critic.0 student.1 critic.1; do
-    t_check "K ends with R0's $f checkpoint, bytewise" cmp r0/ckpt/$f.safetensors k/ckpt/$f.safetensors
+# K: a peer that dies mid-run without restarts (restart=0): critic.1, then (runs of their own)
+# the teacher and the data process, SIGKILLed after student.1's step-4 checkpoint; the launcher
+# names it, stops the rest and exits non-zero, every checkpoint left reads back, and a rerun
+# resumes from them to R0's checkpoints, bytewise
+kvictims="critic.1 teacher data"
+[ "${MSD_TEST_VARIANT:-}" = san ] && kvictims="critic.1 teacher"   # ASan: the suite's time
+for victim in $kvictims; do
+    kd=k-$victim
+    mkdir -p $kd && cp a/partition.txt $kd/
+    "$BIN/msdpipe" up train_stage2 "${small[@]}" "${rs[@]}" --set run="$T_TMP/$kd" 2>$kd.log &
+    kpid=$!
+    kvictim=
+    if t_wait_for 300 grep -q "student.1\] INFO checkpoint .* at step 4" $kd.log; then
+        kvictim=$(pgrep -f -- "--name $victim --control ipc://.*/train_stage2-$kpid/" | head -n 1)
+        [ -n "$kvictim" ] && kill -9 "$kvictim"
+    fi
+    t_wait_for 300 bash -c "! kill -0 $kpid 2>/dev/null" || kill "$kpid"
+    wait "$kpid"; rc=$?
+    t_check "K: $victim killed mid-run with restart=0 (pid ${kvictim:-none}): the launcher exits non-zero ($rc)" \
+        test -n "$kvictim" -a "$rc" -ne 0
+    t_check "K: the launcher names the killed $victim" grep -qE "process $victim \(pid $kvictim\) was killed by signal 9" $kd.log
+    t_check "K: no student finished after $victim's kill" bash -c "! grep -q 'student.[01]\] INFO finished' $kd.log"
+    t_check "K: every checkpoint left by $victim's kill reads back" bash -c \
+        "for f in student.0 critic.0 student.1 critic.1; do '$BIN/msd-nn' compare $kd/ckpt/\$f.safetensors $kd/ckpt/\$f.safetensors >/dev/null || exit 1; done"
+    t_check "K: after $victim's kill a rerun resumes to step 24" "$BIN/msdpipe" up train_stage2 "${small[@]}" "${rs[@]}" --set run="$T_TMP/$kd" 2>$kd-end.log
+    for f in student.0 critic.0 student.1 critic.1; do
+        t_check "K ($victim killed) ends with R0's $f checkpoint, bytewise" cmp r0/ckpt/$f.safetensors $kd/ckpt/$f.safetensors
+    done
 done
 # D: a corrupt checkpoint in the run folder (student.1's cut short, then critic.0's header
 # overwritten): the run stops with status 2 naming the file, and leaves it as it was (nothing
