@@ -53,6 +53,11 @@ t_check "a 5-class generator is refused for a 10-class partition, saying so" \
 t_check "a checkpoint of another network is refused, naming both" \
     grep -q "student.[01]\] ERROR --init: $T10 holds the network '.*ch=4,.*', not '.*ch=8,.*' (--net)" spec.log
 
+mkdir -p unk && printf 'partition 2\n0: tshirt trouser pullover dress coat\n1: sandal shirt sneaker bag unicorn\n' >unk/partition.txt
+"$BIN/msdpipe" up train_stage2 "${small[@]}" --set run="$T_TMP/unk" 2>unk.log; rc=$?
+t_check "a partition naming an unknown class stops the stage ($rc), naming the file, line and class" \
+    bash -c "[ $rc -ne 0 ] && grep -qE '(student.[01]|data)\] ERROR .*unk/partition.txt:3: .*unicorn' unk.log && [ ! -e unk/ckpt/student.0.safetensors ]"
+
 # A: uninterrupted
 t_check "A: K=2 students, 4 steps" "$BIN/msdpipe" up train_stage2 "${small[@]}" --set run="$T_TMP/a" 2>a.log
 t_check "A: both students finished" test "$(grep -c 'student\.[01]\] INFO finished 4 steps' a.log)" -eq 2
