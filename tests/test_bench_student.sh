@@ -11,7 +11,7 @@
 #  - tools/bench-student (tiny: one pair, batches 2 and 3, fmnist-xs) prints, for both sides,
 #    latency_b1, throughput_best and best_batch (one of the swept batches), and the two ratio
 #    lines with min <= value <= max, each (one pair) ours / torch of the side lines, within
-#    1e-3 relative (they are rounded).
+#    1% relative (the printed sides are rounded).
 # Needs /usr/bin/python3 with torch (Debian python3-torch): a skip without it.
 . "$(dirname "$0")/lib.sh"
 PY=/usr/bin/python3
