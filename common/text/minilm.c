@@ -236,6 +236,9 @@ int minilm_embed(MiniLM *m, const int32_t *const *ids, const int *lens, int B, f
             }
         }
     be->upload(c, m->mask, m->h_mask, P);
+    /* no padding (one sequence, or all of one length): the packed rows are the padded ones */
+    const int packed = T < P;
+    float *qkv_pad = packed ? m->qkv_pad : m->qkv, *att_pad = packed ? m->att_pad : m->att;
     /* embeddings */
     be->embedding_forward(c, m->x, m->h_ids, m->word, T, MINILM_VOCAB, D);
     be->embedding_forward(c, m->tmp, m->h_pos, m->pos, T, MINILM_MAX_LEN, D);
@@ -247,9 +250,9 @@ int minilm_embed(MiniLM *m, const int32_t *const *ids, const int *lens, int B, f
     for (int l = 0; l < LAYERS; l++) {
         const Layer *y = &m->layer[l];
         be->linear_forward(c, m->qkv, h, y->wqkv, y->bqkv, T, D, 3 * D);
-        be->embedding_forward(c, m->qkv_pad, m->h_to_pad, m->qkv, P, T, 3 * D);
-        be->token_attention_forward(c, m->att_pad, m->qkv_pad, m->mask, B, L, D, HEADS);
-        be->embedding_forward(c, m->att, m->h_to_packed, m->att_pad, T, P, D);
+        if (packed) be->embedding_forward(c, qkv_pad, m->h_to_pad, m->qkv, P, T, 3 * D);
+        be->token_attention_forward(c, att_pad, qkv_pad, m->mask, B, L, D, HEADS);
+        if (packed) be->embedding_forward(c, m->att, m->h_to_packed, att_pad, T, P, D);
         be->linear_forward(c, s, m->att, y->wo, y->bo, T, D, D);
         be->add(c, s, s, h, T * D);
         be->groupnorm_forward(c, h, m->mean, m->rstd, s, y->ln1_g, y->ln1_b, T, D, 1, 1, LN_EPS);
@@ -259,8 +262,8 @@ int minilm_embed(MiniLM *m, const int32_t *const *ids, const int *lens, int B, f
         be->add(c, s, s, h, T * D);
         be->groupnorm_forward(c, h, m->mean, m->rstd, s, y->ln2_g, y->ln2_b, T, D, 1, 1, LN_EPS);
     }
-    be->embedding_forward(c, m->att_pad, m->h_to_pad, h, P, T, D);
-    be->masked_mean_forward(c, m->pool, m->att_pad, m->mask, B, L, D);
+    if (packed) be->embedding_forward(c, att_pad, m->h_to_pad, h, P, T, D);
+    be->masked_mean_forward(c, m->pool, packed ? att_pad : h, m->mask, B, L, D);
     be->download(c, out, m->pool, (int64_t)B * D);
     for (int b = 0; b < B; b++) { /* F.normalize(p=2, eps=1e-12) */
         float *o = out + (int64_t)b * D;
