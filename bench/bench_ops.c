@@ -13,15 +13,11 @@
 #include "backend.h"
 #include "blas.h"
 #include "log.h"
+#include "bench.h"
 
 static const Backend *be;
 static BackendCtx *ctx;
 static int reps = 9;
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 typedef void (*BenchFn)(void *arg);
 
@@ -39,7 +35,7 @@ static void bench(const char *metric, BenchFn fn, void *arg) {
         fn(arg);
         t[r] = (msd_now() - t0) * 1e3;
     }
-    qsort(t, (size_t)reps, sizeof t[0], cmp_double);
+    qsort(t, (size_t)reps, sizeof t[0], bench_cmp_double);
     printf("{\"bench\":\"ops\",\"metric\":\"%s\",\"value\":%.4f,\"unit\":\"ms\"}\n", metric,
            use_min ? t[0] : t[reps / 2]);
     fflush(stdout);

@@ -18,6 +18,7 @@
 #include "minilm.h"
 #include "prompts.h"
 #include "tokenizer.h"
+#include "bench.h"
 
 static double now(void) {
     struct timespec t;
@@ -25,13 +26,8 @@ static double now(void) {
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
-static int cmp_d(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 static void quantiles(const char *what, double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, cmp_d);
+    qsort(v, (size_t)n, sizeof *v, bench_cmp_double);
     printf("%s (%d): min %.3f  p5 %.3f  p10 %.3f  p25 %.3f  median %.3f  p75 %.3f  max %.3f\n", what, n, v[0],
            v[n / 20], v[n / 10], v[n / 4], v[n / 2], v[3 * n / 4], v[n - 1]);
 }

@@ -39,6 +39,7 @@
 #include "log.h"
 #include "optimizer.h"
 #include "unet.h"
+#include "bench.h"
 
 typedef struct BenchCfg {
     const char *name;
@@ -64,11 +65,6 @@ static void emit(const char *metric, double value, const char *unit) {
     printf(exact ? "\"metric\":\"%s\",\"value\":%.0f,\"unit\":\"%s\"}\n" : "\"metric\":\"%s\",\"value\":%.6g,\"unit\":\"%s\"}\n",
            metric, value, unit);
     fflush(stdout);
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
 }
 
 /* CPU time of the whole process (every thread), seconds: with --threads 1 it is the time the
@@ -291,8 +287,8 @@ static void run_one(const BenchCfg *b, int threads, int reps) {
         prof_report(tot, reps);
         fprintf(stderr, "fill: %.1f MB per step\n", fill_floats * 4 / 1e6 / (reps + 1)); /* warm-up step included */
     }
-    qsort(t + 1, (size_t)reps, sizeof(double), cmp_double);
-    qsort(cpu + 1, (size_t)reps, sizeof(double), cmp_double);
+    qsort(t + 1, (size_t)reps, sizeof(double), bench_cmp_double);
+    qsort(cpu + 1, (size_t)reps, sizeof(double), bench_cmp_double);
     double sec = t[1 + reps / 2];
     double flops = unet_forward_flops(&cfg) * (double)N * (b->train ? 3.0 : 1.0);
     char m[64];

@@ -30,6 +30,7 @@
 #include "log.h"
 #include "optimizer.h"
 #include "unet.h"
+#include "bench.h"
 
 static const char *net_spec = "fmnist-s"; /* --config */
 static int spec_given;
@@ -39,11 +40,6 @@ static void emit(const char *metric, double value, const char *unit) {
     else printf("{\"bench\":\"unet_gpu\",");
     printf("\"metric\":\"%s\",\"value\":%.6g,\"unit\":\"%s\"}\n", metric, value, unit);
     fflush(stdout);
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
 }
 
 static Device g_dev = {DEVICE_CUDA, 0};
@@ -64,7 +60,7 @@ static void sync_dev(const Backend *be, BackendCtx *ctx, const float *d) {
 }
 
 static double median_ms(double *t, int n) {
-    qsort(t, (size_t)n, sizeof(double), cmp_double);
+    qsort(t, (size_t)n, sizeof(double), bench_cmp_double);
     return t[n / 2] * 1e3;
 }
 

@@ -24,6 +24,7 @@
 
 #include "log.h"
 #include "wire.h"
+#include "bench.h"
 
 typedef struct Peer {
     void *ctx;
@@ -146,11 +147,6 @@ static void bench_conns(void *ctx, const char *transport, const char *ep, int cu
     fflush(stdout);
 }
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 static void emit(const char *transport, const char *size, const char *what, double value, const char *unit) {
     printf("{\"bench\": \"wire\", \"metric\": \"%s_%s_%s\", \"value\": %.4g, \"unit\": \"%s\"}\n", transport, size, what, value, unit);
     fflush(stdout);
@@ -199,7 +195,7 @@ static void bench_one(void *ctx, const char *transport, const char *ep, int curv
                 wire_msg_close(&r);
                 rtt[i] = msd_now() - t0;
             }
-            qsort(rtt + 1, (size_t)n, sizeof *rtt, cmp_double);
+            qsort(rtt + 1, (size_t)n, sizeof *rtt, bench_cmp_double);
             emit(transport, sname, "rtt", rtt[1 + n / 2] * 1e6, "us");
             free(rtt);
         }
