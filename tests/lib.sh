@@ -73,6 +73,27 @@ t_stop() { # NAME PID LOG: SIGTERM a background child of this shell, wait (bound
     fi
     wait "$pid"; t_exited "$name" $? "$log"
 }
+# A run's secret keys (Z85, 40 characters) in its key files: the launcher's RUNDIR/curve.keys
+# and the copy each process on another host got on its stdin ("server-secret KEY",
+# "client-secret KEY"), one per line.
+t_key_secrets() { sed -n 's/^\(server\|client\)-secret \(.\{40\}\)$/\2/p' "$@" 2>/dev/null; }
+t_no_secret_on_cmdlines() { # NAME RUNDIR MINPROCS KEYFILE...: while the run is up, neither of
+    # the run's two secret keys (read from the KEYFILEs) is on the command line of any process
+    # on the machine; the scan counts only when it saw at least MINPROCS processes of RUNDIR (the
+    # keys and the folder name are in files, so that grep does not find its own command line)
+    local name=$1 rundir=$2 minprocs=$3 nsec nrun leaks f; shift 3
+    t_key_secrets "$@" | sort -u >"$T_TMP/secrets"
+    nsec=$(wc -l <"$T_TMP/secrets")
+    echo "$rundir/" >"$T_TMP/rundir"
+    nrun=$(grep -alF -f "$T_TMP/rundir" /proc/[0-9]*/cmdline 2>/dev/null | wc -l)
+    leaks=$(grep -alF -f "$T_TMP/secrets" /proc/[0-9]*/cmdline 2>/dev/null)
+    if [ -n "$leaks" ]; then
+        t_fail "$name" "a secret key of the run in the command line of: $(for f in $leaks; do
+            echo; echo "${f%/cmdline}: $(tr '\0' ' ' <"$f" 2>/dev/null | cut -c1-300)"; done)"
+    elif [ "$nsec" -ne 2 ] || [ "$nrun" -lt "$minprocs" ]; then
+        t_fail "$name" "scan not meaningful: $nsec distinct secret keys (2 expected) in $# key files, $nrun processes of the run seen ($minprocs at least)"
+    else t_ok "$name (both secret keys from $# key files; $nrun processes of the run among those scanned)"; fi
+}
 t_kill_held_student0() { # PIPE STEP RUNDIR PEERS ARGS...: the image stages' kill test
     # Runs pipelines/PIPE.pipe ARGS --set run=RUNDIR and SIGKILLs student.0 once it logged its
     # checkpoint at STEP. The kill must land before the run ends, so student.0 is held rather

@@ -98,16 +98,14 @@ if timeout 300 taskset -c 0 "$M" up mog_stage2 --set K=2 "${S[@]}" --set ready_t
     t_ok "the one-host reference run"
 else t_fail reference "$(tail -n 20 "$T_TMP/ref.log")"; t_end; exit; fi
 
-# The run's secret keys, read while it is up: the server and client secret keys (Z85, 40
-# characters) in the launcher's RUNDIR/curve.keys and in the copy each remote process got on
-# ssh's stdin (RUNDIR/127.0.0.1/NAME.keys, same format: "server-secret KEY", "client-secret KEY").
+# The run's secret keys (t_key_secrets, tests/lib.sh), read while it is up: in the launcher's
+# RUNDIR/curve.keys and in the copy each remote process got on ssh's stdin (RUNDIR/127.0.0.1/NAME.keys).
 NREMOTE=4 # critic.0, critic.1, student.0, student.1 run over ssh; each has a tcp link
-key_secrets() { sed -n 's/^\(server\|client\)-secret \(.\{40\}\)$/\2/p' "$@" 2>/dev/null; }
 keys_ready() { # RUNDIR: the launcher's key file and every remote copy hold both secret keys
     local f n=0
-    [ "$(key_secrets "$1/curve.keys" | wc -l)" -eq 2 ] || return 1
+    [ "$(t_key_secrets "$1/curve.keys" | wc -l)" -eq 2 ] || return 1
     for f in "$1"/127.0.0.1/*.keys; do
-        [ "$(key_secrets "$f" | wc -l)" -eq 2 ] && n=$((n + 1))
+        [ "$(t_key_secrets "$f" | wc -l)" -eq 2 ] && n=$((n + 1))
     done
     [ "$n" -eq "$NREMOTE" ]
 }
@@ -146,22 +144,8 @@ if ! t_wait_for 120 grep -qs 'pipeline up' "$T_TMP/kill.log"; then
 elif ! t_wait_for 30 keys_ready "$rundir"; then
     t_fail "no secret on a command line" "no complete key file and $NREMOTE remote copies in $rundir: $(ls -lR "$rundir" 2>&1 | tr '\n' ' ')"
 else
-    key_secrets "$rundir/curve.keys" "$rundir"/127.0.0.1/*.keys | sort -u >"$T_TMP/secrets"
-    nsecrets=$(wc -l <"$T_TMP/secrets")
-    # every command line on the machine, in one pass (the keys are in a file, not in grep's
-    # command line); the run's processes are counted to show that the scan saw it up (the
-    # folder's name is in a file too, so that grep does not count itself)
-    echo "$rundir/" >"$T_TMP/rundir"
-    nrun=$(grep -alF -f "$T_TMP/rundir" /proc/[0-9]*/cmdline 2>/dev/null | wc -l)
-    leaks=$(grep -alF -f "$T_TMP/secrets" /proc/[0-9]*/cmdline 2>/dev/null)
-    if [ -n "$leaks" ]; then
-        t_fail "no secret on a command line" "a secret key of the run in the command line of: $(for f in $leaks; do
-            echo; echo "${f%/cmdline}: $(tr '\0' ' ' <"$f" 2>/dev/null | cut -c1-300)"; done)"
-    elif [ "$nsecrets" -ne 2 ] || [ "$nrun" -lt 6 ]; then
-        t_fail "no secret on a command line" "scan not meaningful: $nsecrets distinct secret keys (2 expected), $nrun processes of the run seen (6 at least)"
-    else
-        t_ok "neither of the run's $nsecrets secret keys (key file + $NREMOTE copies) on the command line of any process ($nrun of the run's among them)"
-    fi
+    t_no_secret_on_cmdlines "neither of the run's secret keys (key file + $NREMOTE copies) on the command line of any process" \
+        "$rundir" 6 "$rundir/curve.keys" "$rundir"/127.0.0.1/*.keys
 fi
 victim=
 if t_wait_for 120 grep -qs '^\[student.1\] INFO step 10/' "$T_TMP/kill.log"; then
