@@ -75,6 +75,16 @@ t_check "A: progress lines with s/step and time left" test "$(grep -cE 'student\
 png() { [ "$(head -c 8 "$1" | od -An -tx1 | tr -d ' \n')" = "89504e470d0a1a0a" ]; }
 t_check "A: a PNG grid per student at step 2" bash -c "$(declare -f png); png a/grids/student.0/grid-0000002.png && png a/grids/student.1/grid-0000002.png"
 t_check "A: the final grids" bash -c "$(declare -f png); png a/grids/student.0/grid-0000004.png && png a/grids/student.1/grid-0000004.png"
+# the after step "grid": one grid of all 10 classes through the partition, from the final students
+t_check "A: the all-class grid (after step grid) is a square PNG of 10 rows of 10" python3 - a/grid.png <<'EOF2'
+import struct, sys
+b = open(sys.argv[1], "rb").read()
+w, h = struct.unpack(">II", b[16:24])
+sys.exit(not (b[:8] == b"\x89PNG\r\n\x1a\n" and w == h and w >= 280))
+EOF2
+t_check "A: the launcher ran it after the job" grep -q "after step grid done" a.log
+"$BIN/msd-eval" students --partition a/partition.txt --students a/ckpt --n 100 --no-judge --grid a-grid.png --threads 1 2>a-grid.log
+t_check "A: it is msd-eval students --no-judge's grid of the final checkpoints, byte for byte" cmp a/grid.png a-grid.png
 s_step=$(python3 -c "
 import json
 r = [json.loads(l) for l in open('a/metrics.jsonl')]
@@ -98,7 +108,7 @@ EOF2
 
 # B: student.0 killed with SIGKILL at step 2 after its checkpoint (held there: t_kill_held_student0
 # in tests/lib.sh), then resumed to step 4
-t_kill_held_student0 train_stage2 2 "$T_TMP/b" "data teacher critic" "${small[@]}"
+t_kill_held_student0 train_stage2 2 "$T_TMP/b" "data teacher critic eval" "${small[@]}"
 # the critic saves just before its student does: a kill between the two saves leaves critic.0 a
 # checkpoint ahead of student.0. Made so here: A's step-4 critic.0 (the same trajectory) becomes
 # B's critic.0, its step-2 one the .prev SAVE keeps; the restart must roll the critic back to it

@@ -47,6 +47,8 @@ else t_fail "a critic without a GAN head refuses the ADM student's real images, 
 # A: uninterrupted, 4 steps
 t_check "A: K=2 students, 4 steps of stage 3" "$BIN/msdpipe" up train_stage3 "${small[@]}" --set run="$T_TMP/a" 2>a.log
 t_check "A: both students finished" test "$(grep -c 'student\.[01]\] INFO finished 4 steps' a.log)" -eq 2
+t_check "A: the after step wrote the all-class grid of the stage-3 students" \
+    bash -c "grep -q 'after step grid done' a.log && [ \"\$(head -c 4 a/grid.png | od -An -tx1 | tr -d ' \n')\" = 89504e47 ]"
 t_check "A: the generators start from stage 2's raw weights" \
     test "$(grep -c "student\.[01]\] INFO generator initialised from $T_TMP/s2/ckpt/student\.[01]\.safetensors (raw weights)" a.log)" -eq 2
 t_check "A: the critics start from stage 2's critics, with a GAN head" \
@@ -116,7 +118,7 @@ EOF2
 
 # B: student.0 killed with SIGKILL at step 2 after its checkpoint (held there: t_kill_held_student0
 # in tests/lib.sh), then resumed to step 4
-t_kill_held_student0 train_stage3 2 "$T_TMP/b" "data teacher critic" "${small[@]}"
+t_kill_held_student0 train_stage3 2 "$T_TMP/b" "data teacher critic eval" "${small[@]}"
 # critic.0 a checkpoint ahead of its student (a kill between their saves; stage 2's test says
 # more): A's step-4 critic.0, the step-2 one as .prev; the restart must roll back to it
 mv b/ckpt/critic.0.safetensors b/ckpt/critic.0.safetensors.prev

@@ -209,4 +209,12 @@ printf 'partition 2\n0: tshirt trouser pullover dress\n1: 5 6 7 8 9\n' > holes.t
 bad refuse_partition "coat" 1 "$E" students --partition holes.txt --students s2/ckpt "${C[@]}"
 bad usage_both "not both" 2 "$E" students --one-step "$TEACH" --partition $P --students s2/ckpt "${C[@]}"
 bad usage_export "--stage" 2 "$E" students --partition $P --students s2/ckpt --export x "${C[@]}"
+bad usage_nojudge_nothing "give one" 2 "$E" students --partition $P --students s2/ckpt --no-judge "${C[@]}"
+bad usage_nojudge_export "cannot go with --no-judge" 2 "$E" students --partition $P --students s2/ckpt --no-judge \
+    --grid x.png --export x --stage s "${C[@]}"
+# --no-judge: the same images, no scores, and no classifier read (a missing one is no error)
+"$E" students --partition $P --students s2/ckpt --no-judge --classifier /nonexistent --threads 1 --n 100 \
+    --grid nj.png >nj.json 2>nj.log; rc=$?
+t_check "students --no-judge: status 0, no JSON, no classifier needed" bash -c "[ $rc -eq 0 ] && [ ! -s nj.json ]"
+t_check "students --no-judge: the grid is the judged run's, byte for byte" cmp nj.png good.png
 t_end

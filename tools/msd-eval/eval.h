@@ -17,6 +17,7 @@ typedef struct Opts {
     double lr;
     uint64_t seed;
     int threads, gpu;
+    int no_judge;  /* students: generate for --grid/--out only, no scores */
     int argc;
     char **argv;   /* the command line, recorded in a manifest */
 } Opts;

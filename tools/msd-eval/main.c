@@ -53,7 +53,7 @@ static const char *about =
     "  export --n N --out FILE.safetensors|FOLDER [--split train|test] [--seed S]\n"
     "        N real images (seeded subset) in the generated-image formats\n"
     "  students --partition FILE --students DIR|F,F,... | --one-step CKPT  [--n N] [--seed S]\n"
-    "        [--out FILE.safetensors] [--grid FILE.png] [--export DIR --stage TEXT]\n"
+    "        [--out FILE.safetensors] [--grid FILE.png] [--export DIR --stage TEXT] [--no-judge]\n"
     "        N one-step images, class i mod 10 from its owner; FID and accuracy per class,\n"
     "        per student and overall (docs/EVAL.md)\n"
     "options (every command):\n";
@@ -74,6 +74,8 @@ static const ArgSpec args[] = {
     ARG_STR("--one-step", &opt.one_step, "CKPT", "students: any UNet checkpoint as the one generator of every class\n"
             "(the teacher at NFE 1)"),
     ARG_STR("--grid", &opt.grid, "FILE.png", "students: one row of images per class"),
+    ARG_FLAG("--no-judge", &opt.no_judge, "students: only make the images for --grid/--out (no FID or accuracy, no\n"
+             "classifier or test set needed; a stage pipeline's final grid)"),
     ARG_STR("--export", &opt.export_dir, "DIR", "students: write the set (weights only) and DIR/manifest.json"),
     ARG_STR("--stage", &opt.stage, "TEXT", "students --export: the training stage, recorded in the manifest"),
     ARG_LONG("--epochs", &opt.epochs, 1, 1000, "E", "train-classifier: epochs"),

@@ -6,7 +6,8 @@
  * on --batch); then FID and conditional accuracy per class, per student and overall, as one
  * JSON line on stdout and a table on stderr. Optionally the samples (--out), a grid with one
  * row per class (--grid), and the set exported for serving: weights only, the partition and
- * DIR/manifest.json (--export DIR --stage TEXT).
+ * DIR/manifest.json (--export DIR --stage TEXT). --no-judge skips the scores (and with them the
+ * classifier and the test set): the stage pipelines' final all-class grid.
  *
  * Refused: a partition whose K differs from the number of student files, a network whose
  * class count or image shape is not Fashion-MNIST's, a file that is not a one-step student
@@ -469,6 +470,10 @@ int cmd_students(const Opts *o) {
     if (o->export_dir && (!o->stage || o->one_step))
         return msd_fail(2, "students --export DIR needs a student set and --stage TEXT (the training stage to record)");
     if (o->out && !ends_with(o->out, ".safetensors")) return msd_fail(2, "students --out %s: expected FILE.safetensors", o->out);
+    if (o->no_judge && !o->grid && !o->out)
+        return msd_fail(2, "students --no-judge makes images only for --grid FILE.png or --out FILE.safetensors: give one");
+    if (o->no_judge && o->export_dir)
+        return msd_fail(2, "students --export records the set's scores in its manifest: it cannot go with --no-judge");
     Judge j;
     memset(&j, 0, sizeof j);
     j.o = o;
@@ -504,11 +509,16 @@ int cmd_students(const Opts *o) {
     log_info("%lld images (class i mod %d) from %d %s, one network call each, seed %llu", (long long)j.N, NCLS, j.K,
              j.one_step ? "one-step generator" : (j.K == 1 ? "student" : "students"), (unsigned long long)o->seed);
     if (generate(&j, cap)) goto out;
-    if (judge_scores(&j)) goto out;
-    judge_json(stdout, &j, ", ", NULL, NULL);
-    fflush(stdout);
-    judge_table(&j);
+    if (!o->no_judge) {
+        if (judge_scores(&j)) goto out;
+        judge_json(stdout, &j, ", ", NULL, NULL);
+        fflush(stdout);
+        judge_table(&j);
+    }
     if (write_outputs(&j)) goto out;
+    if (o->no_judge && o->grid)
+        log_info("grid %s: one row per class, %lld images each, every class from its owner (%.1f s)", o->grid,
+                 (long long)(j.N / NCLS < 10 ? j.N / NCLS : 10), j.seconds);
     if (o->export_dir && export_set(&j)) goto out;
     rc = 0;
 out:

@@ -62,6 +62,10 @@ const char *plan_step_prefix(void);
 /* The environment of local process i (free with plan_free_argv): the launcher's, with
  * MSD_THREADS=cpu_threads and OPENBLAS_NUM_THREADS=1 (docs/PIPELINES.md "Threads"). */
 char **plan_env(const Pipeline *pl, int i);
+/* After step k (Pipeline.after): its command line, BINDIR/msd-ROLE ARGS [--gpu N], and its
+ * environment (MSD_THREADS=cpu_threads); both freed with plan_free_argv. */
+char **plan_after_argv(const Pipeline *pl, int k, const char *bindir);
+char **plan_after_env(const Pipeline *pl, int k);
 /* Quote s for a POSIX shell into out; returns out. */
 char *plan_shell_quote(const char *s, char *out, size_t cap);
 /* Does process i need the CURVE key file (a tcp link or a remote control endpoint)? */

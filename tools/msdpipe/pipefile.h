@@ -32,6 +32,7 @@
 #define PIPE_MAX_GPU 63
 #define PIPE_MAX_RESTART 100      /* restart= per process */
 #define PIPE_MAX_THREADS 64        /* threads= per process (the pool's limit, PARALLEL_MAX_THREADS) */
+#define PIPE_MAX_AFTER 8           /* after steps */
 
 /* Built-in variables, present in every pipeline (seconds; a file may give other defaults). */
 #define PIPE_DEFAULT_READY_TIMEOUT "10"
@@ -96,6 +97,12 @@ typedef struct Pipeline {
     PipeVar vars[PIPE_MAX_VARS];
     PipeHost hosts[PIPE_MAX_HOSTS];
     PipeProc *procs;               /* nprocs, owned */
+    /* after steps (`after NAME role=R -- ARGS`): commands run one by one on the launcher's
+     * machine once the job has finished with status 0, e.g. a stage's final all-class grid.
+     * Only name, role, gpu, threads, argv and line are used; cpu_threads is set with the
+     * processes' (threads=, else every core the launcher has). */
+    int nafter;
+    PipeProc *after;               /* PIPE_MAX_AFTER, owned (NULL when none) */
     int stdin_proc;                /* index of the process that gets stdin lines, -1 none */
     double ready_timeout, stop_timeout, reply_timeout;  /* from the built-in variables */
     int cores, sharers;            /* pipeline_share_threads: the cores shared, and by how many */
@@ -129,7 +136,7 @@ int pipeline_plan(Pipeline *pl, const char *rundir, PipePortFn pick, void *ctx, 
  * critic, teacher: pipeline_role_computes) on the CPU gets an even share of the `cores` left
  * after the explicit counts there (at least 1; the remainder goes to the first ones), and
  * every other local process 1; a process on another host without threads= gets none (0: it
- * uses its own machine's cores). */
+ * uses its own machine's cores). An after step gets its threads=, else all `cores`. */
 void pipeline_share_threads(Pipeline *pl, int cores);
 /* True for the roles that share the cores: student, critic, teacher. */
 int pipeline_role_computes(const char *role);

@@ -95,4 +95,6 @@ void pipeline_share_threads(Pipeline *pl, int cores) {
         p->cpu_threads = t < 1 ? 1 : t;
         k++;
     }
+    for (int i = 0; i < pl->nafter; i++) /* after steps run alone, once the job is done: every core */
+        pl->after[i].cpu_threads = pl->after[i].threads ? pl->after[i].threads : cores < PIPE_MAX_THREADS ? cores : PIPE_MAX_THREADS;
 }

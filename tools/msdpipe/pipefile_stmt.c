@@ -2,7 +2,7 @@
  * entry points pipeline_parse / pipeline_load / pipeline_free.
  *
  * One pass over the statements (physical lines joined where one ends in a backslash): each
- * statement (pipeline, var, host, proc, stdin) is checked as it is read, variables are
+ * statement (pipeline, var, host, proc, after, stdin) is checked as it is read, variables are
  * substituted into each word as it is tokenised (a substituted value is never split again),
  * replicated processes are expanded on the spot. A second step resolves what may refer
  * forward: hosts, connections, the stdin process, the built-in timeouts. Errors are collected
@@ -402,6 +402,51 @@ static void stmt_proc(Parser *P, const char *rest) {
     }
 }
 
+/* after NAME [role=ROLE] [gpu=N] [threads=N] -- args ...: a command for when the job has
+ * finished (pipefile.h); the keys a running process's links and placement need are refused. */
+static void stmt_after(Parser *P, const char *rest) {
+    Pipeline *pl = P->pl;
+    const char *s = rest;
+    while (*s == ' ' || *s == '\t') s++;
+    const char *name = s;
+    while (pf_is_name_char((unsigned char)*s)) s++;
+    size_t n = (size_t)(s - name);
+    if (n == 0) { perr(P, "expected a step name after 'after' (letters, digits, _ and -)"); return; }
+    if (n > 40) { perr(P, "step name too long (max 40)"); return; }
+    if (*s && *s != ' ' && *s != '\t') { perr(P, "unexpected '%c' after the step name (after steps are not replicated)", *s); return; }
+    char sname[PIPE_MAX_NAME];
+    memcpy(sname, name, n);
+    sname[n] = 0;
+    for (int i = 0; i < pl->nafter; i++)
+        if (strcmp(pl->after[i].name, sname) == 0) { perr(P, "duplicate after step '%s' (first at line %d)", sname, pl->after[i].line); return; }
+    for (int i = 0; i < pl->nprocs; i++)
+        if (strcmp(pl->procs[i].group, sname) == 0) { perr(P, "after step '%s' has the name of a process (line %d)", sname, pl->procs[i].line); return; }
+    if (pl->nafter >= PIPE_MAX_AFTER) { perr(P, "too many after steps (max %d)", PIPE_MAX_AFTER); return; }
+    if (pf_tokenize(P, s) < 0) return;
+    for (int i = 0; i < P->toks.n && strcmp(P->toks.v[i], "--") != 0; i++) {
+        const char *w = P->toks.v[i];
+        size_t kl = strcspn(w, "=");
+        if (w[kl] == '=' && !((kl == 4 && !strncmp(w, "role", 4)) || (kl == 3 && !strncmp(w, "gpu", 3)) ||
+                              (kl == 7 && !strncmp(w, "threads", 7)))) {
+            perr(P, "after step '%s': key '%.*s' is for processes (after keys: role, gpu, threads); an after step runs "
+                 "alone on this machine once the job has finished", sname, (int)kl, w);
+            return;
+        }
+    }
+    if (!pl->after) pl->after = msd_calloc(PIPE_MAX_AFTER, sizeof *pl->after);
+    PipeProc *p = &pl->after[pl->nafter++];
+    memset(p, 0, sizeof *p);
+    p->gpu = -1;
+    p->index = -1;
+    p->server = 0;
+    p->line = P->line;
+    snprintf(p->name, sizeof p->name, "%s", sname);
+    snprintf(p->group, sizeof p->group, "%s", sname);
+    snprintf(p->hostname, sizeof p->hostname, "localhost");
+    if (proc_keys(P, p) < 0) return;
+    if (!p->role[0]) snprintf(p->role, sizeof p->role, "%s", sname);
+}
+
 /* One line: strip the comment, dispatch on the first word. */
 static void parse_line(Parser *P, char *s) {
     /* a '#' at the start or after a blank, outside quotes, starts a comment */
@@ -429,9 +474,10 @@ static void parse_line(Parser *P, char *s) {
     if (strcmp(kw, "var") == 0) stmt_var(P, s);
     else if (strcmp(kw, "proc") == 0) stmt_proc(P, s);
     else if (strcmp(kw, "host") == 0) stmt_host(P, s);
+    else if (strcmp(kw, "after") == 0) stmt_after(P, s);
     else if (strcmp(kw, "stdin") == 0) stmt_stdin(P, s);
     else if (strcmp(kw, "pipeline") == 0) stmt_pipeline(P, s);
-    else perr(P, "unknown statement '%.40s' (expected pipeline, var, host, proc or stdin)", kw);
+    else perr(P, "unknown statement '%.40s' (expected pipeline, var, host, proc, after or stdin)", kw);
 }
 
 /* ---- resolution ---------------------------------------------------------------------- */
@@ -559,6 +605,9 @@ void pipeline_free(Pipeline *pl) {
     for (int i = 0; i < pl->nprocs; i++)
         for (int k = 0; k < pl->procs[i].argc; k++) free(pl->procs[i].argv[k]);
     free(pl->procs);
+    for (int i = 0; i < pl->nafter; i++)
+        for (int k = 0; k < pl->after[i].argc; k++) free(pl->after[i].argv[k]);
+    free(pl->after);
     for (int i = 0; i < pl->nlines; i++) free(pl->lines[i]);
     free(pl->lines);
     memset(pl, 0, sizeof *pl);

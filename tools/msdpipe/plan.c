@@ -26,6 +26,13 @@ int plan_check_binaries(const Pipeline *pl, const char *bindir, char *err, size_
         if (access(path, X_OK) != 0)
             return pipeline_errf(pl, p->line, err, errlen, "no binary for role '%s' (%s is missing or not executable)", p->role, path);
     }
+    for (int i = 0; i < pl->nafter; i++) {
+        char path[PATH_MAX + 64];
+        snprintf(path, sizeof path, "%s/msd-%s", bindir, pl->after[i].role);
+        if (access(path, X_OK) != 0)
+            return pipeline_errf(pl, pl->after[i].line, err, errlen, "no binary for the after step '%s' (%s is missing or not executable)",
+                                 pl->after[i].name, path);
+    }
     return 0;
 }
 
@@ -222,9 +229,8 @@ const char *plan_step_prefix(void) {
     return prefix;
 }
 
-char **plan_env(const Pipeline *pl, int i) {
+static char **proc_env(const PipeProc *p) {
     extern char **environ;
-    const PipeProc *p = &pl->procs[i];
     Argv a = {0};
     for (char **e = environ; e && *e; e++)
         if (p->cpu_threads <= 0 || (strncmp(*e, "MSD_THREADS=", 12) && strncmp(*e, "OPENBLAS_NUM_THREADS=", 21))) av_add(&a, *e);
@@ -235,6 +241,30 @@ char **plan_env(const Pipeline *pl, int i) {
         av_add(&a, "OPENBLAS_NUM_THREADS=1"); /* the backend runs BLAS single-threaded: no idle BLAS threads */
     }
     if (!a.v) a.v = msd_calloc(1, sizeof *a.v); /* an empty environment: never NULL */
+    return a.v;
+}
+
+char **plan_env(const Pipeline *pl, int i) {
+    return proc_env(&pl->procs[i]);
+}
+
+char **plan_after_env(const Pipeline *pl, int k) {
+    return proc_env(&pl->after[k]);
+}
+
+char **plan_after_argv(const Pipeline *pl, int k, const char *bindir) {
+    const PipeProc *p = &pl->after[k];
+    Argv a = {0};
+    char path[PATH_MAX + 64];
+    snprintf(path, sizeof path, "%s/msd-%s", bindir, p->role);
+    av_add(&a, path);
+    for (int j = 0; j < p->argc; j++) av_add(&a, p->argv[j]);
+    if (p->gpu >= 0) {
+        char g[16];
+        snprintf(g, sizeof g, "%d", p->gpu);
+        av_add(&a, "--gpu");
+        av_add(&a, g);
+    }
     return a.v;
 }
 
@@ -291,5 +321,16 @@ void plan_print(const Pipeline *pl, const char *bindir, FILE *out) {
             fprintf(out, "  %-8s %s=%s (%s)\n", "connect", p->connects[c].peer,
                     pipeline_connect_endpoint(pl, &p->connects[c]), pl->procs[p->connects[c].target].name);
         if (plan_needs_keys(pl, i)) fprintf(out, "  %-8s CurveZMQ (--curve-keys)\n", "security");
+    }
+    for (int k = 0; k < pl->nafter; k++) {
+        const PipeProc *p = &pl->after[k];
+        char **argv = plan_after_argv(pl, k, bindir);
+        int n = 0;
+        while (argv[n]) n++;
+        fprintf(out, "after %s (step %d of %d, once the job has finished with status 0)\n", p->name, k + 1, pl->nafter);
+        fprintf(out, "  %-8s %s\n", "binary", argv[0]);
+        print_list(out, "args", argv + 1, n - 1);
+        fprintf(out, "  %-8s %d (%s)\n", "threads", p->cpu_threads, p->threads ? "threads=" : "every core of this machine");
+        plan_free_argv(argv);
     }
 }

@@ -643,6 +643,87 @@ static int supervise(Launcher *L) {
     }
 }
 
+/* ---- after steps ----------------------------------------------------------------------- */
+
+/* Run the after steps one by one (the job finished with status 0, every process is gone). The
+ * first that fails ends the pipeline with 1; a signal stops the running step (SIGTERM, then
+ * SIGKILL after stop_timeout or a second signal) and ends it with 128 + the signal. */
+static int run_after(Launcher *L) {
+    for (int k = 0; k < L->pl.nafter; k++) {
+        const PipeProc *p = &L->pl.after[k];
+        char **argv = plan_after_argv(&L->pl, k, L->o->bindir);
+        char **envp = plan_after_env(&L->pl, k);
+        log_info("after step %s (%d of %d): %s ...", p->name, k + 1, L->pl.nafter, argv[0]);
+        L->phase = "after";
+        write_state(L);
+        pid_t parent = getpid();
+        fflush(NULL);
+        pid_t pid = fork();
+        if (pid < 0) {
+            log_error("after step %s: fork: %s", p->name, strerror(errno));
+            plan_free_argv(argv);
+            plan_free_argv(envp);
+            return MSDPIPE_EXIT_FAILED;
+        }
+        if (pid == 0) {
+            setsid();
+            struct sigaction dfl = {0};
+            dfl.sa_handler = SIG_DFL;
+            sigaction(SIGPIPE, &dfl, NULL);
+            sigaction(SIGINT, &dfl, NULL);
+            sigaction(SIGTERM, &dfl, NULL);
+            sigaction(SIGHUP, &dfl, NULL);
+            sigset_t none;
+            sigemptyset(&none);
+            sigprocmask(SIG_SETMASK, &none, NULL);
+            prctl(PR_SET_PDEATHSIG, SIGTERM);
+            if (getppid() != parent) _exit(3);
+            int in = open("/dev/null", O_RDONLY);
+            if (in >= 0) dup2(in, 0);
+            execve(argv[0], argv, envp);
+            static const char msg[] = "[msdpipe] ERROR exec failed for an after step\n";
+            ssize_t w = write(2, msg, sizeof msg - 1);
+            (void)w;
+            _exit(127);
+        }
+        plan_free_argv(argv);
+        plan_free_argv(envp);
+        double t0 = msd_now(), kill_at = 0;
+        int seen = g_signals, sig = 0, st = 0;
+        for (;;) {
+            pid_t r = waitpid(pid, &st, WNOHANG);
+            if (r == pid) break;
+            if (r < 0 && errno != EINTR) { st = 0; break; }
+            if (g_signals != seen) {
+                if (!sig) {
+                    sig = g_signal;
+                    log_info("%s: stopping the after step %s", strsignal(sig), p->name);
+                    kill(-pid, SIGTERM);
+                    kill_at = msd_now() + L->pl.stop_timeout;
+                    seen = g_signals;
+                } else {
+                    kill_at = msd_now();
+                }
+            }
+            if (kill_at > 0 && msd_now() >= kill_at) {
+                log_warn("after step %s (pid %d) did not stop; killing it", p->name, (int)pid);
+                kill(-pid, SIGKILL);
+                kill_at = msd_now() + 3600;
+            }
+            sleep_ms(20);
+        }
+        if (sig) return 128 + sig;
+        if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+            char how[96];
+            describe_status(st, how, sizeof how);
+            log_error("after step %s %s (%s:%d)", p->name, how, L->pl.path, p->line);
+            return MSDPIPE_EXIT_FAILED;
+        }
+        log_info("after step %s done (%.1f s)", p->name, msd_now() - t0);
+    }
+    return 0;
+}
+
 int cmd_up(Options *o) {
     if (getenv("MSDPIPE_VERBOSE")) log_set_level(LOG_LVL_DEBUG);
     Launcher *L = msd_calloc(1, sizeof *L);
@@ -711,6 +792,7 @@ int cmd_up(Options *o) {
     }
     write_state(L);
     rc = supervise(L);
+    if (rc == 0 && L->pl.nafter > 0) rc = run_after(L);
     if (rc == 0) log_info("pipeline %s finished", L->pl.name);
     else if (rc > 128) log_info("pipeline %s stopped", L->pl.name);
     else log_error("pipeline %s failed", L->pl.name);
