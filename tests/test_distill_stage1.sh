@@ -96,6 +96,40 @@ t_check "B: student.0 resumed at its step-20 checkpoint" grep -q "student.0\] IN
 for f in student.0 student.1; do
     t_check "B ends with A's $f checkpoint, bytewise" cmp a/ckpt/$f.safetensors b/ckpt/$f.safetensors
 done
+# R: restarts within a run (restart=1): student.0 killed with SIGKILL after its step-20
+# checkpoint, then the teacher and the data process after student.1's; the launcher restarts
+# each, student.0 resumes from its checkpoint, and student.1 sends its lost request again after
+# timeout_ms (the teacher and the data are stateless: nothing to roll back). The run ends with
+# the checkpoints of the same run without kills (R0), bytewise. 160 steps: the kills land long
+# before the end.
+mkdir -p r0 r && cp a/partition.txt r0/ && cp a/partition.txt r/
+rs=(--set steps=160 --set grid_every=0 --set log_every=20 --set timeout_ms=3000 --set peer_wait_ms=120000)
+t_check "R0: 160 steps without kills" "$BIN/msdpipe" up train_stage1 "${small[@]}" "${rs[@]}" --set run="$T_TMP/r0" 2>r0.log
+"$BIN/msdpipe" up train_stage1 "${small[@]}" "${rs[@]}" --set restart=1 --set run="$T_TMP/r" 2>r.log &
+rpid=$!
+killed=
+for who in student.0 student.1; do
+    if t_wait_for 300 grep -q "$who\] INFO checkpoint .* at step 20\$" r.log; then
+        victims=$who
+        [ $who = student.1 ] && victims="teacher data"
+        for victim in $victims; do
+            vpid=$(pgrep -f -- "--name $victim --control ipc://.*/train_stage1-$rpid/" | head -n 1)
+            [ -n "$vpid" ] && kill -9 "$vpid" && killed="$killed $victim"
+        done
+    fi
+done
+t_wait_for 300 bash -c "! kill -0 $rpid 2>/dev/null" || kill "$rpid"
+wait "$rpid"; rc=$?
+t_check "R: restart=1, $killed killed after step 20: the run finishes ($rc)" \
+    test "$rc" -eq 0 -a "$killed" = " student.0 teacher data"
+t_check "R: the launcher restarted all three" \
+    test "$(grep -cE 'restarted (student.0|teacher|data): pid [0-9]+ \(restart 1 of 1\)' r.log)" -eq 3
+last=$(sed -n '/process student.0 (pid [0-9]*) was killed/q; s/.*student.0\] INFO checkpoint .* at step \([0-9]*\)$/\1/p' r.log | tail -n 1)
+t_check "R: the restarted student.0 resumed at its last checkpoint before the kill (step ${last:-none})" \
+    grep -q "student.0\] INFO resuming at step ${last:-none} of 160" r.log
+for f in student.0 student.1; do
+    t_check "R ends with R0's $f checkpoint, bytewise" cmp r0/ckpt/$f.safetensors r/ckpt/$f.safetensors
+done
 # S: stopped with SIGINT between checkpoints: each student checkpoints at its last finished
 # step, and the run resumed to the end has A's checkpoints, bytewise
 mkdir -p s && cp a/partition.txt s/
