@@ -12,7 +12,9 @@
  * (common/nn/optimizer.h): one training step CUDA vs CPU from identical weights (loss, every
  * parameter gradient, the updated weights), a short training run on both (per-step losses), a
  * repeat of a GPU step (bit-identical), and checkpoints across backends (train on CUDA, save,
- * load on the CPU, continue on both; and CPU -> CUDA).
+ * load on the CPU, continue on both; and CPU -> CUDA). The fused GroupNorm + modulation + SiLU
+ * (norm_act_*) is in the CUDA table here (MSD_CUDA_NORM_ACT=1 unless the environment says 0),
+ * so the model tests run it; tools/gpu-check runs this program again with it off.
  *
  * Without a CUDA build or without a GPU this prints why, "0 passed, 0 failed" and exits 77
  * (skipped), never a pass. MSD_TEST_GPU=N picks the GPU (default 0); MSD_TEST_GPU_QUICK=1 runs
@@ -286,6 +288,66 @@ static void test_groupnorm(void) {
     check_groupnorm(4, 32, 784, 8, 0);
     check_groupnorm(1, 12, 1000, 1, 1);
     check_groupnorm(9, 128, 196, 32, 1);
+}
+
+/* ---- fused GroupNorm + modulation + SiLU (norm_act_*, norm.cu; in the table under
+ * MSD_CUDA_NORM_ACT=1, which main sets unless the environment says 0) ---- */
+static void check_norm_act(int64_t N, int64_t C, int64_t HW, int64_t G, int affine, int mod) {
+    const int64_t n = N * C * HW;
+    float *x = rnd(n, -2, 3), *gamma = affine ? rnd(C, 0.5f, 1.5f) : NULL, *beta = affine ? rnd(C, -1, 1) : NULL;
+    float *ss = mod ? rnd(N * 2 * C, -0.5f, 0.5f) : NULL;
+    float *out = rnd(n, -1, 1), *mean = rnd(N * G, -1, 1), *rstd = rnd(N * G, -1, 1);
+    float *dout = rnd(n, -1, 1), *din = rnd(n, -1, 1), *dg = rnd(C, -1, 1), *dbt = rnd(C, -1, 1);
+    float *dss = mod ? rnd(N * 2 * C, -1, 1) : NULL;
+    float *gx = dup_dev(x, n), *gg = dup_dev(gamma, C), *gbt = dup_dev(beta, C), *gss = dup_dev(ss, N * 2 * C),
+          *gout = dup_dev(out, n), *gmean = dup_dev(mean, N * G), *grstd = dup_dev(rstd, N * G),
+          *gdout = dup_dev(dout, n), *gdin = dup_dev(din, n), *gdg = dup_dev(dg, C), *gdbt = dup_dev(dbt, C),
+          *gdss = dup_dev(dss, N * 2 * C);
+    char what[120], w2[160];
+    snprintf(what, sizeof what, "norm_act N%lld C%lld HW%lld G%lld%s%s", (long long)N, (long long)C, (long long)HW,
+             (long long)G, affine ? "" : " noaffine", mod ? " mod" : "");
+    cpu->norm_act_forward(cctx, out, mean, rstd, x, gamma, beta, ss, N, C, HW, G, 1e-5f);
+    gpu->norm_act_forward(gctx, gout, gmean, grstd, gx, gg, gbt, gss, N, C, HW, G, 1e-5f);
+    snprintf(w2, sizeof w2, "%s out", what);
+    cmp(w2, gout, out, n, tol_mm);
+    snprintf(w2, sizeof w2, "%s mean", what);
+    cmp(w2, gmean, mean, N * G, tol_mm);
+    snprintf(w2, sizeof w2, "%s rstd", what);
+    cmp(w2, grstd, rstd, N * G, tol_mm);
+    gpu->upload(gctx, gmean, mean, N * G);
+    gpu->upload(gctx, grstd, rstd, N * G);
+    cpu->norm_act_backward(cctx, din, affine ? dg : NULL, affine ? dbt : NULL, dss, dout, x, mean, rstd, gamma, beta,
+                           ss, N, C, HW, G);
+    gpu->norm_act_backward(gctx, gdin, affine ? gdg : NULL, affine ? gdbt : NULL, gdss, gdout, gx, gmean, grstd, gg,
+                           gbt, gss, N, C, HW, G);
+    snprintf(w2, sizeof w2, "%s din", what);
+    cmp(w2, gdin, din, n, tol_mm);
+    if (affine) {
+        snprintf(w2, sizeof w2, "%s dgamma", what);
+        cmp(w2, gdg, dg, C, tol_mm);
+        snprintf(w2, sizeof w2, "%s dbeta", what);
+        cmp(w2, gdbt, dbt, C, tol_mm);
+    }
+    if (mod) {
+        snprintf(w2, sizeof w2, "%s dss", what);
+        cmp(w2, gdss, dss, N * 2 * C, tol_mm);
+    }
+    free(x); free(gamma); free(beta); free(ss); free(out); free(mean); free(rstd); free(dout); free(din); free(dg);
+    free(dbt); free(dss);
+    dfree(gx); dfree(gg); dfree(gbt); dfree(gss); dfree(gout); dfree(gmean); dfree(grstd); dfree(gdout); dfree(gdin);
+    dfree(gdg); dfree(gdbt); dfree(gdss);
+}
+static void test_norm_act(void) {
+    if (!gpu->norm_act_forward || !gpu->norm_act_backward) {
+        printf("  norm_act: not in the CUDA table (MSD_CUDA_NORM_ACT=0): the UNet composes the three ops\n");
+        return;
+    }
+    check_norm_act(2, 6, 5, 3, 1, 1);
+    check_norm_act(3, 64, 49, 32, 1, 1);
+    check_norm_act(4, 32, 784, 8, 0, 0);
+    check_norm_act(1, 12, 1000, 1, 1, 0);
+    check_norm_act(9, 128, 196, 32, 1, 1);
+    check_norm_act(5, 64, 7, 32, 0, 1);
 }
 
 /* ---- attention ---- */
@@ -814,6 +876,10 @@ static void test_fmnist_run_and_checkpoint(void) {
 static void test_every_op_covered(void) { opc_check(NULL); }
 
 int main(void) {
+    /* the fused norm_act ops join the CUDA table under MSD_CUDA_NORM_ACT=1 (kernels/cuda/table.cu):
+     * tested here unless the environment turns them off (then the model tests below run the
+     * default, composed path) */
+    setenv("MSD_CUDA_NORM_ACT", "1", 0);
     const char *sel = getenv("MSD_TEST_GPU");
     Device dev = {DEVICE_CUDA, sel ? atoi(sel) : 0};
     char err[512];
@@ -837,6 +903,7 @@ int main(void) {
     TEST_RUN(test_conv);
     TEST_RUN(test_linear);
     TEST_RUN(test_groupnorm);
+    TEST_RUN(test_norm_act);
     TEST_RUN(test_attention);
     TEST_RUN(test_token_ops);
     TEST_RUN(test_pointwise);

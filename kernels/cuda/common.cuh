@@ -130,6 +130,7 @@ __device__ __forceinline__ float dev_expf(float x) {
  * table.cu, the rest in the .cu file named after the op family, as in kernels/cpu). */
 #define CUDA_OP_PROTO_(RET, NAME, PARAMS, ARGS) RET cuda_##NAME PARAMS;
 MSD_BACKEND_OPS(CUDA_OP_PROTO_)
+MSD_BACKEND_OPTIONAL_OPS(CUDA_OP_PROTO_) /* norm.cu; in the table only under MSD_CUDA_NORM_ACT=1 (table.cu) */
 #undef CUDA_OP_PROTO_
 /* elementwise.cu: N host int32 values (onehot's labels, embedding's ids) copied to the device
  * through the context's pinned staging buffer, on its stream */

@@ -184,8 +184,11 @@ extern "C" void backend_cuda_ctx_release(BackendCtx *ctx) {
 
 /* ---- the table ----
  * Filled by field name from the op list (backend.h): slot NAME is cuda_NAME, so a missing or
- * mistyped op does not compile. The optional fused ops stay NULL (the UNet composes them).
- * A function-local static: C++ initialises it once, thread-safely, on first use. */
+ * mistyped op does not compile. The optional fused GroupNorm + modulation + SiLU (norm.cu) is
+ * in the table only when MSD_CUDA_NORM_ACT=1: it was written and compiled without a GPU and
+ * has not run yet (docs/CUDA.md "Fused GroupNorm + SiLU"); otherwise the slots stay NULL and
+ * the UNet composes the three ops. A function-local static: C++ initialises it once,
+ * thread-safely, on first use (the variable is read then). */
 static Backend cuda_table(void) {
     Backend b;
     memset(&b, 0, sizeof b);
@@ -193,6 +196,10 @@ static Backend cuda_table(void) {
     b.device = DEVICE_CUDA;
 #define CUDA_SLOT_(RET, NAME, PARAMS, ARGS) b.NAME = cuda_##NAME;
     MSD_BACKEND_OPS(CUDA_SLOT_)
+    const char *na = getenv("MSD_CUDA_NORM_ACT");
+    if (na && strcmp(na, "1") == 0) {
+        MSD_BACKEND_OPTIONAL_OPS(CUDA_SLOT_)
+    }
 #undef CUDA_SLOT_
     return b;
 }
