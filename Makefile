@@ -62,17 +62,26 @@ CUDA_SRC := $(wildcard kernels/cuda/*.cu)
 ifeq ($(USE_CUDA),1)
   CFLAGS += -DMSD_HAVE_CUDA=1 -I$(CUDA_HOME)/include
   NVCCFLAGS := -O3 -std=c++17 $(INC) -I$(CUDA_HOME)/include -I$(CUDNN_HOME)/include -I$(NCCL_HOME)/include \
-               -DMSD_HAVE_CUDA=1 -Xcompiler -Wall,-Werror -Werror all-warnings \
+               -DMSD_HAVE_CUDA=1 -Xcompiler -Wall,-Werror,-fPIC -Werror all-warnings \
                -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90 -MMD -MP
-  LDLIBS += -L$(CUDA_HOME)/lib64 -L$(CUDNN_HOME)/lib -L$(CUDNN_HOME)/lib64 -L$(NCCL_HOME)/lib \
-            -Wl,-rpath,$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDNN_HOME)/lib -Wl,-rpath,$(NCCL_HOME)/lib \
+  # The CUDA backend is a shared library, libmsd-cuda.so, that backend.c opens on the first
+  # request for a GPU (docs/CUDA.md): the binaries link no CUDA library, start in
+  # milliseconds and run on the CPU where CUDA is not installed. Its references into the
+  # engine resolve against the binary, which exports its symbols (-rdynamic).
+  CUDA_LDLIBS := -L$(CUDA_HOME)/lib64 -L$(CUDNN_HOME)/lib -L$(CUDNN_HOME)/lib64 \
+            -Wl,-rpath,$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDNN_HOME)/lib -Wl,-rpath,$(CUDNN_HOME)/lib64 \
             -lcudnn -lcublas -lcudart -lstdc++
   # no -lnccl: nothing uses NCCL yet (a process owns one GPU; tensors cross processes over ZeroMQ)
-  # .cu.o: kernels/cuda/linear.cu and kernels/cpu/linear.c share a name, and ar keeps one
-  # member per file name
+  LDFLAGS += -rdynamic
+  LDLIBS += -ldl
+  # .cu.o: kernels/cuda/linear.cu and kernels/cpu/linear.c share a name
   CUDA_OBJ := $(patsubst %.cu,$(BUILD)/%.cu.o,$(CUDA_SRC))
+  CUDA_SO := $(BUILD)/lib/libmsd-cuda.so
+  CUDA_SO_BIN := $(if $(filter $(BINDIR),$(BUILD)/lib),,$(BINDIR)/libmsd-cuda.so)
 else
   CUDA_OBJ :=
+  CUDA_SO :=
+  CUDA_SO_BIN :=
 endif
 
 # ---- sources --------------------------------------------------------------------------
@@ -115,9 +124,19 @@ $(BUILD)/kernels/cuda/%.cu.o: kernels/cuda/%.cu
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) -c $< -o $@
 
-$(LIB): $(COMMON_OBJ) $(CUDA_OBJ)
+# every binary links LIB, so building any of them builds the CUDA library beside it too
+$(LIB): $(COMMON_OBJ) | $(CUDA_SO) $(CUDA_SO_BIN)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
+
+ifneq ($(CUDA_SO),)
+$(CUDA_SO): $(CUDA_OBJ)
+	@mkdir -p $(dir $@)
+	g++ -shared -Wl,-soname,libmsd-cuda.so -o $@ $^ $(LDFLAGS) $(CUDA_LDLIBS)
+$(CUDA_SO_BIN): $(CUDA_SO)
+	@mkdir -p $(dir $@)
+	cp $< $@.tmp && mv $@.tmp $@
+endif
 
 # One link rule per process (procs/NAME/*.c -> bin/msd-NAME) and per tool (tools/NAME/*.c -> bin/NAME).
 define link_rule

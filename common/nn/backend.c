@@ -1,12 +1,19 @@
 /* backend.c: picking a backend (backend_get), checking its op slots by name
  * (backend_require, backend_missing) and the per-process context with its scratch.
- * The ops themselves live in kernels/cpu (CPU) and kernels/cuda (CUDA). */
+ * The ops themselves live in kernels/cpu (CPU) and kernels/cuda (CUDA, a shared library opened
+ * on the first request for a GPU: backend_internal.h). */
 #include "backend.h"
 
+#include <limits.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+#ifdef MSD_HAVE_CUDA
+#include <dlfcn.h>
+#include <pthread.h>
+#endif
 
 #include "backend_internal.h"
 #include "log.h"
@@ -33,11 +40,71 @@ static void *slot_value(const Backend *b, size_t off) {
     return p;
 }
 
+#ifdef MSD_HAVE_CUDA
+/* ---- the CUDA backend, opened on first use (backend_internal.h) ----
+ * Looked for at $MSD_CUDA_LIB, else beside the binary, else in the binary's ../lib (the test
+ * and benchmark programs in build/VARIANT/{tests,bench} find build/VARIANT/lib). */
+typedef struct CudaLib {
+    const Backend *(*get)(int, char *, size_t);
+    int (*init)(BackendCtx *, char *, size_t);
+    void (*release)(BackendCtx *);
+    char err[1536];
+} CudaLib;
+static CudaLib g_cuda;
+static pthread_once_t g_cuda_once = PTHREAD_ONCE_INIT;
+
+static void cuda_lib_open(void) {
+    char cand[3][PATH_MAX + 64], exe[PATH_MAX];
+    int n = 0;
+    const char *env = getenv("MSD_CUDA_LIB");
+    if (env && *env) snprintf(cand[n++], sizeof cand[0], "%s", env);
+    ssize_t k = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (k > 0 && !(env && *env)) {
+        exe[k] = 0;
+        char *slash = strrchr(exe, '/');
+        if (slash) *slash = 0;
+        snprintf(cand[n++], sizeof cand[0], "%s/%s", exe, BACKEND_CUDA_LIB);
+        snprintf(cand[n++], sizeof cand[0], "%s/../lib/%s", exe, BACKEND_CUDA_LIB);
+    }
+    for (int i = 0; i < n; i++) {
+        if (access(cand[i], F_OK) != 0) continue;
+        void *h = dlopen(cand[i], RTLD_NOW | RTLD_LOCAL);
+        if (!h) {
+            const char *why = dlerror();
+            msd_errf(g_cuda.err, sizeof g_cuda.err, "the CUDA backend %s cannot be loaded: %s", cand[i],
+                     why ? why : "dlopen failed");
+            return;
+        }
+        *(void **)&g_cuda.get = dlsym(h, "backend_cuda_get");
+        *(void **)&g_cuda.init = dlsym(h, "backend_cuda_ctx_init");
+        *(void **)&g_cuda.release = dlsym(h, "backend_cuda_ctx_release");
+        if (!g_cuda.get || !g_cuda.init || !g_cuda.release) {
+            msd_errf(g_cuda.err, sizeof g_cuda.err, "%s is not this build's CUDA backend (no backend_cuda_get, "
+                     "backend_cuda_ctx_init or backend_cuda_ctx_release)", cand[i]);
+            g_cuda.get = NULL;
+            return; /* the handle stays open: closing a library that ran constructors is not worth it */
+        }
+        return;
+    }
+    if (env && *env) msd_errf(g_cuda.err, sizeof g_cuda.err, "MSD_CUDA_LIB=%s: no such file", cand[0]);
+    else if (n == 2)
+        msd_errf(g_cuda.err, sizeof g_cuda.err, "this build's CUDA backend %s is in neither %s nor %s (it is built "
+                 "with the binaries; copy it beside them, or set MSD_CUDA_LIB to its path)", BACKEND_CUDA_LIB, cand[0], cand[1]);
+    else msd_errf(g_cuda.err, sizeof g_cuda.err, "cannot find %s: /proc/self/exe is unreadable (set MSD_CUDA_LIB)",
+                  BACKEND_CUDA_LIB);
+}
+#endif
+
 const Backend *backend_get(Device dev, char *err, size_t errlen) {
     if (dev.type == DEVICE_CPU) return &backend_cpu;
     if (dev.type == DEVICE_CUDA) {
 #ifdef MSD_HAVE_CUDA
-        return backend_cuda_get(dev.index, err, errlen);
+        pthread_once(&g_cuda_once, cuda_lib_open);
+        if (!g_cuda.get) {
+            msd_errf(err, errlen, "%s", g_cuda.err);
+            return NULL;
+        }
+        return g_cuda.get(dev.index, err, errlen);
 #else
         msd_errf(err, errlen, "this build has no CUDA backend (rebuild with CUDA=1 on a machine with nvcc)");
         return NULL;
@@ -86,9 +153,9 @@ BackendCtx *backend_ctx_new(const Backend *b, int threads) {
     ctx->threads = threads;
     if (b->device == DEVICE_CPU) parallel_prestart(threads);
 #ifdef MSD_HAVE_CUDA
-    if (b->device == DEVICE_CUDA && backend_cuda_ctx_init) {
+    if (b->device == DEVICE_CUDA && g_cuda.init) { /* a CUDA table came from backend_get: the library is open */
         char err[256];
-        if (backend_cuda_ctx_init(ctx, err, sizeof err) != 0) msd_die("backend_ctx_new: %s", err);
+        if (g_cuda.init(ctx, err, sizeof err) != 0) msd_die("backend_ctx_new: %s", err);
     }
 #endif
     return ctx;
@@ -99,7 +166,7 @@ void backend_ctx_destroy(BackendCtx **pctx) {
     BackendCtx *ctx = *pctx;
     if (ctx->scratch) ctx->be->free(ctx, ctx->scratch);
 #ifdef MSD_HAVE_CUDA
-    if (ctx->be->device == DEVICE_CUDA && backend_cuda_ctx_release) backend_cuda_ctx_release(ctx);
+    if (ctx->be->device == DEVICE_CUDA && g_cuda.release) g_cuda.release(ctx);
 #endif
     free(ctx);
     *pctx = NULL;

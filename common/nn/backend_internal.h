@@ -17,11 +17,16 @@ struct BackendCtx {
 };
 
 #ifdef MSD_HAVE_CUDA
+/* The CUDA backend's entry points, defined in kernels/cuda/table.cu, which is built into the
+ * shared library libmsd-cuda.so: backend.c opens it (dlopen) on the first request for a GPU
+ * and looks these up by name, so the binaries do not link CUDA (docs/CUDA.md). The library's
+ * own references into the engine (msd_errf, msd_die, msd_calloc, msd_check_fail,
+ * backend_ctx_scratch) resolve against the binary, which exports its symbols (-rdynamic).
+ * ctx_init fills ctx->dev with the stream and handles (0, or -1 with a message in err). */
+#define BACKEND_CUDA_LIB "libmsd-cuda.so"
 const Backend *backend_cuda_get(int index, char *err, size_t errlen);
-/* Optional (weak: backend.c calls them only when kernels/ defines them): fill ctx->dev with
- * the stream and handles; return 0, or -1 with a message in err. */
-int backend_cuda_ctx_init(BackendCtx *ctx, char *err, size_t errlen) __attribute__((weak));
-void backend_cuda_ctx_release(BackendCtx *ctx) __attribute__((weak));
+int backend_cuda_ctx_init(BackendCtx *ctx, char *err, size_t errlen);
+void backend_cuda_ctx_release(BackendCtx *ctx);
 #endif
 
 #endif
