@@ -10,10 +10,10 @@
  * kernel sums the scratch over n into dgamma (s2) and dbeta (s1): no atomics, backward adds. */
 #include "common.cuh"
 
-__global__ void gn_fwd_kernel(float *out, float *mean, float *rstd, const float *in, const float *gamma,
-                              const float *beta, int64_t C, int64_t HW, int64_t G, float eps) {
-    const int64_t blk = blockIdx.x, Cg = C / G, M = Cg * HW;
-    const float *x = in + blk * M;
+/* The statistics of block blk (M values at x), into mean[blk] and rstd[blk] and *m, *r (every
+ * thread of the block calls it) */
+__device__ __forceinline__ void gn_block_stats(const float *x, int64_t M, float eps, int64_t blk, float *mean,
+                                               float *rstd, float *m_out, float *r_out) {
     double acc = 0.0;
     for (int64_t i = threadIdx.x; i < M; i += blockDim.x) acc += x[i];
     const float m = (float)(block_sum(acc) / (double)M);
@@ -28,6 +28,16 @@ __global__ void gn_fwd_kernel(float *out, float *mean, float *rstd, const float 
         mean[blk] = m;
         rstd[blk] = r;
     }
+    *m_out = m;
+    *r_out = r;
+}
+
+__global__ void gn_fwd_kernel(float *out, float *mean, float *rstd, const float *in, const float *gamma,
+                              const float *beta, int64_t C, int64_t HW, int64_t G, float eps) {
+    const int64_t blk = blockIdx.x, Cg = C / G, M = Cg * HW;
+    const float *x = in + blk * M;
+    float m, r;
+    gn_block_stats(x, M, eps, blk, mean, rstd, &m, &r);
     const int64_t c0 = (blk % G) * Cg;
     float *y = out + blk * M;
     for (int64_t i = threadIdx.x; i < M; i += blockDim.x) {
@@ -132,20 +142,8 @@ __global__ void na_fwd_kernel(float *out, float *mean, float *rstd, const float 
                               const float *beta, const float *ss, int64_t C, int64_t HW, int64_t G, float eps) {
     const int64_t blk = blockIdx.x, Cg = C / G, M = Cg * HW, n = blk / G;
     const float *x = in + blk * M;
-    double acc = 0.0;
-    for (int64_t i = threadIdx.x; i < M; i += blockDim.x) acc += x[i];
-    const float m = (float)(block_sum(acc) / (double)M);
-    acc = 0.0;
-    for (int64_t i = threadIdx.x; i < M; i += blockDim.x) {
-        float d = x[i] - m;
-        acc += (double)(d * d);
-    }
-    const double v = block_sum(acc);
-    const float r = (float)(1.0 / sqrt(v / (double)M + (double)eps));
-    if (threadIdx.x == 0) {
-        mean[blk] = m;
-        rstd[blk] = r;
-    }
+    float m, r;
+    gn_block_stats(x, M, eps, blk, mean, rstd, &m, &r);
     const int64_t c0 = (blk % G) * Cg;
     float *a = out + blk * M;
     for (int64_t i = threadIdx.x; i < M; i += blockDim.x) {

@@ -311,19 +311,28 @@ static int proc_keys(Parser *P, PipeProc *p) {
     return 0;
 }
 
-/* proc NAME[VAR in FIRST..LAST] key=value ... -- args ... */
-static void stmt_proc(Parser *P, const char *rest) {
-    Pipeline *pl = P->pl;
+/* The name that starts a proc or after statement (blanks first), into out (at most 40 bytes);
+ * what: "process" or "step", kw: the statement's keyword. The rest of the line, or NULL after
+ * an error. */
+static const char *stmt_name(Parser *P, const char *rest, const char *what, const char *kw, char out[PIPE_MAX_NAME]) {
     const char *s = rest;
     while (*s == ' ' || *s == '\t') s++;
     const char *name = s;
     while (pf_is_name_char((unsigned char)*s)) s++;
     size_t n = (size_t)(s - name);
-    if (n == 0) { perr(P, "expected a process name after 'proc' (letters, digits, _ and -)"); return; }
-    if (n > 40) { perr(P, "process name too long (max 40)"); return; }
+    if (n == 0) { perr(P, "expected a %s name after '%s' (letters, digits, _ and -)", what, kw); return NULL; }
+    if (n > 40) { perr(P, "%s name too long (max 40)", what); return NULL; }
+    memcpy(out, name, n);
+    out[n] = 0;
+    return s;
+}
+
+/* proc NAME[VAR in FIRST..LAST] key=value ... -- args ... */
+static void stmt_proc(Parser *P, const char *rest) {
+    Pipeline *pl = P->pl;
     char group[PIPE_MAX_NAME];
-    memcpy(group, name, n);
-    group[n] = 0;
+    const char *s = stmt_name(P, rest, "process", "proc", group);
+    if (!s) return;
     long lo = 0, hi = 0;
     int replicated = 0;
     char rvar[PIPE_MAX_NAME] = "";
@@ -406,17 +415,10 @@ static void stmt_proc(Parser *P, const char *rest) {
  * finished (pipefile.h); the keys a running process's links and placement need are refused. */
 static void stmt_after(Parser *P, const char *rest) {
     Pipeline *pl = P->pl;
-    const char *s = rest;
-    while (*s == ' ' || *s == '\t') s++;
-    const char *name = s;
-    while (pf_is_name_char((unsigned char)*s)) s++;
-    size_t n = (size_t)(s - name);
-    if (n == 0) { perr(P, "expected a step name after 'after' (letters, digits, _ and -)"); return; }
-    if (n > 40) { perr(P, "step name too long (max 40)"); return; }
-    if (*s && *s != ' ' && *s != '\t') { perr(P, "unexpected '%c' after the step name (after steps are not replicated)", *s); return; }
     char sname[PIPE_MAX_NAME];
-    memcpy(sname, name, n);
-    sname[n] = 0;
+    const char *s = stmt_name(P, rest, "step", "after", sname);
+    if (!s) return;
+    if (*s && *s != ' ' && *s != '\t') { perr(P, "unexpected '%c' after the step name (after steps are not replicated)", *s); return; }
     for (int i = 0; i < pl->nafter; i++)
         if (strcmp(pl->after[i].name, sname) == 0) { perr(P, "duplicate after step '%s' (first at line %d)", sname, pl->after[i].line); return; }
     for (int i = 0; i < pl->nprocs; i++)

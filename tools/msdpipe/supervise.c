@@ -220,6 +220,24 @@ static int open_control(Launcher *L, char *err, size_t errlen) {
     return 0;
 }
 
+/* In a child between fork and exec (async-signal-safe calls only): its own session, the
+ * default signal dispositions and an empty mask, SIGTERM when the launcher dies; returns -1
+ * when the launcher (pid parent) died before that took hold. */
+static int child_setup(pid_t parent) {
+    setsid();
+    struct sigaction dfl = {0};
+    dfl.sa_handler = SIG_DFL;
+    sigaction(SIGPIPE, &dfl, NULL);
+    sigaction(SIGINT, &dfl, NULL);
+    sigaction(SIGTERM, &dfl, NULL);
+    sigaction(SIGHUP, &dfl, NULL);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    return getppid() != parent ? -1 : 0;
+}
+
 /* fork + exec one process; between the two only async-signal-safe calls. */
 static int start_child(Launcher *L, int i, char *err, size_t errlen) {
     const PipeProc *p = &L->pl.procs[i];
@@ -256,18 +274,7 @@ static int start_child(Launcher *L, int i, char *err, size_t errlen) {
         return msd_errf(err, errlen, "fork: %s", strerror(e));
     }
     if (pid == 0) {
-        setsid();
-        struct sigaction dfl = {0};
-        dfl.sa_handler = SIG_DFL;
-        sigaction(SIGPIPE, &dfl, NULL);
-        sigaction(SIGINT, &dfl, NULL);
-        sigaction(SIGTERM, &dfl, NULL);
-        sigaction(SIGHUP, &dfl, NULL);
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        prctl(PR_SET_PDEATHSIG, SIGTERM);
-        if (getppid() != parent) _exit(3);       /* the launcher died before prctl */
+        if (child_setup(parent) < 0) _exit(3);   /* the launcher died before prctl */
         dup2(in, 0);
         dup2(2, 1);                              /* stdout is for replies only */
         if (remote) execvp(argv[0], argv);
@@ -666,18 +673,7 @@ static int run_after(Launcher *L) {
             return MSDPIPE_EXIT_FAILED;
         }
         if (pid == 0) {
-            setsid();
-            struct sigaction dfl = {0};
-            dfl.sa_handler = SIG_DFL;
-            sigaction(SIGPIPE, &dfl, NULL);
-            sigaction(SIGINT, &dfl, NULL);
-            sigaction(SIGTERM, &dfl, NULL);
-            sigaction(SIGHUP, &dfl, NULL);
-            sigset_t none;
-            sigemptyset(&none);
-            sigprocmask(SIG_SETMASK, &none, NULL);
-            prctl(PR_SET_PDEATHSIG, SIGTERM);
-            if (getppid() != parent) _exit(3);
+            if (child_setup(parent) < 0) _exit(3);
             int in = open("/dev/null", O_RDONLY);
             if (in >= 0) dup2(in, 0);
             execve(argv[0], argv, envp);
