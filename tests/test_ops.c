@@ -1186,6 +1186,8 @@ int main(int argc, char **argv) {
     counted = opc_wrap(&backend_cpu);
     be = &counted;
     ctx = backend_ctx_new(be, 2);
+    const int conv_gemm_default = cpu_conv_gemm();
+    printf("  3x3 convolutions by %s (this build's default)\n", conv_gemm_default ? "im2col + OpenBLAS" : "the own kernels");
     TEST_RUN(test_table);
     TEST_RUN(test_conv_grad_small);
     TEST_RUN(test_conv_big);
@@ -1205,6 +1207,11 @@ int main(int argc, char **argv) {
         check_failed_++;
     } else {
         TEST_RUN(test_torch_conv);
+        /* the other 3x3 path (own kernels or im2col + OpenBLAS: machine.c) on the same fixture */
+        cpu_conv_set_gemm(!conv_gemm_default);
+        printf("  3x3 convolutions now by %s\n", cpu_conv_gemm() ? "im2col + OpenBLAS" : "the own kernels");
+        TEST_RUN(test_torch_conv);
+        cpu_conv_set_gemm(conv_gemm_default);
         TEST_RUN(test_torch_linear_groupnorm_attention);
         TEST_RUN(test_torch_pointwise);
         TEST_RUN(test_torch_encoder_ops);
@@ -1214,6 +1221,13 @@ int main(int argc, char **argv) {
     TEST_RUN(test_winograd);
     TEST_RUN(test_expf);
     TEST_RUN(test_token_attention_big);
+    /* the convolution tests again on the other 3x3 path (the default follows the build) */
+    cpu_conv_set_gemm(!conv_gemm_default);
+    printf("  3x3 convolutions now by %s\n", cpu_conv_gemm() ? "im2col + OpenBLAS" : "the own kernels");
+    TEST_RUN(test_conv_grad_small);
+    TEST_RUN(test_conv_big);
+    TEST_RUN(test_threads_agree);
+    cpu_conv_set_gemm(conv_gemm_default);
     TEST_RUN(test_every_op_covered);
     backend_ctx_destroy(&ctx);
     return TEST_END();

@@ -88,11 +88,12 @@ done
 
 # the sizes the CPU kernels take from the machine's L2 (kernels/cpu/machine.c, MSD_CPU_L2 for
 # comparisons) cut the Winograd work differently, never the numbers: the teacher's samples are
-# the same bytes at the smallest and the largest L2 (work items of 32 and 448 tiles), 2 threads;
-# a bad MSD_CPU_L2 is refused, naming it
+# the same bytes at the smallest and the largest L2 (work items of 32 and 448 tiles), 2 threads,
+# with the own 3x3 kernels (MSD_CPU_CONV=own: builds without AVX-512 use im2col + OpenBLAS by
+# default, where the L2 sizes play no part); a bad MSD_CPU_L2 or MSD_CPU_CONV is refused, naming it
 teach="$MSD_TOP/models/fmnist_teacher.safetensors"
 for l2 in 65536 67108864; do
-    MSD_CPU_L2=$l2 timeout 120 "$BIN/msd-sample" --ckpt "$teach" --n 16 --steps 2 --batch 16 --threads 2 \
+    MSD_CPU_CONV=own MSD_CPU_L2=$l2 timeout 120 "$BIN/msd-sample" --ckpt "$teach" --n 16 --steps 2 --batch 16 --threads 2 \
         --out "$T_TMP/l2-$l2.safetensors" >"$T_TMP/l2-$l2.log" 2>&1 || echo "rc $?" >>"$T_TMP/l2-$l2.log"
 done
 if cmp -s "$T_TMP/l2-65536.safetensors" "$T_TMP/l2-67108864.safetensors"; then t_ok "machine L2: same samples at 64 KiB and 64 MiB"
@@ -102,4 +103,36 @@ for v in 12 abc 1e9; do
     if [ $rc -ne 0 ] && echo "$err" | grep -q "MSD_CPU_L2=$v: expected the L2 cache size in bytes"; then t_ok "bad MSD_CPU_L2 '$v'"
     else t_fail "bad MSD_CPU_L2 '$v'" "rc=$rc: $err"; fi
 done
+for v in fast GEMM; do
+    err=$(MSD_CPU_CONV=$v timeout 60 "$BIN/msd-sample" --ckpt "$teach" --n 1 --steps 1 --out "$T_TMP/conv-bad.safetensors" 2>&1); rc=$?
+    if [ $rc -ne 0 ] && echo "$err" | grep -q "MSD_CPU_CONV=$v: expected own"; then t_ok "bad MSD_CPU_CONV '$v'"
+    else t_fail "bad MSD_CPU_CONV '$v'" "rc=$rc: $err"; fi
+done
+# both 3x3 paths sample the teacher to within float rounding of each other (they round
+# differently, so not the same bytes: relative 1e-3 of the largest value), and the own path is
+# the same bytes when run again (the default path's repeatability: the resume tests)
+for p in own gemm own2; do
+    MSD_CPU_CONV=${p%2} timeout 120 "$BIN/msd-sample" --ckpt "$teach" --n 8 --steps 2 --batch 8 --threads 2 \
+        --out "$T_TMP/conv-$p.safetensors" >"$T_TMP/conv-$p.log" 2>&1 || echo "rc $?" >>"$T_TMP/conv-$p.log"
+done
+if cmp -s "$T_TMP/conv-own.safetensors" "$T_TMP/conv-own2.safetensors"; then t_ok "own 3x3 kernels: the same bytes twice"
+else t_fail "own 3x3 kernels: the same bytes twice" "$(tail -n 2 "$T_TMP"/conv-own*.log)"; fi
+if d=$(python3 - "$T_TMP/conv-own.safetensors" "$T_TMP/conv-gemm.safetensors" <<'PY'
+import json, struct, sys
+def load(p):
+    b = open(p, 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n])
+    out = {}
+    for k, v in h.items():
+        if k == '__metadata__': continue
+        s, e = v['data_offsets']; raw = b[8 + n + s:8 + n + e]
+        out[k] = struct.unpack('<%df' % (len(raw) // 4), raw) if v['dtype'] == 'F32' else raw
+    return out
+a, b = load(sys.argv[1]), load(sys.argv[2])
+assert a.keys() == b.keys() and a, 'different tensors'
+# 2 steps from sigma 80 leave values of a few hundred: the difference relative to the largest
+worst = max(abs(x - y) for k in a for x, y in zip(a[k], b[k])) / max(abs(x) for k in a for x in a[k])
+print('%.2e of the largest value' % worst); sys.exit(0 if worst < 1e-3 else 1)
+PY
+); then t_ok "own and im2col 3x3 paths agree (largest difference $d)"
+else t_fail "own and im2col 3x3 paths agree" "$d $(tail -n 2 "$T_TMP"/conv-*.log)"; fi
 t_end

@@ -1,9 +1,10 @@
 /* conv.c: 2-D convolution on the CPU (NCHW, square kernel, stride, zero padding).
  *
- * 3x3 stride-1 pad-1 (the UNet's conv): forward and backward-data by Winograd F(2x2, 3x3)
- * (conv_winograd.c) where cpu_wino_usable says it pays, else a direct AVX-512 convolution over
- * zero-padded images (section "direct 3x3" below; backward-data with the flipped transposed
- * weight); dw directly (section "direct 3x3 weight gradient").
+ * 3x3 stride-1 pad-1 (the UNet's conv), in AVX-512 builds: forward and backward-data by Winograd
+ * F(2x2, 3x3) (conv_winograd.c) where cpu_wino_usable says it pays, else a direct AVX-512
+ * convolution over zero-padded images (section "direct 3x3" below; backward-data with the
+ * flipped transposed weight); dw directly (section "direct 3x3 weight gradient"). Builds without
+ * AVX-512 send them to the path below instead (cpu_conv_gemm, machine.c says why).
  * Everything else: im2col + one OpenBLAS sgemm per image. Forward per image: out_n (O, L) =
  * w (O, C*K*K) @ col_n (C*K*K, L) with L = Ho*Wo; a 1x1 stride-1 unpadded conv uses the image
  * itself as col (no copy). Backward per image: dcol = w^T @ dout_n then col2im adds into din;
@@ -508,11 +509,12 @@ void cpu_conv2d_forward(BackendCtx *ctx, float *out, const float *in, const floa
     a.CKK = s->C * s->K * s->K;
     a.direct = s->K == 1 && s->stride == 1 && s->pad == 0;
     int chunks = conv_chunks(ctx, s);
-    if (cpu_wino_usable(s)) {
+    const int own = !cpu_conv_gemm();
+    if (own && cpu_wino_usable(s)) {
         cpu_wino_conv(ctx, out, in, w, s->C * 9, 9, 0, b, 0, s->N, s->C, s->O, s->H, s->W);
         return;
     }
-    if (conv_is_3x3_same(s)) {
+    if (own && conv_is_3x3_same(s)) {
         dir_geom(&a.g, s->H, s->W);
         int64_t nw = dir_weight_floats(s->O, s->C);
         a.per_thread = dir_pad_floats(&a.g, s->C);
@@ -657,7 +659,7 @@ void cpu_conv2d_backward(BackendCtx *ctx, float *din, float *dw, float *db, cons
     a.direct = s->K == 1 && s->stride == 1 && s->pad == 0;
     int chunks = conv_chunks(ctx, s);
     const int64_t O = s->O, L = a.Ho * a.Wo;
-    if (conv_is_3x3_same(s)) {
+    if (conv_is_3x3_same(s) && !cpu_conv_gemm()) {
         /* din = conv3x3(dout, wt), wt (C, O, 3, 3) = w transposed and flipped; dw directly */
         const int64_t C = s->C;
         dir_geom(&a.g, s->H, s->W);

@@ -25,6 +25,10 @@ MSD_BACKEND_OPTIONAL_OPS(CPU_OP_PROTO_)
  * Winograd work item's tiles, and the direct dw's "all images at once" bound and image-group
  * size in floats; and a line saying what the kernels chose (for the benchmarks) */
 int64_t cpu_wino_tiles(void);
+/* 1: 3x3 convolutions go to im2col + OpenBLAS (builds without AVX-512, or MSD_CPU_CONV=gemm) */
+int cpu_conv_gemm(void);
+/* tests only (not while convolutions run): switch the path, to check both in one process */
+void cpu_conv_set_gemm(int gemm);
 int64_t cpu_dw_pairs_max(void);
 int64_t cpu_dw_group_floats(void);
 void cpu_machine_describe(char *buf, int cap);

@@ -7,9 +7,17 @@
  * and gained nothing there (docs/UNET.md section 11: 1.02x and 1.01x the tuned sizes' time), so
  * by default they stay at the tuned sizes; the environment variable MSD_CPU_L2 (bytes, 64 KiB ..
  * 64 MiB) scales them to another L2, for measuring. The detected L2 (sysconf, else sysfs) is
- * reported. Which algorithm a convolution uses (Winograd or direct) depends on its shape and
- * the vector width the build targets, never on timing, so that a run computes the same numbers
- * whenever it runs on the same machine (the exact-resume guarantee). */
+ * reported. Which algorithm a convolution uses (Winograd, direct, or im2col + OpenBLAS) depends
+ * on its shape and the vector width the build targets, never on timing, so that a run computes
+ * the same numbers whenever it runs on the same machine (the exact-resume guarantee).
+ *
+ * The project's own 3x3 kernels (Winograd, direct, direct dw) hold 16-float vectors in registers:
+ * one AVX-512 register each. A build without AVX-512 (AVX2 has 16 registers of 8 floats)
+ * compiles the same blocking into spills: on an AMD EPYC (Zen 3, AVX2) they ran 2x (forward) to
+ * 12x (dw) slower than im2col + OpenBLAS sgemm, whose kernels are written for each processor.
+ * So builds without AVX-512 send 3x3 convolutions to im2col + OpenBLAS as well (docs/UNET.md
+ * section 11); MSD_CPU_CONV=own|gemm overrides the choice (tests, measurements). The two paths
+ * round differently: a run resumes with the same choice it started with. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +34,8 @@ static struct {
     int64_t l2, sized_for; /* detected L2; the L2 the sizes are for */
     const char *from;
     int64_t wino_tiles, dw_pairs_max, dw_group_floats;
+    int conv_gemm;         /* 3x3 convolutions by im2col + OpenBLAS instead of the own kernels */
+    const char *conv_from; /* why */
 } mc;
 static pthread_once_t mc_once = PTHREAD_ONCE_INIT;
 
@@ -47,6 +57,21 @@ static int64_t l2_sysfs(void) {
 static int64_t clamp64(int64_t v, int64_t lo, int64_t hi) { return v < lo ? lo : v > hi ? hi : v; }
 
 static void mc_init(void) {
+    const char *cv = getenv("MSD_CPU_CONV");
+    if (cv && *cv) {
+        if (strcmp(cv, "own") && strcmp(cv, "gemm"))
+            msd_die("MSD_CPU_CONV=%s: expected own (the project's 3x3 kernels) or gemm (im2col + OpenBLAS)", cv);
+        mc.conv_gemm = !strcmp(cv, "gemm");
+        mc.conv_from = "MSD_CPU_CONV";
+    } else {
+#if defined(__AVX512F__)
+        mc.conv_gemm = 0;
+        mc.conv_from = "AVX-512 build";
+#else
+        mc.conv_gemm = 1;
+        mc.conv_from = "build without AVX-512";
+#endif
+    }
     const char *e = getenv("MSD_CPU_L2");
     if (e && *e) {
         char *end;
@@ -77,6 +102,17 @@ static void mc_init(void) {
     mc.dw_group_floats = clamp64(mc.sized_for * 3 / 32, 24 * 1024, 6 * 1024 * 1024);
 }
 
+int cpu_conv_gemm(void) {
+    pthread_once(&mc_once, mc_init);
+    return mc.conv_gemm;
+}
+
+void cpu_conv_set_gemm(int gemm) {
+    pthread_once(&mc_once, mc_init);
+    mc.conv_gemm = gemm != 0;
+    mc.conv_from = "set by a test";
+}
+
 int64_t cpu_wino_tiles(void) {
     pthread_once(&mc_once, mc_init);
     return mc.wino_tiles;
@@ -94,8 +130,18 @@ int64_t cpu_dw_group_floats(void) {
 
 void cpu_machine_describe(char *buf, int cap) {
     pthread_once(&mc_once, mc_init);
+    if (mc.conv_gemm) {
+        snprintf(buf, (size_t)cap, "%s kernels; 3x3 convolutions: im2col + OpenBLAS sgemm per image (%s)",
+#if defined(__AVX512F__)
+                 "AVX-512",
+#else
+                 "portable (no AVX-512)",
+#endif
+                 mc.conv_from);
+        return;
+    }
     snprintf(buf, (size_t)cap,
-             "%s kernels; L2 %lld KiB (%s), work sized for %lld KiB; 3x3 stride-1 convolutions: Winograd F(2x2,3x3) on maps at least %d wide "
+             "%s kernels; L2 %lld KiB (%s), work sized for %lld KiB; 3x3 stride-1 convolutions (%s): Winograd F(2x2,3x3) on maps at least %d wide "
              "(work items of about %lld tiles), direct below; dw of 3x3: all images at once up to %lld KiB of padded "
              "copies, else groups of %lld KiB",
 #if defined(__AVX512F__)
@@ -103,7 +149,7 @@ void cpu_machine_describe(char *buf, int cap) {
 #else
              "portable (no AVX-512)",
 #endif
-             (long long)(mc.l2 / 1024), mc.from, (long long)(mc.sized_for / 1024), CPU_WINO_MIN_W, (long long)mc.wino_tiles,
+             (long long)(mc.l2 / 1024), mc.from, (long long)(mc.sized_for / 1024), mc.conv_from, CPU_WINO_MIN_W, (long long)mc.wino_tiles,
              (long long)(mc.dw_pairs_max * 4 / 1024), (long long)(mc.dw_group_floats * 4 / 1024));
 }
 

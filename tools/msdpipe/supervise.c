@@ -689,7 +689,12 @@ static int run_after(Launcher *L) {
         for (;;) {
             pid_t r = waitpid(pid, &st, WNOHANG);
             if (r == pid) break;
-            if (r < 0 && errno != EINTR) { st = 0; break; }
+            if (r < 0 && errno != EINTR) { /* its status is lost: never count that as success */
+                log_error("after step %s (pid %d): waitpid: %s (%s:%d)", p->name, (int)pid, strerror(errno),
+                          L->pl.path, p->line);
+                kill(-pid, SIGKILL);
+                return MSDPIPE_EXIT_FAILED;
+            }
             if (g_signals != seen) {
                 if (!sig) {
                     sig = g_signal;
