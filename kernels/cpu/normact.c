@@ -45,11 +45,18 @@ static void na_row_fwd(float *o, const float *x, int64_t n, float sc, float sh, 
         _mm512_storeu_ps(o + i, _mm512_div_ps(m, _mm512_add_ps(one, ops_expf16(_mm512_sub_ps(zero, m)))));
     }
 #endif
-    for (; i < n; i++) {
-        float m = x[i] * sc + sh;
-        if (mod) m = m * msc + msh;
-        o[i] = m / (1.0f + ops_expf(-m));
-    }
+    /* the rest (all of it in builds without AVX-512): one loop per case, without a branch
+     * inside, so that the compiler vectorises it (with the branch it did not: 8x slower on AVX2) */
+    if (mod)
+        for (; i < n; i++) {
+            float m = (x[i] * sc + sh) * msc + msh;
+            o[i] = m / (1.0f + ops_expf(-m));
+        }
+    else
+        for (; i < n; i++) {
+            float m = x[i] * sc + sh;
+            o[i] = m / (1.0f + ops_expf(-m));
+        }
 }
 
 static void na_fwd_blocks(void *p, int64_t b0, int64_t b1, int chunk) {
@@ -106,17 +113,22 @@ static void na_row_bwd(float *dn, float *yb, float *gb, const float *x, const fl
         _mm512_storeu_ps(dn + i, g);
     }
 #endif
-    for (; i < n; i++) {
-        float y = x[i] * sc + sh, m = mod ? y * msc + msh : y;
-        float sg = 1.0f / (1.0f + ops_expf(-m));
-        float g = d[i] * sg * (1.0f + m * (1.0f - sg));
-        if (mod) {
+    /* the rest: one branch-free loop per case, as in na_row_fwd */
+    if (mod)
+        for (; i < n; i++) {
+            float y = x[i] * sc + sh, m = y * msc + msh;
+            float sg = 1.0f / (1.0f + ops_expf(-m));
+            float g = d[i] * sg * (1.0f + m * (1.0f - sg));
             yb[i] = y;
             gb[i] = g;
-            g = g * msc;
+            dn[i] = g * msc;
         }
-        dn[i] = g;
-    }
+    else
+        for (; i < n; i++) {
+            float m = x[i] * sc + sh;
+            float sg = 1.0f / (1.0f + ops_expf(-m));
+            dn[i] = d[i] * sg * (1.0f + m * (1.0f - sg));
+        }
 }
 
 static void na_bwd_blocks(void *p, int64_t b0, int64_t b1, int chunk) {
