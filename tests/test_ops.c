@@ -1181,13 +1181,21 @@ static void test_every_op_covered(void) {
     opc_check(elsewhere);
 }
 
+/* 3x3 convolutions by this build's default path (0) or the other one (1): machine.c */
+static int conv_gemm_default;
+static void conv_path(int other) {
+    cpu_conv_set_gemm(other ? !conv_gemm_default : conv_gemm_default);
+    printf("  3x3 convolutions by %s%s\n", cpu_conv_gemm() ? "im2col + OpenBLAS" : "the own kernels",
+           other ? " (the other path)" : " (this build's default)");
+}
+
 int main(int argc, char **argv) {
     static Backend counted;
     counted = opc_wrap(&backend_cpu);
     be = &counted;
     ctx = backend_ctx_new(be, 2);
-    const int conv_gemm_default = cpu_conv_gemm();
-    printf("  3x3 convolutions by %s (this build's default)\n", conv_gemm_default ? "im2col + OpenBLAS" : "the own kernels");
+    conv_gemm_default = cpu_conv_gemm();
+    conv_path(0);
     TEST_RUN(test_table);
     TEST_RUN(test_conv_grad_small);
     TEST_RUN(test_conv_big);
@@ -1208,10 +1216,9 @@ int main(int argc, char **argv) {
     } else {
         TEST_RUN(test_torch_conv);
         /* the other 3x3 path (own kernels or im2col + OpenBLAS: machine.c) on the same fixture */
-        cpu_conv_set_gemm(!conv_gemm_default);
-        printf("  3x3 convolutions now by %s\n", cpu_conv_gemm() ? "im2col + OpenBLAS" : "the own kernels");
+        conv_path(1);
         TEST_RUN(test_torch_conv);
-        cpu_conv_set_gemm(conv_gemm_default);
+        conv_path(0);
         TEST_RUN(test_torch_linear_groupnorm_attention);
         TEST_RUN(test_torch_pointwise);
         TEST_RUN(test_torch_encoder_ops);
@@ -1222,12 +1229,11 @@ int main(int argc, char **argv) {
     TEST_RUN(test_expf);
     TEST_RUN(test_token_attention_big);
     /* the convolution tests again on the other 3x3 path (the default follows the build) */
-    cpu_conv_set_gemm(!conv_gemm_default);
-    printf("  3x3 convolutions now by %s\n", cpu_conv_gemm() ? "im2col + OpenBLAS" : "the own kernels");
+    conv_path(1);
     TEST_RUN(test_conv_grad_small);
     TEST_RUN(test_conv_big);
     TEST_RUN(test_threads_agree);
-    cpu_conv_set_gemm(conv_gemm_default);
+    conv_path(0);
     TEST_RUN(test_every_op_covered);
     backend_ctx_destroy(&ctx);
     return TEST_END();

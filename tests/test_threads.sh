@@ -117,22 +117,9 @@ for p in own gemm own2; do
 done
 if cmp -s "$T_TMP/conv-own.safetensors" "$T_TMP/conv-own2.safetensors"; then t_ok "own 3x3 kernels: the same bytes twice"
 else t_fail "own 3x3 kernels: the same bytes twice" "$(tail -n 2 "$T_TMP"/conv-own*.log)"; fi
-if d=$(python3 - "$T_TMP/conv-own.safetensors" "$T_TMP/conv-gemm.safetensors" <<'PY'
-import json, struct, sys
-def load(p):
-    b = open(p, 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n])
-    out = {}
-    for k, v in h.items():
-        if k == '__metadata__': continue
-        s, e = v['data_offsets']; raw = b[8 + n + s:8 + n + e]
-        out[k] = struct.unpack('<%df' % (len(raw) // 4), raw) if v['dtype'] == 'F32' else raw
-    return out
-a, b = load(sys.argv[1]), load(sys.argv[2])
-assert a.keys() == b.keys() and a, 'different tensors'
-# 2 steps from sigma 80 leave values of a few hundred: the difference relative to the largest
-worst = max(abs(x - y) for k in a for x, y in zip(a[k], b[k])) / max(abs(x) for k in a for x in a[k])
-print('%.2e of the largest value' % worst); sys.exit(0 if worst < 1e-3 else 1)
-PY
-); then t_ok "own and im2col 3x3 paths agree (largest difference $d)"
+# (msd-nn compare: every |difference| <= 1e-3 of the largest value; 2 steps from sigma 80 leave
+# values of a few hundred)
+if d=$("$BIN/msd-nn" compare "$T_TMP/conv-gemm.safetensors" "$T_TMP/conv-own.safetensors" --atol-frac 1e-3 --rtol 0 2>&1)
+then t_ok "own and im2col 3x3 paths agree (${d##*worst })"
 else t_fail "own and im2col 3x3 paths agree" "$d $(tail -n 2 "$T_TMP"/conv-*.log)"; fi
 t_end

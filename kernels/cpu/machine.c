@@ -130,13 +130,13 @@ int64_t cpu_dw_group_floats(void) {
 
 void cpu_machine_describe(char *buf, int cap) {
     pthread_once(&mc_once, mc_init);
-    if (mc.conv_gemm) {
-        snprintf(buf, (size_t)cap, "%s kernels; 3x3 convolutions: im2col + OpenBLAS sgemm per image (%s)",
 #if defined(__AVX512F__)
-                 "AVX-512",
+    const char *kernels = "AVX-512";
 #else
-                 "portable (no AVX-512)",
+    const char *kernels = "portable (no AVX-512)";
 #endif
+    if (mc.conv_gemm) {
+        snprintf(buf, (size_t)cap, "%s kernels; 3x3 convolutions: im2col + OpenBLAS sgemm per image (%s)", kernels,
                  mc.conv_from);
         return;
     }
@@ -144,12 +144,7 @@ void cpu_machine_describe(char *buf, int cap) {
              "%s kernels; L2 %lld KiB (%s), work sized for %lld KiB; 3x3 stride-1 convolutions (%s): Winograd F(2x2,3x3) on maps at least %d wide "
              "(work items of about %lld tiles), direct below; dw of 3x3: all images at once up to %lld KiB of padded "
              "copies, else groups of %lld KiB",
-#if defined(__AVX512F__)
-             "AVX-512",
-#else
-             "portable (no AVX-512)",
-#endif
-             (long long)(mc.l2 / 1024), mc.from, (long long)(mc.sized_for / 1024), mc.conv_from, CPU_WINO_MIN_W, (long long)mc.wino_tiles,
+             kernels, (long long)(mc.l2 / 1024), mc.from, (long long)(mc.sized_for / 1024), mc.conv_from, CPU_WINO_MIN_W, (long long)mc.wino_tiles,
              (long long)(mc.dw_pairs_max * 4 / 1024), (long long)(mc.dw_group_floats * 4 / 1024));
 }
 
