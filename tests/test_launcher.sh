@@ -250,6 +250,16 @@ if grep -q "fake_ssh -- far umask 077 .*--control' 'tcp://127.0.0.1:[0-9]*' '--c
    && grep -qE "router: .* --curve-keys .* --connect student.0=tcp://127.0.0.1:[0-9]+" "$T_TMP/remote.err"; then
     t_ok remote_uses_tcp_curve
 else t_fail remote_uses_tcp_curve "$(grep DEBUG "$T_TMP/remote.err")"; fi
+# the launcher's probed ports lie outside the kernel's ephemeral range, so that no connect() or
+# bind to port 0 (an srun's I/O socket) takes one between the probe and the process's bind (the
+# launcher's own control endpoint it binds itself: any port)
+read -r elo ehi </proc/sys/net/ipv4/ip_local_port_range
+ctl=$(grep -oE "'--control' 'tcp://127\.0\.0\.1:[0-9]+" "$T_TMP/remote.err" | sed 's/.*://' | sort -u)
+ports=$(grep -oE 'tcp://127\.0\.0\.1:[0-9]+' "$T_TMP/remote.err" | sed 's/.*://' | sort -un | grep -vx "${ctl:-none}" | tr '\n' ' ')
+inside=""
+for p in $ports; do [ "$p" -ge "$elo" ] && [ "$p" -le "$ehi" ] && inside="$inside $p"; done
+if [ -n "$ports" ] && [ -z "$inside" ]; then t_ok "probed ports outside the ephemeral range $elo-$ehi ($ports)"
+else t_fail probed_ports_outside_ephemeral "ports '$ports', inside $elo-$ehi: '$inside'"; fi
 if t_wait_for 5 no_procs_left && [ -z "$(ls -A "$RUNS")" ]; then t_ok remote_cleans_up; else t_fail remote_cleans_up "$(ls -R "$RUNS")"; fi
 
 # the run folder on the other host is planted (a link to someone else's folder): the keys are not

@@ -44,7 +44,7 @@ mkdir -p "$S_DIR" && chmod 700 "$S_DIR"
 ssh-keygen -q -t ed25519 -N '' -f "$S_DIR/host_key" >/dev/null
 ssh-keygen -q -t ed25519 -N '' -f "$S_DIR/id" >/dev/null
 cp "$S_DIR/id.pub" "$S_DIR/authorized_keys"
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+port=$("$here/free_port")
 cat >"$S_DIR/config" <<CFG
 ListenAddress 127.0.0.1
 HostKey $S_DIR/host_key

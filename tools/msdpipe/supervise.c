@@ -99,8 +99,41 @@ static void sleep_ms(int ms) {
 
 /* ---- ports for tcp binds ------------------------------------------------------------- */
 
-/* Ask the kernel for a free port on the host's address (works for this machine's addresses;
- * another machine needs ports= in its host line). */
+/* The kernel's range for ports it hands out itself (connect(), bind to port 0):
+ * /proc/sys/net/ipv4/ip_local_port_range, or Linux's default when that cannot be read. */
+static void ephemeral_range(int *lo, int *hi) {
+    *lo = 32768;
+    *hi = 60999;
+    FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
+    if (!f) return;
+    int a, b;
+    if (fscanf(f, "%d %d", &a, &b) == 2 && a >= 1 && a <= b && b <= 65535) { *lo = a; *hi = b; }
+    fclose(f);
+}
+
+/* A candidate port outside the ephemeral range [elo, ehi], from 10000 up where that leaves any
+ * (below, the well-known services), else from 1024; 0 when the range leaves none. */
+static int outside_port(int elo, int ehi, unsigned *seed) {
+    static const int bases[2] = {10000, 1024};
+    for (int i = 0; i < 2; i++) {
+        int base = bases[i];
+        int below = elo > base ? elo - base : 0;              /* [base, elo - 1] */
+        int start = ehi + 1 > base ? ehi + 1 : base;          /* [start, 65535] */
+        int above = start <= 65535 ? 65536 - start : 0;
+        if (below + above == 0) continue;
+        int r = (int)(rand_r(seed) % (unsigned)(below + above));
+        return r < below ? base + r : start + (r - below);
+    }
+    return 0;
+}
+
+/* Find a free port on the host's address (works for this machine's addresses; another machine
+ * needs ports= in its host line). The port is free now and is handed to the process that binds
+ * it later, so it comes from outside the kernel's ephemeral range: there no connect() and no
+ * other program's bind to port 0 (srun's I/O sockets, a peer's outgoing connection) can take it
+ * in between, which a port the kernel picked could not promise (seen: srun listening on it, our
+ * connectors' greeting then read by srun as garbage). Port 0 (the kernel picks) only when the
+ * ephemeral range covers every port. */
 static int probe_port(const char *address, char *err, size_t errlen) {
     char addr[PIPE_MAX_VALUE];
     snprintf(addr, sizeof addr, "%s", address);
@@ -109,26 +142,36 @@ static int probe_port(const char *address, char *err, size_t errlen) {
         char *rb = strchr(addr, ']');
         if (rb) *rb = 0;
     }
-    struct addrinfo hints = {0}, *res = NULL;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-    int rc = getaddrinfo(addr, "0", &hints, &res);
-    if (rc != 0) return msd_errf(err, errlen, "cannot resolve %s: %s", address, gai_strerror(rc));
+    static unsigned seed;
+    if (!seed) seed = (unsigned)getpid() * 2654435761u ^ (unsigned)time(NULL);
+    int elo, ehi;
+    ephemeral_range(&elo, &ehi);
     int port = -1, e = 0;
-    for (struct addrinfo *a = res; a && port < 0; a = a->ai_next) {
-        int fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, 0);
-        if (fd < 0) { e = errno; continue; }
-        struct sockaddr_storage ss;
-        socklen_t sl = sizeof ss;
-        if (bind(fd, a->ai_addr, a->ai_addrlen) == 0 && getsockname(fd, (struct sockaddr *)&ss, &sl) == 0) {
-            port = ss.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
-                                            : ntohs(((struct sockaddr_in *)&ss)->sin_port);
-        } else {
-            e = errno;
+    for (int tries = 0; tries < 64 && port < 0; tries++) {
+        int want = outside_port(elo, ehi, &seed);
+        char serv[16];
+        snprintf(serv, sizeof serv, "%d", want);
+        struct addrinfo hints = {0}, *res = NULL;
+        hints.ai_socktype = SOCK_STREAM;
+        hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+        int rc = getaddrinfo(addr, serv, &hints, &res);
+        if (rc != 0) return msd_errf(err, errlen, "cannot resolve %s: %s", address, gai_strerror(rc));
+        for (struct addrinfo *a = res; a && port < 0; a = a->ai_next) {
+            int fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, 0);
+            if (fd < 0) { e = errno; continue; }
+            struct sockaddr_storage ss;
+            socklen_t sl = sizeof ss;
+            if (bind(fd, a->ai_addr, a->ai_addrlen) == 0 && getsockname(fd, (struct sockaddr *)&ss, &sl) == 0) {
+                port = ss.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
+                                                : ntohs(((struct sockaddr_in *)&ss)->sin_port);
+            } else {
+                e = errno;
+            }
+            close(fd);
         }
-        close(fd);
+        freeaddrinfo(res);
+        if (want == 0 || (e != EADDRINUSE && e != EACCES && port < 0)) break; /* not a taken port: trying others will not help */
     }
-    freeaddrinfo(res);
     if (port < 0) return msd_errf(err, errlen, "cannot find a free port on %s (%s)", address, strerror(e));
     return port;
 }
