@@ -150,6 +150,16 @@ static void test_bad_files(void) {
         {"proc a bind=serve threads=all\n", 1, "bad threads 'all'"},
         {"proc a bind=serve threads=\n", 1, "bad threads ''"},
         {"proc a bind=serve threads=1 threads=2\n", 1, "threads given twice"},
+        {"proc a bind=serve cpus=3-1\n", 1, "bad cpus '3-1': the range 3-1 runs backwards"},
+        {"proc a bind=serve cpus=1024\n", 1, "bad cpus '1024': CPU 1024 is beyond the largest CPU number, 1023"},
+        {"proc a bind=serve cpus=0-99999999999999999999\n", 1, "is beyond the largest CPU number"},
+        {"proc a bind=serve cpus=\n", 1, "bad cpus '' (expected CPU numbers and ranges"},
+        {"proc a bind=serve cpus=0,\n", 1, "bad cpus '0,'"},
+        {"proc a bind=serve cpus=-1\n", 1, "bad cpus '-1'"},
+        {"proc a bind=serve cpus=1+1\n", 1, "bad cpus '1+1'"},
+        {"proc a bind=serve cpus=all\n", 1, "bad cpus 'all'"},
+        {"proc a bind=serve cpus=0 cpus=1\n", 1, "cpus given twice"},
+        {"after g cpus=0 -- x\n", 1, "key 'cpus' is for processes"},
         {"proc a bind=serve\nstdin a\nstdin a\n", 3, "stdin given twice"},
         {"proc a bind=serve\nstdin\n", 2, "expected 'stdin NAME'"},
         {"pipeline bad/name\nproc a bind=serve\n", 1, "bad pipeline name"},
@@ -248,6 +258,51 @@ static void test_threads(void) {
     pipeline_share_threads(&pl, 8);
     CHECK(proc(&pl, "critic")->cpu_threads == 3 && proc(&pl, "teacher")->cpu_threads == 5, "--set t=3 on 8 cores: %d and %d",
           proc(&pl, "critic")->cpu_threads, proc(&pl, "teacher")->cpu_threads);
+    pipeline_free(&pl);
+}
+
+/* cpus=LIST (docs/PIPELINES.md "Threads"): the set as written (numbers, ranges, repeats
+ * counted once; none: unpinned), printed back as taskset writes it, and its size as the thread
+ * count where threads= is not given, taken off the shared cores. */
+static void test_cpus(void) {
+    Pipeline pl;
+    char text[8];
+    const char *src =
+        "var c = none\n"
+        "proc data bind=serve cpus=$c\n"
+        "proc teacher bind=serve cpus=0-3,8,2,10-11\n"
+        "proc critic[k in 0..1] bind=serve cpus=$k\n"
+        "proc student bind=serve cpus=5-6 threads=1\n"
+        "proc other bind=serve role=critic\n";
+    REQUIRE(parse(&pl, src, 0, NULL) == 0, "%s", err);
+    const PipeProc *t = proc(&pl, "teacher");
+    CHECK(proc(&pl, "data")->ncpus == 0 && t->ncpus == 7 && proc(&pl, "critic.1")->ncpus == 1, "ncpus data %d teacher %d critic.1 %d",
+          proc(&pl, "data")->ncpus, t->ncpus, proc(&pl, "critic.1")->ncpus);
+    char list[64];
+    pipeline_cpus_text(t->cpuset, list, sizeof list);
+    CHECK(strcmp(list, "0-3,8,10-11") == 0, "teacher's list '%s'", list);
+    pipeline_cpus_text(proc(&pl, "critic.1")->cpuset, list, sizeof list);
+    CHECK(strcmp(list, "1") == 0, "critic.1's list '%s'", list);
+    pipeline_cpus_text(proc(&pl, "data")->cpuset, list, sizeof list);
+    CHECK(list[0] == 0, "an empty set prints as '%s'", list);
+    pipeline_cpus_text(t->cpuset, text, sizeof text); /* cut short, still terminated */
+    CHECK(strlen(text) < sizeof text, "short buffer: '%s'", text);
+    /* 16 cores: teacher 7 (its CPUs), critics 1 each, student 1 (threads= wins): 6 left for other */
+    pipeline_share_threads(&pl, 16);
+    CHECK(t->cpu_threads == 7 && proc(&pl, "critic.0")->cpu_threads == 1 && proc(&pl, "student")->cpu_threads == 1 &&
+          proc(&pl, "other")->cpu_threads == 6 && proc(&pl, "data")->cpu_threads == 1,
+          "16 cores: teacher %d critic.0 %d student %d other %d data %d", t->cpu_threads, proc(&pl, "critic.0")->cpu_threads,
+          proc(&pl, "student")->cpu_threads, proc(&pl, "other")->cpu_threads, proc(&pl, "data")->cpu_threads);
+    pipeline_free(&pl);
+    char *sets[] = {"c=7"};
+    REQUIRE(parse(&pl, src, 1, sets) == 0, "%s", err);
+    pipeline_cpus_text(proc(&pl, "data")->cpuset, list, sizeof list);
+    CHECK(proc(&pl, "data")->ncpus == 1 && strcmp(list, "7") == 0, "--set c=7: '%s'", list);
+    pipeline_free(&pl);
+    /* 65 CPUs: at most 64 threads */
+    REQUIRE(parse(&pl, "proc critic bind=serve cpus=0-64\n", 0, NULL) == 0, "%s", err);
+    pipeline_share_threads(&pl, 128);
+    CHECK(proc(&pl, "critic")->cpu_threads == PIPE_MAX_THREADS, "65 CPUs: %d threads", proc(&pl, "critic")->cpu_threads);
     pipeline_free(&pl);
 }
 
@@ -377,6 +432,7 @@ int main(void) {
     TEST_RUN(test_bad_files);
     TEST_RUN(test_set_errors);
     TEST_RUN(test_threads);
+    TEST_RUN(test_cpus);
     TEST_RUN(test_limits);
     TEST_RUN(test_continuation);
     TEST_RUN(test_random_input);

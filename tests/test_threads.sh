@@ -79,6 +79,67 @@ printf 'a\n' | MSDPIPE_SSH="$here/fake_ssh" MSDPIPE_VERBOSE=1 timeout 60 "$M" up
 if [ $rc -eq 0 ] && grep -q "student.0: .*fake_ssh -- far .*exec '" "$T_TMP/remote0.err"; then t_ok remote_default_sends_none
 else t_fail remote_default_sends_none "rc=$rc: $(grep -E 'DEBUG student|ERROR' "$T_TMP/remote0.err" | head -n 4)"; fi
 
+# cpus=: a local process is pinned before it starts (Cpus_allowed_list) and, without threads=,
+# gets as many threads as CPUs; the others stay on the launcher's CPUs. CPU numbers come from
+# this shell's own set, so the test holds under taskset or a cgroup limit.
+mine=$(sed -n 's/^Cpus_allowed_list:[[:space:]]*//p' /proc/self/status)
+cpu_list=$(python3 -c 'import os; print(" ".join(map(str, sorted(os.sched_getaffinity(0)))))')
+first=${cpu_list%% *}
+last=${cpu_list##* }
+allowed() { sed -n 's/^Cpus_allowed_list:[[:space:]]*//p' "/proc/$1/status"; }
+"$M" up "$TP/threads.pipe" --run-dir "$RUNS" --set K=2 --set c="$first" >"$T_TMP/pin.out" 2>"$T_TMP/pin.err" </dev/null &
+LPID=$!
+if t_wait_for 60 grep -qs "pipeline up" "$T_TMP/pin.err"; then
+    bad=""
+    for n in critic.0 critic.1; do
+        p=$(pid_of $n); a=$(allowed "$p"); e=$(env_threads "$p"); w=$(pool_workers "$p")
+        [ "$a" = "$first" ] && [ "$e" = 1 ] && [ "$w" = 0 ] || bad="$bad $n: CPUs $a, MSD_THREADS=$e, $w pool workers (want $first, 1, 0);"
+    done
+    p=$(pid_of data); a=$(allowed "$p")
+    [ "$a" = "$mine" ] || bad="$bad data: CPUs $a (want the launcher's, $mine);"
+    if [ -z "$bad" ]; then t_ok "cpus=$first pins the critics, one thread each; data stays on $mine"
+    else t_fail "cpus= pins the processes" "$bad"; fi
+    "$M" down threads --run-dir "$RUNS" >/dev/null 2>&1
+    t_wait_for 20 bash -c "! kill -0 $LPID 2>/dev/null" || kill -9 "$LPID" 2>/dev/null
+else
+    t_fail "cpus= pins the processes" "pipeline did not come up: $(tail -n 5 "$T_TMP/pin.err")"
+    kill -9 "$LPID" 2>/dev/null
+fi
+wait "$LPID" 2>/dev/null; LPID=
+out=$("$M" check "$TP/threads.pipe" --set K=2 --set c="$first-$last" 2>&1)
+if echo "$out" | grep -q "cpus     $first-$last (pinned: cpus=)" && echo "$out" | grep -q "threads  $(( $(echo $cpu_list | wc -w) > 1 ? 2 : 1 )) (as many as its cpus=)" \
+   || { [ "$first" = "$last" ] && echo "$out" | grep -q "cpus     $first (pinned: cpus=)"; }; then t_ok check_prints_cpus
+else t_fail check_prints_cpus "$out"; fi
+# a CPU the launcher may not use (here: run under taskset -c FIRST) is refused with the line
+if [ "$first" != "$last" ]; then
+    err=$(taskset -c "$first" "$M" check "$TP/threads.pipe" --set c="$last" 2>&1); rc=$?
+    if [ $rc -eq 2 ] && echo "$err" | grep -q "threads.pipe:[0-9]*: process critic.0: cpus=$last names CPU $last, which this launcher may not use (it may use $first)"
+    then t_ok check_cpus_outside_launcher
+    else t_fail check_cpus_outside_launcher "rc=$rc: $err"; fi
+else t_skip check_cpus_outside_launcher "one CPU: no CPU outside the launcher's set to name"; fi
+for v in 3-1 x 0,,1 99999; do
+    err=$("$M" check "$TP/threads.pipe" --set c="$v" 2>&1); rc=$?
+    if [ $rc -eq 2 ] && echo "$err" | grep -q "threads.pipe:[0-9]*: bad cpus '$v'"; then t_ok "check_bad_cpus '$v'"
+    else t_fail "check_bad_cpus '$v'" "rc=$rc: $err"; fi
+done
+err=$("$M" check "$TP/threads.pipe" --set c="$first" --slurm 2>&1); rc=$?
+if [ $rc -eq 2 ] && echo "$err" | grep -q "process critic.0: cpus=$first is for runs without --slurm"; then t_ok check_cpus_slurm_refused
+else t_fail check_cpus_slurm_refused "rc=$rc: $err"; fi
+# another host: taskset -c LIST there (tests/fake_ssh runs it here); a CPU that host lacks stops
+# the job at the start, naming the process, with taskset's own message
+sed "s/bind=serve host=far/bind=serve host=far cpus=$first/" "$TP/remote_serve.pipe" >"$T_TMP/rpin.pipe"
+printf 'a\nb\n' | MSDPIPE_SSH="$here/fake_ssh" MSDPIPE_VERBOSE=1 timeout 60 "$M" up "$T_TMP/rpin.pipe" --run-dir "$RUNS" \
+    >"$T_TMP/rpin.out" 2>"$T_TMP/rpin.err"; rc=$?
+if [ $rc -eq 0 ] && grep -q "student.1: .*fake_ssh -- far .*exec taskset -c $first env MSD_THREADS=1 OPENBLAS_NUM_THREADS=1 '" "$T_TMP/rpin.err"
+then t_ok remote_cpus_taskset
+else t_fail remote_cpus_taskset "rc=$rc: $(grep -E 'DEBUG student|ERROR' "$T_TMP/rpin.err" | head -n 4)"; fi
+sed "s/bind=serve host=far/bind=serve host=far cpus=1023/" "$TP/remote_serve.pipe" >"$T_TMP/rbad.pipe"
+printf 'a\n' | MSDPIPE_SSH="$here/fake_ssh" timeout 60 "$M" up "$T_TMP/rbad.pipe" --run-dir "$RUNS" \
+    >"$T_TMP/rbad.out" 2>"$T_TMP/rbad.err"; rc=$?
+if [ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q "taskset" "$T_TMP/rbad.err" && grep -q "student\.[01]" "$T_TMP/rbad.err"
+then t_ok "remote cpus= the host lacks: the job stops naming the process (rc $rc)"
+else t_fail "remote cpus= the host lacks" "rc=$rc: $(tail -n 6 "$T_TMP/rbad.err")"; fi
+
 # a process refuses a bad MSD_THREADS at start, naming it
 for v in 0 abc 65 ""; do
     err=$(MSD_THREADS=$v timeout 20 "$BIN/msd-critic" --mode mog --mix "$TP/corners4.mix" --bind serve=ipc://"$T_TMP"/c 2>&1); rc=$?

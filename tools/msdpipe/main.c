@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <libgen.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -113,6 +114,36 @@ int find_pipeline_file(Options *o, char *err, size_t errlen) {
     return msd_errf(err, errlen, "%s: not found in the current folder, $MSDPIPE_PATH or %s/../pipelines", f, o->bindir);
 }
 
+/* cpus= (docs/PIPELINES.md "Threads"): a process on this machine may only be pinned to CPUs the
+ * launcher itself may use (its sched_getaffinity set: taskset or a cgroup limit shrinks it),
+ * and under --slurm Slurm places and binds the processes, so cpus= is refused there. */
+static int check_cpus(const Options *o, const Pipeline *pl, char *err, size_t errlen) {
+    cpu_set_t mine;
+    CPU_ZERO(&mine);
+    int known = sched_getaffinity(0, sizeof mine, &mine) == 0;
+    for (int i = 0; i < pl->nprocs; i++) {
+        const PipeProc *p = &pl->procs[i];
+        if (!p->ncpus) continue;
+        char want[PIPE_MAX_CPU * 5], have[PIPE_MAX_CPU * 5]; /* the longest list: every other CPU */
+        pipeline_cpus_text(p->cpuset, want, sizeof want);
+        if (o->slurm)
+            return msd_errf(err, errlen, "%s:%d: process %s: cpus=%s is for runs without --slurm (under Slurm, srun places and binds the processes; leave cpus= out)",
+                            pl->path, p->line, p->name, want);
+        if (p->host != 0 || !known) continue; /* another host: taskset there says whether it can */
+        unsigned char set[PIPE_MAX_CPU / 8] = {0};
+        for (int c = 0; c < PIPE_MAX_CPU && c < CPU_SETSIZE; c++)
+            if (CPU_ISSET(c, &mine)) set[c / 8] |= (unsigned char)(1u << (c % 8));
+        for (int c = 0; c < PIPE_MAX_CPU; c++) {
+            if ((p->cpuset[c / 8] >> (c % 8) & 1) && !(set[c / 8] >> (c % 8) & 1)) {
+                pipeline_cpus_text(set, have, sizeof have);
+                return msd_errf(err, errlen, "%s:%d: process %s: cpus=%s names CPU %d, which this launcher may not use (it may use %s)",
+                                pl->path, p->line, p->name, want, c, have);
+            }
+        }
+    }
+    return 0;
+}
+
 int load_pipeline(Options *o, Pipeline *pl) {
     char err[8192];
     if (find_pipeline_file(o, err, sizeof err) < 0) return msd_fail(MSDPIPE_EXIT_USAGE, "%s", err);
@@ -126,6 +157,10 @@ int load_pipeline(Options *o, Pipeline *pl) {
         return MSDPIPE_EXIT_USAGE;
     }
     pipeline_share_threads(pl, parallel_cpu_count()); /* the cores this launcher may use */
+    if (check_cpus(o, pl, err, sizeof err) < 0) {
+        pipeline_free(pl);
+        return msd_fail(MSDPIPE_EXIT_USAGE, "%s", err);
+    }
     return 0;
 }
 

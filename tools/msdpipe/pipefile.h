@@ -32,6 +32,7 @@
 #define PIPE_MAX_GPU 63
 #define PIPE_MAX_RESTART 100      /* restart= per process */
 #define PIPE_MAX_THREADS 64        /* threads= per process (the pool's limit, PARALLEL_MAX_THREADS) */
+#define PIPE_MAX_CPU 1024          /* cpus= CPU numbers are 0..PIPE_MAX_CPU-1 (glibc's CPU_SETSIZE) */
 #define PIPE_MAX_AFTER 8           /* after steps */
 
 /* Built-in variables, present in every pipeline (seconds; a file may give other defaults). */
@@ -80,6 +81,8 @@ typedef struct PipeProc {
     int restart;                   /* restart=N: restarts after a crash or silence (0: a failure stops the job) */
     int threads;                   /* threads=N as written; 0: not given (the launcher's share) */
     int cpu_threads;               /* what it gets (MSD_THREADS), set by pipeline_share_threads; 0: none */
+    int ncpus;                     /* cpus=LIST: the CPUs it is pinned to, how many; 0: not pinned */
+    unsigned char cpuset[PIPE_MAX_CPU / 8]; /* cpus=: bit c (byte c/8, bit c%8) for CPU c */
     int nbinds, nconnects, argc;
     PipeBind binds[PIPE_MAX_BINDS];
     PipeConnect connects[PIPE_MAX_CONNECTS];
@@ -132,12 +135,15 @@ typedef int (*PipePortFn)(const PipeHost *h, void *ctx, char *err, size_t errlen
 int pipeline_plan(Pipeline *pl, const char *rundir, PipePortFn pick, void *ctx, char *err,
                   size_t errlen);
 /* Give every process its CPU thread count (PipeProc.cpu_threads, docs/PIPELINES.md "Threads"):
- * threads=N wherever it runs; else, on localhost, a process whose role computes (student,
- * critic, teacher: pipeline_role_computes) on the CPU gets an even share of the `cores` left
+ * threads=N wherever it runs (else as many as its cpus= names); else, on localhost, a process
+ * whose role computes (student, critic, teacher: pipeline_role_computes) on the CPU gets an even
+ * share of the `cores` left
  * after the explicit counts there (at least 1; the remainder goes to the first ones), and
  * every other local process 1; a process on another host without threads= gets none (0: it
  * uses its own machine's cores). An after step gets its threads=, else all `cores`. */
 void pipeline_share_threads(Pipeline *pl, int cores);
+/* A CPU set (PipeProc.cpuset) as taskset -c writes it ("0-3,8") into out; out is "" when empty. */
+void pipeline_cpus_text(const unsigned char *set, char *out, size_t cap);
 /* True for the roles that share the cores: student, critic, teacher. */
 int pipeline_role_computes(const char *role);
 /* True when some process runs on another host than localhost (tcp + CURVE needed). */

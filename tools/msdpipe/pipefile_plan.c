@@ -77,9 +77,11 @@ void pipeline_share_threads(Pipeline *pl, int cores) {
     int left = cores, sharers = 0;
     for (int i = 0; i < pl->nprocs; i++) {
         PipeProc *p = &pl->procs[i];
-        p->cpu_threads = p->threads;
-        if (p->host != 0 || p->threads) {
-            if (p->host == 0) left -= p->threads;
+        /* threads=, else as many as its cpus= has */
+        int own = p->threads ? p->threads : p->ncpus < PIPE_MAX_THREADS ? p->ncpus : PIPE_MAX_THREADS;
+        p->cpu_threads = own;
+        if (p->host != 0 || own) {
+            if (p->host == 0) left -= own;
             continue;
         }
         if (p->gpu < 0 && pipeline_role_computes(p->role)) sharers++;
@@ -97,4 +99,18 @@ void pipeline_share_threads(Pipeline *pl, int cores) {
     }
     for (int i = 0; i < pl->nafter; i++) /* after steps run alone, once the job is done: every core */
         pl->after[i].cpu_threads = pl->after[i].threads ? pl->after[i].threads : cores < PIPE_MAX_THREADS ? cores : PIPE_MAX_THREADS;
+}
+
+void pipeline_cpus_text(const unsigned char *set, char *out, size_t cap) {
+    size_t n = 0;
+    if (cap) out[0] = 0;
+    for (int c = 0; c < PIPE_MAX_CPU; c++) {
+        if (!(set[c / 8] >> (c % 8) & 1)) continue;
+        int e = c;
+        while (e + 1 < PIPE_MAX_CPU && set[(e + 1) / 8] >> ((e + 1) % 8) & 1) e++;
+        int w = e > c ? snprintf(out + n, cap - n, "%s%d-%d", n ? "," : "", c, e) : snprintf(out + n, cap - n, "%s%d", n ? "," : "", c);
+        if (w < 0 || (size_t)w >= cap - n) return; /* cut short: cap too small */
+        n += (size_t)w;
+        c = e;
+    }
 }

@@ -234,16 +234,43 @@ static int int_key(Parser *P, const char *key, const char *val, int max, const c
     return 0;
 }
 
+/* cpus=LIST: CPU numbers and ranges as taskset -c takes them ("0-3,8"), into p->cpuset;
+ * cpus=none: not pinned. */
+static int cpus_key(Parser *P, const char *val, PipeProc *p) {
+    if (strcmp(val, "none") == 0) return 0; /* not pinned (a variable's default) */
+    const char *s = val;
+    for (;;) {
+        char *end;
+        if (*s < '0' || *s > '9') break;
+        long a = strtol(s, &end, 10), b = a;
+        if (*end == '-') {
+            if (end[1] < '0' || end[1] > '9') break;
+            b = strtol(end + 1, &end, 10);
+        }
+        if (a >= PIPE_MAX_CPU || b >= PIPE_MAX_CPU)
+            return perr(P, "bad cpus '%s': CPU %ld is beyond the largest CPU number, %d", val, a > b ? a : b, PIPE_MAX_CPU - 1);
+        if (b < a) return perr(P, "bad cpus '%s': the range %ld-%ld runs backwards", val, a, b);
+        for (long c = a; c <= b; c++) {
+            if (!(p->cpuset[c / 8] >> (c % 8) & 1)) p->ncpus++;
+            p->cpuset[c / 8] |= (unsigned char)(1u << (c % 8));
+        }
+        if (!*end) return 0;
+        if (*end != ',') break;
+        s = end + 1;
+    }
+    return perr(P, "bad cpus '%s' (expected CPU numbers and ranges, as taskset -c takes them: cpus=0-3,8 or cpus=$k, or none)", val);
+}
+
 /* The key=value words and '--' arguments of one (replica of a) proc line. */
 static int proc_keys(Parser *P, PipeProc *p) {
     Toks *t = &P->toks;
-    int seen_role = 0, seen_bind = 0, seen_connect = 0, seen_gpu = 0, seen_host = 0, seen_server = 0, seen_restart = 0, seen_threads = 0;
+    int seen_role = 0, seen_bind = 0, seen_connect = 0, seen_gpu = 0, seen_host = 0, seen_server = 0, seen_restart = 0, seen_threads = 0, seen_cpus = 0;
     int i = 0;
     for (; i < t->n; i++) {
         if (strcmp(t->v[i], "--") == 0) { i++; break; }
         char *eq = strchr(t->v[i], '=');
         if (!eq)
-            return perr(P, "expected key=value or '--', got '%s' (proc keys: role, bind, connect, gpu, host, server, restart, threads)", t->v[i]);
+            return perr(P, "expected key=value or '--', got '%s' (proc keys: role, bind, connect, gpu, host, server, restart, threads, cpus)", t->v[i]);
         *eq = 0;
         const char *key = t->v[i];
         char *val = eq + 1;
@@ -300,8 +327,11 @@ static int proc_keys(Parser *P, PipeProc *p) {
             if (int_key(P, key, val, PIPE_MAX_THREADS,
                         "the process's CPU threads, 1..%d, or 0 for the launcher's share", &p->threads))
                 return -1;
+        } else if (strcmp(key, "cpus") == 0) {
+            if (seen_cpus++) return perr(P, "cpus given twice (list CPUs with commas)");
+            if (cpus_key(P, val, p) < 0) return -1;
         } else {
-            return perr(P, "unknown proc key '%s' (proc keys: role, bind, connect, gpu, host, server, restart, threads)", key);
+            return perr(P, "unknown proc key '%s' (proc keys: role, bind, connect, gpu, host, server, restart, threads, cpus)", key);
         }
     }
     for (; i < t->n; i++) {

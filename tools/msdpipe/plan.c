@@ -167,6 +167,12 @@ char **plan_argv(const Pipeline *pl, int i, const char *bindir, const char *cont
         str_add(&s, &len, &cap, " && ");
     }
     str_add(&s, &len, &cap, "exec");
+    if (p->ncpus) { /* cpus= on another host: taskset there pins it (and says so if it cannot) */
+        char list[PIPE_MAX_CPU * 5];
+        pipeline_cpus_text(p->cpuset, list, sizeof list);
+        str_add(&s, &len, &cap, " taskset -c ");
+        str_add(&s, &len, &cap, list);
+    }
     if (p->cpu_threads > 0) { /* threads= reaches the other host through env(1) */
         char t[64];
         snprintf(t, sizeof t, " env MSD_THREADS=%d OPENBLAS_NUM_THREADS=1", p->cpu_threads);
@@ -309,11 +315,17 @@ void plan_print(const Pipeline *pl, const char *bindir, FILE *out) {
         for (int k = 0; k < p->argc; k++) own |= !strcmp(p->argv[k], "--threads") || !strncmp(p->argv[k], "--threads=", 10);
         const char *ownnote = own ? "; its own --threads, unless 0, wins" : "";
         if (p->threads) fprintf(out, "  %-8s %d (threads=%s)\n", "threads", p->threads, ownnote);
+        else if (p->ncpus) fprintf(out, "  %-8s %d (as many as its cpus=%s)\n", "threads", p->cpu_threads, ownnote);
         else if (p->host != 0) fprintf(out, "  %-8s not set (its host's own cores%s)\n", "threads", ownnote);
         else if (p->gpu < 0 && pipeline_role_computes(p->role))
             fprintf(out, "  %-8s %d (a share of %d core%s among %d computing process%s%s)\n", "threads", p->cpu_threads, pl->cores,
                     pl->cores == 1 ? "" : "s", pl->sharers, pl->sharers == 1 ? "" : "es", ownnote);
         else fprintf(out, "  %-8s %d (%s%s)\n", "threads", p->cpu_threads, p->gpu >= 0 ? "on a GPU" : "a role that does not compute", ownnote);
+        if (p->ncpus) {
+            char list[PIPE_MAX_CPU * 5];
+            pipeline_cpus_text(p->cpuset, list, sizeof list);
+            fprintf(out, "  %-8s %s (pinned: cpus=%s)\n", "cpus", list, p->host != 0 ? ", by taskset on its host" : "");
+        }
         fprintf(out, "  %-8s %s\n", "server", p->server ? "yes (stopped when the job ends)" : "no (the job ends when it is done)");
         for (int b = 0; b < p->nbinds; b++)
             fprintf(out, "  %-8s %s=%s\n", "bind", p->binds[b].name, p->binds[b].endpoint);

@@ -27,6 +27,7 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -306,6 +307,18 @@ static int start_child(Launcher *L, int i, char *err, size_t errlen) {
         plan_free_argv(envp);
         return msd_errf(err, errlen, "open %s: %s", remote && keyarg ? L->keyfile : "/dev/null", strerror(e));
     }
+    /* cpus= on this machine: the child pins itself before exec (check_cpus let only the
+     * launcher's own CPUs through); the message is made here, the child only writes it */
+    cpu_set_t pin;
+    CPU_ZERO(&pin);
+    char pinmsg[256] = "";
+    if (p->ncpus && !remote) {
+        for (int c = 0; c < PIPE_MAX_CPU && c < CPU_SETSIZE; c++)
+            if (p->cpuset[c / 8] >> (c % 8) & 1) CPU_SET(c, &pin);
+        char list[128];
+        pipeline_cpus_text(p->cpuset, list, sizeof list);
+        snprintf(pinmsg, sizeof pinmsg, "[msdpipe] ERROR %s: cannot pin it to cpus=%s (sched_setaffinity failed)\n", p->name, list);
+    }
     pid_t parent = getpid();
     fflush(NULL);
     pid_t pid = fork();
@@ -318,6 +331,11 @@ static int start_child(Launcher *L, int i, char *err, size_t errlen) {
     }
     if (pid == 0) {
         if (child_setup(parent) < 0) _exit(3);   /* the launcher died before prctl */
+        if (pinmsg[0] && sched_setaffinity(0, sizeof pin, &pin) < 0) {
+            ssize_t w = write(2, pinmsg, strlen(pinmsg));
+            (void)w;
+            _exit(126);
+        }
         dup2(in, 0);
         dup2(2, 1);                              /* stdout is for replies only */
         if (remote) execvp(argv[0], argv);
