@@ -151,10 +151,11 @@ done
 # comparisons) cut the Winograd work differently, never the numbers: the teacher's samples are
 # the same bytes at the smallest and the largest L2 (work items of 32 and 448 tiles), 2 threads,
 # with the own 3x3 kernels (MSD_CPU_CONV=own: builds without AVX-512 use im2col + OpenBLAS by
-# default, where the L2 sizes play no part); a bad MSD_CPU_L2 or MSD_CPU_CONV is refused, naming it
+# default, where the L2 sizes play no part); a bad MSD_CPU_L2 or MSD_CPU_CONV is refused, naming it.
+# One Heun step (NFE 1) and a 600 s guard: an ASan build beside other work took 118 s for NFE 3.
 teach="$MSD_TOP/models/fmnist_teacher.safetensors"
 for l2 in 65536 67108864; do
-    MSD_CPU_CONV=own MSD_CPU_L2=$l2 timeout 120 "$BIN/msd-sample" --ckpt "$teach" --n 16 --steps 2 --batch 16 --threads 2 \
+    MSD_CPU_CONV=own MSD_CPU_L2=$l2 timeout 600 "$BIN/msd-sample" --ckpt "$teach" --n 16 --steps 1 --batch 16 --threads 2 \
         --out "$T_TMP/l2-$l2.safetensors" >"$T_TMP/l2-$l2.log" 2>&1 || echo "rc $?" >>"$T_TMP/l2-$l2.log"
 done
 if cmp -s "$T_TMP/l2-65536.safetensors" "$T_TMP/l2-67108864.safetensors"; then t_ok "machine L2: same samples at 64 KiB and 64 MiB"
