@@ -116,6 +116,15 @@ for k in (0, 1):
     if diff <= len(names) // 2: sys.exit(1)
 EOF2
 
+# WU: warmup= (for critics that start afresh, e.g. copies of the teacher): each critic takes W
+# updates on the initial generator's samples before step 1, then TTUR's per step
+t_check "WU: warmup=3, 1 step" "$BIN/msdpipe" up train_stage3 "${small[@]}" --set steps=1 --set warmup=3 \
+    --set run="$T_TMP/wu" 2>wu.log
+t_check "WU: each student warms its critic up with 3 updates" \
+    test "$(grep -c 'student\.[01]\] INFO warming up the critic: 3 updates' wu.log)" -eq 2
+t_check "WU: each critic's checkpoint is at update 5 (3 + TTUR 2)" \
+    bash -c "grep -qa '\"msd.step\":\"5\"' wu/ckpt/critic.0.safetensors && grep -qa '\"msd.step\":\"5\"' wu/ckpt/critic.1.safetensors"
+
 # B: student.0 killed with SIGKILL at step 2 after its checkpoint (held there: t_kill_held_student0
 # in tests/lib.sh), then resumed to step 4
 t_kill_held_student0 train_stage3 2 "$T_TMP/b" "data teacher critic eval" "${small[@]}"
