@@ -114,7 +114,8 @@ else t_fail fail_reported "rc=$rc: $(cat "$T_TMP/fail.err")"; fi
 if t_wait_for 5 no_procs_left; then t_ok fail_no_process_left; else t_fail fail_no_process_left "$(pgrep -af -- "$RUNS/")"; fi
 
 # ---- a process that does not get ready in time ---------------------------------------------
-"$M" up "$TP/idle.pipe" --set ready_timeout=0.001 --run-dir "$RUNS" >/dev/null 2>"$T_TMP/ready.err"; rc=$?
+# bounded: a launcher that hung while stopping would otherwise take the whole file's time limit
+timeout -k 5 60 "$M" up "$TP/idle.pipe" --set ready_timeout=0.001 --run-dir "$RUNS" >/dev/null 2>"$T_TMP/ready.err"; rc=$?
 if [ $rc -eq 1 ] && grep -q "not ready after 0.001 s" "$T_TMP/ready.err" && t_wait_for 5 no_procs_left; then t_ok ready_timeout
 else t_fail ready_timeout "rc=$rc: $(cat "$T_TMP/ready.err")"; fi
 

@@ -282,6 +282,27 @@ static int child_setup(pid_t parent) {
     return getppid() != parent ? -1 : 0;
 }
 
+/* fork() with every signal blocked until the child has reset the launcher's handlers
+ * (child_setup): a SIGTERM sent to a child that has not reached exec yet stays pending and then
+ * takes its default action, where it would otherwise run the launcher's own handler in the
+ * child and be lost (the child would exec and never hear it). */
+static pid_t fork_blocked(void) {
+    sigset_t all, old;
+    sigfillset(&all);
+    sigprocmask(SIG_BLOCK, &all, &old);
+    pid_t pid = fork();
+    int e = errno;
+    if (pid != 0) sigprocmask(SIG_SETMASK, &old, NULL);
+    errno = e;
+    return pid;
+}
+
+/* Signal a child's process group; a child that has not called setsid yet has none, so then
+ * the child itself (its signals are blocked until then: the signal waits for it). */
+static void signal_child(pid_t pid, int sig) {
+    if (kill(-pid, sig) < 0 && errno == ESRCH) kill(pid, sig);
+}
+
 /* fork + exec one process; between the two only async-signal-safe calls. */
 static int start_child(Launcher *L, int i, char *err, size_t errlen) {
     const PipeProc *p = &L->pl.procs[i];
@@ -321,7 +342,7 @@ static int start_child(Launcher *L, int i, char *err, size_t errlen) {
     }
     pid_t parent = getpid();
     fflush(NULL);
-    pid_t pid = fork();
+    pid_t pid = fork_blocked();
     if (pid < 0) {
         int e = errno;
         close(in);
@@ -539,7 +560,7 @@ static int stop_kind(Launcher *L, int servers, int seen_signals, int *second) {
         Child *c = &L->ch[i];
         if (L->pl.procs[i].server != servers || c->pid <= 0 || c->state == CH_EXITED) continue;
         if (c->heard) send_op(L, i, WIRE_OP_STOP);
-        else kill(-c->pid, SIGTERM);  /* not connected yet: its own signal handler stops it */
+        else signal_child(c->pid, SIGTERM);  /* not connected yet: its own signal handler stops it */
     }
     double deadline = msd_now() + L->pl.stop_timeout;
     int failed = 0;
@@ -556,7 +577,11 @@ static int stop_kind(Launcher *L, int servers, int seen_signals, int *second) {
         zmq_poll(&it, 1, 20);
         WireMsg m;
         char err[64];
-        while (wire_recv(L->ctl, &m, 0, err, sizeof err) != WIRE_EAGAIN) wire_msg_close(&m);
+        for (;;) { /* drop what arrives; a socket error ends the drain (the deadline still holds) */
+            int r = wire_recv(L->ctl, &m, 0, err, sizeof err);
+            if (r == WIRE_EAGAIN || r == WIRE_ESOCKET) break;
+            wire_msg_close(&m);
+        }
     }
     return failed;
 }
@@ -726,7 +751,7 @@ static int run_after(Launcher *L) {
         write_state(L);
         pid_t parent = getpid();
         fflush(NULL);
-        pid_t pid = fork();
+        pid_t pid = fork_blocked();
         if (pid < 0) {
             log_error("after step %s: fork: %s", p->name, strerror(errno));
             plan_free_argv(argv);
@@ -760,7 +785,7 @@ static int run_after(Launcher *L) {
                 if (!sig) {
                     sig = g_signal;
                     log_info("%s: stopping the after step %s", strsignal(sig), p->name);
-                    kill(-pid, SIGTERM);
+                    signal_child(pid, SIGTERM);
                     kill_at = msd_now() + L->pl.stop_timeout;
                     seen = g_signals;
                 } else {
