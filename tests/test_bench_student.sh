@@ -1,6 +1,6 @@
 # test_bench_student.sh: the student serving benchmark's parts work (functional checks, no
 # timings: benchmarks are not tests), and the PyTorch twin builds the same student networks.
-#  - parity of the student sizes fmnist-m and fmnist-xs between tests/torch_unet.py and ours:
+#  - parity of the student sizes fmnist-s (the served one), fmnist-m and fmnist-xs between tests/torch_unet.py and ours:
 #    every parameter's name and shape (torch_unet.py --names against `msd-nn info`, exact), and
 #    the forward FLOPs per image (torch_unet_bench.py counts them with hooks on its modules,
 #    bench_unet --flops analytically, docs/UNET.md section 8): relative difference at most
@@ -39,7 +39,7 @@ for line in sys.stdin:
     if r.get("metric") == sys.argv[1] and (len(sys.argv) < 3 or r.get("bench") == sys.argv[2]):
         print(r["value"], r.get("config", "-")); break' "$@"; }
 
-for cfg in fmnist-m fmnist-xs; do
+for cfg in fmnist-s fmnist-m fmnist-xs; do
     "$BIN/msd-nn" info --config "$cfg" | grep -v '^#' | sort >"$T/ours.names" 2>&1
     timeout 120 "$PY" "$TOP/tests/torch_unet.py" --names "$cfg" | sort >"$T/torch.names" 2>&1
     n=$(wc -l <"$T/ours.names")
