@@ -282,6 +282,13 @@ static int child_setup(pid_t parent) {
     return getppid() != parent ? -1 : 0;
 }
 
+/* In a forked child whose exec failed: say so with one write (async-signal-safe) and exit 127. */
+static _Noreturn void exec_failed(const char *msg) {
+    ssize_t w = write(2, msg, strlen(msg));
+    (void)w;
+    _exit(127);
+}
+
 /* fork() with every signal blocked until the child has reset the launcher's handlers
  * (child_setup): a SIGTERM sent to a child that has not reached exec yet stays pending and then
  * takes its default action, where it would otherwise run the launcher's own handler in the
@@ -361,10 +368,7 @@ static int start_child(Launcher *L, int i, char *err, size_t errlen) {
         dup2(2, 1);                              /* stdout is for replies only */
         if (remote) execvp(argv[0], argv);
         else execve(argv[0], argv, envp);
-        static const char msg[] = "[msdpipe] ERROR exec failed for a pipeline process\n";
-        ssize_t w = write(2, msg, sizeof msg - 1);
-        (void)w;
-        _exit(127);
+        exec_failed("[msdpipe] ERROR exec failed for a pipeline process\n");
     }
     close(in);
     plan_free_argv(argv);
@@ -763,10 +767,7 @@ static int run_after(Launcher *L) {
             int in = open("/dev/null", O_RDONLY);
             if (in >= 0) dup2(in, 0);
             execve(argv[0], argv, envp);
-            static const char msg[] = "[msdpipe] ERROR exec failed for an after step\n";
-            ssize_t w = write(2, msg, sizeof msg - 1);
-            (void)w;
-            _exit(127);
+            exec_failed("[msdpipe] ERROR exec failed for an after step\n");
         }
         plan_free_argv(argv);
         plan_free_argv(envp);
