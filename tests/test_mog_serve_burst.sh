@@ -12,7 +12,7 @@
 #      a 4096-sample line): each heavy line gets its timeout error line, the light lines after
 #      them are served, and the stream ends;
 #   3. --inflight 2: a heavy request that waited behind another past its deadline_ms is skipped
-#      by the student, not computed (exactly 2 of 4 heavy lines).
+#      by the student, not computed (2 of 4 heavy lines; 3 when the first was taken late too).
 . "$(dirname "$0")/lib.sh"
 cd "$T_TMP"
 run=$T_TMP/run
@@ -73,6 +73,10 @@ printf -- '-\n-\n-\n-\n%s 5\n' "$c1" >skip.want
 runs skip.out >skip.got
 if cmp -s skip.want skip.got; then t_ok "inflight 2: 4 heavy lines fail, the light one is served"
 else t_fail "inflight 2" "expected $(tr '\n' ' ' <skip.want), got $(tr '\n' ' ' <skip.got)"; fi
-t_check "... the student skipped the 2 that waited behind another past their deadline" \
-    grep -q '^\[student\.0\] INFO skipped 2 requests past their deadline_ms' skip.log
+# 2 in the model above (lines 2 and 4 wait behind lines 1 and 3); 3 where the student took line 1
+# itself past its 1/4-compute deadline too (its first request after start-up: 3 of 6 quiet runs
+# of an Intel Xeon, 'taken 20 ms after its deadline_ms'); 0 or 1 if waiting lines were computed
+skipped=$(sed -n 's/^\[student\.0\] INFO skipped \([0-9]*\) requests past their deadline_ms$/\1/p' skip.log)
+t_check "... the student skipped the ones that waited behind another past their deadline (${skipped:-none} of 4; 2 or 3)" \
+    test "${skipped:-0}" -ge 2 -a "${skipped:-0}" -le 3
 t_end
