@@ -1,6 +1,7 @@
 # test_bench_student.sh: the student serving benchmark's parts work (functional checks, no
 # timings: benchmarks are not tests), and the PyTorch twin builds the same student networks.
-#  - parity of the student sizes fmnist-s (the served one), fmnist-m and fmnist-xs between tests/torch_unet.py and ours:
+#  - parity of the student sizes fmnist-s (the served one), fmnist-m and fmnist-xs between
+#    tests/torch_unet.py and ours:
 #    every parameter's name and shape (torch_unet.py --names against `msd-nn info`, exact), and
 #    the forward FLOPs per image (torch_unet_bench.py counts them with hooks on its modules,
 #    bench_unet --flops analytically, docs/UNET.md section 8): relative difference at most
